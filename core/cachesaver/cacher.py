@@ -1,0 +1,251 @@
+"""Cacher: serve demands from the store, ask the model only for what is missing.
+
+For each key it takes a per-key lock (so two batches never both pay for one missing sample),
+then repeats: compute how many samples the most demanding namespace lacks beyond what is stored
+(G2), make one model call for exactly that many, shared by every namespace in the batch (G3),
+append them (committed before anyone sees them: G6), and claim each demand's samples from its
+namespace's ledger (G1). A failed call stores nothing and claims nothing (G5). A model that
+returns fewer samples than asked is asked again for the rest; extra samples stay stored.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Awaitable, Callable, Optional
+
+from .codec import decode_sample, encode_sample
+from .deduplicator import Demand
+from .errors import CacheSaverError, ModelOutputError
+from .keys import canonical_json
+from .ledger import Ledger
+from .pending import Pending
+from .stats import Stats
+from .stores.base import Store
+from .typedefs import Request, Response, Usage, request_fields
+
+__all__ = ["Cacher"]
+
+log = logging.getLogger("cachesaver.cacher")
+
+Generate = Callable[[Request], Awaitable[Response]]
+
+#: A model that keeps returning fewer samples than asked is given up on after this many calls.
+MAX_CALLS_PER_DEMAND = 16
+
+
+@dataclasses.dataclass(eq=False)
+class _Call:
+    """Samples ``start .. stop-1`` of a key, produced by one model call in this round."""
+
+    start: int
+    stop: int
+    receivers: int = 0          # requests that received at least one of its samples
+    original_given: bool = False
+
+
+class Cacher:
+    def __init__(self, store: Store, ledger: Ledger, generate: Generate, stats: Stats,
+                 model_name: str = "model") -> None:
+        self.store = store
+        self.ledger = ledger
+        self._generate = generate
+        self.stats = stats
+        self._model_name = model_name
+        self._locks: dict[str, asyncio.Lock] = {}
+        # Samples this pipeline generated that no response has claimed yet (G8 billing).
+        self._unbilled: dict[str, set[int]] = {}
+
+    # -- full hits (no generation) -----------------------------------------------------------
+    async def try_hit(self, item: Pending) -> bool:
+        """Serve ``item`` entirely from the store if its namespace has ``n`` unused samples."""
+        request = item.request
+        pos, raws = await self.ledger.claim(request.namespace, item.key, request.n)
+        if not raws:
+            return False
+        self._deliver_one(item, pos, raws, calls=())
+        return True
+
+    # -- misses ------------------------------------------------------------------------------
+    async def serve(self, demands: list[Demand]) -> None:
+        """Serve every demand; each key is handled by one task, keys run concurrently."""
+        by_key: dict[str, list[Demand]] = {}
+        for demand in demands:
+            by_key.setdefault(demand.key, []).append(demand)
+        if len(by_key) == 1:
+            [(key, group)] = by_key.items()
+            await self._serve_key(key, group)
+        else:
+            await asyncio.gather(*(self._serve_key(k, g) for k, g in by_key.items()))
+
+    async def _serve_key(self, key: str, demands: list[Demand]) -> None:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        try:
+            async with lock:
+                await self._serve_locked(key, demands)
+        except BaseException as exc:  # never leave a caller waiting
+            for demand in demands:
+                for item in demand.items:
+                    item.fail(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            if not lock.locked() and not getattr(lock, "_waiters", None):
+                self._locks.pop(key, None)
+
+    async def _serve_locked(self, key: str, demands: list[Demand]) -> None:
+        store, ledger = self.store, self.ledger
+        calls: list[_Call] = []
+        deliveries: list[tuple[Demand, int, list[bytes]]] = []
+        pending = [d for d in demands if d.n > 0]
+        meta: Optional[bytes] = None
+        calls_made = 0
+        while pending:
+            length = await store.length(key)
+            target = 0
+            for demand in pending:
+                target = max(target, await ledger.position(demand.namespace, key) + demand.n)
+            missing = target - length
+            while missing > 0:
+                calls_made += 1
+                if calls_made > MAX_CALLS_PER_DEMAND:
+                    raise ModelOutputError(
+                        f"{self._model_name} returned too few samples {MAX_CALLS_PER_DEMAND} "
+                        f"times in a row for key {key}; check that it honours request.n"
+                    )
+                representative = _first_live(pending)
+                if representative is None:
+                    return  # every caller left: generate nothing more
+                if meta is None:
+                    meta = canonical_json(request_fields(representative.request))
+                try:
+                    call = await self._call_model(key, representative.request, missing, meta)
+                except Exception as exc:
+                    self.stats.failed_calls += 1
+                    log.debug("model call failed for key %s: %r", key, exc)
+                    for demand in pending:
+                        for item in demand.items:
+                            item.fail(exc)
+                    return
+                calls.append(call)
+                missing -= call.stop - call.start
+            still_missing = []
+            for demand in pending:
+                n = demand.n
+                if n == 0:
+                    continue
+                pos, raws = await ledger.claim(demand.namespace, key, n)
+                if raws:
+                    deliveries.append((demand, pos, raws))
+                else:  # another process took them first: go round again
+                    still_missing.append(demand)
+            pending = still_missing
+        self._deliver(deliveries, calls)
+
+    async def _call_model(self, key: str, template: Request, n: int, meta: bytes) -> _Call:
+        """One model call for ``n`` samples; returns where its samples were appended."""
+        request = dataclasses.replace(template, n=n)
+        self.stats.model_calls += 1
+        self.stats.samples_requested += n
+        response = await self._generate(request)
+        if not isinstance(response, Response) or not isinstance(response.data, list):
+            raise ModelOutputError(
+                f"{self._model_name}.request() must return cachesaver.typedefs.Response with a "
+                f"list in .data, got {type(response).__name__}"
+            )
+        samples = response.data
+        if not samples:
+            raise ModelOutputError(
+                f"{self._model_name} returned no samples for n={n} (key {key}); return a "
+                "Response whose data holds up to n samples"
+            )
+        usage = response.usage if isinstance(response.usage, Usage) else Usage()
+        k = len(samples)
+        encoded = [
+            encode_sample(
+                sample, usage.prompt_tokens / k, usage.completion_tokens / k, usage.cost / k,
+                where=f"sample {i} returned by {self._model_name} for key {key}",
+            )
+            for i, sample in enumerate(samples)
+        ]
+        start = await self.store.append(key, encoded, meta)
+        self._unbilled.setdefault(key, set()).update(range(start, start + k))
+        self.stats.samples_returned += k
+        return _Call(start, start + k)
+
+    # -- delivery and flags (G8) -------------------------------------------------------------
+    def _deliver(self, deliveries: list[tuple[Demand, int, list[bytes]]], calls: list[_Call]) -> None:
+        # First pass: how many requests share each call (a call shared by >= 2 is "merged").
+        plan: list[tuple[Pending, int, list[bytes]]] = []
+        for demand, pos, raws in deliveries:
+            offset = 0
+            for item in demand.live_items():
+                n = item.request.n
+                part = raws[offset : offset + n]
+                if len(part) < n:  # the caller count changed under us; nothing to hand out
+                    break
+                plan.append((item, pos + offset, part))
+                offset += n
+        for item, pos, part in plan:
+            for call in calls:
+                if call.start < pos + len(part) and pos < call.stop:
+                    call.receivers += 1
+        for item, pos, part in plan:
+            self._deliver_one(item, pos, part, calls)
+
+    def _deliver_one(self, item: Pending, pos: int, raws: list[bytes], calls) -> None:
+        key = item.key
+        counters = self.stats.ns(item.request.namespace)
+        unbilled = self._unbilled.get(key)
+        data, cached, duplicated = [], [], []
+        billed = Usage()
+        try:
+            for offset, raw in enumerate(raws):
+                index = pos + offset
+                record = decode_sample(raw, key=key, index=index)
+                data.append(record.data)
+                is_new = unbilled is not None and index in unbilled
+                if is_new:
+                    unbilled.discard(index)
+                    counters.samples_generated += 1
+                    counters.prompt_tokens_billed += record.prompt_tokens
+                    counters.completion_tokens_billed += record.completion_tokens
+                    counters.cost_billed += record.cost
+                    billed = billed + Usage(record.prompt_tokens, record.completion_tokens, record.cost)
+                else:
+                    counters.samples_from_store += 1
+                    counters.prompt_tokens_saved += record.prompt_tokens
+                    counters.completion_tokens_saved += record.completion_tokens
+                    counters.cost_saved += record.cost
+                cached.append(not is_new)
+                dup = False
+                for call in calls:
+                    if call.start <= index < call.stop:
+                        if call.original_given:
+                            dup = call.receivers >= 2
+                        else:
+                            call.original_given = True
+                            counters.model_calls += 1
+                        break
+                if dup:
+                    counters.samples_merged += 1
+                duplicated.append(dup)
+        except CacheSaverError as exc:
+            item.fail(exc)
+            return
+        finally:
+            if unbilled is not None and not unbilled:
+                self._unbilled.pop(key, None)
+        item.resolve(Response(data=data, cached=cached, duplicated=duplicated, usage=billed))
+
+
+def _first_live(demands: list[Demand]) -> Optional[Pending]:
+    """The live item with the smallest request_id: its request is sent to the model."""
+    best: Optional[Pending] = None
+    for demand in demands:
+        for item in demand.items:
+            if not item.future.done() and (best is None or item.request.request_id < best.request.request_id):
+                best = item
+    return best

@@ -1,0 +1,73 @@
+"""Sample records as JSON bytes: the only thing the stores ever write (G7: no pickle).
+
+A record is ``{"d": <sample>, "u": [prompt_tokens, completion_tokens, cost]}``: the sample as the
+model returned it and this sample's share of what its call billed (used to report savings).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .errors import CorruptSampleError, NotSerializableError
+
+__all__ = ["encode_sample", "decode_sample", "SampleRecord"]
+
+# Dataclasses, datetimes and numpy arrays are *not* plain JSON: orjson would silently turn them
+# into dicts/strings, and the replayed sample would differ in type from the live one.
+_STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+class SampleRecord(tuple):
+    """(data, prompt_tokens, completion_tokens, cost) decoded from the store."""
+
+    __slots__ = ()
+
+    @property
+    def data(self) -> Any:
+        return self[0]
+
+    @property
+    def prompt_tokens(self) -> float:
+        return self[1]
+
+    @property
+    def completion_tokens(self) -> float:
+        return self[2]
+
+    @property
+    def cost(self) -> float:
+        return self[3]
+
+
+def encode_sample(data: Any, prompt_tokens: float = 0, completion_tokens: float = 0,
+                  cost: float = 0.0, *, where: str = "sample") -> bytes:
+    """Encode one sample strictly as JSON; raise ``NotSerializableError`` naming ``where``."""
+    try:
+        return orjson.dumps({"d": data, "u": [prompt_tokens, completion_tokens, cost]}, option=_STRICT)
+    except TypeError as exc:  # orjson.JSONEncodeError subclasses TypeError
+        raise NotSerializableError(
+            f"{where} is not plain JSON ({exc}); return str/int/float/bool/list/dict samples "
+            "from the model (convert objects with .model_dump() or dataclasses.asdict())"
+        ) from None
+
+
+def decode_sample(raw: Any, *, key: str, index: int) -> SampleRecord:
+    """Decode a stored record; anything we did not write raises ``CorruptSampleError``."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise CorruptSampleError(
+            f"sample {index} of key {key} is a {type(raw).__name__}, not JSON bytes; "
+            "the store was written by something else: remove that key (cachesaver prune)"
+        )
+    try:
+        obj = orjson.loads(raw)
+        data = obj["d"]
+        pt, ct, cost = obj.get("u") or (0, 0, 0.0)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CorruptSampleError(
+            f"sample {index} of key {key} is not a CacheSaver record ({exc}); "
+            "the store was modified by something else: remove that key"
+        ) from None
+    return SampleRecord((data, pt, ct, cost))

@@ -1,0 +1,60 @@
+"""Exceptions raised by the engine.
+
+Every error that is the caller's to fix subclasses ``ValueError`` or ``TypeError`` so that generic
+handlers keep working, and its message names the field and says how to fix it.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "CacheSaverError",
+    "InvalidRequestError",
+    "InvalidRequestTypeError",
+    "DuplicateRequestIdError",
+    "NotSerializableError",
+    "ModelOutputError",
+    "CorruptSampleError",
+    "StoreError",
+    "PipelineClosedError",
+]
+
+
+class CacheSaverError(Exception):
+    """Base class of everything the engine raises on purpose."""
+
+
+class InvalidRequestError(CacheSaverError, ValueError):
+    """A request field has a value the engine cannot honour (``n < 1``, an empty namespace...)."""
+
+
+class InvalidRequestTypeError(CacheSaverError, TypeError):
+    """A request field has the wrong type (a namespace that is not a string...)."""
+
+
+class DuplicateRequestIdError(InvalidRequestError):
+    """Two requests waiting at the same time share one ``request_id``.
+
+    Request ids order samples inside a batch (G4), so they must be unique among requests in flight.
+    """
+
+
+class NotSerializableError(CacheSaverError, TypeError):
+    """A sample (or a key field) is not plain JSON, so it cannot be stored without pickle (G7)."""
+
+
+class ModelOutputError(CacheSaverError, TypeError):
+    """The user's model returned something other than a ``Response`` with a list of samples."""
+
+
+class CorruptSampleError(CacheSaverError, ValueError):
+    """A stored value is not what the engine wrote (garbage bytes, a planted pickle...).
+
+    The message names the key and index; the rest of the store keeps working.
+    """
+
+
+class StoreError(CacheSaverError, RuntimeError):
+    """The store could not be reached or refused an operation; nothing was half-written."""
+
+
+class PipelineClosedError(CacheSaverError, RuntimeError):
+    """A request was made on a pipeline that is closed or closing."""

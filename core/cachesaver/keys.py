@@ -1,0 +1,87 @@
+"""Canonical cache keys.
+
+A key is the SHA-256 of the canonical JSON of everything that shapes the output distribution.
+Canonical means: object keys sorted, ``None`` values dropped (``stop=None`` is the same request as
+no ``stop``), integral floats written as integers (``temperature=1`` is ``temperature=1.0``),
+tuples as lists, pydantic classes as their JSON schema and pydantic objects as their dump. The
+result does not depend on dict order, process, machine, Python version or ``PYTHONHASHSEED``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import math
+from typing import Any, Mapping
+
+import orjson
+
+from .errors import NotSerializableError
+from .typedefs import Request, request_fields
+
+__all__ = ["canonical", "canonical_json", "make_key", "request_key"]
+
+_MAX_DEPTH = 64
+
+
+def canonical(value: Any, *, _path: str = "$", _depth: int = 0) -> Any:
+    """Return ``value`` as plain JSON data in canonical form (see module docstring)."""
+    if _depth > _MAX_DEPTH:
+        raise NotSerializableError(f"key field {_path} is nested deeper than {_MAX_DEPTH} levels")
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        if not math.isfinite(value):
+            raise NotSerializableError(
+                f"key field {_path} is {value!r}; JSON has no NaN or infinity: pass a finite number"
+            )
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise NotSerializableError(
+                    f"key field {_path} has a non-string dict key {k!r}; use string keys"
+                )
+            if v is None:
+                continue
+            out[k] = canonical(v, _path=f"{_path}.{k}", _depth=_depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [canonical(v, _path=f"{_path}[{i}]", _depth=_depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, enum.Enum):
+        return canonical(value.value, _path=_path, _depth=_depth + 1)
+    if isinstance(value, type) and hasattr(value, "model_json_schema"):
+        # A pydantic class (structured output): its schema is what reaches the model.
+        return canonical(value.model_json_schema(), _path=_path, _depth=_depth + 1)
+    if hasattr(value, "model_dump") and callable(value.model_dump):
+        return canonical(value.model_dump(mode="json"), _path=_path, _depth=_depth + 1)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return canonical(
+            {f.name: getattr(value, f.name) for f in dataclasses.fields(value)},
+            _path=_path,
+            _depth=_depth + 1,
+        )
+    raise NotSerializableError(
+        f"key field {_path} has type {type(value).__name__}, which has no canonical JSON form; "
+        "pass str/int/float/bool/list/dict (or a pydantic model or dataclass)"
+    )
+
+
+def canonical_json(value: Any) -> bytes:
+    """Canonical JSON bytes of ``value`` (sorted keys, no whitespace)."""
+    return orjson.dumps(canonical(value), option=orjson.OPT_SORT_KEYS)
+
+
+def make_key(payload: Mapping[str, Any]) -> str:
+    """SHA-256 hex key of a request payload. Adapters call this with what they hashed."""
+    return hashlib.sha256(canonical_json(payload)).hexdigest()
+
+
+def request_key(request: Request) -> str:
+    """Key of an engine ``Request``: all keyed fields (prompt and any user-added decoding field)."""
+    return make_key(request_fields(request))

@@ -1,0 +1,297 @@
+"""The pipelines users build: ``OnlineAPI`` for API models, ``LocalAPI`` for local batch models.
+
+OnlineAPI:  caller -> hit check -> Batcher -> Reorderer -> Deduplicator -> Cacher -> model.request
+LocalAPI:   caller -> Cacher -> Batcher -> model.batch_request   (hardware batching of misses)
+
+Requests that arrive in the same event-loop tick are checked against the store together, in
+``request_id`` order; a request whose samples are all stored returns at once and never waits
+out the batch window.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import uuid
+from typing import Any, Awaitable, Optional, Union
+
+from .batcher import Batcher
+from .cacher import Cacher
+from .deduplicator import deduplicate
+from .errors import (
+    DuplicateRequestIdError,
+    InvalidRequestError,
+    InvalidRequestTypeError,
+    ModelOutputError,
+    PipelineClosedError,
+)
+from .keys import request_key
+from .ledger import Ledger, PrivateLedger, SharedLedger
+from .pending import Pending
+from .reorderer import reorder
+from .stats import Stats
+from .stores import Store, open_store
+from .typedefs import Batch, Request, Response
+
+__all__ = ["OnlineAPI", "LocalAPI", "Pipeline"]
+
+log = logging.getLogger("cachesaver.pipelines")
+
+_AUTO_ID = "\x00auto-"
+
+
+class Pipeline:
+    """What both pipelines share: validation, the tick-level hit check, the run and shutdown."""
+
+    def __init__(
+        self,
+        model: Any,
+        cache: Any,
+        batch_size: int = 1,
+        timeout: float = 0.05,
+        *,
+        allow_batch_overflow: bool = False,
+        run_id: Optional[str] = None,
+        namespace: str = "default",
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidRequestError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise InvalidRequestError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise InvalidRequestTypeError(f"run_id must be a non-empty str or None, got {run_id!r}")
+        self.model = model
+        self._owns_store = not isinstance(cache, Store)
+        self.store: Store = open_store(cache)
+        self.batch_size = batch_size
+        self.timeout = float(timeout)
+        self.allow_batch_overflow = allow_batch_overflow
+        self.default_namespace = namespace
+        self.shared_run = run_id is not None
+        self.run_id = run_id if run_id is not None else f"private-{uuid.uuid4().hex}"
+        self.ledger: Ledger = (
+            SharedLedger(self.store, self.run_id) if self.shared_run else PrivateLedger(self.store, self.run_id)
+        )
+        self.stats = Stats()
+        self._model_name = type(model).__name__
+        self.cacher = Cacher(self.store, self.ledger, self._generate, self.stats, self._model_name)
+        self._inflight_ids: set[str] = set()
+        self._tick: list[Pending] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ids = itertools.count()
+        self._closed = False
+
+    # -- entry -------------------------------------------------------------------------------
+    async def request(self, request: Request) -> Response:
+        """Return ``request.n`` samples for ``request`` (see the module docstring for the path)."""
+        item = self._admit(request)
+        request = item.request
+        self._inflight_ids.add(request.request_id)
+        try:
+            self._tick.append(item)
+            if len(self._tick) == 1:
+                await self._lead_tick()
+            return await item.future
+        finally:
+            self._inflight_ids.discard(request.request_id)
+
+    def _admit(self, request: Request) -> Pending:
+        if self._closed:
+            raise PipelineClosedError("this pipeline is closed; create a new one")
+        if not isinstance(request, Request):
+            raise InvalidRequestTypeError(
+                f"request must be a cachesaver.typedefs.Request, got {type(request).__name__}"
+            )
+        n = request.n
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise InvalidRequestTypeError(f"request.n must be an int, got {type(n).__name__}")
+        if n < 1:
+            raise InvalidRequestError(f"request.n must be >= 1, got {n}")
+        if not isinstance(request.namespace, str):
+            raise InvalidRequestTypeError(
+                f"request.namespace must be a str, got {type(request.namespace).__name__}"
+            )
+        if not isinstance(request.request_id, str):
+            raise InvalidRequestTypeError(
+                f"request.request_id must be a str, got {type(request.request_id).__name__}"
+            )
+        if not request.request_id:
+            # Ids only order requests inside a batch; arrival order is the natural default.
+            request = dataclasses.replace(request, request_id=f"{_AUTO_ID}{next(self._ids):016d}")
+        elif request.request_id in self._inflight_ids:
+            raise DuplicateRequestIdError(
+                f"request.request_id {request.request_id!r} is already in flight; give every "
+                "concurrent request a unique request_id"
+            )
+        key = request_key(request)
+        counters = self.stats.ns(request.namespace)
+        counters.requests += 1
+        counters.samples_asked += n
+        return Pending(request, key, asyncio.get_running_loop().create_future())
+
+    async def _lead_tick(self) -> None:
+        """The first request of a tick yields once so its siblings join, then checks them all."""
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self._spawn(self._check_tick(self._take_tick()))
+            raise
+        await self._check_tick(self._take_tick())
+
+    def _take_tick(self) -> list[Pending]:
+        items, self._tick = self._tick, []
+        return reorder(items)
+
+    async def _check_tick(self, items: list[Pending]) -> None:
+        raise NotImplementedError
+
+    # -- model calls -------------------------------------------------------------------------
+    async def _generate(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    # -- background tasks and shutdown -------------------------------------------------------
+    def _spawn(self, coro: Awaitable[Any]) -> "asyncio.Task[Any]":
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: "asyncio.Task[Any]") -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("cachesaver pipeline task failed", exc_info=task.exception())
+
+    def _flush_batchers(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        """Finish everything in flight, then release the store if the pipeline opened it."""
+        if self._closed:
+            return
+        self._closed = True
+        while self._tasks or self._tick:
+            if self._tick:
+                await self._check_tick(self._take_tick())
+            self._flush_batchers()
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            self._flush_batchers()
+        if self._owns_store:
+            await self.store.aclose()
+
+    async def __aenter__(self) -> "Pipeline":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+
+class OnlineAPI(Pipeline):
+    """Pipeline for API models: batches misses, merges identical ones, one call per key.
+
+    ``OnlineAPI(model=model, cache=Cache("./caches/test"), batch_size=5, timeout=1)``:
+    ``batch_size`` samples or ``timeout`` seconds close a batch of misses, whichever comes first.
+    """
+
+    def __init__(self, model: Any, cache: Any, batch_size: int = 1, timeout: float = 0.05, **kwargs: Any) -> None:
+        super().__init__(model, cache, batch_size, timeout, **kwargs)
+        if not callable(getattr(model, "request", None)) and not callable(getattr(model, "batch_request", None)):
+            raise InvalidRequestTypeError(
+                f"model {self._model_name} needs an async request(request) method "
+                "(cachesaver.typedefs.SingleRequestModel)"
+            )
+        self._batcher: Batcher[Pending] = Batcher(
+            self._handle_batch,
+            batch_size=batch_size,
+            timeout=self.timeout,
+            allow_batch_overflow=self.allow_batch_overflow,
+            size=lambda item: item.request.n,
+            spawn=self._spawn,
+        )
+
+    async def _check_tick(self, items: list[Pending]) -> None:
+        for item in items:
+            if item.future.done():
+                continue
+            try:
+                if await self.cacher.try_hit(item):
+                    continue
+            except Exception as exc:
+                item.fail(exc)
+                continue
+            self._batcher.add(item)
+
+    async def _handle_batch(self, items: list[Pending]) -> None:
+        await self.cacher.serve(deduplicate(reorder(items)))
+
+    async def _generate(self, request: Request) -> Response:
+        model = self.model
+        if callable(getattr(model, "request", None)):
+            return await model.request(request)
+        responses = await model.batch_request(Batch([request]))
+        return _only_response(responses, self._model_name)
+
+    def _flush_batchers(self) -> None:
+        self._batcher.flush()
+
+
+class LocalAPI(Pipeline):
+    """Pipeline for local models: checks the store first, batches only what must be generated.
+
+    Misses become requests (``n`` = the missing count) that a Batcher groups into
+    ``model.batch_request`` calls of up to ``batch_size`` samples.
+    """
+
+    def __init__(self, model: Any, cache: Any, batch_size: int = 1, timeout: float = 0.05, **kwargs: Any) -> None:
+        super().__init__(model, cache, batch_size, timeout, **kwargs)
+        if not callable(getattr(model, "batch_request", None)):
+            raise InvalidRequestTypeError(
+                f"model {self._model_name} needs an async batch_request(batch) method "
+                "(cachesaver.typedefs.BatchRequestModel)"
+            )
+        self._batcher: Batcher[tuple[Request, asyncio.Future[Response]]] = Batcher(
+            self._run_model_batch,
+            batch_size=batch_size,
+            timeout=self.timeout,
+            allow_batch_overflow=self.allow_batch_overflow,
+            size=lambda pair: pair[0].n,
+            spawn=self._spawn,
+        )
+
+    async def _check_tick(self, items: list[Pending]) -> None:
+        live = [item for item in items if not item.future.done()]
+        if live:
+            self._spawn(self.cacher.serve(deduplicate(live)))
+
+    async def _generate(self, request: Request) -> Response:
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._batcher.add((request, future))
+        return await future
+
+    async def _run_model_batch(self, pairs: list[tuple[Request, "asyncio.Future[Response]"]]) -> None:
+        try:
+            responses = await self.model.batch_request(Batch([request for request, _ in pairs]))
+            if not isinstance(responses, list) or len(responses) != len(pairs):
+                raise ModelOutputError(
+                    f"{self._model_name}.batch_request() must return a list with one Response per "
+                    f"request ({len(pairs)}), got {type(responses).__name__}"
+                    + (f" of length {len(responses)}" if isinstance(responses, list) else "")
+                )
+        except Exception as exc:
+            for _, future in pairs:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), response in zip(pairs, responses):
+            if not future.done():
+                future.set_result(response)
+
+    def _flush_batchers(self) -> None:
+        self._batcher.flush()
+
+
+def _only_response(responses: Any, model_name: str) -> Response:
+    if not isinstance(responses, list) or len(responses) != 1:
+        raise ModelOutputError(f"{model_name}.batch_request() must return one Response per request")
+    return responses[0]

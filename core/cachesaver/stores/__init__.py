@@ -1,0 +1,58 @@
+"""Stores keep the sample lists (and shared-run ledgers). Pick one with :func:`open_store`.
+
+- :class:`MemoryStore`: this process only.
+- :class:`DiskStore`: the default, a diskcache directory shared safely by processes on one machine.
+- ``RedisStore``: many processes on many machines (``pip install "cachesaver-integrations[redis]"``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .base import LedgerEntry, Store
+from .disk import DiskStore
+from .memory import MemoryStore
+
+__all__ = ["Store", "LedgerEntry", "MemoryStore", "DiskStore", "open_store"]
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def open_store(spec: Any) -> Store:
+    """Turn what users pass as ``cache=`` / ``store=`` into a :class:`Store`.
+
+    Accepts a ``Store``, a ``diskcache.Cache``, ``"memory"``, a ``redis://host:port/db`` URL, or
+    a directory path (created if missing).
+    """
+    if isinstance(spec, Store):
+        return spec
+    if spec is None:
+        raise TypeError(
+            "cache is required: pass a directory path (e.g. './.cachesaver'), a diskcache.Cache, "
+            "'memory', a 'redis://...' URL or a cachesaver store"
+        )
+    if isinstance(spec, (str, os.PathLike)):
+        text = os.fspath(spec)
+        if text in ("memory", ":memory:"):
+            return MemoryStore()
+        if text.startswith(_REDIS_SCHEMES):
+            try:
+                from .redis import RedisStore
+            except ImportError as exc:  # pragma: no cover - depends on the environment
+                raise ImportError(
+                    f"cache={text!r} needs the redis extra: pip install 'cachesaver-integrations[redis]'"
+                ) from exc
+            return RedisStore(text)
+        if not text:
+            raise ValueError("cache path is empty; give a directory such as './.cachesaver'")
+        return DiskStore(text)
+    try:
+        import diskcache
+    except ImportError:  # pragma: no cover
+        diskcache = None  # type: ignore[assignment]
+    if diskcache is not None and isinstance(spec, diskcache.Cache):
+        return DiskStore(spec)
+    raise TypeError(
+        f"cache has type {type(spec).__name__}; pass a directory path, a diskcache.Cache, "
+        "'memory', a 'redis://...' URL or a cachesaver Store"
+    )

@@ -1,0 +1,82 @@
+"""The store contract: append-only sample lists per key, plus ledgers for shared runs.
+
+A store keeps bytes only (JSON records from :mod:`cachesaver.codec`), never pickles.
+
+Sample lists: ``append`` is O(1) whatever the list length and returns the index of the first
+appended sample; sample ``i`` never changes once written (G6). ``read`` returns the samples that
+exist in ``[start, start + count)``; because appends are atomic, if sample ``i`` exists, so do all
+samples before it.
+
+Ledgers: only *shared* runs (an explicit ``run_id``) keep their ledger in the store; a private
+run keeps it in memory (see :mod:`cachesaver.ledger`). ``claim`` is atomic across every process
+that shares the store: it is what makes G1 hold when several workers run one experiment.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import AsyncIterator, Optional, Sequence
+
+__all__ = ["Store", "LedgerEntry"]
+
+LedgerEntry = tuple[str, str, str, int]  # (run_id, namespace, key, samples consumed)
+
+
+class Store(ABC):
+    """Abstract sample store. Implementations: memory, disk (diskcache), redis."""
+
+    #: Human-readable location, for errors and the CLI.
+    location: str = ""
+
+    # -- sample lists ------------------------------------------------------------------------
+    @abstractmethod
+    async def read(self, key: str, start: int, count: int) -> list[bytes]:
+        """Samples ``start .. start+count-1`` of ``key`` that exist (maybe fewer, maybe none)."""
+
+    @abstractmethod
+    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
+        """Atomically append ``samples`` to ``key``'s list; return the index of the first one.
+
+        ``meta`` (the canonical request JSON) is stored once per key, for ``inspect``/export.
+        """
+
+    @abstractmethod
+    async def length(self, key: str) -> int:
+        """How many samples ``key`` holds."""
+
+    # -- shared ledgers ----------------------------------------------------------------------
+    @abstractmethod
+    async def claim(
+        self, run_id: str, namespace: str, key: str, count: int, *, partial: bool
+    ) -> tuple[int, list[bytes]]:
+        """Atomically take the next unused samples of ``key`` for ``(run_id, namespace)``.
+
+        Returns ``(position, samples)``: the ledger position before the claim and the samples
+        taken, which are then consumed. With ``partial=False`` it takes ``count`` samples or none.
+        """
+
+    # -- administration (CLI, export/import) -------------------------------------------------
+    @abstractmethod
+    def iter_keys(self) -> AsyncIterator[str]:
+        """Every key that holds samples."""
+
+    @abstractmethod
+    async def get_meta(self, key: str) -> Optional[bytes]:
+        """The canonical request JSON stored with ``key`` (None if unknown)."""
+
+    @abstractmethod
+    def iter_ledger(self) -> AsyncIterator[LedgerEntry]:
+        """Every shared-run ledger entry."""
+
+    @abstractmethod
+    async def delete(self, key: str) -> int:
+        """Remove ``key``'s samples, meta and ledger entries; return samples removed."""
+
+    @abstractmethod
+    async def clear(self) -> None:
+        """Remove everything this store wrote (and nothing else)."""
+
+    async def aclose(self) -> None:
+        """Release connections/handles. The store must not be used afterwards."""
+
+    def close(self) -> None:
+        """Synchronous close for stores that hold no async resources."""

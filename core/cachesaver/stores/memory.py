@@ -1,0 +1,68 @@
+"""In-process store: dicts of byte lists. For tests, notebooks and throwaway runs."""
+from __future__ import annotations
+
+from typing import AsyncIterator, Optional, Sequence
+
+from .base import LedgerEntry, Store
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """Keeps everything in this process; lost when it exits. Atomic because asyncio is."""
+
+    location = "memory"
+
+    def __init__(self) -> None:
+        self._samples: dict[str, list[bytes]] = {}
+        self._meta: dict[str, bytes] = {}
+        self._ledger: dict[tuple[str, str, str], int] = {}
+
+    async def read(self, key: str, start: int, count: int) -> list[bytes]:
+        return self._samples.get(key, [])[start : start + count]
+
+    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
+        bucket = self._samples.setdefault(key, [])
+        start = len(bucket)
+        bucket.extend(samples)
+        if meta is not None and key not in self._meta:
+            self._meta[key] = meta
+        return start
+
+    async def length(self, key: str) -> int:
+        return len(self._samples.get(key, ()))
+
+    async def claim(
+        self, run_id: str, namespace: str, key: str, count: int, *, partial: bool
+    ) -> tuple[int, list[bytes]]:
+        slot = (run_id, namespace, key)
+        pos = self._ledger.get(slot, 0)
+        taken = self._samples.get(key, [])[pos : pos + count]
+        if not partial and len(taken) < count:
+            return pos, []
+        if taken:
+            self._ledger[slot] = pos + len(taken)
+        return pos, taken
+
+    async def iter_keys(self) -> AsyncIterator[str]:
+        for key in list(self._samples):
+            yield key
+
+    async def get_meta(self, key: str) -> Optional[bytes]:
+        return self._meta.get(key)
+
+    async def iter_ledger(self) -> AsyncIterator[LedgerEntry]:
+        for (run_id, namespace, key), pos in list(self._ledger.items()):
+            yield run_id, namespace, key, pos
+
+    async def delete(self, key: str) -> int:
+        removed = len(self._samples.pop(key, ()))
+        self._meta.pop(key, None)
+        for slot in [s for s in self._ledger if s[2] == key]:
+            del self._ledger[slot]
+        return removed
+
+    async def clear(self) -> None:
+        self._samples.clear()
+        self._meta.clear()
+        self._ledger.clear()

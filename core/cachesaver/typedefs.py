@@ -1,0 +1,146 @@
+"""The engine's public data types, at the import path the seed README documents.
+
+``Request`` is a frozen dataclass that users subclass to add decoding fields; every field except
+``n``, ``request_id``, ``namespace`` and fields marked with :func:`unkeyed` becomes part of the
+cache key, so ``temperature=0.7`` and ``temperature=1.0`` never share samples.
+"""
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+__all__ = [
+    "Request",
+    "Response",
+    "Batch",
+    "Usage",
+    "SingleRequestModel",
+    "BatchRequestModel",
+    "unkeyed",
+    "UNKEYED",
+]
+
+#: Field metadata flag: the field travels to the model but is not part of the cache key.
+UNKEYED = "cachesaver_unkeyed"
+
+
+def unkeyed(default: Any = None, **kwargs: Any) -> Any:
+    """Declare a ``Request`` field that reaches the model but not the key nor the store.
+
+    Use it for transport settings (API base, timeout, credentials) or per-call context that must
+    not split or leak into the cache::
+
+        @dataclass(frozen=True)
+        class MyRequest(Request):
+            temperature: float = 0.7
+            api_key: str | None = unkeyed(default=None)
+    """
+    metadata = dict(kwargs.pop("metadata", None) or {})
+    metadata[UNKEYED] = True
+    if "default_factory" in kwargs:
+        return field(compare=False, repr=False, metadata=metadata, **kwargs)
+    return field(default=default, compare=False, repr=False, metadata=metadata, **kwargs)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call for ``n`` samples of ``prompt`` on behalf of ``namespace``.
+
+    ``request_id`` must be unique among requests in flight; inside a batch, samples are handed
+    out in ``request_id`` order, which is what makes concurrent runs replay exactly.
+    """
+
+    prompt: Any
+    n: int = 1
+    request_id: str = ""
+    namespace: str = "default"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one model call billed. Models attach it to ``Response.usage`` when they know it.
+
+    ``prompt_tokens`` are billed once per call however many samples it returns; ``cost`` is in
+    dollars for the whole call. The engine splits a call's usage evenly over its samples and
+    stores each share beside the sample, so later hits can report what they saved.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cost + other.cost,
+        )
+
+
+@dataclass
+class Response:
+    """The samples for one request, with per-sample provenance flags.
+
+    - ``cached[i]``: sample i was not billed to this response (it was stored before, or another
+      response claimed it first). The false flags over all responses add up to samples generated.
+    - ``duplicated[i]``: sample i came from a model call shared with other requests and is not
+      that call's original (input tokens were not billed for it).
+    - ``usage``: set by models to report what the call billed (see :class:`Usage`); on responses
+      returned by a pipeline it is the share billed to this response (zero on a full hit).
+    """
+
+    data: List[Any]
+    cached: Optional[List[bool]] = None
+    duplicated: Optional[List[bool]] = None
+    usage: Optional[Usage] = None
+
+    def __post_init__(self) -> None:
+        if self.cached is None:
+            self.cached = [False] * len(self.data)
+        if self.duplicated is None:
+            self.duplicated = [False] * len(self.data)
+
+
+@dataclass
+class Batch:
+    """Requests sent to a ``BatchRequestModel`` together (hardware batching for local models)."""
+
+    requests: List[Request] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+
+class SingleRequestModel(ABC):
+    """A model the pipeline can ask for ``request.n`` samples of one request."""
+
+    @abstractmethod
+    async def request(self, request: Request) -> Response:
+        """Return a ``Response`` whose ``data`` holds up to ``request.n`` JSON-serialisable samples."""
+
+
+class BatchRequestModel(ABC):
+    """A model that answers several requests in one call (``LocalAPI`` uses it)."""
+
+    @abstractmethod
+    async def batch_request(self, batch: Batch) -> List[Response]:
+        """Return one ``Response`` per request of ``batch``, in the same order."""
+
+
+def request_fields(request: Request) -> dict[str, Any]:
+    """The request's fields that shape the output distribution (the key material)."""
+    names = _KEYED_FIELDS.get(type(request))
+    if names is None:
+        names = tuple(
+            f.name
+            for f in dataclasses.fields(request)
+            if f.name not in _NOT_KEYED and not f.metadata.get(UNKEYED)
+        )
+        _KEYED_FIELDS[type(request)] = names
+    return {name: getattr(request, name) for name in names}
+
+
+_NOT_KEYED = frozenset({"n", "request_id", "namespace"})
+_KEYED_FIELDS: dict[type, tuple[str, ...]] = {}
