@@ -209,18 +209,33 @@ class OnlineAPI(Pipeline):
             size=lambda item: item.request.n,
             spawn=self._spawn,
         )
+        self._queued: dict[tuple[str, str], int] = {}  # (namespace, key) -> requests waiting
 
     async def _check_tick(self, items: list[Pending]) -> None:
+        queued = self._queued
         for item in items:
             if item.future.done():
                 continue
-            try:
-                if await self.cacher.try_hit(item):
+            slot = (item.request.namespace, item.key)
+            # A request never overtakes an earlier one of its (namespace, key) that is waiting
+            # for the model: the two must get samples in the order a replay would give them (G4).
+            if slot not in queued:
+                try:
+                    if await self.cacher.try_hit(item):
+                        continue
+                except Exception as exc:
+                    item.fail(exc)
                     continue
-            except Exception as exc:
-                item.fail(exc)
-                continue
+            queued[slot] = queued.get(slot, 0) + 1
+            item.future.add_done_callback(lambda _f, slot=slot: self._unqueue(slot))
             self._batcher.add(item)
+
+    def _unqueue(self, slot: tuple[str, str]) -> None:
+        left = self._queued[slot] - 1
+        if left:
+            self._queued[slot] = left
+        else:
+            del self._queued[slot]
 
     async def _handle_batch(self, items: list[Pending]) -> None:
         await self.cacher.serve(deduplicate(reorder(items)))

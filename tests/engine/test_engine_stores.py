@@ -1,0 +1,169 @@
+"""The store contract, run against every store kind (memory, disk, redis)."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import diskcache
+import pytest
+
+from cachesaver.codec import decode_sample, encode_sample
+from cachesaver.errors import CorruptSampleError, NotSerializableError
+from cachesaver.stores import DiskStore, MemoryStore, open_store
+
+K = "k" * 64
+K2 = "j" * 64
+
+
+def rec(i):
+    return encode_sample(f"sample-{i}", 1, 2, 0.5)
+
+
+async def collect(aiter):
+    return [x async for x in aiter]
+
+
+async def test_append_returns_start_and_reads_back(store):
+    assert await store.length(K) == 0
+    assert await store.read(K, 0, 3) == []
+    assert await store.append(K, [rec(0), rec(1)], meta=b'{"prompt":"p"}') == 0
+    assert await store.append(K, [rec(2)]) == 2
+    assert await store.length(K) == 3
+    assert await store.read(K, 0, 10) == [rec(0), rec(1), rec(2)]
+    assert await store.read(K, 1, 1) == [rec(1)]
+    assert await store.read(K, 3, 1) == []
+    assert await store.get_meta(K) == b'{"prompt":"p"}'
+    assert await store.length(K2) == 0
+
+
+async def test_claim_all_or_nothing_and_partial(store):
+    await store.append(K, [rec(0), rec(1), rec(2)])
+    assert await store.claim("run", "A", K, 2, partial=False) == (0, [rec(0), rec(1)])
+    assert await store.claim("run", "A", K, 2, partial=False) == (2, [])  # only 1 left: nothing taken
+    assert await store.claim("run", "A", K, 0, partial=True) == (2, [])  # position probe
+    assert await store.claim("run", "A", K, 2, partial=True) == (2, [rec(2)])
+    assert await store.claim("run", "A", K, 1, partial=True) == (3, [])
+    # other namespaces and other runs start at 0
+    assert await store.claim("run", "B", K, 1, partial=False) == (0, [rec(0)])
+    assert await store.claim("run2", "A", K, 3, partial=False) == (0, [rec(0), rec(1), rec(2)])
+    ledger = sorted(await collect(store.iter_ledger()))
+    assert ledger == [("run", "A", K, 3), ("run", "B", K, 1), ("run2", "A", K, 3)]
+
+
+async def test_ledger_names_with_separators_do_not_collide(store):
+    await store.append(K, [rec(0), rec(1)])
+    assert (await store.claim("a:b", "c", K, 1, partial=False))[0] == 0
+    assert (await store.claim("a", "b:c", K, 1, partial=False))[0] == 0
+
+
+async def test_keys_delete_and_clear(store):
+    await store.append(K, [rec(0)])
+    await store.append(K2, [rec(1), rec(2)])
+    await store.claim("run", "A", K2, 1, partial=False)
+    assert sorted(await collect(store.iter_keys())) == sorted([K, K2])
+    assert await store.delete(K2) == 2
+    assert await store.length(K2) == 0
+    assert await collect(store.iter_keys()) == [K]
+    assert [e for e in await collect(store.iter_ledger()) if e[2] == K2] == []
+    await store.clear()
+    assert await collect(store.iter_keys()) == []
+    assert await store.length(K) == 0
+
+
+async def test_two_handles_on_one_backend_see_each_other(make_store):
+    first, second = make_store(), make_store()
+    await first.append(K, [rec(0)])
+    assert await second.read(K, 0, 1) == [rec(0)]
+    assert await second.append(K, [rec(1)]) == 1
+    assert await first.claim("r", "A", K, 2, partial=False) == (0, [rec(0), rec(1)])
+    assert await second.claim("r", "A", K, 1, partial=True) == (2, [])
+
+
+# -- disk-specific: no pickle, user caches, bad paths ---------------------------------------
+class Exploit:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+async def test_planted_pickle_is_never_unpickled(tmp_path):
+    directory = str(tmp_path / "c")
+    canary = tmp_path / "pwned"
+    store = DiskStore(directory)
+    await store.append(K, [rec(0)])
+    store.close()
+    # An attacker writes a pickle payload over sample 0 with plain diskcache (pickle mode).
+    with diskcache.Cache(directory) as foreign:
+        foreign.set(f"cs1:s:{K}:0", Exploit(str(canary)))
+        foreign.set(Exploit(str(canary)), "pickled key")  # a pickled *key* too
+    store = DiskStore(directory)
+    with pytest.raises(CorruptSampleError, match="refusing to unpickle"):
+        await store.read(K, 0, 1)
+    assert await collect(store.iter_keys()) == [K]  # iteration skips the foreign key unharmed
+    assert not canary.exists()
+    store.close()
+
+
+async def test_disk_store_refuses_non_json_types(tmp_path):
+    store = DiskStore(str(tmp_path / "c"))
+    with pytest.raises(TypeError):
+        await store.append(K, [{"not": "bytes"}])  # type: ignore[list-item]
+    assert await store.length(K) == 0  # nothing half-written
+    store.close()
+
+
+async def test_user_diskcache_is_opened_without_eviction(tmp_path):
+    user_cache = diskcache.Cache(str(tmp_path / "seed"), size_limit=1)  # culls aggressively
+    store = open_store(user_cache)
+    assert isinstance(store, DiskStore) and store.directory == user_cache.directory
+    for i in range(50):
+        await store.append(K, [rec(i) + b" " * 1000])
+    assert await store.length(K) == 50
+    assert len(await store.read(K, 0, 50)) == 50  # nothing evicted
+    store.close()
+    user_cache.close()
+
+
+def test_open_store_errors_name_the_fix(tmp_path):
+    with pytest.raises(TypeError, match="directory path"):
+        open_store(None)
+    with pytest.raises(TypeError, match="has type int"):
+        open_store(42)
+    file_path = tmp_path / "afile"
+    file_path.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        open_store(str(file_path))
+    assert isinstance(open_store("memory"), MemoryStore)
+
+
+def test_codec_rejects_non_json_and_flags_garbage():
+    with pytest.raises(NotSerializableError, match="not plain JSON"):
+        encode_sample(object(), where="sample 0")
+    import datetime
+
+    with pytest.raises(NotSerializableError):
+        encode_sample(datetime.datetime.now())
+    with pytest.raises(CorruptSampleError, match=f"sample 3 of key {K}"):
+        decode_sample(b"\x80garbage", key=K, index=3)
+    with pytest.raises(CorruptSampleError):
+        decode_sample(pickle.dumps("x"), key=K, index=0)
+    assert decode_sample(encode_sample({"a": [1, "é"]}, 3, 4, 0.25), key=K, index=0) == ({"a": [1, "é"]}, 3, 4, 0.25)
+
+
+def test_store_directory_holds_no_pickles(tmp_path):
+    """Everything the disk store writes is stored raw (mode 1/2), never pickled (mode 4)."""
+    import asyncio
+    import sqlite3
+
+    directory = str(tmp_path / "c")
+    store = DiskStore(directory)
+    asyncio.run(store.append(K, [rec(0), encode_sample("x" * 100_000)], meta=b"{}"))
+    asyncio.run(store.claim("r", "A", K, 1, partial=False))
+    store.close()
+    con = sqlite3.connect(os.path.join(directory, "cache.db"))
+    modes = {row[0] for row in con.execute("SELECT mode FROM Cache")}
+    raws = {row[0] for row in con.execute("SELECT raw FROM Cache")}
+    con.close()
+    assert modes <= {1, 2} and raws == {1}
