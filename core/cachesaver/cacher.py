@@ -1,6 +1,6 @@
 """Cacher: serve demands from the store, ask the model only for what is missing.
 
-For each key it takes a per-key lock (so two batches never both pay for one missing sample),
+For each key it waits for its turn (so two batches never both pay for one missing sample),
 then repeats: compute how many samples the most demanding namespace lacks beyond what is stored
 (G2), make one model call for exactly that many, shared by every namespace in the batch (G3),
 append them (committed before anyone sees them: G6), and claim each demand's samples from its
@@ -10,6 +10,7 @@ returns fewer samples than asked is asked again for the rest; extra samples stay
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 from typing import Awaitable, Callable, Optional
@@ -52,7 +53,8 @@ class Cacher:
         self._generate = generate
         self.stats = stats
         self._model_name = model_name
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Per key, the batches waiting for their turn, in the order they were formed.
+        self._turns: dict[str, collections.deque[asyncio.Future[None]]] = {}
         # Samples this pipeline generated that no response has claimed yet (G8 billing).
         self._unbilled: dict[str, set[int]] = {}
 
@@ -68,23 +70,44 @@ class Cacher:
 
     # -- misses ------------------------------------------------------------------------------
     async def serve(self, demands: list[Demand]) -> None:
-        """Serve every demand; each key is handled by one task, keys run concurrently."""
+        """Serve every demand; each key is handled by one task, keys run concurrently.
+
+        Turns on each key are taken *before* the first await, so batches are served per key in
+        the order they were formed; that order is what a replay reproduces (G4), and waiting for
+        the previous batch of a key is what keeps two batches from paying for one sample (G2).
+        """
         by_key: dict[str, list[Demand]] = {}
         for demand in demands:
             by_key.setdefault(demand.key, []).append(demand)
-        if len(by_key) == 1:
-            [(key, group)] = by_key.items()
-            await self._serve_key(key, group)
+        jobs = [self._serve_key(key, group, self._take_turn(key)) for key, group in by_key.items()]
+        if len(jobs) == 1:
+            await jobs[0]
         else:
-            await asyncio.gather(*(self._serve_key(k, g) for k, g in by_key.items()))
+            await asyncio.gather(*jobs)
 
-    async def _serve_key(self, key: str, demands: list[Demand]) -> None:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
+    def _take_turn(self, key: str) -> "asyncio.Future[None]":
+        queue = self._turns.get(key)
+        if queue is None:
+            queue = self._turns[key] = collections.deque()
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not queue:
+            turn.set_result(None)
+        queue.append(turn)
+        return turn
+
+    def _end_turn(self, key: str, turn: "asyncio.Future[None]") -> None:
+        queue = self._turns[key]
+        was_head = queue[0] is turn
+        queue.remove(turn)
+        if not queue:
+            del self._turns[key]
+        elif was_head and not queue[0].done():
+            queue[0].set_result(None)
+
+    async def _serve_key(self, key: str, demands: list[Demand], turn: "asyncio.Future[None]") -> None:
         try:
-            async with lock:
-                await self._serve_locked(key, demands)
+            await turn
+            await self._serve_locked(key, demands)
         except BaseException as exc:  # never leave a caller waiting
             for demand in demands:
                 for item in demand.items:
@@ -92,8 +115,7 @@ class Cacher:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            if not lock.locked() and not getattr(lock, "_waiters", None):
-                self._locks.pop(key, None)
+            self._end_turn(key, turn)
 
     async def _serve_locked(self, key: str, demands: list[Demand]) -> None:
         store, ledger = self.store, self.ledger
