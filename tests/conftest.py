@@ -76,6 +76,68 @@ def pytest_configure(config):
 
 
 @pytest.fixture
-def redis_store_factory():
-    """Replaced by the Redis store work (issue 7): returns a factory of RedisStore objects."""
-    pytest.skip("RedisStore is not implemented yet")
+def redis_store_factory(request, tmp_path_factory):
+    """Factory of RedisStore objects sharing one random key prefix; deletes only those keys after.
+
+    Redis: ``$CACHESAVER_REDIS_URL``, else 127.0.0.1:6379, else a ``redis-server`` started for
+    the session on a free port, else skip (a failure when ``CACHESAVER_REQUIRE_REDIS=1``, as
+    in CI). ``factory.url`` and ``factory.prefix`` say where the stores live.
+    """
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import uuid
+
+    import redis as redis_sync
+
+    from cachesaver.stores.redis import RedisStore
+
+    def ping(url):
+        try:
+            with redis_sync.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1) as r:
+                return bool(r.ping())
+        except redis_sync.RedisError:
+            return False
+
+    url = getattr(request.config, "_cachesaver_redis_url", None)
+    if url is None:
+        url = os.environ.get("CACHESAVER_REDIS_URL", "redis://127.0.0.1:6379/0")
+        if not ping(url) and shutil.which("redis-server"):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            workdir = tmp_path_factory.mktemp("redis-server")
+            proc = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(workdir)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            request.config.add_cleanup(lambda: (proc.terminate(), proc.wait(10)))
+            url = f"redis://127.0.0.1:{port}/0"
+            for _ in range(100):
+                if ping(url):
+                    break
+                time.sleep(0.05)
+        if not ping(url):
+            message = f"no Redis server reachable at {url} and no redis-server binary to start one"
+            if os.environ.get("CACHESAVER_REQUIRE_REDIS") == "1":
+                pytest.fail(message + " (CACHESAVER_REQUIRE_REDIS=1)")
+            pytest.skip(message)
+        request.config._cachesaver_redis_url = url
+
+    prefix = f"cstest-{uuid.uuid4().hex[:12]}"
+    made = []
+
+    def factory(**kwargs):
+        store = RedisStore(url, prefix=prefix, **kwargs)
+        made.append(store)
+        return store
+
+    factory.url, factory.prefix = url, prefix
+    yield factory
+    for store in made:
+        store.close()
+    with redis_sync.Redis.from_url(url) as r:
+        names = list(r.scan_iter(match=prefix + ":*", count=1000))
+        for i in range(0, len(names), 500):
+            r.unlink(*names[i:i + 500])

@@ -1,0 +1,630 @@
+"""Redis store: one sample cache (and one shared-run ledger) for workers on many machines.
+
+``RedisStore("redis://host:6379/0")``, or ``cache="redis://host:6379/0?prefix=exp1"`` wherever a
+store is accepted. Needs the ``redis`` extra (redis-py's asyncio client).
+
+Layout (``P`` = the prefix, ``K`` = the cache key; the ``{K}`` hash tag puts every key of one
+sample list in one Redis Cluster slot, so each script below touches a single slot)::
+
+    P:{K}:s   LIST    the samples, JSON records (RPUSH is O(1); LRANGE reads)
+    P:{K}:m   STRING  canonical request JSON (set once)
+    P:{K}:l   HASH    shared-run ledger: field = JSON [run_id, namespace], value = position
+    P:{K}:c   HASH    last claim token per ledger field (makes a retried claim idempotent)
+    P:{K}:t   LIST    last append tokens (makes a retried append idempotent)
+    P:{K}:g   STRING  generation lease (expires unless renewed)
+
+Every append and every claim is one Lua script: atomic, and one round trip. A hit costs one
+round trip (LRANGE for a private run, the claim script for a shared run).
+
+Failures: a Redis that is down or slow raises :class:`~cachesaver.errors.StoreError` naming the
+server (never its password) and the fix. redis-py retries a command a few times on connection
+errors first (``retries=``); scripts carry a token so a retried append or claim whose first
+reply was lost is not applied twice. Each operation is applied entirely or not at all.
+
+Values are bytes written by :mod:`cachesaver.codec` (JSON), never pickles (G7).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Optional, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import (
+        AuthenticationError,
+        ConnectionError as RedisConnectionError,
+        RedisError,
+        ResponseError,
+        TimeoutError as RedisTimeoutError,
+    )
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "RedisStore needs redis-py: pip install 'cachesaver-integrations[redis]'"
+    ) from exc
+
+from ..errors import InvalidRequestError, StoreError
+from .base import LedgerEntry, Store
+
+__all__ = ["RedisStore", "Lease", "DEFAULT_PREFIX"]
+
+log = logging.getLogger("cachesaver.stores.redis")
+
+DEFAULT_PREFIX = "cachesaver"
+#: Append tokens remembered per key: a retried append is recognised among this many.
+_APPEND_TOKENS_KEPT = 16
+#: Samples per RPUSH inside the append script (Lua's unpack() limit is ~8000 values).
+_PUSH_CHUNK = 4000
+_SCAN_COUNT = 1000
+
+# KEYS: samples, meta, append tokens. ARGV: token, has_meta ('1'/'0'), meta, samples...
+_APPEND_LUA = f"""
+local mark = ARGV[1] .. ' '
+for _, entry in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+  if string.sub(entry, 1, #mark) == mark then
+    return tonumber(string.sub(entry, #mark + 1))
+  end
+end
+local start = redis.call('LLEN', KEYS[1])
+for i = 4, #ARGV, {_PUSH_CHUNK} do
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + {_PUSH_CHUNK - 1}, #ARGV)))
+end
+if ARGV[2] == '1' then redis.call('SET', KEYS[2], ARGV[3], 'NX') end
+redis.call('LPUSH', KEYS[3], mark .. start)
+redis.call('LTRIM', KEYS[3], 0, {_APPEND_TOKENS_KEPT - 1})
+return start
+"""
+
+# KEYS: samples, ledger, claim tokens. ARGV: field, count, partial ('1'/'0'), token ('' = none).
+# Returns {position before, {samples taken}}.
+_CLAIM_LUA = """
+local field, count, token = ARGV[1], tonumber(ARGV[2]), ARGV[4]
+if token ~= '' then
+  local last = redis.call('HGET', KEYS[3], field)
+  local mark = token .. ' '
+  if last and string.sub(last, 1, #mark) == mark then
+    local rest = string.sub(last, #mark + 1)
+    local sp = string.find(rest, ' ', 1, true)
+    local pos = tonumber(string.sub(rest, 1, sp - 1))
+    local got = tonumber(string.sub(rest, sp + 1))
+    return {pos, redis.call('LRANGE', KEYS[1], pos, pos + got - 1)}
+  end
+end
+local pos = tonumber(redis.call('HGET', KEYS[2], field) or '0')
+if count <= 0 then return {pos, {}} end
+local taken = redis.call('LRANGE', KEYS[1], pos, pos + count - 1)
+local got = #taken
+if got == 0 or (got < count and ARGV[3] ~= '1') then return {pos, {}} end
+redis.call('HSET', KEYS[2], field, pos + got)
+if token ~= '' then redis.call('HSET', KEYS[3], field, token .. ' ' .. pos .. ' ' .. got) end
+return {pos, taken}
+"""
+
+# KEYS: samples, meta, ledger, claim tokens, append tokens. Returns samples removed.
+_DELETE_LUA = """
+local n = redis.call('LLEN', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return n
+"""
+
+# KEYS: lease. ARGV: token, ttl ms. Idempotent for the holder (a retried acquire succeeds).
+_LEASE_ACQUIRE_LUA = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if cur then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_LEASE_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_LEASE_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Options this store reads from the URL query (the rest go to redis-py).
+_OWN_QUERY = ("prefix", "retries", "lease_ttl", "cluster")
+_TIMEOUT_QUERY = ("socket_timeout", "socket_connect_timeout")
+
+
+@dataclass
+class Lease:
+    """What :meth:`RedisStore.generation_lease` yields.
+
+    ``acquired`` is False when the wait gave up (``max_wait``) or the lease was lost; the caller
+    then generates anyway: the lease only prevents over-generation, correctness never needs it.
+    """
+
+    key: str
+    token: str
+    acquired: bool = False
+    waited: float = 0.0
+
+
+class _Client:
+    """A redis-py client and its scripts, bound to one event loop (redis-py's asyncio rule)."""
+
+    def __init__(self, store: "RedisStore", loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.redis = store._make_client()
+        register = self.redis.register_script
+        self.append = register(_APPEND_LUA)
+        self.claim = register(_CLAIM_LUA)
+        self.delete = register(_DELETE_LUA)
+        self.lease_acquire = register(_LEASE_ACQUIRE_LUA)
+        self.lease_renew = register(_LEASE_RENEW_LUA)
+        self.lease_release = register(_LEASE_RELEASE_LUA)
+        self.checked = False
+
+
+class RedisStore(Store):
+    """Sample lists and shared ledgers in Redis, shared by processes on any number of machines.
+
+    ``url``: ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS) or ``unix://``.
+    Query options: ``prefix``, ``socket_timeout``, ``socket_connect_timeout``, ``retries``,
+    ``lease_ttl``, ``cluster=1``, plus any redis-py option. An explicit keyword wins over the URL.
+
+    - ``prefix``: every Redis key this store writes starts with ``prefix:`` (``clear`` removes
+      only those), so one server can hold several caches.
+    - ``socket_timeout`` / ``connect_timeout``: seconds before a silent server is an error.
+    - ``retries``: how often redis-py retries a command after a connection error or timeout
+      before :class:`StoreError` reaches the caller (safe: appends and claims are idempotent).
+    - ``lease_ttl``: seconds a :meth:`generation_lease` lives without renewal (a crashed holder
+      blocks other workers at most this long).
+    - ``cluster=True``: connect with ``redis.asyncio.RedisCluster`` (all keys of one sample list
+      share a hash slot).
+
+    The store can be used from several event loops (one redis-py client per loop, created on
+    first use). Close it with ``await store.aclose()`` on the loop that used it.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: Optional[str] = None,
+        socket_timeout: Optional[float] = None,
+        connect_timeout: Optional[float] = None,
+        retries: Optional[int] = None,
+        lease_ttl: Optional[float] = None,
+        cluster: Optional[bool] = None,
+        **client_kwargs: Any,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise InvalidRequestError(
+                f"url must be a 'redis://host:port/db' (or rediss://, unix://) string, got {url!r}"
+            )
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        own = {name: query.pop(name) for name in _OWN_QUERY + _TIMEOUT_QUERY if name in query}
+        self._url = urlunsplit(parts._replace(query=urlencode(query)))
+        self.location = _redact(self._url)
+
+        self.prefix = _check_prefix(prefix if prefix is not None else own.get("prefix", DEFAULT_PREFIX))
+        self.socket_timeout = _number(
+            "socket_timeout", socket_timeout, own.get("socket_timeout"), 5.0)
+        self.connect_timeout = _number(
+            "connect_timeout", connect_timeout, own.get("socket_connect_timeout"), 2.0)
+        self.retries = int(_number("retries", retries, own.get("retries"), 2, minimum=0))
+        self.lease_ttl = _number("lease_ttl", lease_ttl, own.get("lease_ttl"), 10.0, minimum=0.01)
+        if cluster is None:
+            cluster = own.get("cluster", "0").lower() in ("1", "true", "yes", "on")
+        self.cluster = bool(cluster)
+        self._client_kwargs = client_kwargs
+        self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Client]" = (
+            weakref.WeakKeyDictionary())
+        self._clients_lock = threading.Lock()
+        self._tokens = itertools.count()
+        self._token_base = f"{os.getpid():x}.{os.urandom(4).hex()}."
+        self._closed = False
+
+    # -- connection --------------------------------------------------------------------------
+    def _make_client(self) -> Any:
+        kwargs = dict(
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.connect_timeout,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), self.retries),
+            decode_responses=False,
+        )
+        kwargs.update(self._client_kwargs)
+        if self.cluster:
+            return aioredis.RedisCluster.from_url(self._url, **kwargs)
+        return aioredis.Redis.from_url(self._url, **kwargs)
+
+    def _client(self) -> _Client:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            if self._closed:
+                raise StoreError(f"the Redis store at {self.location} is closed; open a new one")
+            with self._clients_lock:
+                for old_loop in [lp for lp in self._clients if lp.is_closed()]:
+                    _drop_sockets(self._clients.pop(old_loop).redis)
+                client = self._clients.get(loop)
+                if client is None:
+                    client = self._clients[loop] = _Client(self, loop)
+        return client
+
+    async def _ready(self) -> _Client:
+        """The loop's client; on its first use, warn if the server may evict our keys."""
+        client = self._client()
+        if not client.checked:
+            client.checked = True
+            try:
+                info = await client.redis.info("memory")
+            except ResponseError:  # INFO disabled (some managed services): nothing to check
+                return client
+            except RedisError as exc:
+                client.checked = False
+                raise self._error(exc, "connecting") from exc
+            nodes = info.values() if self.cluster and all(isinstance(v, dict) for v in info.values()) else [info]
+            for node in nodes:
+                policy = str(node.get("maxmemory_policy", "noeviction"))
+                if policy.startswith("allkeys"):
+                    log.warning(
+                        "Redis at %s has maxmemory-policy=%s: it may evict stored samples under "
+                        "memory pressure; set maxmemory-policy noeviction (or volatile-*) for a cache "
+                        "that must not lose samples", self.location, policy)
+        return client
+
+    def _error(self, exc: BaseException, what: str) -> StoreError:
+        if isinstance(exc, AuthenticationError):
+            fix = "check the username/password in the URL"
+        elif isinstance(exc, RedisTimeoutError):
+            fix = (f"Redis did not answer within socket_timeout={self.socket_timeout}s; check the "
+                   "server, or raise the timeout (RedisStore(url, socket_timeout=...) or "
+                   "'?socket_timeout=...' in the URL)")
+        elif isinstance(exc, RedisConnectionError):
+            fix = "check that redis-server runs there and that host, port and db in the URL are right"
+        elif isinstance(exc, ResponseError):
+            fix = "the server refused the command (out of memory? a read-only replica?)"
+        else:
+            fix = "see the redis-py error above"
+        return StoreError(
+            f"Redis store at {self.location} failed while {what}: {exc}. {fix}. "
+            "The operation was applied entirely or not at all; retry once Redis is back."
+        )
+
+    def _keys(self, key: str) -> tuple[str, str]:
+        """(``P:{K}:``, the hash tag part) for ``key``; rejects keys that would break the tag."""
+        if not isinstance(key, str) or not key or key[0] == "}":
+            raise InvalidRequestError(
+                f"store key {key!r} must be a non-empty str not starting with '}}' "
+                "(it becomes the Redis Cluster hash tag); use cachesaver.keys.make_key()"
+            )
+        return f"{self.prefix}:{{{key}}}:", key
+
+    def _token(self) -> str:
+        return f"{self._token_base}{next(self._tokens)}"
+
+    # -- sample lists ------------------------------------------------------------------------
+    async def read(self, key: str, start: int, count: int) -> list[bytes]:
+        base, _ = self._keys(key)
+        if start < 0:
+            raise InvalidRequestError(f"read start must be >= 0, got {start}")
+        if count <= 0:
+            return []
+        client = await self._ready()
+        try:
+            return await client.redis.lrange(base + "s", start, start + count - 1)
+        except RedisError as exc:
+            raise self._error(exc, f"reading key {key}") from exc
+
+    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
+        base, _ = self._keys(key)
+        values = [_as_bytes(raw, f"sample {i} for key {key}") for i, raw in enumerate(samples)]
+        meta_arg = b"" if meta is None else _as_bytes(meta, f"meta for key {key}")
+        client = await self._ready()
+        try:
+            start = await client.append(
+                keys=[base + "s", base + "m", base + "t"],
+                args=[self._token(), "0" if meta is None else "1", meta_arg, *values],
+            )
+        except RedisError as exc:
+            raise self._error(exc, f"appending {len(values)} samples to key {key}") from exc
+        return int(start)
+
+    async def length(self, key: str) -> int:
+        base, _ = self._keys(key)
+        client = await self._ready()
+        try:
+            return int(await client.redis.llen(base + "s"))
+        except RedisError as exc:
+            raise self._error(exc, f"reading the length of key {key}") from exc
+
+    # -- shared ledgers ----------------------------------------------------------------------
+    async def claim(
+        self, run_id: str, namespace: str, key: str, count: int, *, partial: bool
+    ) -> tuple[int, list[bytes]]:
+        base, _ = self._keys(key)
+        field = orjson.dumps([run_id, namespace])
+        client = await self._ready()
+        try:
+            pos, taken = await client.claim(
+                keys=[base + "s", base + "l", base + "c"],
+                args=[field, count, "1" if partial else "0", self._token() if count > 0 else ""],
+            )
+        except RedisError as exc:
+            raise self._error(exc, f"claiming {count} samples of key {key} for {namespace!r}") from exc
+        return int(pos), list(taken)
+
+    # -- generation lease --------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def generation_lease(
+        self, key: str, ttl: Optional[float] = None, *, max_wait: Optional[float] = None
+    ) -> AsyncIterator[Lease]:
+        """Hold ``key``'s generation lease across processes while the body runs.
+
+        Why: two workers that miss the same key at the same time would both ask the model for
+        the missing samples (over-generation). Whoever holds the lease generates; the others wait,
+        then re-read the list length and usually find nothing left to generate.
+
+        The lease expires ``ttl`` seconds (default ``lease_ttl``) after its last renewal; a
+        background task renews it every ``ttl/3`` while the body runs, so a long model call keeps
+        it and a crashed holder loses it. After ``max_wait`` seconds (default: ``60 * ttl``) a
+        waiter gives up and yields ``Lease(acquired=False)``: generating twice is better than
+        waiting forever. Correctness (G1, G6) never depends on the lease.
+        Raises :class:`StoreError` if Redis is unreachable while acquiring.
+        """
+        base, _ = self._keys(key)
+        ttl = self.lease_ttl if ttl is None else float(ttl)
+        if ttl <= 0:
+            raise InvalidRequestError(f"lease ttl must be > 0 seconds, got {ttl}")
+        max_wait = 60 * ttl if max_wait is None else float(max_wait)
+        lease = Lease(key=key, token=self._token())
+        lease_key = base + "g"
+        ttl_ms = max(1, int(ttl * 1000))
+        client = await self._ready()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delay = min(0.002, ttl / 20)
+        while True:
+            try:
+                got = await client.lease_acquire(keys=[lease_key], args=[lease.token, ttl_ms])
+            except RedisError as exc:
+                raise self._error(exc, f"acquiring the generation lease of key {key}") from exc
+            lease.waited = loop.time() - started
+            if got:
+                lease.acquired = True
+                break
+            if lease.waited >= max_wait:
+                log.warning("gave up waiting %.1fs for the generation lease of key %s; "
+                            "generating without it", lease.waited, key)
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05, ttl / 4)
+        renewer = loop.create_task(self._renew(client, lease, lease_key, ttl, ttl_ms)) if lease.acquired else None
+        try:
+            yield lease
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+            if lease.acquired:
+                try:
+                    await client.lease_release(keys=[lease_key], args=[lease.token])
+                except RedisError as exc:  # it expires by itself
+                    log.warning("could not release the generation lease of key %s (%s); it "
+                                "expires within %.1fs", key, exc, ttl)
+
+    async def _renew(self, client: _Client, lease: Lease, lease_key: str, ttl: float, ttl_ms: int) -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                kept = await client.lease_renew(keys=[lease_key], args=[lease.token, ttl_ms])
+            except RedisError as exc:
+                kept = 0
+                log.warning("could not renew the generation lease of key %s: %s", lease.key, exc)
+            if not kept:
+                log.warning("lost the generation lease of key %s; another worker may generate "
+                            "the same samples", lease.key)
+                lease.acquired = False
+                return
+
+    # -- administration ----------------------------------------------------------------------
+    async def _scan(self, kind: str) -> AsyncIterator[tuple[str, bytes]]:
+        """Yield ``(cache key, redis key)`` for every ``P:{K}:<kind>`` key, each once."""
+        client = await self._ready()
+        head = f"{self.prefix}:{{".encode()
+        tail = f"}}:{kind}".encode()
+        pattern = _glob_escape(self.prefix) + ":{*}:" + kind
+        seen: set[bytes] = set()
+        try:
+            async for raw in client.redis.scan_iter(match=pattern, count=_SCAN_COUNT):
+                if raw in seen or not (raw.startswith(head) and raw.endswith(tail)):
+                    continue
+                seen.add(raw)
+                yield raw[len(head): -len(tail)].decode(), raw
+        except RedisError as exc:
+            raise self._error(exc, f"scanning keys under prefix {self.prefix!r}") from exc
+
+    async def iter_keys(self) -> AsyncIterator[str]:
+        async for key, _ in self._scan("s"):
+            yield key
+
+    async def get_meta(self, key: str) -> Optional[bytes]:
+        base, _ = self._keys(key)
+        client = await self._ready()
+        try:
+            return await client.redis.get(base + "m")
+        except RedisError as exc:
+            raise self._error(exc, f"reading the meta of key {key}") from exc
+
+    async def iter_ledger(self) -> AsyncIterator[LedgerEntry]:
+        client = await self._ready()
+        async for key, redis_key in self._scan("l"):
+            try:
+                entries = await client.redis.hgetall(redis_key)
+            except RedisError as exc:
+                raise self._error(exc, f"reading the ledger of key {key}") from exc
+            for field, pos in entries.items():
+                run_id, namespace = orjson.loads(field)
+                yield run_id, namespace, key, int(pos)
+
+    async def delete(self, key: str) -> int:
+        base, _ = self._keys(key)
+        client = await self._ready()
+        try:
+            return int(await client.delete(keys=[base + s for s in ("s", "m", "l", "c", "t")]))
+        except RedisError as exc:
+            raise self._error(exc, f"deleting key {key}") from exc
+
+    async def clear(self) -> None:
+        """Delete every Redis key under ``prefix:`` (and nothing else)."""
+        client = await self._ready()
+        pattern = _glob_escape(self.prefix) + ":*"
+        try:
+            batch: list[bytes] = []
+            async for raw in client.redis.scan_iter(match=pattern, count=_SCAN_COUNT):
+                batch.append(raw)
+                if len(batch) >= _SCAN_COUNT:
+                    await self._unlink(client, batch)
+                    batch = []
+            if batch:
+                await self._unlink(client, batch)
+        except RedisError as exc:
+            raise self._error(exc, f"clearing prefix {self.prefix!r}") from exc
+
+    async def _unlink(self, client: _Client, names: list[bytes]) -> None:
+        pipe = client.redis.pipeline(transaction=False)
+        for name in names:  # one key per command: fine on a cluster too
+            pipe.unlink(name)
+        await pipe.execute()
+
+    # -- closing -----------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close this loop's client (and drop clients of loops that are gone)."""
+        self._closed = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - aclose is awaited
+            loop = None
+        with self._clients_lock:
+            clients = list(self._clients.items())
+            self._clients.clear()
+        for client_loop, client in clients:
+            if client_loop is loop:
+                with contextlib.suppress(RedisError, OSError, RuntimeError):
+                    await client.redis.aclose()
+            else:
+                _close_elsewhere(client_loop, client.redis)
+
+    def close(self) -> None:
+        """Synchronous close, for code without a running loop (fixtures, ``atexit``)."""
+        self._closed = True
+        with self._clients_lock:
+            clients = list(self._clients.items())
+            self._clients.clear()
+        for client_loop, client in clients:
+            _close_elsewhere(client_loop, client.redis)
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.location!r}, prefix={self.prefix!r})"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _close_elsewhere(loop: asyncio.AbstractEventLoop, redis_client: Any) -> None:
+    """Close a client that belongs to ``loop`` from outside it, without leaking sockets."""
+    if loop.is_closed():
+        _drop_sockets(redis_client)
+        return
+    if loop.is_running():
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            future = asyncio.run_coroutine_threadsafe(redis_client.aclose(), loop)
+            with contextlib.suppress(Exception):
+                future.result(timeout=5)
+        else:  # pragma: no cover - sync close() called from inside the loop
+            loop.create_task(redis_client.aclose())
+        return
+    try:
+        loop.run_until_complete(redis_client.aclose())
+    except Exception:  # pragma: no cover - best effort
+        _drop_sockets(redis_client)
+
+
+def _drop_sockets(redis_client: Any) -> None:
+    """Close the raw sockets of a client whose event loop is closed (no loop to await on)."""
+    pool = getattr(redis_client, "connection_pool", None)
+    conns = list(getattr(pool, "_available_connections", [])) + list(getattr(pool, "_in_use_connections", []))
+    for conn in conns:
+        writer = getattr(conn, "_writer", None)
+        transport = getattr(writer, "transport", None)
+        if transport is not None:
+            # abort() marks the transport closing (so __del__ does not warn), then fails to
+            # schedule its callback on the closed loop; close the socket ourselves.
+            with contextlib.suppress(Exception):
+                transport.abort()
+            sock = getattr(transport, "_sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+                transport._sock = None
+        with contextlib.suppress(AttributeError):
+            conn._writer = conn._reader = None
+
+
+def _as_bytes(value: Any, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes (a JSON record from cachesaver.codec), not {type(value).__name__}")
+
+
+def _check_prefix(prefix: Any) -> str:
+    if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+        raise InvalidRequestError(
+            f"prefix must be a non-empty str without '{{' or '}}' (they would break Redis Cluster "
+            f"hash tags), got {prefix!r}"
+        )
+    return prefix
+
+
+def _number(name: str, explicit: Any, from_url: Optional[str], default: float, *, minimum: float = 0.0) -> float:
+    value: Any = explicit if explicit is not None else (from_url if from_url is not None else default)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidRequestError(f"{name} must be a number, got {value!r}") from None
+    if not number >= minimum:
+        raise InvalidRequestError(f"{name} must be >= {minimum}, got {value!r}")
+    return number
+
+
+def _glob_escape(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch in "*?[]\\":
+            out.append("\\")
+        out.append(ch)
+    return "".join(out)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (for errors and logs: G7)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
