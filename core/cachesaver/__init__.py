@@ -4,37 +4,57 @@ Within a namespace every stored sample is handed out once (fresh i.i.d. samples)
 namespaces and runs samples are reused (free, exact replays). Concurrent requests are batched,
 identical ones merged into one ``n=k`` call, and only missing samples are ever generated.
 
-This package imports neither litellm nor langchain; the adapters live in ``cachesaver_litellm``
-and ``cachesaver_langchain``.
+This package imports neither litellm nor langchain (the adapters live in ``cachesaver_litellm``
+and ``cachesaver_langchain``), and its top-level names load lazily (PEP 562): ``import
+cachesaver`` costs a few milliseconds; asyncio and diskcache load with the pipelines.
 """
 from __future__ import annotations
 
-from .errors import CacheSaverError
-from .keys import make_key, request_key
-from .pipelines import LocalAPI, OnlineAPI
-from .stats import Stats
-from .stores import DiskStore, MemoryStore, Store, open_store
-from .typedefs import Batch, BatchRequestModel, Request, Response, SingleRequestModel, Usage, unkeyed
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Request",
-    "Response",
-    "Batch",
-    "Usage",
-    "SingleRequestModel",
-    "BatchRequestModel",
-    "unkeyed",
-    "OnlineAPI",
-    "LocalAPI",
-    "Stats",
-    "Store",
-    "MemoryStore",
-    "DiskStore",
-    "open_store",
-    "make_key",
-    "request_key",
-    "CacheSaverError",
-    "__version__",
-]
+_EXPORTS = {
+    "Request": "typedefs",
+    "Response": "typedefs",
+    "Batch": "typedefs",
+    "Usage": "typedefs",
+    "SingleRequestModel": "typedefs",
+    "BatchRequestModel": "typedefs",
+    "unkeyed": "typedefs",
+    "OnlineAPI": "pipelines",
+    "LocalAPI": "pipelines",
+    "Stats": "stats",
+    "Store": "stores",
+    "MemoryStore": "stores",
+    "DiskStore": "stores",
+    "open_store": "stores",
+    "make_key": "keys",
+    "request_key": "keys",
+    "CacheSaverError": "errors",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cachesaver' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .errors import CacheSaverError
+    from .keys import make_key, request_key
+    from .pipelines import LocalAPI, OnlineAPI
+    from .stats import Stats
+    from .stores import DiskStore, MemoryStore, Store, open_store
+    from .typedefs import Batch, BatchRequestModel, Request, Response, SingleRequestModel, Usage, unkeyed
