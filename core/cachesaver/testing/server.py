@@ -311,10 +311,13 @@ class FakeOpenAIServer:
         model_name: str = "fake-model",
         host: str = "127.0.0.1",
         port: int = 0,
+        responder: Callable[[str, random.Random], str] | None = None,
     ) -> None:
         self.seed = seed
         self.latency = latency
         self.answers = list(answers) if answers else None
+        # responder(prompt, rng) -> answer text: a task-aware fake (the demo's Game of 24 steps).
+        self.responder = responder
         self.model_name = model_name
         self.host = host
         self.port = port
@@ -439,6 +442,8 @@ class FakeOpenAIServer:
     def _answer(self, prompt: str, k: int) -> str:
         digest = hashlib.sha256(f"{self.seed}\x00{prompt}\x00{k}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "big"))
+        if self.responder is not None:
+            return self.responder(prompt, rng)
         if self.answers:
             return rng.choice(self.answers)
         return (
