@@ -1,0 +1,361 @@
+"""Move caches between stores as JSONL: a cache built on a laptop seeds a cluster, and back.
+
+The file is portable text, never pickle (G7): UTF-8, one JSON object per line::
+
+    {"format":"cachesaver-jsonl","version":1}                                   header
+    {"key":K,"start":0,"meta":"<canonical request JSON>","samples":["<record>",...]}
+    {"key":K,"start":1000,"samples":[...]}              a long list continues on more lines
+    {"ledger":[run_id,namespace,key,position]}          shared-run ledgers, only if asked for
+
+Each sample is the exact JSON record the store holds (see :mod:`cachesaver.codec`), written as
+a JSON *string* so that export -> import -> export is byte-identical whatever the JSON library.
+Keys come in sorted order, so the same cache always exports to the same bytes.
+
+Import appends only what the target lacks: if it already holds a prefix of a key's list, that
+prefix is compared sample by sample and only the missing tail is appended, so importing a file
+twice (or a newer export of a growing cache) never duplicates a sample. A sample that differs
+from the one stored at the same index raises :class:`TransferConflictError` before anything of
+that line is written. Ledger positions only ever move forward.
+
+``await export_jsonl("./.cachesaver", "cache.jsonl")``;
+``await import_jsonl("redis://cluster:6379/0", "cache.jsonl")``;
+``await copy_store("./.cachesaver", "redis://cluster:6379/0")`` (no file in between).
+Paths ending in ``.gz`` are gzip-compressed. Don't import while workers append to the same keys
+(the import would detect it and stop with a conflict).
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import IO, Any, AsyncIterator, Iterable, Optional, Union
+
+import orjson
+
+from .codec import decode_sample
+from .errors import CacheSaverError, CorruptSampleError
+from .stores import Store, open_store
+
+__all__ = [
+    "export_jsonl",
+    "import_jsonl",
+    "copy_store",
+    "TransferReport",
+    "TransferError",
+    "TransferConflictError",
+    "FORMAT",
+    "VERSION",
+]
+
+log = logging.getLogger("cachesaver.transfer")
+
+FORMAT = "cachesaver-jsonl"
+VERSION = 1
+#: Samples per line: bounds memory per line for keys with very long lists.
+CHUNK = 1000
+
+PathOrFile = Union[str, "os.PathLike[str]", IO[Any]]
+
+
+class TransferError(CacheSaverError, ValueError):
+    """The file is not a valid CacheSaver export (the message names the line and the field)."""
+
+
+class TransferConflictError(TransferError):
+    """The target already holds a *different* sample at an index the file also fills."""
+
+
+@dataclass
+class TransferReport:
+    """What an export, import or copy did."""
+
+    keys: int = 0                 # keys seen
+    samples: int = 0              # samples read from the source
+    samples_added: int = 0        # appended to the target (import/copy)
+    samples_present: int = 0      # already in the target, identical (import/copy)
+    ledger_entries: int = 0       # ledger lines written / applied
+
+
+# -- export ----------------------------------------------------------------------------------
+async def export_jsonl(
+    store: Any, dest: PathOrFile, *, ledger: bool = False, keys: Optional[Iterable[str]] = None
+) -> TransferReport:
+    """Write ``store`` (a Store, path or URL) to ``dest`` (a path or an open file) as JSONL.
+
+    ``ledger=True`` adds the shared-run ledger positions; ``keys`` limits the export. A path is
+    written to a temporary file first and renamed, so a failed export leaves no partial file.
+    """
+    report = TransferReport()
+    async with _opened(store) as source:
+        with _writer(dest) as write:
+            write(orjson.dumps({"format": FORMAT, "version": VERSION}) + b"\n")
+            async for line in _lines(source, ledger, keys, report):
+                write(orjson.dumps(line) + b"\n")
+    return report
+
+
+async def _lines(
+    store: Store, ledger: bool, keys: Optional[Iterable[str]], report: TransferReport
+) -> AsyncIterator[dict[str, Any]]:
+    wanted = sorted(set(keys)) if keys is not None else sorted({k async for k in store.iter_keys()})
+    for key in wanted:
+        total = await store.length(key)
+        if total == 0:
+            continue
+        report.keys += 1
+        meta = await store.get_meta(key)
+        start = 0
+        while start < total:
+            raws = await store.read(key, start, min(CHUNK, total - start))
+            if not raws:
+                break
+            line: dict[str, Any] = {"key": key, "start": start}
+            if start == 0:
+                line["meta"] = None if meta is None else _text(meta, f"meta of key {key}")
+            line["samples"] = [_checked(raw, key, start + i) for i, raw in enumerate(raws)]
+            report.samples += len(raws)
+            yield line
+            start += len(raws)
+    if ledger:
+        entries = sorted([e async for e in store.iter_ledger()])
+        for run_id, namespace, key, position in entries:
+            if keys is None or key in wanted:
+                report.ledger_entries += 1
+                yield {"ledger": [run_id, namespace, key, position]}
+
+
+def _checked(raw: Any, key: str, index: int) -> str:
+    """A stored record as text, after checking it is a CacheSaver record (never export junk)."""
+    decode_sample(raw, key=key, index=index)
+    return _text(raw, f"sample {index} of key {key}")
+
+
+def _text(raw: Any, what: str) -> str:
+    if isinstance(raw, str):
+        return raw
+    try:
+        return bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptSampleError(f"{what} is not UTF-8 JSON; remove that key (cachesaver prune)") from None
+
+
+# -- import ----------------------------------------------------------------------------------
+async def import_jsonl(store: Any, source: PathOrFile, *, ledger: bool = True) -> TransferReport:
+    """Add the samples of a JSONL export to ``store`` (a Store, path or URL).
+
+    Only the samples the store lacks are appended (see the module docstring); ledger lines, if
+    the file has them and ``ledger`` is true, move positions forward, never back.
+    """
+    report = TransferReport()
+    async with _opened(store) as target:
+        applier = _Applier(target, report, ledger)
+        for lineno, obj in _parse(source):
+            await applier.apply(obj, f"line {lineno}")
+    return report
+
+
+async def copy_store(source: Any, target: Any, *, ledger: bool = False) -> TransferReport:
+    """Copy ``source`` into ``target`` (Stores, paths or URLs) with import's rules, no file."""
+    report = TransferReport()
+    async with _opened(source) as src, _opened(target) as dst:
+        applier = _Applier(dst, report, ledger, count_source=False)
+        async for line in _lines(src, ledger, None, report):
+            await applier.apply(line, f"key {line.get('key', '(ledger)')}")
+    return report
+
+
+class _Applier:
+    def __init__(self, store: Store, report: TransferReport, ledger: bool, count_source: bool = True) -> None:
+        self.store, self.report, self.ledger = store, report, ledger
+        self.count_source = count_source  # False when _lines() already counts what it reads
+        self._keys: set[str] = set()
+
+    async def apply(self, obj: Any, where: str) -> None:
+        if not isinstance(obj, dict):
+            raise TransferError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        if "ledger" in obj:
+            if self.ledger:
+                await self._ledger(obj["ledger"], where)
+            return
+        key, start, raws, meta = _sample_line(obj, where)
+        store, report = self.store, self.report
+        if self.count_source:
+            if key not in self._keys:
+                self._keys.add(key)
+                report.keys += 1
+            report.samples += len(raws)
+        if meta is not None:
+            stored = await store.get_meta(key)
+            if stored is not None and stored != meta:
+                log.warning("%s: meta of key %s differs from the target's; keeping the target's", where, key)
+        have = await store.length(key)
+        if start > have:
+            raise TransferError(
+                f"{where}: key {key} continues at sample {start} but {store.location or 'the target'} "
+                f"holds only {have}; import the whole file, from its first line"
+            )
+        overlap = min(have - start, len(raws))
+        if overlap:
+            existing = await store.read(key, start, overlap)
+            for i, (old, new) in enumerate(zip(existing, raws)):
+                if bytes(old) != new:
+                    raise TransferConflictError(
+                        f"{where}: sample {start + i} of key {key} differs between the file and "
+                        f"{store.location or 'the target'}; the two caches diverged. Import into an "
+                        f"empty store, or delete that key from the target first"
+                    )
+        tail = raws[overlap:]
+        report.samples_present += overlap
+        if tail:
+            at = await store.append(key, tail, meta)
+            if at != start + overlap:
+                raise TransferConflictError(
+                    f"{where}: key {key} grew while importing (samples landed at {at}, expected "
+                    f"{start + overlap}); stop the workers that write to the target and import again"
+                )
+            report.samples_added += len(tail)
+
+    async def _ledger(self, entry: Any, where: str) -> None:
+        if (not isinstance(entry, list) or len(entry) != 4 or not all(isinstance(x, str) for x in entry[:3])
+                or isinstance(entry[3], bool) or not isinstance(entry[3], int) or entry[3] < 0):
+            raise TransferError(f"{where}: 'ledger' must be [run_id, namespace, key, position >= 0]")
+        run_id, namespace, key, position = entry
+        current, _ = await self.store.claim(run_id, namespace, key, 0, partial=True)
+        if position > current:
+            # Claiming moves the position forward (never past the samples that exist).
+            await self.store.claim(run_id, namespace, key, position - current, partial=True)
+        if self.count_source:
+            self.report.ledger_entries += 1
+
+
+def _sample_line(obj: dict[str, Any], where: str) -> tuple[str, int, list[bytes], Optional[bytes]]:
+    key, start, samples, meta = obj.get("key"), obj.get("start", 0), obj.get("samples"), obj.get("meta")
+    if not isinstance(key, str) or not key:
+        raise TransferError(f"{where}: 'key' must be a non-empty string")
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise TransferError(f"{where}: 'start' must be an int >= 0, got {start!r}")
+    if not isinstance(samples, list):
+        raise TransferError(f"{where}: 'samples' must be a list of JSON records (strings)")
+    if meta is not None and not isinstance(meta, str):
+        raise TransferError(f"{where}: 'meta' must be a string of JSON or null")
+    raws = []
+    for i, sample in enumerate(samples):
+        if not isinstance(sample, str):
+            raise TransferError(f"{where}: samples[{i}] must be a string holding the JSON record")
+        raw = sample.encode("utf-8")
+        try:
+            decode_sample(raw, key=key, index=start + i)
+        except CorruptSampleError as exc:
+            raise TransferError(f"{where}: {exc}") from None
+        raws.append(raw)
+    return key, start, raws, None if meta is None else meta.encode("utf-8")
+
+
+def _parse(source: PathOrFile) -> Iterable[tuple[int, Any]]:
+    """Yield ``(line number, object)``; the first line must be our header."""
+    with _reader(source) as lines:
+        header_seen = False
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise TransferError(f"line {lineno} is not JSON ({exc})") from None
+            if not header_seen:
+                if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+                    raise TransferError(
+                        f"line {lineno}: not a CacheSaver export (expected the header "
+                        f'{{"format":"{FORMAT}","version":{VERSION}}}); make one with export_jsonl()'
+                    )
+                if obj.get("version") != VERSION:
+                    raise TransferError(
+                        f"line {lineno}: export version {obj.get('version')!r}; this CacheSaver reads "
+                        f"version {VERSION}: upgrade cachesaver to import it"
+                    )
+                header_seen = True
+                continue
+            yield lineno, obj
+        if not header_seen:
+            raise TransferError("the file is empty: expected a CacheSaver export")
+
+
+# -- files and stores ------------------------------------------------------------------------
+class _opened:
+    """``async with _opened(spec) as store``: open a store from a spec, close it if we opened it."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.owned = not isinstance(spec, Store)
+
+    async def __aenter__(self) -> Store:
+        self.store = open_store(self.spec)
+        return self.store
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self.owned:
+            await self.store.aclose()
+
+
+class _writer:
+    """Context manager giving ``write(bytes)`` for a path (atomic rename) or an open file."""
+
+    def __init__(self, dest: PathOrFile) -> None:
+        self.dest = dest
+
+    def __enter__(self):
+        dest = self.dest
+        if isinstance(dest, (str, os.PathLike)):
+            path = os.fspath(dest)
+            folder = os.path.dirname(os.path.abspath(path))
+            fd, self.tmp = tempfile.mkstemp(prefix=".export-", suffix=".tmp", dir=folder)
+            raw = os.fdopen(fd, "wb")
+            self.handle = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.endswith(".gz") else raw
+            self.raw, self.path = raw, path
+            return self.handle.write
+        self.tmp = None
+        if isinstance(dest, io.TextIOBase):
+            return lambda data: dest.write(data.decode("utf-8"))
+        if callable(getattr(dest, "write", None)):
+            return dest.write
+        raise TypeError(f"dest must be a path or a writable file, not {type(dest).__name__}")
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if self.tmp is None:
+            return
+        try:
+            self.handle.close()
+            if self.raw is not self.handle:
+                self.raw.close()
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+        finally:
+            if os.path.exists(self.tmp):
+                os.unlink(self.tmp)
+
+
+class _reader:
+    """Context manager iterating the lines (bytes or str) of a path or an open file."""
+
+    def __init__(self, source: PathOrFile) -> None:
+        self.source = source
+        self.handle: Optional[IO[Any]] = None
+
+    def __enter__(self) -> Iterable[Any]:
+        source = self.source
+        if isinstance(source, (str, os.PathLike)):
+            path = os.fspath(source)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"no export file at {path!r}")
+            self.handle = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+            return self.handle
+        if hasattr(source, "__iter__"):
+            return source  # type: ignore[return-value]
+        raise TypeError(f"source must be a path or a readable file, not {type(source).__name__}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.handle is not None:
+            self.handle.close()

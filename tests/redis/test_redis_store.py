@@ -1,0 +1,283 @@
+"""RedisStore beyond the shared store contract (tests/engine/test_engine_stores.py runs that
+against memory, disk and redis): layout, atomicity, idempotent retries, leases, loops, URLs."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+import redis as redis_sync
+from redis.crc import key_slot
+
+from cachesaver.codec import decode_sample, encode_sample
+from cachesaver.errors import InvalidRequestError, StoreError
+from cachesaver.keys import request_key
+from cachesaver.pipelines import OnlineAPI
+from cachesaver.stores import open_store
+from cachesaver.stores.redis import RedisStore
+from cachesaver.testing import FakeModel
+from cachesaver.typedefs import Request
+
+K = "a" * 64
+
+
+def rec(i):
+    return encode_sample(f"sample-{i}", 1, 2, 0.5)
+
+
+@pytest.fixture
+def raw_redis(redis_url):
+    with redis_sync.Redis.from_url(redis_url) as client:
+        yield client
+
+
+# -- configuration -----------------------------------------------------------------------
+def test_url_options_and_explicit_keywords():
+    store = RedisStore("redis://u:s3cret@127.0.0.1:6379/2?prefix=exp1&socket_timeout=7&retries=0&lease_ttl=3")
+    assert (store.prefix, store.socket_timeout, store.retries, store.lease_ttl) == ("exp1", 7.0, 0, 3.0)
+    assert "s3cret" not in store.location and "s3cret" not in repr(store)
+    assert store.location == "redis://u:***@127.0.0.1:6379/2"
+    explicit = RedisStore("redis://127.0.0.1/0?prefix=url&socket_timeout=7", prefix="kw", socket_timeout=1)
+    assert (explicit.prefix, explicit.socket_timeout) == ("kw", 1.0)
+    assert isinstance(open_store("redis://127.0.0.1:6379/0?prefix=x"), RedisStore)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"prefix": "a{b"}, "prefix must be"),
+        ({"prefix": ""}, "prefix must be"),
+        ({"socket_timeout": "soon"}, "socket_timeout must be a number"),
+        ({"retries": -1}, "retries must be >= 0"),
+    ],
+)
+def test_bad_options_name_the_field(kwargs, match):
+    with pytest.raises(InvalidRequestError, match=match):
+        RedisStore("redis://127.0.0.1:6379/0", **kwargs)
+
+
+def test_bad_url_names_the_fix():
+    with pytest.raises(InvalidRequestError, match="redis://host:port/db"):
+        RedisStore("http://127.0.0.1:6379")
+
+
+async def test_bad_keys_are_refused(redis_store_factory):
+    store = redis_store_factory()
+    for bad in ("", "}x"):
+        with pytest.raises(InvalidRequestError, match="hash tag"):
+            await store.append(bad, [rec(0)])
+    with pytest.raises(TypeError, match="must be bytes"):
+        await store.append(K, [{"not": "bytes"}])
+    assert await store.length(K) == 0
+    await store.aclose()
+
+
+# -- layout ----------------------------------------------------------------------------------
+async def test_every_key_of_one_list_shares_a_cluster_slot(redis_store_factory, raw_redis, redis_prefix):
+    store = redis_store_factory()
+    await store.append(K, [rec(0), rec(1)], meta=b'{"prompt":"p"}')
+    await store.claim("run", "ns", K, 1, partial=False)
+    async with store.generation_lease(K):
+        names = [n.decode() for n in raw_redis.scan_iter(match=f"{redis_prefix}:*")]
+    assert sorted(n.rsplit(":", 1)[1] for n in names) == ["c", "g", "l", "m", "s", "t"]
+    assert {key_slot(n.encode()) for n in names} == {key_slot(K.encode())}
+    # Stored values are exactly the bytes we were given (JSON records), never pickles.
+    assert raw_redis.lrange(f"{redis_prefix}:{{{K}}}:s", 0, -1) == [rec(0), rec(1)]
+    assert raw_redis.type(f"{redis_prefix}:{{{K}}}:s") == b"list"
+    await store.aclose()
+
+
+async def test_clear_and_scans_touch_only_our_prefix(redis_store_factory, raw_redis, redis_prefix):
+    ours = redis_store_factory()
+    neighbour = RedisStore(redis_store_factory.url, prefix=redis_prefix + "-x")  # shares a head
+    glob = RedisStore(redis_store_factory.url, prefix=redis_prefix + "*")  # glob chars escaped
+    try:
+        await ours.append(K, [rec(0)])
+        await neighbour.append(K, [rec(1)])
+        await glob.append("b" * 64, [rec(2)])
+        raw_redis.set(f"{redis_prefix}-unrelated", b"keep me")
+        assert [k async for k in ours.iter_keys()] == [K]
+        assert [k async for k in glob.iter_keys()] == ["b" * 64]
+        await glob.clear()
+        await ours.clear()
+        assert await ours.length(K) == 0
+        assert await neighbour.read(K, 0, 1) == [rec(1)]
+        assert raw_redis.get(f"{redis_prefix}-unrelated") == b"keep me"
+    finally:
+        await neighbour.clear()
+        await neighbour.aclose()
+        await glob.aclose()
+        await ours.aclose()
+        raw_redis.delete(f"{redis_prefix}-unrelated")
+
+
+async def test_large_append_is_one_atomic_list_write(redis_store_factory):
+    store = redis_store_factory()
+    samples = [rec(i) for i in range(10_001)]  # more than one RPUSH chunk inside the script
+    assert await store.append(K, samples[:1]) == 0
+    assert await store.append(K, samples[1:]) == 1
+    assert await store.length(K) == 10_001
+    assert await store.read(K, 9_999, 5) == samples[9_999:]
+    await store.aclose()
+
+
+# -- atomicity and idempotency --------------------------------------------------------------
+async def test_concurrent_claims_from_many_handles_never_share_a_sample(redis_store_factory):
+    handles = [redis_store_factory() for _ in range(4)]
+    await handles[0].append(K, [rec(i) for i in range(200)])
+
+    async def worker(store, ns):
+        got = []
+        while True:
+            _, taken = await store.claim("run", ns, K, 3, partial=True)
+            if not taken:
+                return got
+            got += taken
+
+    results = await asyncio.gather(*(worker(h, ns) for h in handles for ns in ("A", "B") for _ in range(3)))
+    for ns_index in range(2):
+        taken = [s for i, r in enumerate(results) if (i // 3) % 2 == ns_index for s in r]
+        assert sorted(taken) == sorted(rec(i) for i in range(200))  # each once: none twice, none lost
+    for store in handles:
+        await store.aclose()
+
+
+async def test_retried_append_and_claim_are_applied_once(redis_store_factory):
+    """A retry after a lost reply reuses the script token: the second call changes nothing."""
+    store = redis_store_factory()
+    client = await store._ready()
+    base = f"{store.prefix}:{{{K}}}:"
+    append_keys = [base + "s", base + "m", base + "t"]
+    first = await client.append(keys=append_keys, args=["tok-1", "0", b"", rec(0), rec(1)])
+    again = await client.append(keys=append_keys, args=["tok-1", "0", b"", rec(0), rec(1)])
+    assert (first, again) == (0, 0) and await store.length(K) == 2
+    assert await store.append(K, [rec(2)]) == 2
+
+    claim_keys = [base + "s", base + "l", base + "c"]
+    field = b'["run","ns"]'
+    one = await client.claim(keys=claim_keys, args=[field, 2, "0", "claim-1"])
+    two = await client.claim(keys=claim_keys, args=[field, 2, "0", "claim-1"])
+    assert one == two == [0, [rec(0), rec(1)]]
+    assert await store.claim("run", "ns", K, 1, partial=False) == (2, [rec(2)])
+    await store.aclose()
+
+
+# -- failures ----------------------------------------------------------------------------------
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when we return: nothing listens there
+
+
+async def test_unreachable_redis_raises_store_error_naming_server_and_fix():
+    port = _closed_port()
+    store = RedisStore(f"redis://:pw@127.0.0.1:{port}/0", retries=0, connect_timeout=0.5)
+    with pytest.raises(StoreError) as info:
+        await store.read(K, 0, 1)
+    message = str(info.value)
+    assert f"127.0.0.1:{port}" in message and "pw" not in message.replace("***", "")
+    assert "redis-server runs there" in message and "entirely or not at all" in message
+    with pytest.raises(StoreError):
+        await store.append(K, [rec(0)])
+    with pytest.raises(StoreError):
+        async with store.generation_lease(K):
+            pass
+    await store.aclose()
+
+
+# -- event loops --------------------------------------------------------------------------------
+def test_one_store_serves_successive_event_loops(redis_store_factory):
+    """redis-py clients are bound to a loop; the store makes one per loop (asyncio.run twice)."""
+    store = redis_store_factory()
+    assert asyncio.run(store.append(K, [rec(0)])) == 0
+    assert asyncio.run(store.append(K, [rec(1)])) == 1
+    assert asyncio.run(store.read(K, 0, 2)) == [rec(0), rec(1)]
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        asyncio.run(store.length(K))
+
+
+# -- generation lease ---------------------------------------------------------------------------
+async def test_lease_is_exclusive_across_handles_and_released(redis_store_factory):
+    first, second = redis_store_factory(), redis_store_factory()
+    order = []
+
+    async def hold(store, name, pause):
+        async with store.generation_lease(K, ttl=2) as lease:
+            assert lease.acquired
+            order.append(f"{name}+")
+            await asyncio.sleep(pause)
+            order.append(f"{name}-")
+
+    task = asyncio.ensure_future(hold(first, "A", 0.2))
+    await asyncio.sleep(0.05)
+    await hold(second, "B", 0)
+    await task
+    assert order == ["A+", "A-", "B+", "B-"]
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_lease_is_renewed_while_held_and_expires_when_abandoned(redis_store_factory):
+    holder, other = redis_store_factory(), redis_store_factory()
+    async with holder.generation_lease(K, ttl=0.6) as lease:
+        await asyncio.sleep(1.5)  # > 2 ttl: only renewal (every ttl/3) keeps it
+        assert lease.acquired
+        async with other.generation_lease(K, ttl=0.6, max_wait=0.1) as waited:
+            assert not waited.acquired  # gave up waiting: the caller generates anyway
+    # A crashed holder (no renewal, no release) blocks others only until its ttl runs out.
+    client = await holder._ready()
+    await client.lease_acquire(keys=[f"{holder.prefix}:{{{K}}}:g"], args=["crashed", 300])
+    async with other.generation_lease(K, ttl=0.6, max_wait=30) as lease:
+        assert lease.acquired and lease.waited > 0
+    await holder.aclose()
+    await other.aclose()
+
+
+# -- through the engine ---------------------------------------------------------------------------
+async def test_pipeline_on_redis_url_replays_with_zero_calls(redis_store_factory, redis_prefix):
+    url = f"{redis_store_factory.url}?prefix={redis_prefix}"
+    model = FakeModel(seed=3)
+    prompts = [f"prompt {i}" for i in range(3)]
+
+    async def run():
+        async with OnlineAPI(model=model, cache=url, batch_size=8, timeout=0.01) as pipe:
+            out = []
+            for ns in ("A", "B"):
+                got = await asyncio.gather(*(
+                    pipe.request(Request(prompt=p, n=2, request_id=f"{ns}{i}", namespace=ns))
+                    for i, p in enumerate(prompts)))
+                out.append([r.data for r in got])
+            return out
+
+    first = await run()
+    calls = model.call_count
+    assert calls == 3 and model.samples_generated == 6  # one call per key, shared by A and B
+    assert first[0] == first[1]  # B reuses A's samples
+    assert await run() == first and model.call_count == calls  # a new run replays, no calls
+    store = redis_store_factory()
+    key = request_key(Request(prompt=prompts[0]))
+    assert [decode_sample(r, key=key, index=i).data for i, r in enumerate(await store.read(key, 0, 9))] == first[0][0]
+    await store.aclose()
+
+
+@dataclasses.dataclass(frozen=True)
+class TempRequest(Request):
+    temperature: float = 1.0
+
+
+async def test_two_pipelines_share_one_run_ledger_on_redis(redis_store_factory):
+    model = FakeModel(seed=5)
+    stores = [redis_store_factory(), redis_store_factory()]
+    pipes = [OnlineAPI(model=model, cache=s, run_id="shared", timeout=0.005) for s in stores]
+    got = []
+    for i in range(6):
+        pipe = pipes[i % 2]
+        got += (await pipe.request(TempRequest(prompt="q", n=1, request_id=str(i), namespace="ns"))).data
+    assert len(set(got)) == 6  # the two pipelines never hand out one sample twice (G1)
+    assert model.samples_generated == 6
+    for pipe, store in zip(pipes, stores):
+        await pipe.aclose()
+        await store.aclose()
