@@ -1,0 +1,169 @@
+"""litellm-side hooks: keep litellm's own response cache off ``cachesaver/`` calls, tally costs.
+
+A user's global ``litellm.cache`` would store the first ``cachesaver/`` answer and replay it for
+every later identical call, collapsing fresh samples into one. Two levers stop that:
+
+- :class:`CostCallback.async_pre_call_deployment_hook` marks async ``cachesaver/`` calls
+  ``no-cache``/``no-store`` before litellm looks them up;
+- :func:`never_store` (called by the handler on every call, sync and streaming included, where
+  no hook runs before the lookup) tells that call's litellm caching handler not to store the
+  result, so a lookup can never find a ``cachesaver/`` entry.
+
+:class:`CostCallback` also feeds litellm's own cost figures (``response_cost`` of the logged
+call and ``saved_cache_cost`` of hits) into engine ``Stats`` tables, one per model, so
+``callback.summary()`` reports $ billed and saved per namespace and model.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from typing import Any, Mapping, Optional
+
+from litellm.integrations.custom_logger import CustomLogger
+
+from cachesaver.stats import Stats
+
+__all__ = ["CostCallback", "never_store", "CACHESAVER_PREFIX"]
+
+log = logging.getLogger("cachesaver.litellm.callback")
+
+CACHESAVER_PREFIX = "cachesaver/"
+_NO_LITELLM_CACHE = {"no-cache": True, "no-store": True}
+_SEEN_CALLS = 4096
+
+
+def _never(*args: Any, **kwargs: Any) -> bool:
+    return False
+
+
+def never_store(logging_obj: Any) -> None:
+    """Stop litellm's response cache from storing this one call's result (sync, async, streams)."""
+    handler = getattr(logging_obj, "llm_caching_handler", None) if logging_obj is not None else None
+    if handler is not None:
+        try:
+            handler.should_store_result_in_cache = _never
+        except (AttributeError, TypeError):  # a slotted or frozen handler: the hook still covers async
+            log.debug("could not disable litellm's cache store on %s", type(handler).__name__)
+
+
+class CostCallback(CustomLogger):
+    """Cost ledger of ``cachesaver/`` calls per model, from litellm's own cost figures.
+
+    ``stats[model]`` is an engine :class:`~cachesaver.stats.Stats` (namespaces as rows) where
+    ``cost_billed`` is litellm's ``response_cost`` of each call and ``cost_saved`` is litellm's
+    ``saved_cache_cost`` of full hits (for partial hits: litellm's price of the whole response
+    minus what was billed). ``register()`` installs one; add more with
+    ``litellm.callbacks.append(CostCallback())``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats: dict[str, Stats] = {}
+        self._lock = threading.Lock()
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    # -- keep litellm's cache off cachesaver calls (async path) --------------------------------------
+    async def async_pre_call_deployment_hook(self, kwargs: dict, call_type: Any) -> Optional[dict]:
+        model = kwargs.get("model")
+        if not (isinstance(model, str) and model.startswith(CACHESAVER_PREFIX)):
+            return None
+        cache = kwargs.get("cache")
+        kwargs["cache"] = {**(cache if isinstance(cache, Mapping) else {}), **_NO_LITELLM_CACHE}
+        return kwargs
+
+    # -- cost tally ------------------------------------------------------------------------------
+    def log_success_event(self, kwargs, response_obj, start_time, end_time):
+        self._record(kwargs, response_obj)
+
+    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
+        self._record(kwargs, response_obj)
+
+    def _record(self, kwargs: Mapping[str, Any], response_obj: Any) -> None:
+        try:
+            flags = kwargs.get("cachesaver")
+            if not isinstance(flags, Mapping):
+                hidden = getattr(response_obj, "_hidden_params", None) or {}
+                flags = hidden.get("cachesaver")
+            if not isinstance(flags, Mapping):
+                return  # not a cachesaver call
+            call_id = str(kwargs.get("litellm_call_id") or id(response_obj))
+            payload = kwargs.get("standard_logging_object") or {}
+            billed = _number(payload.get("response_cost"), kwargs.get("response_cost"))
+            full_hit = bool(flags.get("cached")) and all(flags["cached"])
+            if full_hit:
+                saved = _number(payload.get("saved_cache_cost"))
+                if not saved:
+                    saved = _price(response_obj, flags)
+            else:
+                saved = max(0.0, _price(response_obj, flags) - billed)
+            with self._lock:
+                if call_id in self._seen:  # litellm may run both the sync and async handlers
+                    return
+                self._seen[call_id] = None
+                if len(self._seen) > _SEEN_CALLS:
+                    self._seen.popitem(last=False)
+                self._add(flags, response_obj, billed, saved)
+        except Exception as exc:  # a logging callback must never break the caller
+            log.debug("CostCallback could not record a call: %r", exc)
+
+    def _add(self, flags: Mapping[str, Any], response_obj: Any, billed: float, saved: float) -> None:
+        model = str(flags.get("model") or "unknown")
+        stats = self.stats.get(model)
+        if stats is None:
+            stats = self.stats[model] = Stats()
+        c = stats.ns(str(flags.get("namespace") or "default"))
+        cached = list(flags.get("cached") or [])
+        duplicated = list(flags.get("duplicated") or [])
+        c.requests += 1
+        c.samples_asked += len(cached)
+        c.samples_generated += sum(1 for x in cached if not x)
+        c.samples_from_store += sum(1 for x in cached if x)
+        c.samples_merged += sum(1 for x in duplicated if x)
+        usage = getattr(response_obj, "usage", None)
+        prompt = float(getattr(usage, "prompt_tokens", 0) or 0)
+        completion = float(getattr(usage, "completion_tokens", 0) or 0)
+        prompt_billed = float(flags.get("prompt_tokens_billed") or 0)
+        completion_billed = float(flags.get("completion_tokens_billed") or 0)
+        c.prompt_tokens_billed += prompt_billed
+        c.completion_tokens_billed += completion_billed
+        c.prompt_tokens_saved += max(0.0, prompt - prompt_billed)
+        c.completion_tokens_saved += max(0.0, completion - completion_billed)
+        c.cost_billed += billed
+        c.cost_saved += saved
+
+    def summary(self) -> str:
+        """One engine stats table per model."""
+        with self._lock:
+            parts = [f"model: {model}\n{stats.summary()}" for model, stats in sorted(self.stats.items())]
+        return "\n\n".join(parts) if parts else "(no cachesaver calls logged)"
+
+    def reset(self) -> None:
+        with self._lock:
+            self.stats.clear()
+            self._seen.clear()
+
+
+def _number(*values: Any) -> float:
+    for value in values:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return 0.0
+
+
+def _price(response_obj: Any, flags: Mapping[str, Any]) -> float:
+    """litellm's price of the whole response under the real model (what it would have cost)."""
+    try:
+        import litellm
+
+        usage = getattr(response_obj, "usage", None)
+        if usage is None:
+            return 0.0
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model=str(flags.get("model") or ""),
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        )
+        return float(prompt_cost or 0.0) + float(completion_cost or 0.0)
+    except Exception:  # unpriced model
+        return 0.0

@@ -1,0 +1,239 @@
+"""``CacheSaverRouter``: the engine *above* a ``litellm.Router`` (composition, not subclassing).
+
+``litellm.Router`` refuses subclassing, and caching per deployment (``cachesaver/`` models in
+the model list) splits samples by real model. This wrapper keys on the *model group* instead, so
+every deployment of a group serves one sample list, and the router's load balancing, retries,
+cooldowns and fallbacks all happen below the cache, only for samples that are missing.
+
+A hit never enters litellm at all (no logging pass), which is why it is faster than litellm's
+own cache hit. Misses call ``router.acompletion(model=<group>, n=<missing>)``; those real
+calls are logged and costed by litellm as usual (there is no outer call to double them).
+Everything the wrapper does not define is delegated to the wrapped router.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterator, Mapping, Optional
+
+from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError
+from cachesaver.keys import request_key
+from cachesaver.pipelines import OnlineAPI
+from cachesaver.stats import Stats
+
+from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
+from ._keys import normalise_messages, normalise_model, split_params
+from ._loop import acquire_loop, release_loop, track
+from ._provider import NAMESPACE_KEY, REQUEST_ID_KEY
+from ._samples import build_response, stream_chunks
+
+__all__ = ["CacheSaverRouter"]
+
+log = logging.getLogger("cachesaver.litellm.router")
+
+#: Prefix of the keyed model field, so a group name never collides with a real model's key.
+GROUP_PREFIX = "model_group:"
+
+
+class CacheSaverRouter:
+    """Cache above routing: ``await CacheSaverRouter(router, store=...).acompletion(model="gpt", ...)``.
+
+    ``router`` is a ready ``litellm.Router``; or pass ``model_list=`` (and any Router keyword)
+    to build one. ``store``, ``batch_size``, ``timeout``, ``run_id`` and ``namespace`` are the
+    engine settings (see ``cachesaver_litellm.register``). Namespace and request id come from
+    ``metadata`` / ``litellm_metadata`` (``cachesaver_namespace``, ``cachesaver_request_id``).
+    """
+
+    def __init__(self, router: Any = None, *, store: Any = "./.cachesaver", batch_size: int = 64,
+                 timeout: float = 0.02, run_id: Optional[str] = None, namespace: str = "default",
+                 **router_kwargs: Any) -> None:
+        if router is None:
+            import litellm
+
+            if "model_list" not in router_kwargs:
+                raise TypeError("CacheSaverRouter needs router=litellm.Router(...) or model_list=[...]")
+            router = litellm.Router(**router_kwargs)
+        elif router_kwargs:
+            raise TypeError(
+                f"CacheSaverRouter got router= and Router keywords {sorted(router_kwargs)}; configure the "
+                "litellm.Router you pass instead"
+            )
+        if not callable(getattr(router, "acompletion", None)):
+            raise InvalidRequestTypeError(
+                f"router must be a litellm.Router (with acompletion), got {type(router).__name__}"
+            )
+        if not isinstance(namespace, str) or not namespace:
+            raise InvalidRequestTypeError(f"namespace must be a non-empty str, got {namespace!r}")
+        self.router = router
+        self.default_namespace = namespace
+        self._loop = acquire_loop()
+        try:
+            self.pipeline = OnlineAPI(model=LiteLLMBackend(), cache=store, batch_size=batch_size,
+                                      timeout=timeout, run_id=run_id, namespace=namespace)
+        except BaseException:
+            release_loop(self._loop)
+            raise
+        self._closed = False
+        track(self)
+
+    # -- completion ------------------------------------------------------------------------------
+    async def acompletion(self, model: str, messages: Any, **kwargs: Any) -> Any:
+        """Like ``Router.acompletion``; ``stream=True`` replays the samples as chunks."""
+        prepared = self._prepare(model, messages, kwargs)
+        result = await self._loop.run_async(self.pipeline.request(prepared.request))
+        response = self._finish(prepared, result)
+        if prepared.stream:
+            return _ReplayStream(response, prepared.include_usage)
+        return response
+
+    def completion(self, model: str, messages: Any, **kwargs: Any) -> Any:
+        """Sync ``acompletion`` (works inside a running event loop and from many threads)."""
+        prepared = self._prepare(model, messages, kwargs)
+        result = self._loop.run_sync(self.pipeline.request(prepared.request))
+        response = self._finish(prepared, result)
+        if prepared.stream:
+            return _ReplayStream(response, prepared.include_usage)
+        return response
+
+    @property
+    def stats(self) -> Stats:
+        return self.pipeline.stats
+
+    # -- conversion ------------------------------------------------------------------------------
+    def _prepare(self, group: Any, messages: Any, kwargs: dict) -> "_Prepared":
+        if self._closed:
+            raise RuntimeError("this CacheSaverRouter is closed; create a new one")
+        if not isinstance(group, str) or not group:
+            raise InvalidRequestTypeError(f"model must be a model group name (str), got {group!r}")
+        n = kwargs.pop("n", None)
+        n = 1 if n is None else n
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise InvalidRequestTypeError(f"n must be an int >= 1, got {type(n).__name__}")
+        if n < 1:
+            raise InvalidRequestError(f"n must be >= 1, got {n}")
+        stream = bool(kwargs.pop("stream", False))
+        options = kwargs.pop("stream_options", None)
+        include_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))
+        namespace, request_id = self._metadata(kwargs)
+        keyed, transport = split_params(kwargs)
+        call_kwargs = {**keyed, **{k: v for k, v in transport.items() if v is not None}}
+        call = RealCall(
+            invoke=self.router.acompletion,
+            model=group,
+            messages=messages,
+            kwargs=call_kwargs,
+            use_n=lambda: self._group_supports_n(group),
+            provider="",
+        )
+        request = LiteLLMRequest(
+            prompt=normalise_messages(messages),
+            n=n,
+            request_id=request_id,
+            namespace=namespace,
+            model=GROUP_PREFIX + group,
+            params=keyed,
+            call=call,
+        )
+        return _Prepared(request, request_key(request), stream, include_usage)
+
+    def _metadata(self, kwargs: Mapping[str, Any]) -> tuple[str, str]:
+        namespace: Any = None
+        request_id: Any = None
+        for field in ("metadata", "litellm_metadata"):
+            meta = kwargs.get(field)
+            if isinstance(meta, Mapping):
+                namespace = namespace if namespace is not None else meta.get(NAMESPACE_KEY)
+                request_id = request_id if request_id is not None else meta.get(REQUEST_ID_KEY)
+        namespace = self.default_namespace if namespace is None else namespace
+        if not isinstance(namespace, str) or not namespace:
+            raise InvalidRequestTypeError(f"metadata['{NAMESPACE_KEY}'] must be a non-empty str, got {namespace!r}")
+        request_id = "" if request_id is None else request_id
+        if not isinstance(request_id, str):
+            raise InvalidRequestTypeError(
+                f"metadata['{REQUEST_ID_KEY}'] must be a str, got {type(request_id).__name__}"
+            )
+        return namespace, request_id
+
+    def _group_supports_n(self, group: str) -> bool:
+        """``n`` only if every deployment of the group accepts it (the router may pick any)."""
+        try:
+            deployments = self.router.get_model_list(model_name=group) or []
+        except Exception:
+            deployments = []
+        models = [(d.get("litellm_params") or {}).get("model") for d in deployments if isinstance(d, Mapping)]
+        if not models or not all(isinstance(m, str) and m for m in models):
+            return False
+        for model in models:
+            if model.startswith("cachesaver/"):
+                model = model[len("cachesaver/"):]
+            keyed, provider = normalise_model(model)
+            if not supports_n(keyed.partition("/")[2] or keyed, provider):
+                return False
+        return True
+
+    def _finish(self, prepared: "_Prepared", result: Any) -> Any:
+        request = prepared.request
+        return build_response(result, namespace=request.namespace, request_id=request.request_id,
+                              key=prepared.key, model=request.model, provider="")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Finish what is in flight and release the store (and the shared loop)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._loop.run_async(self.pipeline.aclose())
+        finally:
+            release_loop(self._loop)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._loop.run_sync(self.pipeline.aclose())
+        finally:
+            release_loop(self._loop)
+
+    async def __aenter__(self) -> "CacheSaverRouter":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> "CacheSaverRouter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names not found on the wrapper: the rest of the Router API.
+        if name in ("router", "pipeline", "_loop"):
+            raise AttributeError(name)
+        return getattr(self.router, name)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    request: LiteLLMRequest
+    key: str
+    stream: bool
+    include_usage: bool
+
+
+class _ReplayStream:
+    """A complete response replayed as ``ModelResponseStream`` chunks (sync and async iteration)."""
+
+    def __init__(self, response: Any, include_usage: bool) -> None:
+        self.response = response
+        self._chunks = list(stream_chunks(response, include_usage, usage_chunk=True))
+        self._hidden_params = response._hidden_params
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._chunks)
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        for chunk in self._chunks:
+            yield chunk

@@ -1,0 +1,208 @@
+"""Samples <-> litellm responses.
+
+A *sample* is one choice of a chat completion as plain JSON (re-indexed to 0) plus what a
+rebuilt response needs: the response id, model, real provider, ``created``,
+``system_fingerprint`` and this choice's share of the call's tokens. ``_hidden_params`` are not
+serialised by litellm, so the provider travels inside the sample.
+
+Rebuilding merges the samples a caller received into a *fresh* ``ModelResponse`` (choices
+re-indexed 0..k-1), so no two callers ever share a mutable object.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+from cachesaver.typedefs import Response
+
+__all__ = [
+    "split_response",
+    "response_tokens",
+    "response_cost",
+    "build_response",
+    "stream_chunks",
+    "hidden_params",
+]
+
+SAMPLE_VERSION = 1
+
+
+def split_response(response: Any, provider: str) -> list[dict]:
+    """One JSON sample per choice of ``response`` (a litellm ``ModelResponse``)."""
+    choices = list(getattr(response, "choices", None) or [])
+    prompt_tokens, completion_tokens = response_tokens(response)
+    k = len(choices)
+    shares = _integer_shares(completion_tokens, k)
+    hidden = getattr(response, "_hidden_params", None) or {}
+    real_provider = hidden.get("custom_llm_provider") or provider
+    samples = []
+    for i, choice in enumerate(choices):
+        data = choice.model_dump(mode="json") if hasattr(choice, "model_dump") else dict(choice)
+        data["index"] = 0
+        samples.append(
+            {
+                "v": SAMPLE_VERSION,
+                "choice": data,
+                "id": getattr(response, "id", None),
+                "model": getattr(response, "model", None),
+                "provider": real_provider,
+                "created": getattr(response, "created", None),
+                "system_fingerprint": getattr(response, "system_fingerprint", None),
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": shares[i],
+            }
+        )
+    return samples
+
+
+def _integer_shares(total: int, k: int) -> list[int]:
+    """Split ``total`` tokens over ``k`` choices in integers that add up exactly."""
+    if k <= 0:
+        return []
+    base, extra = divmod(max(int(total), 0), k)
+    return [base + (1 if i < extra else 0) for i in range(k)]
+
+
+def response_tokens(response: Any) -> tuple[int, int]:
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return 0, 0
+    return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
+
+
+def response_cost(response: Any, model: str) -> float:
+    """What litellm says the call cost (its own cost map); 0.0 when the model is not priced."""
+    hidden = getattr(response, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost")
+    if isinstance(cost, (int, float)) and cost >= 0:
+        return float(cost)
+    try:
+        import litellm
+
+        return float(litellm.completion_cost(completion_response=response, model=model) or 0.0)
+    except Exception:  # unpriced model: report zero rather than fail a paid-for call
+        return 0.0
+
+
+def build_response(
+    result: Response,
+    *,
+    namespace: str,
+    request_id: str,
+    key: str,
+    model: str,
+    provider: str,
+) -> Any:
+    """A fresh ``litellm.ModelResponse`` for one caller, with cachesaver's hidden params."""
+    from litellm import ModelResponse
+
+    samples: Sequence[Mapping[str, Any]] = result.data
+    first = samples[0] if samples else {}
+    choices = []
+    completion_tokens = 0
+    for i, sample in enumerate(samples):
+        choice = dict(sample["choice"])
+        choice["index"] = i
+        choices.append(choice)
+        completion_tokens += int(sample.get("completion_tokens") or 0)
+    prompt_tokens = int(first.get("prompt_tokens") or 0)
+    response = ModelResponse(
+        id=first.get("id") or f"chatcmpl-cachesaver-{uuid.uuid4().hex}",
+        created=first.get("created") or int(time.time()),
+        model=first.get("model") or model.partition("/")[2] or model,
+        object="chat.completion",
+        system_fingerprint=first.get("system_fingerprint"),
+        choices=choices,
+        usage={
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    )
+    response._hidden_params = hidden_params(
+        result, namespace=namespace, request_id=request_id, key=key, model=model,
+        provider=first.get("provider") or provider,
+    )
+    return response
+
+
+def hidden_params(result: Response, *, namespace: str, request_id: str, key: str, model: str,
+                  provider: str) -> dict:
+    """Mark the response the way litellm's own cache marks hits, plus cachesaver's flags.
+
+    ``cache_hit=True`` with ``response_cost=0.0`` when every sample was stored: litellm's
+    callbacks then log zero spend and compute the saved cost themselves. Otherwise
+    ``response_cost`` is what the engine billed to this caller (G8), never the whole shared call.
+    """
+    cached = list(result.cached or [])
+    usage = result.usage
+    billed_cost = float(usage.cost) if usage is not None else 0.0
+    full_hit = bool(cached) and all(cached)
+    return {
+        "cache_hit": full_hit,
+        "response_cost": 0.0 if full_hit else billed_cost,
+        "custom_llm_provider": provider,
+        "cachesaver": {
+            "namespace": namespace,
+            "request_id": request_id,
+            "key": key,
+            "model": model,
+            "cached": cached,
+            "duplicated": list(result.duplicated or []),
+            "prompt_tokens_billed": float(usage.prompt_tokens) if usage is not None else 0.0,
+            "completion_tokens_billed": float(usage.completion_tokens) if usage is not None else 0.0,
+            "cost_billed": billed_cost,
+        },
+    }
+
+
+def stream_chunks(response: Any, include_usage: bool = True, usage_chunk: bool = False) -> Iterator[Any]:
+    """Replay a complete response as ``ModelResponseStream`` chunks.
+
+    Per choice: one chunk with the role and the whole content (and reasoning), one with its
+    tool calls; then one chunk per choice carrying its finish reason. Usage rides on the last
+    content chunk (litellm's stream wrapper reads it there and strips it unless the caller
+    asked for it) or, with ``usage_chunk=True``, on a final OpenAI-style chunk without choices.
+    """
+    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
+
+    head = {
+        "id": response.id,
+        "created": response.created,
+        "model": response.model,
+        "system_fingerprint": getattr(response, "system_fingerprint", None),
+    }
+
+    def chunk(index: int, delta: Any, finish_reason: Optional[str] = None, **extra: Any) -> Any:
+        choice = StreamingChoices(index=index, delta=delta, finish_reason=finish_reason)
+        return ModelResponseStream(**head, choices=[choice], **extra)
+
+    usage = getattr(response, "usage", None) if include_usage else None
+    body: list = []
+    for choice in response.choices:
+        message = choice.message
+        body.append(chunk(choice.index, Delta(role="assistant", content=message.content or "",
+                                              reasoning_content=getattr(message, "reasoning_content", None))))
+        tool_calls = getattr(message, "tool_calls", None)
+        if tool_calls:
+            calls = [
+                {
+                    "index": j,
+                    "id": call.id,
+                    "type": getattr(call, "type", None) or "function",
+                    "function": {"name": call.function.name, "arguments": call.function.arguments or ""},
+                }
+                for j, call in enumerate(tool_calls)
+            ]
+            body.append(chunk(choice.index, Delta(tool_calls=calls)))
+    if usage is not None and body and not usage_chunk:
+        last = body[-1]
+        body[-1] = ModelResponseStream(**head, choices=last.choices, usage=usage)
+    for choice in response.choices:
+        body.append(chunk(choice.index, Delta(), finish_reason=choice.finish_reason or "stop"))
+    if usage is not None and usage_chunk:
+        final = ModelResponseStream(**head, usage=usage)
+        final.choices = []
+        body.append(final)
+    return iter(body)

@@ -1,0 +1,55 @@
+"""Fixtures for the LiteLLM adapter tests: a registered provider on a real diskcache store,
+the local fake OpenAI server (real HTTP through litellm), and clean litellm globals per test.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm
+import pytest
+
+import cachesaver_litellm
+
+from _litellm_helpers import MESSAGES, MODEL  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def clean_litellm():
+    """Every test starts and ends without a provider, a litellm.cache or leftover callbacks."""
+    litellm.suppress_debug_info = True
+    callbacks = list(litellm.callbacks)
+    yield
+    cachesaver_litellm.unregister()
+    litellm.cache = None
+    litellm.callbacks = callbacks
+    for name in ("success_callback", "failure_callback", "_async_success_callback",
+                 "_async_failure_callback", "input_callback"):
+        lst = getattr(litellm, name)
+        lst[:] = [cb for cb in lst if not isinstance(cb, litellm.integrations.custom_logger.CustomLogger)
+                  or cb in callbacks]
+
+
+@pytest.fixture
+def store_path(tmp_path) -> str:
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def provider(store_path):
+    """``cachesaver/`` registered on a diskcache store in tmp_path; batch window 50 ms."""
+    return cachesaver_litellm.register(store=store_path, timeout=0.05)
+
+
+@pytest.fixture
+def server(fake_server):
+    return fake_server
+
+
+@pytest.fixture
+def call_kwargs(server) -> dict:
+    """What every test call passes: real HTTP to the fake server, no SDK retries."""
+    return {"model": MODEL, "messages": MESSAGES, "api_base": server.base_url, "api_key": "sk-test",
+            "max_retries": 0}
+
