@@ -82,7 +82,8 @@ def _preview(meta: Any, width: int = 60) -> str:
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    # Piped output (logs, CI, tests) gets wide lines instead of rich's 80-column default.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 # -- commands --------------------------------------------------------------------------------

@@ -1,0 +1,12 @@
+"""``cachesaver demo``: see what CacheSaver saves on a small reasoning experiment, offline.
+
+Tree-of-Thoughts and self-consistency solve a few Game of 24 puzzles through
+``litellm.acompletion(model="cachesaver/...")``, in three scenarios: a first run, a re-run (zero
+model calls, identical results) and an ablation that shares the cache (partial savings). By
+default the model is the local fake OpenAI-compatible server (no API key, no network).
+"""
+from __future__ import annotations
+
+from .runner import PRICES, Scenario, ScenarioResult, run_demo, run_experiment
+
+__all__ = ["run_demo", "run_experiment", "Scenario", "ScenarioResult", "PRICES"]

@@ -1,0 +1,206 @@
+"""The demo's experiment, its table and its chart (litellm and matplotlib are imported lazily)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from .game24 import PUZZLES, respond
+from .methods import self_consistency, tot_bfs
+
+__all__ = ["PRICES", "Scenario", "ScenarioResult", "run_experiment", "run_demo"]
+
+#: gpt-4.1-nano list prices, dollars per token (input, output).
+PRICES = (0.10 / 1e6, 0.40 / 1e6)
+
+
+@dataclass
+class Scenario:
+    name: str
+    methods: list[tuple[str, dict]]          # (namespace prefix, method settings)
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    requests: int = 0                        # litellm.acompletion calls made by the methods
+    samples_asked: int = 0
+    model_calls: int = 0                     # real calls the engine made
+    samples_generated: int = 0
+    prompt_tokens_billed: float = 0
+    completion_tokens_billed: float = 0
+    prompt_tokens_saved: float = 0
+    completion_tokens_saved: float = 0
+    puzzles: int = 0
+    solved: dict[str, int] = field(default_factory=dict)
+    outcomes: list[Any] = field(default_factory=list)
+
+    @property
+    def billed(self) -> float:
+        return self.prompt_tokens_billed * PRICES[0] + self.completion_tokens_billed * PRICES[1]
+
+    @property
+    def saved(self) -> float:
+        return self.prompt_tokens_saved * PRICES[0] + self.completion_tokens_saved * PRICES[1]
+
+
+SCENARIOS = [
+    Scenario("first run", [("tot-b3", {"breadth": 3}), ("sc-10", {"k": 10})]),
+    Scenario("re-run", [("tot-b3", {"breadth": 3}), ("sc-10", {"k": 10})]),
+    Scenario("ablation (ToT b=5, SC k=20)", [("tot-b5", {"breadth": 5}), ("sc-20", {"k": 20})]),
+]
+
+
+async def run_experiment(
+    *,
+    cache: str,
+    model: str,
+    call_kwargs: dict,
+    puzzles: list[str],
+    scenarios: list[Scenario] = SCENARIOS,
+    on_progress: Optional[Callable[[], None]] = None,
+) -> list[ScenarioResult]:
+    """Run every scenario through ``litellm.acompletion("cachesaver/<model>")``; one run each."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True  # no "Provider List" banners on the demo's screen
+
+    import cachesaver_litellm
+
+    tag = uuid.uuid4().hex[:8]
+    results = []
+    try:
+        for index, scenario in enumerate(scenarios):
+            # A new run_id is a new run: same namespaces replay from sample 0.
+            cachesaver_litellm.register(store=cache, batch_size=64, timeout=0.02, run_id=f"demo-{tag}-{index}")
+            result = ScenarioResult(scenario.name, puzzles=len(puzzles))
+
+            async def llm(prompt: str, n: int, namespace: str) -> list[str]:
+                result.requests += 1
+                result.samples_asked += n
+                response = await litellm.acompletion(
+                    model=f"cachesaver/{model}",
+                    messages=[{"role": "user", "content": prompt}],
+                    n=n,
+                    temperature=0.7,
+                    metadata={"cachesaver_namespace": namespace},
+                    **call_kwargs,
+                )
+                return [choice.message.content or "" for choice in response.choices]
+
+            async def one(prefix: str, settings: dict, puzzle: str) -> dict:
+                namespace = f"{prefix}/{puzzle}"
+                if prefix.startswith("tot"):
+                    outcome = await tot_bfs(llm, puzzle, namespace, **settings)
+                else:
+                    outcome = await self_consistency(llm, puzzle, namespace, **settings)
+                if on_progress:
+                    on_progress()
+                return {**outcome, "arm": prefix}
+
+            outcomes = await asyncio.gather(*(one(p, s, z) for p, s in scenario.methods for z in puzzles))
+            stats = cachesaver_litellm.stats()
+            total = stats.total
+            result.model_calls = stats.model_calls
+            result.samples_generated = stats.samples_returned
+            result.prompt_tokens_billed = total.prompt_tokens_billed
+            result.completion_tokens_billed = total.completion_tokens_billed
+            result.prompt_tokens_saved = total.prompt_tokens_saved
+            result.completion_tokens_saved = total.completion_tokens_saved
+            result.outcomes = outcomes
+            for prefix, _ in scenario.methods:
+                result.solved[prefix] = sum(o["solved"] for o in outcomes if o["arm"] == prefix)
+            results.append(result)
+    finally:
+        cachesaver_litellm.unregister()
+    return results
+
+
+def render_table(results: list[ScenarioResult], console) -> None:
+    from rich.table import Table
+
+    table = Table(title="Game of 24 through litellm + CacheSaver (gpt-4.1-nano prices)")
+    for col in ("scenario", "asked calls (samples)", "model calls (samples)", "tokens billed",
+                "$ billed", "$ saved", "saved", "solved"):
+        table.add_column(col, justify="left" if col in ("scenario", "solved") else "right")
+    for r in results:
+        share = r.saved / (r.saved + r.billed) if r.saved + r.billed else 0.0
+        table.add_row(
+            r.name, f"{r.requests} ({r.samples_asked})", f"{r.model_calls} ({r.samples_generated})",
+            f"{r.prompt_tokens_billed + r.completion_tokens_billed:,.0f}", f"{r.billed:.5f}",
+            f"{r.saved:.5f}", f"{share:.0%}", " ".join(f"{k} {v}/{r.puzzles}" for k, v in r.solved.items()),
+        )
+    console.print(table)
+
+
+def write_chart(results: list[ScenarioResult], path: str) -> Optional[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    names = [r.name for r in results]
+    billed = [r.billed * 1e3 for r in results]
+    saved = [r.saved * 1e3 for r in results]
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
+    ax.bar(names, billed, label="billed", color="#d95f02")
+    ax.bar(names, saved, bottom=billed, label="saved by CacheSaver", color="#1b9e77")
+    ax.set_ylabel("milli-dollars (gpt-4.1-nano prices)")
+    ax.set_title("What each scenario would cost without a cache, and what it paid")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(highlight=False, width=None if os.isatty(1) else 120)
+    puzzles = PUZZLES[: max(1, min(args.puzzles, len(PUZZLES)))]
+    if args.fresh and os.path.isdir(args.cache):
+        shutil.rmtree(args.cache)
+    server = None
+    if args.model is None:
+        from ..testing.server import FakeOpenAIServer
+
+        server = FakeOpenAIServer(seed=24, responder=respond).start()
+        model, call_kwargs = "openai/fake-model", {"api_base": server.base_url, "api_key": "sk-fake-demo"}
+        console.print(f"Model: the local fake OpenAI-compatible server at {server.base_url} (no API key, no network)")
+    else:
+        model, call_kwargs = args.model, {}
+        console.print(f"Model: {model} (real calls, billed by your provider)")
+    console.print(f"Cache: {args.cache}   Puzzles: {', '.join(puzzles)}")
+    total = sum(len(s.methods) for s in SCENARIOS) * len(puzzles)
+    try:
+        with Progress(console=console, transient=True, disable=args.quiet) as progress:
+            task = progress.add_task("solving", total=total)
+            results = asyncio.run(run_experiment(
+                cache=args.cache, model=model, call_kwargs=call_kwargs, puzzles=puzzles,
+                on_progress=lambda: progress.advance(task),
+            ))
+    finally:
+        if server is not None:
+            http_requests = server.request_count
+            server.stop()
+    render_table(results, console)
+    first, rerun = results[0], results[1]
+    same = [o["final"] for o in first.outcomes] == [o["final"] for o in rerun.outcomes]
+    console.print(f"Re-run: {rerun.model_calls} model calls, results identical to the first run: {same}.")
+    if server is not None:
+        console.print(f"The fake server received {http_requests} HTTP requests in all "
+                      f"(= {sum(r.model_calls for r in results)} model calls counted by CacheSaver).")
+    chart = write_chart(results, args.chart)
+    if chart:
+        console.print(f"Chart: {chart}")
+    console.print(f"Run `cachesaver stats --cache {args.cache}` to look inside the cache.")
+    return 0
