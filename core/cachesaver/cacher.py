@@ -118,53 +118,81 @@ class Cacher:
             self._end_turn(key, turn)
 
     async def _serve_locked(self, key: str, demands: list[Demand]) -> None:
-        store, ledger = self.store, self.ledger
         calls: list[_Call] = []
         deliveries: list[tuple[Demand, int, list[bytes]]] = []
         pending = [d for d in demands if d.n > 0]
+        try:
+            while pending:
+                if not await self._fill(key, pending, calls):
+                    return  # a model call failed; its waiters got the error
+                pending = await self._claim(key, pending, deliveries)
+        finally:
+            self._deliver(deliveries, calls)  # what was claimed is handed out, whatever happened
+
+    async def _missing(self, key: str, pending: list[Demand]) -> int:
+        """How many samples the most demanding namespace lacks beyond the stored list (G2)."""
+        length = await self.store.length(key)
+        target = 0
+        for demand in pending:
+            target = max(target, await self.ledger.position(demand.namespace, key) + demand.n)
+        return target - length
+
+    async def _fill(self, key: str, pending: list[Demand], calls: list[_Call]) -> bool:
+        """Generate until the list holds what ``pending`` needs; False if a model call failed.
+
+        Stores shared by several processes (Redis) offer a generation lease: the holder
+        generates, the others wait and then usually find the samples already there.
+        """
+        missing = await self._missing(key, pending)
+        if missing <= 0:
+            return True
+        lease = getattr(self.store, "generation_lease", None)
+        if lease is None:
+            return await self._generate_missing(key, pending, missing, calls)
+        async with lease(key):
+            return await self._generate_missing(key, pending, await self._missing(key, pending), calls)
+
+    async def _generate_missing(self, key: str, pending: list[Demand], missing: int, calls: list[_Call]) -> bool:
         meta: Optional[bytes] = None
         calls_made = 0
-        while pending:
-            length = await store.length(key)
-            target = 0
-            for demand in pending:
-                target = max(target, await ledger.position(demand.namespace, key) + demand.n)
-            missing = target - length
-            while missing > 0:
-                calls_made += 1
-                if calls_made > MAX_CALLS_PER_DEMAND:
-                    raise ModelOutputError(
-                        f"{self._model_name} returned too few samples {MAX_CALLS_PER_DEMAND} "
-                        f"times in a row for key {key}; check that it honours request.n"
-                    )
-                representative = _first_live(pending)
-                if representative is None:
-                    return  # every caller left: generate nothing more
-                if meta is None:
-                    meta = canonical_json(request_fields(representative.request))
-                try:
-                    call = await self._call_model(key, representative.request, missing, meta)
-                except Exception as exc:
-                    self.stats.failed_calls += 1
-                    log.debug("model call failed for key %s: %r", key, exc)
-                    for demand in pending:
-                        for item in demand.items:
-                            item.fail(exc)
-                    return
-                calls.append(call)
-                missing -= call.stop - call.start
-            still_missing = []
-            for demand in pending:
-                n = demand.n
-                if n == 0:
-                    continue
-                pos, raws = await ledger.claim(demand.namespace, key, n)
-                if raws:
-                    deliveries.append((demand, pos, raws))
-                else:  # another process took them first: go round again
-                    still_missing.append(demand)
-            pending = still_missing
-        self._deliver(deliveries, calls)
+        while missing > 0:
+            calls_made += 1
+            if calls_made > MAX_CALLS_PER_DEMAND:
+                raise ModelOutputError(
+                    f"{self._model_name} returned too few samples {MAX_CALLS_PER_DEMAND} "
+                    f"times in a row for key {key}; check that it honours request.n"
+                )
+            representative = _first_live(pending)
+            if representative is None:
+                return True  # every caller left: generate nothing more
+            if meta is None:
+                meta = canonical_json(request_fields(representative.request))
+            try:
+                call = await self._call_model(key, representative.request, missing, meta)
+            except Exception as exc:
+                self.stats.failed_calls += 1
+                log.debug("model call failed for key %s: %r", key, exc)
+                for demand in pending:
+                    for item in demand.items:
+                        item.fail(exc)
+                return False
+            calls.append(call)
+            missing -= call.stop - call.start
+        return True
+
+    async def _claim(self, key: str, pending: list[Demand], deliveries: list) -> list[Demand]:
+        """Claim each demand's samples (all or nothing); return the demands still short."""
+        short = []
+        for demand in pending:
+            n = demand.n
+            if n == 0:
+                continue
+            pos, raws = await self.ledger.claim(demand.namespace, key, n)
+            if raws:
+                deliveries.append((demand, pos, raws))
+            else:  # another process took them first: go round again
+                short.append(demand)
+        return short
 
     async def _call_model(self, key: str, template: Request, n: int, meta: bytes) -> _Call:
         """One model call for ``n`` samples; returns where its samples were appended."""
