@@ -93,16 +93,28 @@ def _resolve_ref(ref: str, root: dict) -> dict:
     return node if isinstance(node, dict) else {}
 
 
-def _instance(schema: Any, root: dict, text: str, k: int, depth: int = 0) -> Any:
+def _prompt_hints(prompt: str) -> tuple[list[int], list[str]]:
+    """Integers and quoted phrases of a prompt, for a server that follows simple instructions."""
+    ints = [int(m) for m in re.findall(r"(?<![\w.])-?\d+(?![\w.])", prompt)]
+    quoted = [a or b for a, b in re.findall(r"'([^']+)'|\"([^\"]+)\"", prompt)]
+    return ints, quoted
+
+
+def _instance(
+    schema: Any, root: dict, text: str, k: int, depth: int = 0,
+    hints: tuple[list[int], list[str]] | None = None,
+) -> Any:
     """Build a minimal valid instance of a JSON schema.
 
     Strings carry ``text`` (which includes the sample number) and unconstrained
     integers are the sample number itself, so structured samples stay distinct.
+    With ``hints`` (``follow_prompt=True``), integers are the prompt's first integer
+    and strings start with the prompt's first quoted phrase.
     """
     if not isinstance(schema, dict) or depth > 12:
         return None
     if "$ref" in schema:
-        return _instance(_resolve_ref(schema["$ref"], root), root, text, k, depth + 1)
+        return _instance(_resolve_ref(schema["$ref"], root), root, text, k, depth + 1, hints)
     if "const" in schema:
         return schema["const"]
     if schema.get("enum"):
@@ -110,7 +122,7 @@ def _instance(schema: Any, root: dict, text: str, k: int, depth: int = 0) -> Any
     for key in ("anyOf", "oneOf", "allOf"):
         options = [o for o in schema.get(key) or [] if o.get("type") != "null"]
         if options:
-            return _instance(options[0], root, text, k, depth + 1)
+            return _instance(options[0], root, text, k, depth + 1, hints)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((t for t in kind if t != "null"), "null")
@@ -119,13 +131,14 @@ def _instance(schema: Any, root: dict, text: str, k: int, depth: int = 0) -> Any
     if kind == "object":
         props = schema.get("properties") or {}
         names = list(props) + [r for r in schema.get("required") or [] if r not in props]
-        return {n: _instance(props.get(n, {}), root, text, k, depth + 1) for n in names}
+        return {n: _instance(props.get(n, {}), root, text, k, depth + 1, hints) for n in names}
     if kind == "array":
-        item = _instance(schema.get("items", {}), root, text, k, depth + 1)
+        item = _instance(schema.get("items", {}), root, text, k, depth + 1, hints)
         return [item] * int(schema.get("minItems", 0))
     if kind == "integer":
         low, high = schema.get("minimum"), schema.get("maximum")
-        value = k if low is None else max(k, int(low))
+        value = hints[0][0] if hints and hints[0] else k
+        value = value if low is None else max(value, int(low))
         return value if high is None else min(value, int(high))
     if kind == "number":
         return 1.5
@@ -133,6 +146,8 @@ def _instance(schema: Any, root: dict, text: str, k: int, depth: int = 0) -> Any
         return True
     if kind == "null":
         return None
+    if hints and hints[1] and not schema.get("format"):
+        text = f"{hints[1][0]}: {text}"
     value = _FORMATS.get(schema.get("format", ""), text)
     return value.ljust(int(schema.get("minLength", 0)), "x")
 
@@ -312,12 +327,16 @@ class FakeOpenAIServer:
         host: str = "127.0.0.1",
         port: int = 0,
         responder: Callable[[str, random.Random], str] | None = None,
+        follow_prompt: bool = False,
     ) -> None:
         self.seed = seed
         self.latency = latency
         self.answers = list(answers) if answers else None
         # responder(prompt, rng) -> answer text: a task-aware fake (the demo's Game of 24 steps).
         self.responder = responder
+        # follow_prompt: tool arguments use the prompt's integers and quoted phrases, and JSON
+        # mode answers with the quoted keys the prompt asks for (the LangChain standard suite).
+        self.follow_prompt = follow_prompt
         self.model_name = model_name
         self.host = host
         self.port = port
@@ -458,6 +477,7 @@ class FakeOpenAIServer:
             "",
         )
         text = f"{self._answer(prompt, k)} [sample {k} of {model}]"
+        hints = _prompt_hints(prompt) if self.follow_prompt else None
         tools = [t for t in req.get("tools") or [] if isinstance(t, dict)]
         choice_opt = req.get("tool_choice")
         last_is_tool = bool(messages) and messages[-1].get("role") == "tool"
@@ -475,7 +495,7 @@ class FakeOpenAIServer:
             with self._lock:
                 self._call_counter += 1
                 call_id = f"call_{self._call_counter}"
-            args = json.dumps(_instance(params, params, text, k))
+            args = json.dumps(_instance(params, params, text, k, hints=hints))
             message = {
                 "role": "assistant",
                 "content": None,
@@ -489,9 +509,10 @@ class FakeOpenAIServer:
             fmt = req.get("response_format") or {}
             if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
                 schema = (fmt.get("json_schema") or {}).get("schema") or {}
-                message["content"] = json.dumps(_instance(schema, schema, text, k))
+                message["content"] = json.dumps(_instance(schema, schema, text, k, hints=hints))
             elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
-                message["content"] = json.dumps({"answer": text})
+                keys = [q for q in hints[1] if q.isidentifier()] if hints else []
+                message["content"] = json.dumps({key: text for key in keys} or {"answer": text})
         return {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
 
     @staticmethod
