@@ -56,6 +56,10 @@ class LiteLLMBackend(SingleRequestModel):
         # A context manager factory entered around every real call (internal_sub_call for the
         # provider, so litellm neither logs nor bills the inner call a second time).
         self._wrap_call = wrap_call
+        #: Real litellm calls made (one per HTTP request the provider sees, retries aside) and
+        #: how many of them failed. Equal to the engine's model calls when ``n`` is supported.
+        self.real_calls = 0
+        self.failed_real_calls = 0
 
     async def request(self, request: LiteLLMRequest) -> Response:  # type: ignore[override]
         call = request.call
@@ -91,10 +95,15 @@ class LiteLLMBackend(SingleRequestModel):
         kwargs.update(NO_LITELLM_CACHE)
         if n is not None:
             kwargs["n"] = n
-        if self._wrap_call is None:
-            return await call.invoke(model=call.model, messages=call.messages, **kwargs)
-        with self._wrap_call():
-            return await call.invoke(model=call.model, messages=call.messages, **kwargs)
+        self.real_calls += 1
+        try:
+            if self._wrap_call is None:
+                return await call.invoke(model=call.model, messages=call.messages, **kwargs)
+            with self._wrap_call():
+                return await call.invoke(model=call.model, messages=call.messages, **kwargs)
+        except BaseException:
+            self.failed_real_calls += 1
+            raise
 
 
 @functools.lru_cache(maxsize=1024)

@@ -351,10 +351,10 @@ def unregister() -> None:
     with _lock:
         handler, _handler = _handler, None
         callback, _callback = _callback, None
+        # The name stays in litellm's provider lists: logging threads of calls already made still
+        # resolve "cachesaver/..." when they price them, and a new call fails with litellm's
+        # clear "unknown provider" error instead of a provider-guessing error.
         litellm.custom_provider_map = [e for e in litellm.custom_provider_map if e.get("provider") != PROVIDER]
-        for registry in (getattr(litellm, "_custom_providers", None), getattr(litellm, "provider_list", None)):
-            if isinstance(registry, list) and PROVIDER in registry:
-                registry.remove(PROVIDER)
         if callback is not None:
             litellm.logging_callback_manager.remove_callback_from_all_lists(callback)
     if handler is not None:

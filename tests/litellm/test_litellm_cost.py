@@ -1,0 +1,89 @@
+"""Costs: litellm logs each ``cachesaver/`` call once (never the inner call), hits as litellm's
+own cache hits (zero spend, saved cost computed by litellm), and ``CostCallback`` feeds those
+figures into per-model engine ``Stats``.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import litellm
+import pytest
+from litellm.integrations.custom_logger import CustomLogger
+
+import cachesaver_litellm
+
+from _litellm_helpers import REAL_MODEL, ns
+
+
+class Spy(CustomLogger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[dict] = []
+
+    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
+        self.events.append(kwargs.get("standard_logging_object") or {})
+
+    def log_success_event(self, kwargs, response_obj, start_time, end_time):
+        self.events.append(kwargs.get("standard_logging_object") or {})
+
+
+async def settle(spy: Spy, count: int) -> None:
+    """litellm logs in the background: wait (bounded) until ``count`` events arrived."""
+    for _ in range(200):
+        if len(spy.events) >= count:
+            return
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def spy():
+    spy = Spy()
+    litellm.callbacks.append(spy)
+    return spy
+
+
+async def test_each_call_is_logged_once_with_the_cost_billed_to_it(spy, provider, server, call_kwargs):
+    miss = await litellm.acompletion(n=2, metadata=ns("a"), **call_kwargs)
+    hit = await litellm.acompletion(n=2, metadata=ns("b"), **call_kwargs)
+    partial = await litellm.acompletion(n=3, metadata=ns("c"), **call_kwargs)
+    await settle(spy, 3)
+    await asyncio.sleep(0.05)
+
+    # One success event per outer call; the inner real calls were not logged a second time.
+    assert len(spy.events) == 3
+    assert {e["custom_llm_provider"] for e in spy.events} == {"cachesaver"}
+    by_cost = sorted(e["response_cost"] for e in spy.events)
+    expected = sorted(r._hidden_params["response_cost"] for r in (miss, hit, partial))
+    assert by_cost == pytest.approx(expected)
+
+    hit_event = next(e for e in spy.events if e["response_cost"] == 0.0)
+    assert hit_event["cache_hit"] is True
+    assert hit_event["saved_cache_cost"] == pytest.approx(miss._hidden_params["response_cost"])  # litellm's figure
+    # A partial hit pays only for its one new sample, a third of a 3-sample call's price at most.
+    assert 0 < partial._hidden_params["response_cost"] < miss._hidden_params["response_cost"]
+
+    engine = cachesaver_litellm.stats()
+    assert engine.ns("a").cost_billed == pytest.approx(miss._hidden_params["response_cost"])
+    assert engine.ns("b").cost_billed == 0 and engine.ns("b").cost_saved == pytest.approx(
+        miss._hidden_params["response_cost"])
+
+
+async def test_cost_callback_tallies_litellm_figures_per_model_and_namespace(spy, provider, server, call_kwargs):
+    miss = await litellm.acompletion(n=2, metadata=ns("a"), **call_kwargs)
+    await litellm.acompletion(n=2, metadata=ns("b"), **call_kwargs)
+    litellm.completion(n=1, metadata=ns("b"), **dict(call_kwargs, messages=[{"role": "user", "content": "Hi"}]))
+    await settle(spy, 3)
+    callback = cachesaver_litellm.get_callback()
+    for _ in range(200):  # the callback sees the same background events as the spy
+        if REAL_MODEL in callback.stats and callback.stats[REAL_MODEL].total.requests >= 3:
+            break
+        await asyncio.sleep(0.01)
+
+    table = callback.stats[REAL_MODEL]
+    a, b = table.ns("a"), table.ns("b")
+    assert (a.requests, a.samples_generated, a.samples_from_store) == (1, 2, 0)
+    assert (b.requests, b.samples_generated, b.samples_from_store) == (2, 1, 2)
+    assert a.cost_billed == pytest.approx(miss._hidden_params["response_cost"])
+    assert b.cost_saved == pytest.approx(miss._hidden_params["response_cost"])
+    assert b.cost_billed > 0  # the sync call on another prompt was a miss
+    assert "openai/gpt-4o-mini" in callback.summary()
