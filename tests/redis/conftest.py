@@ -36,18 +36,29 @@ def redis_prefix(redis_store_factory) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port whose cluster-bus twin (port + 10000) is free too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
 
 
 class RedisServer:
     """A private ``redis-server`` we may kill, pause and restart (same port, same data dir)."""
 
-    def __init__(self, directory: str, *, persistent: bool) -> None:
+    def __init__(self, directory: str, *, persistent: bool, cluster: bool = False) -> None:
         self.port = free_port()
         self.directory = directory
         self.persistent = persistent
+        self.cluster = cluster
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -59,6 +70,8 @@ class RedisServer:
                 "--dir", self.directory]
         # appendfsync always: a write is on disk before its reply, so SIGKILL loses nothing acked.
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -110,3 +123,36 @@ def own_redis(tmp_path):
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def own_redis_cluster(tmp_path_factory):
+    """A private 3-primary Redis Cluster; yields the URL of one node (add ``?cluster=1``)."""
+    if not (shutil.which("redis-server") and shutil.which("redis-cli")):
+        _require_or_skip("redis-server/redis-cli not found; cannot start a Redis Cluster")
+    servers = []
+    try:
+        for i in range(3):
+            directory = tmp_path_factory.mktemp(f"cluster-{i}")
+            server = RedisServer(str(directory), persistent=False, cluster=True)
+            server.start()
+            servers.append(server)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{s.port}" for s in servers],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        deadline = time.monotonic() + 30
+        while True:
+            states = []
+            for server in servers:
+                with redis_sync.Redis(port=server.port) as r:
+                    states.append(b"cluster_state:ok" in r.execute_command("CLUSTER", "INFO"))
+            if all(states):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster did not become ready: {states}")
+            time.sleep(0.05)
+        yield servers[0].url
+    finally:
+        for server in servers:
+            server.stop()

@@ -7,9 +7,10 @@ every sample is traceable. Checked by identity, per (namespace, key):
 - G1: no sample handed out twice, across all workers;
 - none lost: the namespace received exactly samples 0..C-1 of the list (C = its demand) and
   its ledger position is C; every generated sample is stored (list length = samples generated);
-- generation vs the minimum (max over namespaces of C): with the generation lease, exactly
-  the minimum; without it, over-generation is reported and bounded by (workers - 1) x minimum
-  (each worker appends at most the minimum: it never asks beyond max(position + n)).
+- generation vs the minimum (max over namespaces of C): with the store's generation lease
+  (which the engine's cacher takes around each generation), exactly the minimum; with the
+  lease hidden from the cacher, over-generation is reported and bounded by (workers - 1) x
+  minimum (each worker appends at most the minimum: it never asks beyond max(position + n)).
 
 Scenarios: "mixed" (every worker serves every namespace: their demands add up in the shared
 ledger) and "arms" (one namespace per worker, like ablation arms on several hosts: without
@@ -99,7 +100,6 @@ def worker(config: dict) -> None:
     import asyncio
     from dataclasses import dataclass
 
-    from cachesaver.cacher import Cacher
     from cachesaver.pipelines import OnlineAPI
     from cachesaver.testing import FakeModel
     from cachesaver.typedefs import Request
@@ -111,20 +111,13 @@ def worker(config: dict) -> None:
         def sample_text(self, prompt, k):
             return f"{self.tag}|{super().sample_text(prompt, k)}"
 
-    class LeasedCacher(Cacher):
-        """The wiring proposed for the engine: serve a key's misses under its store lease."""
-
-        async def _serve_locked(self, key, demands):
-            async with self.store.generation_lease(key):
-                await super()._serve_locked(key, demands)
-
     async def main() -> dict:
         w = config["worker"]
         model = TaggedModel(seed=w, latency=0.03, tag=f"w{w}")
         async with OnlineAPI(model=model, cache=config["url"], batch_size=64, timeout=0.01,
                              run_id=config["run_id"]) as pipe:
-            if config["lease"]:
-                pipe.cacher = LeasedCacher(pipe.store, pipe.ledger, pipe._generate, pipe.stats)
+            if not config["lease"]:
+                pipe.store.generation_lease = None  # the cacher generates without the lease
             await pipe.store.length("warm-up")  # connect before the start signal
             print("ready", flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)

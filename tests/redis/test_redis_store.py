@@ -3,6 +3,7 @@ against memory, disk and redis): layout, atomicity, idempotent retries, leases, 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 
 import pytest
@@ -49,6 +50,7 @@ def test_url_options_and_explicit_keywords():
         ({"prefix": ""}, "prefix must be"),
         ({"socket_timeout": "soon"}, "socket_timeout must be a number"),
         ({"retries": -1}, "retries must be >= 0"),
+        ({"socket_timeout": 0}, "socket_timeout must be >= 0.001"),
     ],
 )
 def test_bad_options_name_the_field(kwargs, match):
@@ -220,16 +222,39 @@ async def test_lease_is_exclusive_across_handles_and_released(redis_store_factor
     await second.aclose()
 
 
+async def test_lease_is_reentrant_within_its_holder_only(redis_store_factory):
+    store = redis_store_factory()
+
+    async def try_lease():
+        async with store.generation_lease(K, ttl=2, max_wait=0) as lease:
+            return lease.acquired
+
+    def elsewhere():  # a task that does not descend from the holder (another worker)
+        return contextvars.Context().run(asyncio.ensure_future, try_lease())
+
+    async with store.generation_lease(K, ttl=2) as outer:
+        assert outer.acquired
+        assert await try_lease()  # nested in the holder: re-entrant, no self-deadlock
+        assert not await elsewhere()
+    assert await elsewhere()  # released on exit
+    await store.aclose()
+
+
+async def _lease_state(store, **kwargs):
+    async with store.generation_lease(K, ttl=0.6, **kwargs) as lease:
+        return lease.acquired
+
+
 async def test_lease_is_renewed_while_held_and_expires_when_abandoned(redis_store_factory):
     holder, other = redis_store_factory(), redis_store_factory()
     async with holder.generation_lease(K, ttl=0.6) as lease:
         await asyncio.sleep(1.5)  # > 2 ttl: only renewal (every ttl/3) keeps it
         assert lease.acquired
-        async with other.generation_lease(K, ttl=0.6, max_wait=0.1) as waited:
-            assert not waited.acquired  # gave up waiting: the caller generates anyway
+        rival = contextvars.Context().run(asyncio.ensure_future, _lease_state(other, max_wait=0.1))
+        assert await rival is False  # gave up waiting: the caller generates anyway
     # A crashed holder (no renewal, no release) blocks others only until its ttl runs out.
     client = await holder._ready()
-    await client.lease_acquire(keys=[f"{holder.prefix}:{{{K}}}:g"], args=["crashed", 300])
+    await client.lease_acquire(keys=[f"{holder.prefix}:{{{K}}}:g"], args=["crashed", 300, ""])
     async with other.generation_lease(K, ttl=0.6, max_wait=30) as lease:
         assert lease.acquired and lease.waited > 0
     await holder.aclose()

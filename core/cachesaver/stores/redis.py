@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import os
@@ -118,11 +119,12 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return n
 """
 
-# KEYS: lease. ARGV: token, ttl ms. Idempotent for the holder (a retried acquire succeeds).
+# KEYS: lease. ARGV: token, ttl ms, orphan token ('' = none). Idempotent for the holder (a
+# retried acquire succeeds); takes over an orphan: our own earlier lease whose release failed.
 _LEASE_ACQUIRE_LUA = """
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if cur then return 0 end
+if cur and cur ~= ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
@@ -134,6 +136,12 @@ _LEASE_RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+#: Leases held by the current task (and seen by the tasks it starts while holding them): a
+#: nested acquisition of a key whose lease is still held is re-entrant instead of waiting for
+#: itself (a self-deadlock until max_wait).
+_HELD: "contextvars.ContextVar[dict[tuple[str, str, str], Lease]]" = contextvars.ContextVar(
+    "cachesaver_redis_leases", default={})
 
 # Options this store reads from the URL query (the rest go to redis-py).
 _OWN_QUERY = ("prefix", "retries", "lease_ttl", "cluster")
@@ -152,6 +160,7 @@ class Lease:
     token: str
     acquired: bool = False
     waited: float = 0.0
+    released: bool = False
 
 
 class _Client:
@@ -215,9 +224,9 @@ class RedisStore(Store):
 
         self.prefix = _check_prefix(prefix if prefix is not None else own.get("prefix", DEFAULT_PREFIX))
         self.socket_timeout = _number(
-            "socket_timeout", socket_timeout, own.get("socket_timeout"), 5.0)
+            "socket_timeout", socket_timeout, own.get("socket_timeout"), 5.0, minimum=0.001)
         self.connect_timeout = _number(
-            "connect_timeout", connect_timeout, own.get("socket_connect_timeout"), 2.0)
+            "connect_timeout", connect_timeout, own.get("socket_connect_timeout"), 2.0, minimum=0.001)
         self.retries = int(_number("retries", retries, own.get("retries"), 2, minimum=0))
         self.lease_ttl = _number("lease_ttl", lease_ttl, own.get("lease_ttl"), 10.0, minimum=0.01)
         if cluster is None:
@@ -229,6 +238,9 @@ class RedisStore(Store):
         self._clients_lock = threading.Lock()
         self._tokens = itertools.count()
         self._token_base = f"{os.getpid():x}.{os.urandom(4).hex()}."
+        # Leases we could not release (Redis was down): the next acquire here takes them over
+        # instead of waiting for them to expire.
+        self._orphans: dict[str, str] = {}
         self._closed = False
 
     # -- connection --------------------------------------------------------------------------
@@ -298,21 +310,21 @@ class RedisStore(Store):
             "The operation was applied entirely or not at all; retry once Redis is back."
         )
 
-    def _keys(self, key: str) -> tuple[str, str]:
-        """(``P:{K}:``, the hash tag part) for ``key``; rejects keys that would break the tag."""
+    def _base(self, key: str) -> str:
+        """``P:{K}:`` for ``key``; rejects keys that would break the hash tag."""
         if not isinstance(key, str) or not key or key[0] == "}":
             raise InvalidRequestError(
                 f"store key {key!r} must be a non-empty str not starting with '}}' "
                 "(it becomes the Redis Cluster hash tag); use cachesaver.keys.make_key()"
             )
-        return f"{self.prefix}:{{{key}}}:", key
+        return f"{self.prefix}:{{{key}}}:"
 
     def _token(self) -> str:
         return f"{self._token_base}{next(self._tokens)}"
 
     # -- sample lists ------------------------------------------------------------------------
     async def read(self, key: str, start: int, count: int) -> list[bytes]:
-        base, _ = self._keys(key)
+        base = self._base(key)
         if start < 0:
             raise InvalidRequestError(f"read start must be >= 0, got {start}")
         if count <= 0:
@@ -324,7 +336,7 @@ class RedisStore(Store):
             raise self._error(exc, f"reading key {key}") from exc
 
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
-        base, _ = self._keys(key)
+        base = self._base(key)
         values = [_as_bytes(raw, f"sample {i} for key {key}") for i, raw in enumerate(samples)]
         meta_arg = b"" if meta is None else _as_bytes(meta, f"meta for key {key}")
         client = await self._ready()
@@ -338,7 +350,7 @@ class RedisStore(Store):
         return int(start)
 
     async def length(self, key: str) -> int:
-        base, _ = self._keys(key)
+        base = self._base(key)
         client = await self._ready()
         try:
             return int(await client.redis.llen(base + "s"))
@@ -349,7 +361,7 @@ class RedisStore(Store):
     async def claim(
         self, run_id: str, namespace: str, key: str, count: int, *, partial: bool
     ) -> tuple[int, list[bytes]]:
-        base, _ = self._keys(key)
+        base = self._base(key)
         field = orjson.dumps([run_id, namespace])
         client = await self._ready()
         try:
@@ -377,13 +389,20 @@ class RedisStore(Store):
         it and a crashed holder loses it. After ``max_wait`` seconds (default: ``60 * ttl``) a
         waiter gives up and yields ``Lease(acquired=False)``: generating twice is better than
         waiting forever. Correctness (G1, G6) never depends on the lease.
+        Re-entrant: inside a body that holds ``key``'s lease, acquiring it again yields at once.
         Raises :class:`StoreError` if Redis is unreachable while acquiring.
         """
-        base, _ = self._keys(key)
+        base = self._base(key)
         ttl = self.lease_ttl if ttl is None else float(ttl)
         if ttl <= 0:
             raise InvalidRequestError(f"lease ttl must be > 0 seconds, got {ttl}")
         max_wait = 60 * ttl if max_wait is None else float(max_wait)
+        ident = (self._url, self.prefix, key)
+        held = _HELD.get()
+        outer = held.get(ident)
+        if outer is not None and not outer.released:
+            yield outer
+            return
         lease = Lease(key=key, token=self._token())
         lease_key = base + "g"
         ttl_ms = max(1, int(ttl * 1000))
@@ -393,12 +412,14 @@ class RedisStore(Store):
         delay = min(0.002, ttl / 20)
         while True:
             try:
-                got = await client.lease_acquire(keys=[lease_key], args=[lease.token, ttl_ms])
+                got = await client.lease_acquire(
+                    keys=[lease_key], args=[lease.token, ttl_ms, self._orphans.get(key, "")])
             except RedisError as exc:
                 raise self._error(exc, f"acquiring the generation lease of key {key}") from exc
             lease.waited = loop.time() - started
             if got:
                 lease.acquired = True
+                self._orphans.pop(key, None)
                 break
             if lease.waited >= max_wait:
                 log.warning("gave up waiting %.1fs for the generation lease of key %s; "
@@ -407,17 +428,25 @@ class RedisStore(Store):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05, ttl / 4)
         renewer = loop.create_task(self._renew(client, lease, lease_key, ttl, ttl_ms)) if lease.acquired else None
+        marker = _HELD.set({**held, ident: lease}) if lease.acquired else None
         try:
             yield lease
         finally:
+            if marker is not None:
+                try:
+                    _HELD.reset(marker)
+                except ValueError:  # exited in another context (a collected generator)
+                    pass
             if renewer is not None:
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
+            lease.released = True
             if lease.acquired:
                 try:
                     await client.lease_release(keys=[lease_key], args=[lease.token])
-                except RedisError as exc:  # it expires by itself
+                except RedisError as exc:  # it expires by itself, or our next acquire takes it
+                    self._orphans[key] = lease.token
                     log.warning("could not release the generation lease of key %s (%s); it "
                                 "expires within %.1fs", key, exc, ttl)
 
@@ -457,7 +486,7 @@ class RedisStore(Store):
             yield key
 
     async def get_meta(self, key: str) -> Optional[bytes]:
-        base, _ = self._keys(key)
+        base = self._base(key)
         client = await self._ready()
         try:
             return await client.redis.get(base + "m")
@@ -476,7 +505,7 @@ class RedisStore(Store):
                 yield run_id, namespace, key, int(pos)
 
     async def delete(self, key: str) -> int:
-        base, _ = self._keys(key)
+        base = self._base(key)
         client = await self._ready()
         try:
             return int(await client.delete(keys=[base + s for s in ("s", "m", "l", "c", "t")]))
@@ -500,10 +529,8 @@ class RedisStore(Store):
             raise self._error(exc, f"clearing prefix {self.prefix!r}") from exc
 
     async def _unlink(self, client: _Client, names: list[bytes]) -> None:
-        pipe = client.redis.pipeline(transaction=False)
-        for name in names:  # one key per command: fine on a cluster too
-            pipe.unlink(name)
-        await pipe.execute()
+        # RedisCluster splits a multi-key UNLINK by slot itself.
+        await client.redis.unlink(*names)
 
     # -- closing -----------------------------------------------------------------------------
     async def aclose(self) -> None:
