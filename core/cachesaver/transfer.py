@@ -120,9 +120,10 @@ async def _lines(
             yield line
             start += len(raws)
     if ledger:
+        chosen = set(wanted)
         entries = sorted([e async for e in store.iter_ledger()])
         for run_id, namespace, key, position in entries:
-            if keys is None or key in wanted:
+            if key in chosen:
                 report.ledger_entries += 1
                 yield {"ledger": [run_id, namespace, key, position]}
 

@@ -179,3 +179,18 @@ async def test_failed_export_leaves_no_partial_file(tmp_path):
     with pytest.raises(RuntimeError, match="disk on fire"):
         await export_jsonl(store, path)
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_export_a_subset_of_keys_with_their_ledgers():
+    source = MemoryStore()
+    other = "d" * 64
+    for key in (K, other):
+        await source.append(key, [rec(key[:1])])
+        await source.claim("run", "ns", key, 1, partial=False)
+    buffer = io.BytesIO()
+    report = await export_jsonl(source, buffer, ledger=True, keys=[other])
+    assert (report.keys, report.samples, report.ledger_entries) == (1, 1, 1)
+    target = MemoryStore()
+    await import_jsonl(target, io.BytesIO(buffer.getvalue()))
+    assert [k async for k in target.iter_keys()] == [other]
+    assert [e async for e in target.iter_ledger()] == [("run", "ns", other, 1)]
