@@ -17,7 +17,7 @@ from typing import Awaitable, Callable, Optional
 
 from .codec import decode_sample, encode_sample
 from .deduplicator import Demand
-from .errors import CacheSaverError, ModelOutputError
+from .errors import CacheSaverError, CorruptSampleError, ModelOutputError
 from .keys import canonical_json
 from .ledger import Ledger
 from .pending import Pending
@@ -121,11 +121,27 @@ class Cacher:
         calls: list[_Call] = []
         deliveries: list[tuple[Demand, int, list[bytes]]] = []
         pending = [d for d in demands if d.n > 0]
+        stalled = 0
         try:
             while pending:
+                generated = len(calls)
                 if not await self._fill(key, pending, calls):
                     return  # a model call failed; its waiters got the error
-                pending = await self._claim(key, pending, deliveries)
+                short = await self._claim(key, pending, deliveries)
+                if len(short) == len(pending) and len(calls) == generated:
+                    # Nothing generated, nothing claimed: another process may have taken the
+                    # samples (then the next round generates), unless the store is inconsistent.
+                    stalled += 1
+                    if stalled >= 3:
+                        raise CorruptSampleError(
+                            f"key {key}: the store reports enough samples but they cannot be "
+                            "read (a deleted row or file, or a corrupt ledger); remove the key "
+                            "with `cachesaver prune --key`"
+                        )
+                    await asyncio.sleep(0)
+                else:
+                    stalled = 0
+                pending = short
         finally:
             self._deliver(deliveries, calls)  # what was claimed is handed out, whatever happened
 
@@ -171,7 +187,8 @@ class Cacher:
                 call = await self._call_model(key, representative.request, missing, meta)
             except Exception as exc:
                 self.stats.failed_calls += 1
-                log.debug("model call failed for key %s: %r", key, exc)
+                # The type only: provider messages can echo request details (even credentials).
+                log.debug("model call failed for key %s: %s", key, type(exc).__name__)
                 for demand in pending:
                     for item in demand.items:
                         item.fail(exc)

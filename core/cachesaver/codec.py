@@ -5,6 +5,7 @@ model returned it and this sample's share of what its call billed (used to repor
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -44,12 +45,38 @@ def encode_sample(data: Any, prompt_tokens: float = 0, completion_tokens: float 
                   cost: float = 0.0, *, where: str = "sample") -> bytes:
     """Encode one sample strictly as JSON; raise ``NotSerializableError`` naming ``where``."""
     try:
-        return orjson.dumps({"d": data, "u": [prompt_tokens, completion_tokens, cost]}, option=_STRICT)
+        encoded = orjson.dumps({"d": data, "u": [prompt_tokens, completion_tokens, cost]}, option=_STRICT)
     except TypeError as exc:  # orjson.JSONEncodeError subclasses TypeError
         raise NotSerializableError(
             f"{where} is not plain JSON ({exc}); return str/int/float/bool/list/dict samples "
             "from the model (convert objects with .model_dump() or dataclasses.asdict())"
         ) from None
+    # orjson writes NaN and infinities as null: a silent change of value. They can only be
+    # there if "null" is, so the walk runs only then.
+    if b"null" in encoded:
+        bad = _non_finite_path(data, "$")
+        if bad is not None:
+            raise NotSerializableError(
+                f"{where} holds a NaN or infinite number at {bad}; JSON has neither, so it would "
+                "come back as null: replace it (e.g. with None or a string) in the model's output"
+            )
+    return encoded
+
+
+def _non_finite_path(value: Any, path: str) -> "str | None":
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _non_finite_path(v, f"{path}.{k}")
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _non_finite_path(v, f"{path}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def decode_sample(raw: Any, *, key: str, index: int) -> SampleRecord:

@@ -74,7 +74,35 @@ def canonical(value: Any, *, _path: str = "$", _depth: int = 0) -> Any:
 
 def canonical_json(value: Any) -> bytes:
     """Canonical JSON bytes of ``value`` (sorted keys, no whitespace)."""
-    return orjson.dumps(canonical(value), option=orjson.OPT_SORT_KEYS)
+    plain = canonical(value)
+    try:
+        return orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:  # e.g. a lone surrogate: "str is not valid UTF-8"
+        path = _bad_string_path(plain, "$") or "$"
+        raise NotSerializableError(
+            f"key field {path} cannot be written as JSON ({exc}); pass valid Unicode text "
+            "(lone surrogates such as '\\ud800' are not)"
+        ) from None
+
+
+def _bad_string_path(value: Any, path: str) -> "str | None":
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _bad_string_path(k, f"{path}.<key>") or _bad_string_path(v, f"{path}.{k}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _bad_string_path(v, f"{path}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def make_key(payload: Mapping[str, Any]) -> str:

@@ -93,6 +93,10 @@ class Pipeline:
             if len(self._tick) == 1:
                 await self._lead_tick()
             return await item.future
+        except asyncio.CancelledError:
+            # A caller that leaves gets no samples and consumes none, wherever it was cancelled.
+            item.future.cancel()
+            raise
         finally:
             self._inflight_ids.discard(request.request_id)
 
@@ -131,13 +135,22 @@ class Pipeline:
         return Pending(request, key, asyncio.get_running_loop().create_future())
 
     async def _lead_tick(self) -> None:
-        """The first request of a tick yields once so its siblings join, then checks them all."""
+        """The first request of a tick yields once so its siblings join, then checks them all.
+
+        The check must finish even if the leader is cancelled, or its siblings would wait
+        forever: stores that never suspend (memory, disk) run it inline, where no cancellation
+        can land; the others run it in a task the leader only waits for.
+        """
         try:
             await asyncio.sleep(0)
         except asyncio.CancelledError:
             self._spawn(self._check_tick(self._take_tick()))
             raise
-        await self._check_tick(self._take_tick())
+        items = self._take_tick()
+        if self.store.inline_io:
+            await self._check_tick(items)
+        else:
+            await asyncio.shield(self._spawn(self._check_tick(items)))
 
     def _take_tick(self) -> list[Pending]:
         items, self._tick = self._tick, []

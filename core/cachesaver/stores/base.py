@@ -26,6 +26,9 @@ class Store(ABC):
 
     #: Human-readable location, for errors and the CLI.
     location: str = ""
+    #: True if no method ever suspends (its awaits complete synchronously): the pipeline may
+    #: then run store checks inline, where no cancellation can interrupt them.
+    inline_io: bool = False
 
     # -- sample lists ------------------------------------------------------------------------
     @abstractmethod

@@ -35,6 +35,16 @@ _META = "cs1:m:"
 _LEDGER = "cs1:l:"
 
 
+def _count(value: Any, what: str, key: str) -> int:
+    """A stored counter, checked: garbage there must name the key, not raise a bare TypeError."""
+    if type(value) is not int or value < 0:
+        raise CorruptSampleError(
+            f"the {what} of key {key} is {value!r}, not a count CacheSaver wrote; "
+            "remove the key with `cachesaver prune --key`"
+        )
+    return value
+
+
 class ForeignKey(bytes):
     """A key in the directory that was pickled by someone else; never unpickled."""
 
@@ -76,6 +86,8 @@ class DiskStore(Store):
     sample would be a lost sample).
     """
 
+    inline_io = True  # diskcache is synchronous: nothing here ever suspends
+
     def __init__(self, cache: "str | os.PathLike[str] | diskcache.Cache", *, timeout: float = 60.0):
         if isinstance(cache, diskcache.Cache):
             directory = cache.directory
@@ -113,7 +125,7 @@ class DiskStore(Store):
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
         cache = self._cache
         with cache.transact(retry=True):
-            start = cache.get(_LEN + key, 0)
+            start = _count(cache.get(_LEN + key, 0), "sample count", key)
             for offset, raw in enumerate(samples):
                 cache.set(f"{_SAMPLE}{key}:{start + offset}", bytes(raw))
             cache.set(_LEN + key, start + len(samples))
@@ -122,7 +134,7 @@ class DiskStore(Store):
         return start
 
     async def length(self, key: str) -> int:
-        return self._cache.get(_LEN + key, 0)
+        return _count(self._cache.get(_LEN + key, 0), "sample count", key)
 
     # -- shared ledgers ----------------------------------------------------------------------
     @staticmethod
@@ -135,7 +147,7 @@ class DiskStore(Store):
         cache = self._cache
         slot = self._ledger_key(run_id, namespace, key)
         with cache.transact(retry=True):
-            pos = cache.get(slot, 0)
+            pos = _count(cache.get(slot, 0), f"ledger position of {namespace!r} in run {run_id!r}", key)
             taken = self._read_sync(key, pos, count)
             if not partial and len(taken) < count:
                 return pos, []
@@ -166,10 +178,15 @@ class DiskStore(Store):
         ledger_keys = [
             k for k in self._keys_with(_LEDGER) if orjson.loads(k[len(_LEDGER):])[2] == key
         ]
+        try:
+            n = _count(cache.get(_LEN + key, 0), "sample count", key)
+            sample_keys = [f"{_SAMPLE}{key}:{i}" for i in range(n)]
+        except CorruptSampleError:  # a garbage counter: find the samples by name instead
+            sample_keys = self._keys_with(f"{_SAMPLE}{key}:")
+            n = len(sample_keys)
         with cache.transact(retry=True):
-            n = cache.get(_LEN + key, 0)
-            for i in range(n):
-                cache.delete(f"{_SAMPLE}{key}:{i}")
+            for sample_key in sample_keys:
+                cache.delete(sample_key)
             cache.delete(_LEN + key)
             cache.delete(_META + key)
             for k in ledger_keys:

@@ -12,6 +12,7 @@ class MemoryStore(Store):
     """Keeps everything in this process; lost when it exits. Atomic because asyncio is."""
 
     location = "memory"
+    inline_io = True
 
     def __init__(self) -> None:
         self._samples: dict[str, list[bytes]] = {}
