@@ -37,6 +37,7 @@ class RealCall:
     kwargs: dict = field(default_factory=dict)   # optional params + transport settings
     use_n: Any = True                            # bool, or a callable deciding lazily (misses only)
     provider: str = ""
+    home_loop: Optional[asyncio.AbstractEventLoop] = None  # run the call there (see LiteLLMBackend)
 
 
 @dataclass(frozen=True)
@@ -97,13 +98,25 @@ class LiteLLMBackend(SingleRequestModel):
             kwargs["n"] = n
         self.real_calls += 1
         try:
-            if self._wrap_call is None:
-                return await call.invoke(model=call.model, messages=call.messages, **kwargs)
-            with self._wrap_call():
-                return await call.invoke(model=call.model, messages=call.messages, **kwargs)
+            home = call.home_loop
+            if home is not None and home is not asyncio.get_running_loop() and home.is_running():
+                # The caller's own loop: litellm logs the call there, next to the user's other
+                # calls, instead of moving its global logging worker onto the engine's loop.
+                try:
+                    future = asyncio.run_coroutine_threadsafe(self._call(call, kwargs), home)
+                except RuntimeError:  # the loop closed meanwhile: make the call here
+                    return await self._call(call, kwargs)
+                return await asyncio.wrap_future(future)
+            return await self._call(call, kwargs)
         except BaseException:
             self.failed_real_calls += 1
             raise
+
+    async def _call(self, call: RealCall, kwargs: dict) -> Any:
+        if self._wrap_call is None:
+            return await call.invoke(model=call.model, messages=call.messages, **kwargs)
+        with self._wrap_call():
+            return await call.invoke(model=call.model, messages=call.messages, **kwargs)
 
 
 @functools.lru_cache(maxsize=1024)

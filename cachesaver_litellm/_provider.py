@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import logging
 import threading
 from dataclasses import dataclass, replace
@@ -97,9 +98,12 @@ class _Settings:
     key_api_base: bool
 
     def same_as(self, other: "_Settings") -> bool:
-        store_same = self.store is other.store or (
-            isinstance(self.store, str) and isinstance(other.store, str) and self.store == other.store
-        )
+        """Same engine settings: paths compare by value, store objects by identity."""
+        paths = (str, os.PathLike)
+        if isinstance(self.store, paths) and isinstance(other.store, paths):
+            store_same = os.fspath(self.store) == os.fspath(other.store)
+        else:
+            store_same = self.store is other.store
         return store_same and replace(self, store=None) == replace(other, store=None)
 
 
@@ -197,6 +201,10 @@ class CacheSaverLLM(CustomLLM):
         if isinstance(details, dict):
             # Streams are logged from the chunks, not from this response: the flags travel here.
             details["cachesaver"] = hidden["cachesaver"]
+            # Log under the real provider, as litellm's own cache hits are: its cost map is keyed
+            # by it (pricing and saved-cost lookups stay exact and take the fast path).
+            if hidden.get("custom_llm_provider"):
+                details["custom_llm_provider"] = hidden["custom_llm_provider"]
             if stream and hidden["cache_hit"]:
                 details["cache_hit"] = True
         return response

@@ -6,12 +6,14 @@ every deployment of a group serves one sample list, and the router's load balanc
 cooldowns and fallbacks all happen below the cache, only for samples that are missing.
 
 A hit never enters litellm at all (no logging pass), which is why it is faster than litellm's
-own cache hit. Misses call ``router.acompletion(model=<group>, n=<missing>)``; those real
-calls are logged and costed by litellm as usual (there is no outer call to double them).
-Everything the wrapper does not define is delegated to the wrapped router.
+own cache hit. Misses call ``router.acompletion(model=<group>, n=<missing>)`` on the loop of
+the caller they are made for; those real calls are logged and costed by litellm as usual
+(there is no outer call to double them). Everything the wrapper does not define is delegated
+to the wrapped router.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Mapping, Optional
@@ -78,8 +80,13 @@ class CacheSaverRouter:
 
     # -- completion ------------------------------------------------------------------------------
     async def acompletion(self, model: str, messages: Any, **kwargs: Any) -> Any:
-        """Like ``Router.acompletion``; ``stream=True`` replays the samples as chunks."""
-        prepared = self._prepare(model, messages, kwargs)
+        """Like ``Router.acompletion``; ``stream=True`` replays the samples as chunks.
+
+        The engine runs on the shared background loop; the routed real call of a miss runs on
+        the loop of the caller it is made for, so litellm logs it where the user's other calls
+        are logged.
+        """
+        prepared = self._prepare(model, messages, kwargs, home_loop=asyncio.get_running_loop())
         result = await self._loop.run_async(self.pipeline.request(prepared.request))
         response = self._finish(prepared, result)
         if prepared.stream:
@@ -87,7 +94,12 @@ class CacheSaverRouter:
         return response
 
     def completion(self, model: str, messages: Any, **kwargs: Any) -> Any:
-        """Sync ``acompletion`` (works inside a running event loop and from many threads)."""
+        """Sync ``acompletion``, from any thread without a running event loop.
+
+        Inside a running loop use ``await acompletion(...)``: a blocked loop could be the one a
+        merged real call was sent to, and would wait for itself.
+        """
+        _refuse_inside_running_loop("completion", "acompletion")
         prepared = self._prepare(model, messages, kwargs)
         result = self._loop.run_sync(self.pipeline.request(prepared.request))
         response = self._finish(prepared, result)
@@ -100,7 +112,8 @@ class CacheSaverRouter:
         return self.pipeline.stats
 
     # -- conversion ------------------------------------------------------------------------------
-    def _prepare(self, group: Any, messages: Any, kwargs: dict) -> "_Prepared":
+    def _prepare(self, group: Any, messages: Any, kwargs: dict,
+                 home_loop: Optional[asyncio.AbstractEventLoop] = None) -> "_Prepared":
         if self._closed:
             raise RuntimeError("this CacheSaverRouter is closed; create a new one")
         if not isinstance(group, str) or not group:
@@ -124,6 +137,7 @@ class CacheSaverRouter:
             kwargs=call_kwargs,
             use_n=lambda: self._group_supports_n(group),
             provider="",
+            home_loop=home_loop,
         )
         request = LiteLLMRequest(
             prompt=normalise_messages(messages),
@@ -188,8 +202,10 @@ class CacheSaverRouter:
             release_loop(self._loop)
 
     def close(self) -> None:
+        """Sync ``aclose()``; inside a running event loop use ``await aclose()`` / ``async with``."""
         if self._closed:
             return
+        _refuse_inside_running_loop("close", "aclose")
         self._closed = True
         try:
             self._loop.run_sync(self.pipeline.aclose())
@@ -213,6 +229,18 @@ class CacheSaverRouter:
         if name in ("router", "pipeline", "_loop"):
             raise AttributeError(name)
         return getattr(self.router, name)
+
+
+def _refuse_inside_running_loop(name: str, async_name: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        f"CacheSaverRouter.{name}() was called inside a running event loop, which it would block "
+        f"while a real call it waits for may be scheduled on that very loop; use "
+        f"`await router.{async_name}(...)` there (the cachesaver/ provider's sync path does work inside loops)"
+    )
 
 
 @dataclass(frozen=True)

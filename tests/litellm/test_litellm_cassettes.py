@@ -91,3 +91,15 @@ async def test_a_new_run_replays_the_cassette_samples_with_no_interaction(store_
         again = contents(await litellm.acompletion(n=3, metadata=ns("a"), **kwargs))
         assert first == again and cassette.play_count == 1
         assert cachesaver_litellm.stats().model_calls == 0
+
+
+async def test_a_failed_call_of_a_top_up_keeps_the_others_and_asks_again(backend):
+    kwargs = dict(model="cachesaver/anthropic/claude-3-5-haiku-20241022", messages=MESSAGES, temperature=1.0,
+                  max_tokens=64, api_key="sk-ant-test", max_retries=0)
+    with cassette_vcr().use_cassette(str(CASSETTES / "anthropic_messages_overloaded.yaml")) as cassette:
+        response = await litellm.acompletion(n=3, metadata=ns("a"), **kwargs)
+        assert sorted(contents(response)) == ["Indigo.", "Ochre.", "Teal."]
+        assert cassette.play_count == 4 == backend.real_calls and backend.failed_real_calls == 1
+        assert cassette.all_played
+    stats = cachesaver_litellm.stats()
+    assert stats.model_calls == 2 and stats.samples_requested == 3 + 1 and stats.samples_returned == 3

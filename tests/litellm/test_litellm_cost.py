@@ -51,7 +51,8 @@ async def test_each_call_is_logged_once_with_the_cost_billed_to_it(spy, provider
 
     # One success event per outer call; the inner real calls were not logged a second time.
     assert len(spy.events) == 3
-    assert {e["custom_llm_provider"] for e in spy.events} == {"cachesaver"}
+    assert {e["hidden_params"]["litellm_model_name"] for e in spy.events} == {"cachesaver/openai/gpt-4o-mini"}
+    assert {e["custom_llm_provider"] for e in spy.events} == {"openai"}  # priced as the real provider
     by_cost = sorted(e["response_cost"] for e in spy.events)
     expected = sorted(r._hidden_params["response_cost"] for r in (miss, hit, partial))
     assert by_cost == pytest.approx(expected)

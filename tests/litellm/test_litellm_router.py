@@ -174,3 +174,30 @@ async def test_cache_above_routing_tops_up_groups_without_n(servers, store_path)
     async with CacheSaverRouter(router, store=store_path) as wrapped:
         assert wrapped._group_supports_n("claude") is False
         assert wrapped._group_supports_n("unknown-group") is False
+
+
+class LoopSpy(CustomLogger):
+    """Records on which event loop litellm logs each successful real call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loops: list = []
+
+    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
+        self.loops.append(asyncio.get_running_loop())
+
+
+async def test_routed_real_calls_run_and_are_logged_on_the_callers_loop(cs_router, servers):
+    spy = LoopSpy()
+    litellm.callbacks.append(spy)
+    await cs_router.acompletion(model="gpt", messages=MESSAGES, metadata=ns("a"))
+    for _ in range(200):
+        if spy.loops:
+            break
+        await asyncio.sleep(0.01)
+    assert spy.loops == [asyncio.get_running_loop()]  # not the engine's background loop
+
+
+async def test_sync_completion_inside_a_running_loop_is_refused_clearly(cs_router):
+    with pytest.raises(RuntimeError, match="await router.acompletion"):
+        cs_router.completion(model="gpt", messages=MESSAGES)

@@ -1,0 +1,163 @@
+"""Latency of a full cache hit through the LiteLLM adapter, beside litellm's own paths.
+
+Rows (one process, one event loop, sequential calls, median and p90 in microseconds):
+
+- plain ``litellm.acompletion(mock_response=...)``: litellm's whole pipeline, no network;
+- litellm's own in-memory cache hit (``litellm.cache = Cache()``);
+- ``acompletion("cachesaver/...")`` full hit (a fresh namespace per call, so every call is a
+  genuine hit of stored sample 0);
+- ``CacheSaverRouter.acompletion`` full hit (the cache above a Router: no litellm pass);
+- the engine alone (``pipeline.request`` on its loop) and the loop hop, to show where time goes.
+
+Targets: provider hit <= 1.2x the plain mock_response call; CacheSaverRouter hit faster than
+litellm's own cache hit. Run: ``python benchmarks/bench_litellm.py [--calls 400]``.
+litellm's cache hit path imports its proxy (fastapi, soundfile); without them that row is n/a.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm  # noqa: E402
+
+import cachesaver_litellm  # noqa: E402
+from cachesaver.testing.server import FakeOpenAIServer  # noqa: E402
+from cachesaver_litellm._provider import build_request  # noqa: E402
+
+MESSAGES = [{"role": "user", "content": "Benchmark prompt: name a colour."}]
+
+
+async def measure_interleaved(variants: dict, rounds: int, warmup: int, settle: float) -> dict:
+    """Time each variant once per round, in a shuffled order, after letting background work settle.
+
+    Interleaving cancels machine drift (shared 2-core box); the settle pause keeps one call's
+    background logging (litellm logs on the same loop, after returning) out of the next timing.
+    """
+    rng = random.Random(7)
+    names = list(variants)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(-warmup, rounds):
+        rng.shuffle(names)
+        for name in names:
+            await asyncio.sleep(settle)
+            start = time.perf_counter()
+            await variants[name](r)
+            if r >= 0:
+                out[name].append((time.perf_counter() - start) * 1e6)
+    return out
+
+
+def row(name: str, samples: list[float] | None, base: float | None) -> str:
+    if not samples:
+        return f"{name:<44} {'n/a':>10} {'n/a':>10} {'n/a':>8}"
+    med = statistics.median(samples)
+    p90 = sorted(samples)[int(0.9 * (len(samples) - 1))]
+    ratio = f"{med / base:>7.2f}x" if base else f"{'':>8}"
+    return f"{name:<44} {med:>10.0f} {p90:>10.0f} {ratio}"
+
+
+async def run(calls: int, warmup: int, settle: float) -> None:
+    litellm.suppress_debug_info = True
+    with FakeOpenAIServer(seed=1) as server, tempfile.TemporaryDirectory() as tmp:
+        real = dict(model="openai/gpt-4o-mini", messages=MESSAGES, api_key="sk-bench")
+        cachesaver_litellm.register(store=os.path.join(tmp, "provider"), timeout=0.01)
+        kw = dict(model="cachesaver/openai/gpt-4o-mini", messages=MESSAGES, api_base=server.base_url,
+                  api_key="sk-bench", max_retries=0)
+        handler = cachesaver_litellm.get_handler()
+        router = litellm.Router(model_list=[
+            {"model_name": "gpt", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": server.base_url,
+                                                     "api_key": "sk-a", "max_retries": 0}},
+            {"model_name": "gpt", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": server.base_url,
+                                                     "api_key": "sk-b", "max_retries": 0}},
+        ])
+        wrapped = cachesaver_litellm.CacheSaverRouter(router, store=os.path.join(tmp, "router"), timeout=0.01)
+        own_cache = litellm.Cache()
+
+        # Populate: one real call each, so every measured call below is a full hit.
+        await litellm.acompletion(metadata={"cachesaver_namespace": "populate"}, **kw)
+        await wrapped.acompletion(model="gpt", messages=MESSAGES, metadata={"cachesaver_namespace": "populate"})
+        has_own_cache = True
+        litellm.cache = own_cache
+        try:
+            await litellm.acompletion(mock_response="Teal.", caching=True, **real)
+            await asyncio.sleep(0.05)
+            await litellm.acompletion(mock_response="Teal.", caching=True, **real)
+        except ImportError as exc:
+            print(f"litellm's cache hit needs its proxy dependencies ({exc}); that row is skipped")
+            has_own_cache = False
+        finally:
+            litellm.cache = None
+
+        async def own_cache_hit(i: int):
+            litellm.cache = own_cache
+            try:
+                return await litellm.acompletion(mock_response="Teal.", caching=True, **real)
+            finally:
+                litellm.cache = None
+
+        def engine_request(i: int):
+            return build_request(model="openai/gpt-4o-mini", messages=MESSAGES, optional_params={},
+                                 litellm_params={"metadata": {"cachesaver_namespace": f"e{i}"}},
+                                 api_key=None, api_base=server.base_url, headers=None, timeout=None,
+                                 default_namespace="default", key_api_base=False)
+
+        async def noop() -> None:
+            return None
+
+        variants = {
+            "plain": lambda i: litellm.acompletion(mock_response="Teal.", **real),
+            "provider": lambda i: litellm.acompletion(metadata={"cachesaver_namespace": f"p{i}"}, **kw),
+            "router": lambda i: wrapped.acompletion(model="gpt", messages=MESSAGES,
+                                                    metadata={"cachesaver_namespace": f"r{i}"}),
+            "engine_hop": lambda i: handler.loop_thread.run_async(handler.pipeline.request(engine_request(i))),
+            "hop": lambda i: handler.loop_thread.run_async(noop()),
+        }
+        if has_own_cache:
+            variants["litellm_cache"] = own_cache_hit
+        results: dict[str, list[float] | None] = await measure_interleaved(variants, calls, warmup, settle)
+        results.setdefault("litellm_cache", None)
+        await wrapped.aclose()
+        cachesaver_litellm.unregister()
+        requests = server.request_count
+
+    base = statistics.median(results["plain"])
+    print(f"\nLiteLLM adapter: full-hit latency, {calls} interleaved rounds after {warmup} warm-up rounds, "
+          f"{settle * 1000:.0f} ms settle\n(HTTP requests to the fake server: {requests}, all for populating)\n")
+    print(f"{'path':<44} {'median us':>10} {'p90 us':>10} {'vs plain':>8}")
+    print("-" * 75)
+    print(row("litellm.acompletion(mock_response=...)", results["plain"], base))
+    print(row("litellm in-memory cache hit", results["litellm_cache"], base))
+    print(row("acompletion('cachesaver/...') full hit", results["provider"], base))
+    print(row("CacheSaverRouter.acompletion full hit", results["router"], base))
+    print(row("engine hit alone (incl. loop hop)", results["engine_hop"], base))
+    print(row("loop hop alone (run_coroutine_threadsafe)", results["hop"], base))
+    provider = statistics.median(results["provider"])
+    router_med = statistics.median(results["router"])
+    print()
+    print(f"target provider <= 1.2x plain: {provider / base:.2f}x -> {'met' if provider <= 1.2 * base else 'MISSED'}")
+    if results["litellm_cache"]:
+        own = statistics.median(results["litellm_cache"])
+        verdict = "met" if router_med < own else "MISSED"
+        print(f"target CacheSaverRouter hit < litellm cache hit: {router_med:.0f} us vs {own:.0f} us -> {verdict}")
+    else:
+        print("target CacheSaverRouter hit < litellm cache hit: not measurable here (see above)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=40)
+    parser.add_argument("--settle", type=float, default=0.005, help="pause before each timed call (s)")
+    args = parser.parse_args()
+    asyncio.run(run(args.calls, args.warmup, args.settle))
+
+
+if __name__ == "__main__":
+    main()
