@@ -32,24 +32,6 @@ from cachesaver.stores.redis import RedisStore
 from cachesaver.testing import FakeModel
 from cachesaver.typedefs import Request, Response, SingleRequestModel, Usage
 
-BUG_NAN = (
-    "engine bug: codec.encode_sample stores NaN/Infinity samples as JSON null (orjson's "
-    "default), a silent wrong answer instead of NotSerializableError"
-)
-BUG_SURROGATE_KEY = (
-    "engine bug: keys.canonical_json lets orjson's 'str is not valid UTF-8' TypeError escape: "
-    "a lone surrogate in a key field gives an error that names neither the field nor the fix"
-)
-BUG_HOLE = (
-    "engine bug: Cacher._serve_locked loops forever (on disk without ever yielding to the event "
-    "loop) when the store's length says a sample exists but read() cannot return it (a deleted "
-    "row or value file, a negative shared-ledger position)"
-)
-BUG_UNTYPED_COUNTERS = (
-    "engine bug: DiskStore.length()/claim() return whatever the counter/ledger row holds; garbage "
-    "there surfaces as a bare TypeError ('unsupported operand') that does not name the key"
-)
-
 EVERY_PLANE = "".join(chr((plane << 16) | 0x100 | plane) for plane in range(17)) + (
     "\x00\x1f\u00e9\u0301\u200f\u2028\ufeff\ufffd\uffff\U0001F600\U0001F3F3\uFE0F\u200D\U0001F308"
     "\U00020000\U000E0001\U000F0000\U0010FFFF"
@@ -126,7 +108,6 @@ async def test_non_json_sample_fails_its_call_only_and_stores_nothing(bad, any_s
         assert leftovers(p) == {}
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_NAN)
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, {"score": math.nan}])
 async def test_nan_and_infinity_samples_are_refused_not_turned_into_null(bad):
     model = ScriptedModel({"q": [bad]})
@@ -147,7 +128,6 @@ async def test_non_json_key_material_is_refused_before_anything_happens(prompt, 
     assert len(fake_model.calls) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_SURROGATE_KEY)
 async def test_lone_surrogate_in_a_key_field_names_the_field(fake_model):
     async with OnlineAPI(model=fake_model, cache="memory", batch_size=1, timeout=0) as p:
         with pytest.raises(NotSerializableError, match=r"\$\.prompt\.text"):
@@ -292,7 +272,6 @@ _HOLE_SCRIPT = textwrap.dedent("""
 HOLES = ["deleted row", "deleted value file", "negative ledger"]
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_HOLE)
 def test_missing_stored_sample_is_an_error_not_a_hang_on_disk(tmp_path):
     """Each variant runs in its own process (in parallel): a spinning engine cannot be interrupted."""
     procs = {how: subprocess.Popen([sys.executable, "-c", _HOLE_SCRIPT, str(tmp_path / how.replace(" ", "-")), how],
@@ -315,7 +294,6 @@ def test_missing_stored_sample_is_an_error_not_a_hang_on_disk(tmp_path):
     assert outcomes == {how: "ok" for how in HOLES}
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_UNTYPED_COUNTERS)
 @pytest.mark.parametrize("row", ["length", "ledger"])
 async def test_garbage_in_disk_counters_names_the_key(row, tmp_path, fake_model):
     directory = str(tmp_path / "c")
@@ -372,7 +350,6 @@ async def _fill_with(store, run):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_HOLE)
 async def test_negative_ledger_position_in_redis_is_an_error_not_a_spin(redis_store_factory, raw_redis):
     store = redis_store_factory()
     await _fill_with(store, "exp")

@@ -43,10 +43,6 @@ SECRET_HEADER = "SENTINEL-BEARER-e2f4a6"
 SECRET_PASSWORD = "SENTINEL-PW-91c3"
 SECRETS = (SECRET_KEY, SECRET_HEADER, SECRET_PASSWORD)
 
-BUG_ERROR_ECHO = (
-    "engine bug: cacher.py logs a failed model call as %r of the provider's exception; a provider "
-    "that echoes the API key in its error text puts the key into cachesaver's log records"
-)
 BUG_REGISTER_URL = (
     "adapter bug: cachesaver_litellm register() logs store=%r verbatim, so a redis:// URL's "
     "password lands in the log (use the store's redacted .location)"
@@ -354,7 +350,6 @@ async def test_litellm_secrets_never_reach_keys_store_exports_logs_or_cli(
     _assert_clean("the log records", "\n".join(r.getMessage() for r in all_logs.records))
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_ERROR_ECHO)
 async def test_a_provider_error_that_echoes_the_key_is_not_logged_with_it(
         litellm_provider, fake_server, tmp_path, all_logs):
     litellm, cachesaver_litellm = litellm_provider
