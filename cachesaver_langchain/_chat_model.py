@@ -9,11 +9,9 @@ which never reaches the key, the inner model or the traced invocation parameters
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Mapping, Optional, Sequence, Union
 
 from langchain_core.caches import BaseCache
@@ -23,34 +21,27 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from cachesaver.errors import CorruptSampleError, InvalidRequestError, InvalidRequestTypeError
-from cachesaver.keys import request_key
+from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.stats import Stats
 from cachesaver.stores import Store
-from cachesaver.typedefs import Response
 
-from ._codec import closing_chunk, key_params, message_payload, replay_chunks, to_generation
-from ._loop import EngineLoop, engine_loop, register_closer
-from ._model import ChatRequest, InnerModel, LiveCall
+from ._calls import NAMESPACE_KEY, REQUEST_ID_KEY, SCOPE_KW, Scope, chat_result, identity
+from ._codec import message_payload
+from ._engine import Engine
+from ._inner import FORWARDED, InnerView, configure_inner
+from ._model import ChatRequest, LiveCall
 from ._runnables import repoint
-from ._sink import END, AsyncChunkSink, ChunkSink, SyncChunkSink
+from ._sink import ChunkSink
+from ._streaming import async_stream, new_sink, sync_stream
 
 __all__ = ["CacheSaverChatModel", "NAMESPACE_KEY", "REQUEST_ID_KEY", "STORE_ENV", "cachesaver_config"]
 
 log = logging.getLogger("cachesaver.langchain")
 
-#: Run-metadata keys read on every call (the LiteLLM adapter reads the same ones).
-NAMESPACE_KEY = "cachesaver_namespace"
-REQUEST_ID_KEY = "cachesaver_request_id"
 #: Environment variable giving the default ``store`` (else ``./.cachesaver``).
 STORE_ENV = "CACHESAVER_STORE"
 
-_SCOPE = "__cachesaver_scope__"
-#: Constructor parameters of the standard LangChain interface, applied to the inner model.
-_FORWARDED = ("temperature", "max_tokens", "timeout", "stop", "max_retries", "api_key")
-#: SDK clients that models build from their other fields; dropped when the inner model is rebuilt.
-_SDK_CLIENTS = frozenset({"client", "async_client", "root_client", "root_async_client"})
 _ENGINE_LOCK = threading.Lock()
 
 
@@ -64,46 +55,6 @@ def cachesaver_config(namespace: str, request_id: Optional[str] = None) -> Runna
 
 def _default_store() -> str:
     return os.environ.get(STORE_ENV) or "./.cachesaver"
-
-
-@dataclass
-class _Scope:
-    """The run metadata of an ``invoke``/``stream`` call, carried to ``_generate``/``_stream``."""
-
-    metadata: Mapping[str, Any]
-    single: bool = True  # invoke/stream return one message: ask for one sample
-    #: Set by ``_astream``: what to do if the caller leaves (LangChain does not close the inner
-    #: generator when its own is closed, so ``astream`` calls this itself).
-    leave: Optional[Any] = None
-
-
-def _leave(future: Any, sink: ChunkSink) -> None:
-    """The caller left a stream: its request takes no sample (G5), the producer stops waiting."""
-    if not future.done():
-        future.cancel()  # cancels the engine task before the producer is released (FIFO)
-        sink.abandon()
-
-
-class _Engine:
-    """The pipeline of one wrapper, on the shared background loop (see ``_loop``)."""
-
-    def __init__(self, chat: "CacheSaverChatModel") -> None:
-        self.pid = os.getpid()
-        self.loop: EngineLoop = engine_loop()
-        self.model = InnerModel(chat.chat_model)
-
-        async def make() -> OnlineAPI:
-            return OnlineAPI(
-                model=self.model, cache=chat.store, batch_size=chat.batch_size,
-                timeout=chat.batch_timeout, run_id=chat.run_id,
-            )
-
-        self.pipeline: OnlineAPI = self.loop.run(make())
-        self.model.pipeline = self.pipeline
-        register_closer(self)
-
-    async def aclose(self) -> None:
-        await self.pipeline.aclose()
 
 
 class CacheSaverChatModel(BaseChatModel):
@@ -151,7 +102,8 @@ class CacheSaverChatModel(BaseChatModel):
     cache: Union[BaseCache, bool, None] = False
     """LangChain's own response cache; it would replay one answer for every call, so it stays off."""
 
-    _engine: Optional[_Engine] = PrivateAttr(default=None)
+    _engine: Optional[Engine] = PrivateAttr(default=None)
+    _view: Optional[InnerView] = PrivateAttr(default=None)
 
     # -- validation --------------------------------------------------------------------------
     @field_validator("cache", mode="before")
@@ -189,52 +141,10 @@ class CacheSaverChatModel(BaseChatModel):
         if self.run_id is not None and not self.run_id:
             raise InvalidRequestError("run_id must be a non-empty str or None")
         _check_store(self.store)
-        self.chat_model = self._configured_inner()
+        given = {name: getattr(self, name) for name in FORWARDED
+                 if name in self.model_fields_set and getattr(self, name) is not None}
+        self.chat_model = configure_inner(self.chat_model, given)
         return self
-
-    def _configured_inner(self) -> BaseChatModel:
-        """The inner model with the standard parameters given to the wrapper applied.
-
-        Models build their SDK clients from timeout/api_key/max_retries at construction, so the
-        inner model is rebuilt (never mutated: it may be shared) rather than copied.
-        """
-        inner = self.chat_model
-        cls = type(inner)
-        fields = cls.model_fields
-        updates: dict[str, Any] = {}
-        for name in _FORWARDED:
-            if name not in self.model_fields_set or getattr(self, name) is None:
-                continue
-            target = _field_for(fields, name)
-            if target is None:
-                log.debug("%s has no %r parameter; not applied", cls.__name__, name)
-                continue
-            value = getattr(self, name)
-            if getattr(inner, target, None) != value:
-                updates[target] = value
-        if "streaming" in fields and getattr(inner, "streaming", False) is True:
-            updates["streaming"] = False  # the wrapper decides when to stream
-        if not updates:
-            return inner
-        by_name = bool(cls.model_config.get("populate_by_name") or cls.model_config.get("validate_by_name"))
-
-        def arg(name: str) -> str:
-            alias = fields[name].alias
-            return name if by_name or not alias else alias
-
-        kwargs = {
-            arg(name): getattr(inner, name)
-            for name in inner.model_fields_set - _SDK_CLIENTS - set(updates)
-            if name in fields
-        }
-        kwargs.update({arg(name): value for name, value in updates.items()})
-        try:
-            return cls(**kwargs)
-        except Exception as exc:
-            raise ValueError(
-                f"could not apply {sorted(updates)} to {cls.__name__} ({exc}); pass these "
-                "parameters to the inner model instead of CacheSaverChatModel"
-            ) from exc
 
     # -- LangChain model interface -----------------------------------------------------------
     @property
@@ -243,22 +153,20 @@ class CacheSaverChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        inner = self.chat_model
         store = self.store if isinstance(self.store, str) else getattr(self.store, "location", type(self.store).__name__)
-        return {
-            "chat_model": {"_type": inner._llm_type, **inner._identifying_params},
-            "store": str(store),
-            "namespace": self.namespace,
-        }
+        return {"chat_model": self._inner_view().identifying, "store": str(store), "namespace": self.namespace}
 
     def _get_invocation_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> dict[str, Any]:
-        kwargs.pop(_SCOPE, None)
+        kwargs.pop(SCOPE_KW, None)
         return super()._get_invocation_params(stop=stop, **kwargs)
 
     def _get_ls_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> Any:
-        kwargs.pop(_SCOPE, None)
-        params = self.chat_model._get_ls_params(stop=stop or self._own_stop(), **kwargs)
-        return params
+        """The inner model's tracing parameters (its provider and model name, per-call ``model``)."""
+        kwargs.pop(SCOPE_KW, None)
+        stop = stop or self._own_stop()
+        if stop is None and not kwargs:
+            return dict(self._inner_view().ls_params)
+        return self.chat_model._get_ls_params(stop=stop, **kwargs)
 
     def _resolve_model_profile(self) -> Any:
         return self.chat_model.profile
@@ -294,31 +202,31 @@ class CacheSaverChatModel(BaseChatModel):
     def invoke(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,
                stop: Optional[list[str]] = None, **kwargs: Any) -> AIMessage:
         config = ensure_config(config)
-        kwargs.setdefault(_SCOPE, _Scope(config.get("metadata") or {}))
+        kwargs.setdefault(SCOPE_KW, Scope(config.get("metadata") or {}))
         return super().invoke(input, config, stop=stop, **kwargs)
 
     async def ainvoke(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,
                       stop: Optional[list[str]] = None, **kwargs: Any) -> AIMessage:
         config = ensure_config(config)
-        kwargs.setdefault(_SCOPE, _Scope(config.get("metadata") or {}))
+        kwargs.setdefault(SCOPE_KW, Scope(config.get("metadata") or {}))
         return await super().ainvoke(input, config, stop=stop, **kwargs)
 
     def stream(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,
                stop: Optional[list[str]] = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
         config = ensure_config(config)
-        kwargs.setdefault(_SCOPE, _Scope(config.get("metadata") or {}))
+        kwargs.setdefault(SCOPE_KW, Scope(config.get("metadata") or {}))
         yield from super().stream(input, config, stop=stop, **kwargs)
 
     async def astream(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,
                       stop: Optional[list[str]] = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
         config = ensure_config(config)
-        scope = kwargs.setdefault(_SCOPE, _Scope(config.get("metadata") or {}))
+        scope = kwargs.setdefault(SCOPE_KW, Scope(config.get("metadata") or {}))
         stream = super().astream(input, config, stop=stop, **kwargs)
         try:
             async for chunk in stream:
                 yield chunk
         finally:
-            if isinstance(scope, _Scope) and scope.leave is not None:
+            if isinstance(scope, Scope) and scope.leave is not None:
                 scope.leave()  # at once, not when the garbage collector closes _astream
             await stream.aclose()
 
@@ -327,71 +235,53 @@ class CacheSaverChatModel(BaseChatModel):
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
         engine = self._get_engine()
         request = self._request(messages, stop, kwargs, run_manager)
-        return self._result(engine.loop.run(engine.pipeline.request(request)), request)
+        return chat_result(engine.loop.run(engine.pipeline.request(request)), request)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                          run_manager: Any = None, **kwargs: Any) -> ChatResult:
         engine = self._get_engine()
         request = self._request(messages, stop, kwargs, run_manager)
-        response = await asyncio.wrap_future(engine.loop.submit(engine.pipeline.request(request)))
-        return self._result(response, request)
+        return chat_result(await engine.loop.arun(engine.pipeline.request(request)), request)
 
     def _stream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                 run_manager: Any = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         engine = self._get_engine()
-        sink = SyncChunkSink(engine.loop)
+        sink = new_sink(engine, asynchronous=False)
         request = self._request(messages, stop, kwargs, run_manager, sink=sink)
-        future = engine.loop.submit(engine.pipeline.request(request))
-        future.add_done_callback(sink.finish)
-        live = False
-        try:
-            while (item := sink.get()) is not END:
-                live = True
-                yield item
-            response = future.result()
-        finally:
-            _leave(future, sink)
-        yield from self._stream_tail(response, request, sink, live)
+        yield from sync_stream(engine, request, sink)  # type: ignore[arg-type]
 
     async def _astream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                        run_manager: Any = None, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         engine = self._get_engine()
-        sink = AsyncChunkSink(engine.loop, asyncio.get_running_loop())
-        scope = kwargs.get(_SCOPE)
+        sink = new_sink(engine, asynchronous=True)
+        scope = kwargs.get(SCOPE_KW)
         request = self._request(messages, stop, kwargs, run_manager, sink=sink)
-        future = engine.loop.submit(engine.pipeline.request(request))
-        future.add_done_callback(sink.finish)
-        if isinstance(scope, _Scope):
-            scope.leave = lambda: _leave(future, sink)
-        live = False
-        try:
-            while (item := await sink.get()) is not END:
-                live = True
-                yield item
-            response = future.result()
-        finally:
-            _leave(future, sink)
-        for chunk in self._stream_tail(response, request, sink, live):
+        async for chunk in async_stream(engine, request, sink, scope if isinstance(scope, Scope) else None):  # type: ignore[arg-type]
             yield chunk
 
     # -- helpers -----------------------------------------------------------------------------
-    def _get_engine(self) -> _Engine:
+    def _get_engine(self) -> Engine:
         engine = self._engine
-        if engine is None or engine.pid != os.getpid():
+        if engine is None or not engine.current:
             with _ENGINE_LOCK:
-                if self._engine is None or self._engine.pid != os.getpid():
-                    self._engine = _Engine(self)
+                if self._engine is None or not self._engine.current:
+                    self._engine = Engine(self.chat_model, self.store, batch_size=self.batch_size,
+                                          batch_timeout=self.batch_timeout, run_id=self.run_id)
                 engine = self._engine
         return engine
 
+    def _inner_view(self) -> InnerView:
+        view = self._view = InnerView.of(self.chat_model, self._view)
+        return view
+
     def _own_stop(self) -> Optional[list[str]]:
         """The wrapper's ``stop``, for inner models that have no ``stop`` field of their own."""
-        if self.stop is not None and _field_for(type(self.chat_model).model_fields, "stop") is None:
+        if self.stop is not None and not self._inner_view().has_stop:
             return self.stop
         return None
 
     def _wants_many(self, kwargs: Mapping[str, Any]) -> bool:
-        scope = kwargs.get(_SCOPE)
+        scope = kwargs.get(SCOPE_KW)
         if scope is not None and scope.single:
             return False
         n = kwargs.get("n", self.n)
@@ -399,7 +289,7 @@ class CacheSaverChatModel(BaseChatModel):
 
     def _request(self, messages: list[BaseMessage], stop: Optional[list[str]], kwargs: dict[str, Any],
                  run_manager: Any, sink: Optional[ChunkSink] = None) -> ChatRequest:
-        scope = kwargs.pop(_SCOPE, None)
+        scope = kwargs.pop(SCOPE_KW, None)
         metadata = scope.metadata if scope is not None else getattr(run_manager, "metadata", None) or {}
         n = kwargs.pop("n", None)
         kwargs.pop("stream", None)
@@ -409,17 +299,7 @@ class CacheSaverChatModel(BaseChatModel):
             n = self.n
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidRequestError(f"n must be an int >= 1, got {n!r}")
-        namespace = metadata.get(NAMESPACE_KEY, self.namespace)
-        if not isinstance(namespace, str) or not namespace:
-            raise InvalidRequestTypeError(
-                f"run metadata {NAMESPACE_KEY!r} must be a non-empty str, got {namespace!r}; pass "
-                f"config={{'metadata': {{'{NAMESPACE_KEY}': 'agent-1'}}}}"
-            )
-        request_id = metadata.get(REQUEST_ID_KEY) or ""
-        if not isinstance(request_id, str):
-            raise InvalidRequestTypeError(
-                f"run metadata {REQUEST_ID_KEY!r} must be a str, got {type(request_id).__name__}"
-            )
+        namespace, request_id = identity(metadata, self.namespace)
         if stop is None:
             stop = self._own_stop()
         return ChatRequest(
@@ -427,47 +307,9 @@ class CacheSaverChatModel(BaseChatModel):
             n=n,
             request_id=request_id,
             namespace=namespace,
-            params=key_params(self.chat_model, stop, kwargs),
+            params=self._inner_view().key_params(stop, kwargs),
             call=LiveCall(list(messages), stop, kwargs, sink),
         )
-
-    def _flags(self, response: Response, i: int, request: ChatRequest) -> dict[str, Any]:
-        return {
-            "namespace": request.namespace,
-            "request_id": request.request_id or None,
-            "cached": bool(response.cached[i]),
-            "duplicated": bool(response.duplicated[i]),
-        }
-
-    def _result(self, response: Response, request: ChatRequest) -> ChatResult:
-        generations = []
-        for i, sample in enumerate(response.data):
-            where = f"sample {i} delivered to namespace {request.namespace!r}"
-            try:
-                generations.append(
-                    to_generation(sample, cached=bool(response.cached[i]),
-                                  cachesaver=self._flags(response, i, request), where=where)
-                )
-            except CorruptSampleError as exc:
-                raise CorruptSampleError(f"{exc} (key {request_key(request)})") from None
-        return ChatResult(generations=generations)
-
-    def _stream_tail(self, response: Response, request: ChatRequest, sink: ChunkSink,
-                     live: bool) -> Iterator[ChatGenerationChunk]:
-        """After the live chunks (if any), what completes the caller's stream."""
-        flags = self._flags(response, 0, request)
-        sample = response.data[0]
-        if live:
-            if not (isinstance(sample, dict) and sample.get("sample_id") == sink.sample_id):
-                # Only possible when another process appended to this key meanwhile.
-                log.warning("namespace %r was streamed a sample but received another one (a "
-                            "process sharing the store appended to this key meanwhile)",
-                            request.namespace)
-                flags["streamed_other_sample"] = True
-            flags["sample_usage"] = sample.get("usage") if isinstance(sample, dict) else None
-            yield closing_chunk(sink.list_content, flags)
-            return
-        yield from replay_chunks(self._result(response, request).generations[0])
 
     # -- engine access -----------------------------------------------------------------------
     @property
@@ -483,25 +325,15 @@ class CacheSaverChatModel(BaseChatModel):
     def close(self) -> None:
         """Finish in-flight work and release the store (if this instance opened it)."""
         engine = self._engine
-        if engine is not None and engine.pid == os.getpid():
+        if engine is not None and engine.current:
             self._engine = None
             engine.loop.run(engine.aclose())
 
     async def aclose(self) -> None:
         engine = self._engine
-        if engine is not None and engine.pid == os.getpid():
+        if engine is not None and engine.current:
             self._engine = None
-            await asyncio.wrap_future(engine.loop.submit(engine.aclose()))
-
-
-def _field_for(fields: Mapping[str, Any], name: str) -> Optional[str]:
-    """The field a constructor argument ``name`` sets (by name or alias), if any."""
-    if name in fields:
-        return name
-    for field_name, info in fields.items():
-        if info.alias == name or info.validation_alias == name:
-            return field_name
-    return None
+            await engine.loop.arun(engine.aclose())
 
 
 def _check_store(store: Any) -> None:

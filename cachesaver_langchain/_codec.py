@@ -40,7 +40,6 @@ __all__ = [
     "SAMPLE_FORMAT",
     "TRANSPORT_PARAMS",
     "message_payload",
-    "key_params",
     "make_sample",
     "split_usage",
     "to_generation",
@@ -91,12 +90,6 @@ def message_payload(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
                 f"({exc}); keep message content and additional_kwargs to plain JSON values"
             ) from None
     return out
-
-
-def key_params(inner: Any, stop: Optional[list[str]], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The inner model's invocation parameters for this call, minus transport settings."""
-    params = inner._get_invocation_params(stop=stop, **kwargs)
-    return {k: v for k, v in params.items() if k not in TRANSPORT_PARAMS}
 
 
 # -- samples -------------------------------------------------------------------------------

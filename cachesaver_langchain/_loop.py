@@ -11,6 +11,7 @@ few tens of microseconds; a hit is dominated by LangChain's own callback machine
 """
 from __future__ import annotations
 
+import _thread
 import asyncio
 import atexit
 import concurrent.futures
@@ -59,19 +60,64 @@ class EngineLoop:
         """Schedule ``coro`` on the loop; the returned future is safe to wait on from any thread."""
         if self.in_loop_thread:
             coro.close()
-            raise RuntimeError(
-                "CacheSaverChatModel was called from inside its own background loop (e.g. from "
-                "a callback of the inner model); call it from your own code instead"
-            )
+            raise RuntimeError(_NESTED)
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: Optional[float] = None) -> T:
-        """Run ``coro`` on the loop and block this thread until it is done."""
-        future = self.submit(coro)
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and block this thread until it is done.
+
+        Every sync cache hit makes this round trip, so it waits on a bare lock rather than a
+        ``concurrent.futures.Future`` (a third cheaper). Interrupting the wait cancels ``coro``.
+        """
+        if self.in_loop_thread:
+            coro.close()
+            raise RuntimeError(_NESTED)
+        done = _thread.allocate_lock()
+        done.acquire()
+        box: list[asyncio.Task[T]] = []
+
+        def start() -> None:
+            task = self.loop.create_task(coro)
+            box.append(task)
+            task.add_done_callback(lambda _task: done.release())
+
+        self.loop.call_soon_threadsafe(start)
         try:
-            return future.result(timeout)
+            done.acquire()
         except BaseException:
-            future.cancel()
+            self.call_soon(lambda: box and box[0].cancel())
+            raise
+        return box[0].result()
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the loop from another loop; cancelling the caller cancels ``coro``."""
+        if self.in_loop_thread:
+            coro.close()
+            raise RuntimeError(_NESTED)
+        caller = asyncio.get_running_loop()
+        result: asyncio.Future[T] = caller.create_future()
+        box: list[asyncio.Task[T]] = []
+
+        def settle(task: "asyncio.Task[T]") -> None:
+            if result.done():
+                return
+            if task.cancelled():
+                result.cancel()
+            elif task.exception() is not None:
+                result.set_exception(task.exception())  # type: ignore[arg-type]
+            else:
+                result.set_result(task.result())
+
+        def start() -> None:
+            task = self.loop.create_task(coro)
+            box.append(task)
+            task.add_done_callback(lambda t: _call_soon_threadsafe(caller, settle, t))
+
+        self.loop.call_soon_threadsafe(start)
+        try:
+            return await result
+        except asyncio.CancelledError:
+            self.call_soon(lambda: box and box[0].cancel())
             raise
 
     def call_soon(self, callback: Any, *args: Any) -> None:
@@ -87,6 +133,19 @@ class EngineLoop:
         self.call_soon(self.loop.stop)
         if not self.in_loop_thread:
             self.thread.join(SHUTDOWN_TIMEOUT)
+
+
+_NESTED = (
+    "CacheSaverChatModel was called from inside its own background loop (e.g. from a callback "
+    "of the inner model); call it from your own code instead"
+)
+
+
+def _call_soon_threadsafe(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the caller's loop is closed: nobody is waiting
+        pass
 
 
 _lock = threading.Lock()
@@ -123,7 +182,7 @@ def _shutdown() -> None:
 
     if owners:
         try:
-            shared.run(close_all(), timeout=SHUTDOWN_TIMEOUT)
+            shared.submit(close_all()).result(SHUTDOWN_TIMEOUT)
         except Exception as exc:  # pragma: no cover - best effort at exit
             log.debug("closing cachesaver pipelines at exit failed: %r", exc)
     shared.stop()

@@ -103,3 +103,21 @@ def test_stats_and_close(make_chat, fake_server):
     chat.close()
     # a closed instance starts a new run on next use
     assert sample_no(chat.invoke("Hi", config=ns("A"))) == 1 and fake_server.request_count == 1
+
+
+def test_reassigning_an_inner_parameter_changes_the_key(make_chat, fake_server):
+    chat = make_chat()
+    first = sample_no(chat.invoke("Hi", config=ns("A")))
+    chat.chat_model.temperature = 0.1  # LangChain models are mutable; the key follows
+    assert sample_no(chat.invoke("Hi", config=ns("B"))) != first
+    assert fake_server.requests[-1]["temperature"] == 0.1
+
+
+def test_a_shared_run_id_is_one_ledger_across_instances(make_chat, fake_server, tmp_path):
+    store = str(tmp_path / "s")
+    a = make_chat(store=store, run_id="experiment-1")
+    b = make_chat(store=store, run_id="experiment-1")
+    got = [sample_no(a.invoke("Hi", config=ns("A"))), sample_no(b.invoke("Hi", config=ns("A")))]
+    assert got[0] != got[1] and fake_server.request_count == 2  # b did not get a's sample again
+    c = make_chat(store=store)  # a private run replays from the first sample
+    assert sample_no(c.invoke("Hi", config=ns("A"))) == got[0]

@@ -5,7 +5,7 @@ import pytest
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 
-from _lc_helpers import join, ns
+from _lc_helpers import ns
 
 
 @tool

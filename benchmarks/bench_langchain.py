@@ -1,0 +1,167 @@
+"""LangChain adapter: hit latency of CacheSaverChatModel beside LangChain's own InMemoryCache hit
+and beside the bare inner model (a real HTTP call to the local fake server). Prints Markdown.
+
+    python benchmarks/bench_langchain.py            # ~30 s
+    python benchmarks/bench_langchain.py --quick    # fewer rounds
+
+Target (issue 6): a wrapper hit <= 1.2x an InMemoryCache hit. Variants are measured in
+interleaved rounds (one block of calls of each per round, median over rounds), so a busy machine
+slows them alike and the ratios stay meaningful. Every wrapper hit is a real hit: each call uses
+a fresh namespace, which starts at sample 0 of the one stored sample. The context rows show where
+a hit's time goes: LangChain's own machinery for any model it calls (a constant model), the
+engine alone on its loop, and the thread hop to the engine's loop.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import httpx
+from langchain_core.caches import InMemoryCache
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_openai import ChatOpenAI
+
+from cachesaver.testing.server import FakeOpenAIServer
+from cachesaver_langchain import CacheSaverChatModel
+from cachesaver_langchain._model import ChatRequest
+
+PROMPT = "What is the meaning of life?"
+
+
+class ConstantChat(BaseChatModel):
+    """LangChain's floor: a model that answers at once, no cache."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "constant"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="42"))])
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        return self._generate(messages)
+
+
+def interleaved(variants: dict[str, Callable[[int], Any]], rounds: int, block: int) -> dict[str, float]:
+    """Median microseconds per call of each sync variant, over interleaved rounds."""
+    per_round: dict[str, list[float]] = {name: [] for name in variants}
+    counter = itertools.count()
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            n = max(1, block // 20) if name.startswith("bare") else block
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn(next(counter))
+            per_round[name].append((time.perf_counter() - t0) / n)
+    return {name: statistics.median(v) * 1e6 for name, v in per_round.items()}
+
+
+async def ainterleaved(variants: dict[str, Callable[[int], Any]], rounds: int, block: int) -> dict[str, float]:
+    per_round: dict[str, list[float]] = {name: [] for name in variants}
+    counter = itertools.count()
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            n = max(1, block // 20) if name.startswith("bare") else block
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await fn(next(counter))
+            per_round[name].append((time.perf_counter() - t0) / n)
+    return {name: statistics.median(v) * 1e6 for name, v in per_round.items()}
+
+
+def ns(i: int) -> dict:
+    return {"metadata": {"cachesaver_namespace": f"ns-{i}"}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    rounds, block = (7, 100) if args.quick else (15, 300)
+
+    with FakeOpenAIServer(seed=1) as server, tempfile.TemporaryDirectory() as tmp:
+        def openai(**kwargs: Any) -> ChatOpenAI:
+            return ChatOpenAI(model="fake-model", base_url=server.base_url, api_key="sk-bench",
+                              max_retries=0, **kwargs)
+
+        in_memory = openai(cache=InMemoryCache())
+        wrapper_mem = CacheSaverChatModel(chat_model=openai(), store="memory")
+        wrapper_disk = CacheSaverChatModel(chat_model=openai(), store=os.path.join(tmp, "store"))
+        bare = openai(http_async_client=httpx.AsyncClient())  # its own client: its own loop
+        constant = ConstantChat()
+        for model in (in_memory, wrapper_mem, wrapper_disk):
+            model.invoke(PROMPT, config=ns(-1))  # store the one sample every hit replays
+
+        engine = wrapper_mem._get_engine()
+        request = wrapper_mem._request([HumanMessage(PROMPT)], None, {}, None)
+
+        fresh = itertools.count()
+
+        async def engine_alone(n: int) -> float:
+            """The engine's own hit on its loop (no LangChain, no hop)."""
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await engine.pipeline.request(ChatRequest(
+                    prompt=request.prompt, params=request.params, namespace=f"e{next(fresh)}"))
+            return (time.perf_counter() - t0) / n * 1e6
+
+        async def nothing() -> None:
+            return None
+
+        sync = interleaved({
+            "InMemoryCache hit (ChatOpenAI)": lambda i: in_memory.invoke(PROMPT),
+            "CacheSaver hit, memory store": lambda i: wrapper_mem.invoke(PROMPT, config=ns(i)),
+            "CacheSaver hit, disk store": lambda i: wrapper_disk.invoke(PROMPT, config=ns(i)),
+            "bare ChatOpenAI call (local HTTP)": lambda i: bare.invoke(PROMPT),
+            "context: constant model, no cache": lambda i: constant.invoke(PROMPT),
+            "context: thread hop to the engine loop": lambda i: engine.loop.run(nothing()),
+        }, rounds, block)
+        sync["context: engine hit alone on its loop"] = statistics.median(
+            engine.loop.run(engine_alone(block)) for _ in range(rounds))
+
+        async def run_async() -> dict[str, float]:
+            return await ainterleaved({
+                "InMemoryCache hit (ChatOpenAI)": lambda i: in_memory.ainvoke(PROMPT),
+                "CacheSaver hit, memory store": lambda i: wrapper_mem.ainvoke(PROMPT, config=ns(10**7 + i)),
+                "CacheSaver hit, disk store": lambda i: wrapper_disk.ainvoke(PROMPT, config=ns(10**7 + i)),
+                "bare ChatOpenAI call (local HTTP)": lambda i: bare.ainvoke(PROMPT),
+                "context: constant model, no cache": lambda i: constant.ainvoke(PROMPT),
+                "context: thread hop to the engine loop": lambda i: engine.loop.arun(nothing()),
+            }, rounds, block)
+
+        asynchronous = asyncio.run(run_async())
+        for model in (wrapper_mem, wrapper_disk):
+            assert model.stats.model_calls == 1, "every timed wrapper call must have been a hit"
+            model.close()
+
+    ref_s, ref_a = sync["InMemoryCache hit (ChatOpenAI)"], asynchronous["InMemoryCache hit (ChatOpenAI)"]
+    bare_s, bare_a = sync["bare ChatOpenAI call (local HTTP)"], asynchronous["bare ChatOpenAI call (local HTTP)"]
+    print(f"## CacheSaverChatModel hit latency (median us per call; {rounds} interleaved rounds)\n")
+    print("| variant | invoke (us) | x InMemoryCache | ainvoke (us) | x InMemoryCache |")
+    print("|---|---:|---:|---:|---:|")
+    for name in sync:
+        a = asynchronous.get(name)
+        a_txt = f"{a:.0f} | {a / ref_a:.2f}" if a is not None else "- | -"
+        print(f"| {name} | {sync[name]:.0f} | {sync[name] / ref_s:.2f} | {a_txt} |")
+    print()
+    for label, store in (("memory", "CacheSaver hit, memory store"), ("disk", "CacheSaver hit, disk store")):
+        s, a = sync[store], asynchronous[store]
+        verdict = "met" if max(s / ref_s, a / ref_a) <= 1.2 else "NOT met"
+        print(f"- {label} store: hit = {s / ref_s:.2f}x (sync) / {a / ref_a:.2f}x (async) an InMemoryCache "
+              f"hit, {s / bare_s:.3f}x / {a / bare_a:.3f}x a bare local call; target <= 1.2x: {verdict}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The inner chat model: applying the wrapper's standard parameters to it, and a snapshot of what
+every call reads from it.
+
+Standard parameters (``temperature``, ``max_tokens``, ``timeout``, ``stop``, ``max_retries``,
+``api_key``) given to the wrapper go to the inner model where it has them (by name or alias).
+Models build their SDK clients from several of these at construction, so the inner model is
+rebuilt from its explicitly set fields plus the new values (never mutated: it may be shared).
+
+Every call needs the inner model's invocation parameters (for the key) and tracing parameters;
+computing them costs more than the rest of a cache hit, so :class:`InnerView` keeps them and
+recomputes only when an attribute of the inner model is reassigned (LangChain's own cache
+serialises a model once and never looks again).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Optional
+
+from langchain_core.language_models import BaseChatModel
+
+from ._codec import TRANSPORT_PARAMS
+
+__all__ = ["FORWARDED", "configure_inner", "field_for", "InnerView"]
+
+log = logging.getLogger("cachesaver.langchain")
+
+#: Constructor parameters of LangChain's standard interface, applied to the inner model.
+FORWARDED = ("temperature", "max_tokens", "timeout", "stop", "max_retries", "api_key")
+#: SDK clients that models build from their other fields; dropped when the model is rebuilt.
+_SDK_CLIENTS = frozenset({"client", "async_client", "root_client", "root_async_client"})
+
+
+def field_for(fields: Mapping[str, Any], name: str) -> Optional[str]:
+    """The field a constructor argument ``name`` sets (by name or alias), if any."""
+    if name in fields:
+        return name
+    for field_name, info in fields.items():
+        if info.alias == name or info.validation_alias == name:
+            return field_name
+    return None
+
+
+def configure_inner(inner: BaseChatModel, given: Mapping[str, Any]) -> BaseChatModel:
+    """``inner`` with the standard parameters in ``given`` applied (a rebuilt copy if needed).
+
+    The inner model's own ``streaming`` is turned off: the wrapper decides when to stream, and
+    a streaming ``_agenerate`` cannot return ``n`` generations.
+    """
+    cls = type(inner)
+    fields = cls.model_fields
+    updates: dict[str, Any] = {}
+    for name, value in given.items():
+        target = field_for(fields, name)
+        if target is None:
+            log.debug("%s has no %r parameter; not applied", cls.__name__, name)
+        elif getattr(inner, target, None) != value:
+            updates[target] = value
+    if "streaming" in fields and getattr(inner, "streaming", False) is True:
+        updates["streaming"] = False
+    if not updates:
+        return inner
+    by_name = bool(cls.model_config.get("populate_by_name") or cls.model_config.get("validate_by_name"))
+
+    def arg(name: str) -> str:
+        alias = fields[name].alias
+        return name if by_name or not alias else alias
+
+    kwargs = {
+        arg(name): getattr(inner, name)
+        for name in inner.model_fields_set - _SDK_CLIENTS - set(updates)
+        if name in fields
+    }
+    kwargs.update({arg(name): value for name, value in updates.items()})
+    try:
+        return cls(**kwargs)
+    except Exception as exc:
+        raise ValueError(
+            f"could not apply {sorted(updates)} to {cls.__name__} ({exc}); pass these "
+            "parameters to the inner model instead of CacheSaverChatModel"
+        ) from exc
+
+
+class InnerView:
+    """Per-call reads of the inner model, kept until one of its attributes is reassigned."""
+
+    __slots__ = ("inner", "_values", "params", "ls_params", "identifying", "has_stop")
+
+    def __init__(self, inner: BaseChatModel) -> None:
+        self.inner = inner
+        self._values = tuple(inner.__dict__.values())
+        params = inner._get_invocation_params(stop=None)
+        self.params = {k: v for k, v in params.items() if k not in TRANSPORT_PARAMS}
+        self.ls_params = dict(inner._get_ls_params(stop=None))
+        self.identifying = {"_type": inner._llm_type, **inner._identifying_params}
+        self.has_stop = field_for(type(inner).model_fields, "stop") is not None
+
+    @classmethod
+    def of(cls, inner: BaseChatModel, previous: Optional["InnerView"]) -> "InnerView":
+        # Tuple equality checks identity first, element by element, in C: ~1 us.
+        if previous is not None and previous.inner is inner and tuple(inner.__dict__.values()) == previous._values:
+            return previous
+        return cls(inner)
+
+    def key_params(self, stop: Optional[list[str]], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """What shapes this call's output: the model's parameters, the call's stop and kwargs.
+
+        The call's ``stop`` wins over the model's, as it does in the request sent.
+        """
+        params = dict(self.params)
+        if stop is not None:
+            params["stop"] = stop
+        for k, v in kwargs.items():
+            if k not in TRANSPORT_PARAMS:
+                params[k] = v
+        return params

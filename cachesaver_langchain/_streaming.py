@@ -1,0 +1,87 @@
+"""The caller's side of a stream: live chunks from the sink, then whatever completes the stream.
+
+A stream whose request was the representative of a miss receives the inner model's chunks as
+they arrive, then a closing chunk that only adds ``response_metadata["cachesaver"]``. Any other
+stream (a hit, or a request merged into another's call) replays its delivered sample as chunks.
+A caller that leaves cancels its request first and then releases the producer (see ``_sink``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, AsyncIterator, Iterator, Optional
+
+from langchain_core.outputs import ChatGenerationChunk
+
+from cachesaver.typedefs import Response
+
+from ._calls import Scope, chat_result, flags
+from ._codec import closing_chunk, replay_chunks
+from ._engine import Engine
+from ._model import ChatRequest
+from ._sink import END, AsyncChunkSink, ChunkSink, SyncChunkSink
+
+__all__ = ["leave", "sync_stream", "async_stream"]
+
+log = logging.getLogger("cachesaver.langchain")
+
+
+def leave(future: Any, sink: ChunkSink) -> None:
+    """The caller left a stream: its request takes no sample (G5), the producer stops waiting."""
+    if not future.done():
+        future.cancel()  # cancels the engine task before the producer is released (FIFO)
+        sink.abandon()
+
+
+def sync_stream(engine: Engine, request: ChatRequest, sink: SyncChunkSink) -> Iterator[ChatGenerationChunk]:
+    future = engine.loop.submit(engine.pipeline.request(request))
+    future.add_done_callback(sink.finish)
+    live = False
+    try:
+        while (item := sink.get()) is not END:
+            live = True
+            yield item
+        response = future.result()
+    finally:
+        leave(future, sink)
+    yield from _tail(response, request, sink, live)
+
+
+async def async_stream(engine: Engine, request: ChatRequest, sink: AsyncChunkSink,
+                       scope: Optional[Scope]) -> AsyncIterator[ChatGenerationChunk]:
+    future = engine.loop.submit(engine.pipeline.request(request))
+    future.add_done_callback(sink.finish)
+    if scope is not None:
+        scope.leave = lambda: leave(future, sink)
+    live = False
+    try:
+        while (item := await sink.get()) is not END:
+            live = True
+            yield item
+        response = future.result()
+    finally:
+        leave(future, sink)
+    for chunk in _tail(response, request, sink, live):
+        yield chunk
+
+
+def _tail(response: Response, request: ChatRequest, sink: ChunkSink, live: bool) -> Iterator[ChatGenerationChunk]:
+    """After the live chunks (if any), what completes the caller's stream."""
+    sample = response.data[0]
+    if not live:
+        yield from replay_chunks(chat_result(response, request).generations[0])
+        return
+    meta = flags(response, 0, request)
+    if not (isinstance(sample, dict) and sample.get("sample_id") == sink.sample_id):
+        # Only possible when another process appended to this key meanwhile.
+        log.warning("namespace %r was streamed a sample but received another one (a process "
+                    "sharing the store appended to this key meanwhile)", request.namespace)
+        meta["streamed_other_sample"] = True
+    meta["sample_usage"] = sample.get("usage") if isinstance(sample, dict) else None
+    yield closing_chunk(sink.list_content, meta)
+
+
+def new_sink(engine: Engine, *, asynchronous: bool) -> ChunkSink:
+    if asynchronous:
+        return AsyncChunkSink(engine.loop, asyncio.get_running_loop())
+    return SyncChunkSink(engine.loop)
