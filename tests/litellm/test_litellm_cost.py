@@ -16,15 +16,23 @@ from _litellm_helpers import REAL_MODEL, ns
 
 
 class Spy(CustomLogger):
-    def __init__(self) -> None:
+    """Standard logging payloads of calls to one api_base (late events of earlier tests ignored)."""
+
+    def __init__(self, api_base: str) -> None:
         super().__init__()
+        self.api_base = api_base
         self.events: list[dict] = []
 
+    def _add(self, kwargs) -> None:
+        payload = kwargs.get("standard_logging_object") or {}
+        if str(payload.get("api_base") or "").startswith(self.api_base):
+            self.events.append(payload)
+
     async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
-        self.events.append(kwargs.get("standard_logging_object") or {})
+        self._add(kwargs)
 
     def log_success_event(self, kwargs, response_obj, start_time, end_time):
-        self.events.append(kwargs.get("standard_logging_object") or {})
+        self._add(kwargs)
 
 
 async def settle(spy: Spy, count: int) -> None:
@@ -36,8 +44,8 @@ async def settle(spy: Spy, count: int) -> None:
 
 
 @pytest.fixture
-def spy():
-    spy = Spy()
+def spy(server):
+    spy = Spy(server.base_url)
     litellm.callbacks.append(spy)
     return spy
 
