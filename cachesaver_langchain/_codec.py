@@ -1,9 +1,10 @@
 """Conversions between LangChain objects and what the engine keys and stores.
 
 Key material (what decides whether two calls may share samples):
-  - the messages, dumped *without* ``id``, ``response_metadata``, ``usage_metadata`` and
-    ``artifact`` (agents mint new message ids every run; metadata, usage and tool artifacts never
-    reach the provider), so a replayed trajectory keys exactly like the original one;
+  - the messages, dumped *without* ``id``, ``response_metadata``, ``usage_metadata``,
+    ``artifact`` and content blocks' stream ``index`` (agents mint new message ids every run;
+    metadata, usage, tool artifacts and stream positions never reach the provider), so a
+    replayed trajectory keys exactly like the original one;
   - the inner model's invocation parameters (model, temperature, max_tokens, stop, tools,
     tool_choice, response_format, and any unknown parameter) minus transport settings and ``n``.
 
@@ -83,12 +84,20 @@ def message_payload(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
         if isinstance(message, BaseMessageChunk):
             message = message_chunk_to_message(message)
         try:
-            out.append(message.model_dump(mode="json", exclude=_NOT_SENT))
+            data = message.model_dump(mode="json", exclude=_NOT_SENT)
         except Exception as exc:
             raise NotSerializableError(
                 f"message {i} ({type(message).__name__}) has no JSON form for the cache key "
                 f"({exc}); keep message content and additional_kwargs to plain JSON values"
             ) from None
+        if isinstance(data.get("content"), list):
+            # "index" only records where a block sat in a stream: a streamed and a replayed
+            # copy of one message must key alike.
+            data["content"] = [
+                {k: v for k, v in block.items() if k != "index"} if isinstance(block, dict) else block
+                for block in data["content"]
+            ]
+        out.append(data)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 
@@ -66,12 +67,17 @@ async def test_react_agent_replays_in_another_namespace_and_refreshes_in_the_sam
     assert sample_no(first_ai[1]) != sample_no(again_ai[1])
 
 
-async def test_react_agent_streaming_replay(make_chat, fake_server):
-    chat = make_chat()
+@pytest.mark.parametrize("output_version", ["v0", "v1"])
+async def test_react_agent_streamed_live_then_replayed(make_chat, fake_server, output_version):
+    """A streamed run stores what a streamed or invoked replay keys alike (v1 content blocks too)."""
+    chat = make_chat(output_version=output_version)
     agent = _agent(chat)
     question = {"messages": [HumanMessage("Weather in Rome?")]}
-    final_a = (await agent.ainvoke(question, config=ns("A")))["messages"][-1]
-    tokens = [m async for m, _ in agent.astream(question, config=ns("B"), stream_mode="messages")
-              if isinstance(m, AIMessage)]
-    assert fake_server.request_count == 2
-    assert "".join(t.content for t in tokens if isinstance(t.content, str)).endswith(final_a.content)
+    live = [m async for m, _ in agent.astream(question, config=ns("A"), stream_mode="messages")
+            if isinstance(m, AIMessage)]
+    assert fake_server.request_count == 2 and live
+    replayed = [m async for m, _ in agent.astream(question, config=ns("B"), stream_mode="messages")
+                if isinstance(m, AIMessage)]
+    invoked = await agent.ainvoke(question, config=ns("C"))
+    assert fake_server.request_count == 2  # both replays found every step
+    assert invoked["messages"][-1].text in "".join(m.text for m in replayed)
