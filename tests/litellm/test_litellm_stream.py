@@ -103,3 +103,17 @@ async def test_response_format_is_keyed_forwarded_and_replayed(provider, server,
     other_schema["json_schema"]["schema"]["properties"]["n"]["type"] = "number"
     await litellm.acompletion(response_format=other_schema, metadata=ns("b"), **call_kwargs)
     assert server.request_count == 2
+
+
+async def test_a_pydantic_response_format_is_keyed_by_its_schema(provider, server, call_kwargs):
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        colour: str
+        n: int
+
+    live = await litellm.acompletion(response_format=Answer, metadata=ns("a"), **call_kwargs)
+    replay = await litellm.acompletion(response_format=Answer, metadata=ns("b"), **call_kwargs)
+    assert Answer.model_validate_json(replay.choices[0].message.content).n == 1
+    assert replay.choices[0].message.content == live.choices[0].message.content
+    assert server.request_count == 1 and server.requests[0]["response_format"]["type"] == "json_schema"
