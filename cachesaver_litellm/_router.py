@@ -170,10 +170,7 @@ class CacheSaverRouter:
 
     def _group_supports_n(self, group: str) -> bool:
         """``n`` only if every deployment of the group accepts it (the router may pick any)."""
-        try:
-            deployments = self.router.get_model_list(model_name=group) or []
-        except Exception:
-            deployments = []
+        deployments = _deployments(self.router, group)
         models = [(d.get("litellm_params") or {}).get("model") for d in deployments if isinstance(d, Mapping)]
         if not models or not all(isinstance(m, str) and m for m in models):
             return False
@@ -229,6 +226,16 @@ class CacheSaverRouter:
         if name in ("router", "pipeline", "_loop"):
             raise AttributeError(name)
         return getattr(self.router, name)
+
+
+def _deployments(router: Any, group: str) -> list:
+    """The group's deployments (litellm 1.110: ``registry().deployments``; older: ``get_model_list``)."""
+    try:
+        registry = getattr(router, "registry", None)
+        found = registry().deployments(group) if callable(registry) else router.get_model_list(model_name=group)
+        return list(found or [])
+    except Exception:  # unknown group or another Router version: no n, one call per sample
+        return []
 
 
 def _refuse_inside_running_loop(name: str, async_name: str) -> None:
