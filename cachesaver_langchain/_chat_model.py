@@ -75,9 +75,10 @@ class CacheSaverChatModel(BaseChatModel):
 
     chat_model: BaseChatModel
     """The model that generates the samples the store lacks."""
-    store: Any = Field(default_factory=_default_store)
+    store: Any = Field(default_factory=_default_store, repr=False)
     """Where samples live: a directory path, a ``diskcache.Cache``, ``"memory"``, a
-    ``"redis://..."`` URL or a cachesaver ``Store`` (what the engine's ``cache=`` takes)."""
+    ``"redis://..."`` URL or a cachesaver ``Store`` (what the engine's ``cache=`` takes). Kept out
+    of ``repr`` and tracing: a Redis URL may hold a password."""
     namespace: str = "default"
     """Namespace of calls whose run metadata names none."""
     run_id: Optional[str] = None
@@ -153,8 +154,7 @@ class CacheSaverChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        store = self.store if isinstance(self.store, str) else getattr(self.store, "location", type(self.store).__name__)
-        return {"chat_model": self._inner_view().identifying, "store": str(store), "namespace": self.namespace}
+        return {"chat_model": self._inner_view().identifying, "namespace": self.namespace}
 
     def _get_invocation_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> dict[str, Any]:
         kwargs.pop(SCOPE_KW, None)

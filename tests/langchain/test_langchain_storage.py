@@ -3,18 +3,21 @@ directory shared with the LiteLLM adapter, real Redis."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pickle
 
 import diskcache
 import orjson
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.caches import InMemoryCache
 from langchain_core.globals import set_llm_cache
 from langchain_core.load import load
 
 from cachesaver.codec import encode_sample
 from cachesaver.errors import CorruptSampleError
+from cachesaver_langchain import CacheSaverChatModel
 
 from _lc_helpers import ns, sample_no
 
@@ -113,8 +116,6 @@ def test_langchains_global_cache_never_collapses_samples(make_chat, fake_server)
 
 
 def test_cache_argument_is_refused(make_inner):
-    from cachesaver_langchain import CacheSaverChatModel
-
     with pytest.raises(ValueError, match="store="):
         CacheSaverChatModel(chat_model=make_inner(), cache=InMemoryCache())
     assert CacheSaverChatModel(chat_model=make_inner(), store="memory", cache=False).cache is False
@@ -151,3 +152,37 @@ def test_redis_store(make_chat, fake_server, redis_store_factory):
     a = sample_no(first.invoke(PROMPT, config=ns("A")))
     second = make_chat(store=redis_store_factory())
     assert sample_no(second.invoke(PROMPT, config=ns("A"))) == a and fake_server.request_count == 1
+
+
+SENTINEL_KEY = "sk-SENTINEL-lc-7f3a"
+SENTINEL_PW = "SENTINEL-PW-lc-2b9e"
+
+
+class _Recorder(BaseCallbackHandler):
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def on_chat_model_start(self, serialized, messages, **kwargs):
+        self.seen.append(repr((serialized, messages, kwargs)))
+
+    def on_llm_end(self, response, **kwargs):
+        self.seen.append(repr((response, kwargs)))
+
+
+def test_secrets_reach_no_key_store_trace_or_log(make_inner, make_chat, fake_server, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    store_dir = tmp_path / "s"
+    chat = make_chat(inner=make_inner(api_key=SENTINEL_KEY), store=str(store_dir), api_key=SENTINEL_KEY)
+    recorder = _Recorder()
+    config = {**ns("A"), "callbacks": [recorder]}
+    chat.invoke(PROMPT, config=config)
+    list(chat.stream(PROMPT, config=config))
+    chat.invoke(PROMPT, config={**ns("B"), "callbacks": [recorder]})
+    written = b"".join(p.read_bytes() for p in store_dir.rglob("*") if p.is_file())
+    assert fake_server.request_count == 2 and recorder.seen
+    for text in (written.decode("latin-1"), caplog.text, "".join(recorder.seen), repr(chat), str(chat.stats)):
+        assert SENTINEL_KEY not in text
+    url_chat = CacheSaverChatModel(chat_model=make_inner(), store=f"redis://:{SENTINEL_PW}@127.0.0.1:1/0")
+    for text in (repr(url_chat), repr(url_chat._serialized), repr(url_chat._identifying_params),
+                 repr(url_chat._get_invocation_params()), repr(url_chat._get_ls_params())):
+        assert SENTINEL_PW not in text
