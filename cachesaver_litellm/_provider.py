@@ -332,7 +332,8 @@ def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: flo
         _ensure_callback(cost_callback)
     if old is not None:
         _close_handler(old)
-    log.debug("registered litellm provider %r (store=%r)", PROVIDER, store)
+    # The store's location, not what the user passed: a redis:// URL may carry a password.
+    log.debug("registered litellm provider %r (store at %s)", PROVIDER, handler.pipeline.store.location)
     return handler
 
 
