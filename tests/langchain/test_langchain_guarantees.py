@@ -125,3 +125,27 @@ def _only_key(chat) -> str:
 
     found = asyncio.run_coroutine_threadsafe(keys(), chat._get_engine().loop.loop).result()
     return found[0] if found else "no-key"
+
+
+async def test_a_cancelled_caller_takes_no_sample_and_costs_no_call(make_chat, fake_server):
+    chat = make_chat(batch_timeout=30.0)  # the miss waits in the batch until close() flushes it
+    task = asyncio.create_task(chat.ainvoke(PROMPT, config=ns("A")))
+    while chat.stats.ns("A").requests == 0:  # until the engine holds the request
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await chat.aclose()  # finishes in-flight work: the batch finds nobody waiting
+    assert fake_server.request_count == 0
+
+
+def test_sync_entry_points_refuse_to_run_on_the_engine_loop(make_chat, fake_server):
+    chat = make_chat()
+    chat.invoke(PROMPT, config=ns("A"))
+    loop = chat._get_engine().loop
+
+    async def nested():
+        return chat.invoke(PROMPT, config=ns("B"))
+
+    with pytest.raises(RuntimeError, match="its own background loop"):
+        loop.submit(nested()).result()
