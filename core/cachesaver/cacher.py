@@ -62,9 +62,10 @@ class Cacher:
     async def try_hit(self, item: Pending) -> bool:
         """Serve ``item`` entirely from the store if its namespace has ``n`` unused samples."""
         request = item.request
-        pos, raws = await self.ledger.claim(request.namespace, item.key, request.n)
+        future = item.future
+        pos, raws = await self.ledger.claim(request.namespace, item.key, request.n, lambda: not future.done())
         if not raws:
-            return False
+            return future.done()  # a caller that left is finished with, not sent on as a miss
         self._deliver_one(item, pos, raws, calls=())
         return True
 

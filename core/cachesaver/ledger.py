@@ -11,6 +11,7 @@ asks for under key K is sample k-1 of K's list) and reusable across namespaces a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Callable, Optional
 
 from .stores.base import Store
 
@@ -29,8 +30,15 @@ class Ledger(ABC):
         """How many samples of ``key`` the namespace has consumed."""
 
     @abstractmethod
-    async def claim(self, namespace: str, key: str, count: int) -> tuple[int, list[bytes]]:
-        """Take exactly ``count`` next samples, or none if fewer exist: ``(position, samples)``."""
+    async def claim(
+        self, namespace: str, key: str, count: int, wanted: Optional[Callable[[], bool]] = None
+    ) -> tuple[int, list[bytes]]:
+        """Take exactly ``count`` next samples, or none if fewer exist: ``(position, samples)``.
+
+        ``wanted()`` is asked once the samples are read: if the caller has left meanwhile, the
+        private ledger consumes nothing. (A shared ledger claims atomically in the store, where
+        a caller cancelled during the round trip may still consume its samples.)
+        """
 
 
 class PrivateLedger(Ledger):
@@ -43,7 +51,9 @@ class PrivateLedger(Ledger):
     async def position(self, namespace: str, key: str) -> int:
         return self._positions.get((namespace, key), 0)
 
-    async def claim(self, namespace: str, key: str, count: int) -> tuple[int, list[bytes]]:
+    async def claim(
+        self, namespace: str, key: str, count: int, wanted: Optional[Callable[[], bool]] = None
+    ) -> tuple[int, list[bytes]]:
         slot = (namespace, key)
         while True:
             pos = self._positions.get(slot, 0)
@@ -52,7 +62,8 @@ class PrivateLedger(Ledger):
             # moved this position, so a sample is never handed out twice (G1).
             if self._positions.get(slot, 0) != pos:
                 continue
-            if len(taken) < count:
+            # ...and the caller may have left meanwhile: then nothing is consumed.
+            if len(taken) < count or (wanted is not None and not wanted()):
                 return pos, []
             self._positions[slot] = pos + count
             return pos, taken
@@ -68,5 +79,7 @@ class SharedLedger(Ledger):
         pos, _ = await self.store.claim(self.run_id, namespace, key, 0, partial=True)
         return pos
 
-    async def claim(self, namespace: str, key: str, count: int) -> tuple[int, list[bytes]]:
+    async def claim(
+        self, namespace: str, key: str, count: int, wanted: Optional[Callable[[], bool]] = None
+    ) -> tuple[int, list[bytes]]:
         return await self.store.claim(self.run_id, namespace, key, count, partial=False)

@@ -226,6 +226,7 @@ class OnlineAPI(Pipeline):
 
     async def _check_tick(self, items: list[Pending]) -> None:
         queued = self._queued
+        misses = []
         for item in items:
             if item.future.done():
                 continue
@@ -241,6 +242,10 @@ class OnlineAPI(Pipeline):
                     continue
             queued[slot] = queued.get(slot, 0) + 1
             item.future.add_done_callback(lambda _f, slot=slot: self._unqueue(slot))
+            misses.append(item)
+        # Added together, after the check: with a store that suspends, a batch window closing
+        # mid-check would otherwise split one tick's requests of one key over two calls (G3).
+        for item in misses:
             self._batcher.add(item)
 
     def _unqueue(self, slot: tuple[str, str]) -> None:

@@ -16,6 +16,7 @@ refuses to unpickle a value or key that someone planted in the directory.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, AsyncIterator, Optional, Sequence
 
@@ -27,6 +28,8 @@ from ..errors import CorruptSampleError
 from .base import LedgerEntry, Store
 
 __all__ = ["DiskStore", "SafeDisk"]
+
+log = logging.getLogger("cachesaver.stores.disk")
 
 _PREFIX = "cs1:"
 _LEN = "cs1:n:"
@@ -166,18 +169,31 @@ class DiskStore(Store):
     async def get_meta(self, key: str) -> Optional[bytes]:
         return self._cache.get(_META + key)
 
+    def _ledger_rows(self) -> list[tuple[str, tuple[str, str, str]]]:
+        """(row name, (run, namespace, key)) of every ledger row we can read; others skipped."""
+        rows = []
+        for name in self._keys_with(_LEDGER):
+            try:
+                run_id, namespace, key = orjson.loads(name[len(_LEDGER):])
+                if not all(isinstance(x, str) for x in (run_id, namespace, key)):
+                    raise ValueError("not three strings")
+            except (orjson.JSONDecodeError, ValueError, TypeError):
+                log.warning("skipping ledger row %r in %s: not written by CacheSaver", name, self.location)
+                continue
+            rows.append((name, (run_id, namespace, key)))
+        return rows
+
     async def iter_ledger(self) -> AsyncIterator[LedgerEntry]:
-        for k in self._keys_with(_LEDGER):
-            run_id, namespace, key = orjson.loads(k[len(_LEDGER):])
-            pos = self._cache.get(k)
-            if pos is not None:
+        for name, (run_id, namespace, key) in self._ledger_rows():
+            pos = self._cache.get(name)
+            if type(pos) is int:
                 yield run_id, namespace, key, pos
+            elif pos is not None:
+                log.warning("skipping ledger row %r in %s: position %r is not a count", name, self.location, pos)
 
     async def delete(self, key: str) -> int:
         cache = self._cache
-        ledger_keys = [
-            k for k in self._keys_with(_LEDGER) if orjson.loads(k[len(_LEDGER):])[2] == key
-        ]
+        ledger_keys = [name for name, slot in self._ledger_rows() if slot[2] == key]
         try:
             n = _count(cache.get(_LEN + key, 0), "sample count", key)
             sample_keys = [f"{_SAMPLE}{key}:{i}" for i in range(n)]

@@ -501,8 +501,15 @@ class RedisStore(Store):
             except RedisError as exc:
                 raise self._error(exc, f"reading the ledger of key {key}") from exc
             for field, pos in entries.items():
-                run_id, namespace = orjson.loads(field)
-                yield run_id, namespace, key, int(pos)
+                try:
+                    run_id, namespace = orjson.loads(field)
+                    position = int(pos)
+                    if not (isinstance(run_id, str) and isinstance(namespace, str)) or position < 0:
+                        raise ValueError("not [run, namespace] and a count")
+                except (orjson.JSONDecodeError, ValueError, TypeError):
+                    log.warning("skipping ledger entry %r of key %s: not written by CacheSaver", field, key)
+                    continue
+                yield run_id, namespace, key, position
 
     async def delete(self, key: str) -> int:
         base = self._base(key)
