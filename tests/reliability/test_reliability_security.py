@@ -43,11 +43,6 @@ SECRET_HEADER = "SENTINEL-BEARER-e2f4a6"
 SECRET_PASSWORD = "SENTINEL-PW-91c3"
 SECRETS = (SECRET_KEY, SECRET_HEADER, SECRET_PASSWORD)
 
-BUG_REGISTER_URL = (
-    "adapter bug: cachesaver_litellm register() logs store=%r verbatim, so a redis:// URL's "
-    "password lands in the log (use the store's redacted .location)"
-)
-
 
 # -- no pickle anywhere ----------------------------------------------------------------------
 def test_no_package_imports_a_pickle_like_module():
@@ -365,7 +360,6 @@ async def test_a_provider_error_that_echoes_the_key_is_not_logged_with_it(
     _assert_clean("cachesaver's log records", "\n".join(ours))
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_REGISTER_URL)
 def test_registering_a_redis_url_with_a_password_does_not_log_it(litellm_provider, all_logs, redis_store_factory):
     _, cachesaver_litellm = litellm_provider
     url = redis_store_factory.url.replace("redis://", f"redis://:{SECRET_PASSWORD}@")

@@ -341,15 +341,7 @@ def test_redis_machine(redis_machine):
     run_state_machine_as_test(redis_machine, settings=settings(max_examples=12, stateful_step_count=15, **SETTINGS))
 
 
-# -- found by the Redis machine ------------------------------------------------------------------
-BUG_TICK_SPLIT = (
-    "engine bug (G3): OnlineAPI._check_tick adds each miss to the batcher as soon as its hit check "
-    "returns; with a store whose reads suspend (Redis) the batch window can close in the middle of "
-    "one tick, so requests of one key that arrived together are served by several model calls "
-    "(input tokens billed twice). Collect the tick's misses and add them after the check."
-)
-
-
+# -- found by the Redis machine: one tick's misses must meet in one batch (G3) -------------------
 class SlowStore(DiskStore):
     """The disk store with a network-like pause on every read (as Redis has)."""
 
@@ -360,7 +352,6 @@ class SlowStore(DiskStore):
         return await super().read(key, start, count)
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_TICK_SPLIT)
 async def test_one_tick_of_one_key_is_one_model_call_even_on_a_slow_store(tmp_path):
     model = ScriptModel()
     store = SlowStore(str(tmp_path / "c"))
