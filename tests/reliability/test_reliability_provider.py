@@ -152,3 +152,22 @@ async def test_callers_cancelled_during_a_merged_call_take_nothing(provider, fak
     assert ids(nxt_a) == ids(r3)[1:] and ids(nxt_c) == ids(r3)[:1]
     assert fake_server.request_count == 1  # both served from the stored call
     assert engine_leftovers(provider) == {}
+
+
+@pytest.mark.parametrize("metadata, field", [
+    ({"cachesaver_namespace": 3}, "cachesaver_namespace"),
+    ({"cachesaver_namespace": ["A"]}, "cachesaver_namespace"),
+    ({"cachesaver_namespace": ""}, "cachesaver_namespace"),
+    ({"cachesaver_namespace": {"ns": "A"}}, "cachesaver_namespace"),
+    ({"cachesaver_request_id": 7}, "cachesaver_request_id"),
+    ({"cachesaver_request_id": ["r1"]}, "cachesaver_request_id"),
+])
+async def test_metadata_of_the_wrong_type_names_the_field_and_the_rest_keeps_working(
+        metadata, field, provider, fake_server):
+    kwargs = dict(model=MODEL, api_base=fake_server.base_url, api_key="sk-test", max_retries=0)
+    ok = asyncio.ensure_future(litellm.acompletion(messages=msgs("fine"), metadata=meta("A", "ok"), **kwargs))
+    with pytest.raises(Exception, match=field):
+        await litellm.acompletion(messages=msgs("bad"), metadata=metadata, **kwargs)
+    assert ids(await ok) == [1]
+    assert fake_server.request_count == 1  # the bad call never reached the provider
+    assert len(stored_lengths(provider)) == 1 and engine_leftovers(provider) == {}

@@ -366,3 +366,67 @@ def test_registering_a_redis_url_with_a_password_does_not_log_it(litellm_provide
     cachesaver_litellm.register(store=f"{url}?prefix={redis_store_factory.prefix}")
     cachesaver_litellm.unregister()
     _assert_clean("the log records", "\n".join(r.getMessage() for r in all_logs.records))
+
+
+@pytest.mark.parametrize("backend", ["disk", "redis"])
+async def test_langchain_secrets_never_reach_store_exports_logs_or_cli(
+        backend, fake_server, tmp_path, all_logs, capsys, request):
+    pytest.importorskip("langchain_openai")
+    from langchain_openai import ChatOpenAI
+
+    from cachesaver.cli import main as cli
+    from cachesaver_langchain import CacheSaverChatModel, cachesaver_config
+
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Traces(BaseCallbackHandler):
+        """What a tracer (LangSmith, a log handler) would receive and write."""
+
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def on_chat_model_start(self, serialized, messages, **kwargs):
+            self.seen.append(repr((serialized, messages, kwargs)))
+
+        def on_llm_end(self, response, **kwargs):
+            self.seen.append(repr((response, kwargs)))
+
+        def on_llm_error(self, error, **kwargs):
+            self.seen.append(repr((error, kwargs)))
+
+    traces = Traces()
+
+    def config(ns):
+        return {**cachesaver_config(ns), "callbacks": [traces]}
+
+    spec = str(tmp_path / "store") if backend == "disk" else request.getfixturevalue("redis_url_with_prefix")
+    inner = ChatOpenAI(model="fake-model", base_url=fake_server.base_url, api_key=SECRET_KEY, max_retries=0,
+                       default_headers={"X-Auth": f"Bearer {SECRET_HEADER}"})
+    chat = CacheSaverChatModel(chat_model=inner, store=spec)
+    try:
+        await chat.abatch(["colour?"] * 3, config=[config(f"N{i}") for i in range(3)])
+        [c async for c in chat.astream("colour?", config=config("S"))]
+        fake_server.fail_next(500)
+        with pytest.raises(Exception):
+            await chat.ainvoke("fails?", config=config("F"))
+        stats = str(chat.stats)
+    finally:
+        chat.close()
+    assert fake_server.request_count == 2 and len(traces.seen) >= 8
+    await export_jsonl(spec, tmp_path / "export.jsonl", ledger=True)
+    capsys.readouterr()
+    for argv in (["stats"], ["inspect", "--prompt", "colour", "--all"]):
+        assert await asyncio.to_thread(cli, argv + ["--cache", spec]) == 0
+    cli_output = capsys.readouterr()
+    if backend == "disk":
+        _assert_clean("the store directory", _all_bytes_under(pathlib.Path(spec)))
+    else:
+        factory = request.getfixturevalue("redis_store_factory")
+        _assert_clean("the Redis keys and values", _redis_dump(factory.url, factory.prefix))
+    _assert_clean("the JSONL export", (tmp_path / "export.jsonl").read_bytes())
+    _assert_clean("the CLI output", cli_output.out + cli_output.err)
+    _assert_clean("the stats", stats)
+    # Traces carry the inner model's own serialization, which in plain LangChain already holds
+    # ``default_headers`` verbatim (api_key is a SecretStr there): only the key is ours to check.
+    assert SECRET_KEY not in "\n".join(traces.seen)
+    _assert_clean("the log records", "\n".join(r.getMessage() for r in all_logs.records))
