@@ -92,6 +92,9 @@ class CostCallback(CustomLogger):
             billed = _number(payload.get("response_cost"), kwargs.get("response_cost"))
             full_hit = bool(flags.get("cached")) and all(flags["cached"])
             if full_hit:
+                # Nothing was billed. litellm prices a replayed *stream* as if it were real, so
+                # its response_cost cannot be trusted here.
+                billed = 0.0
                 saved = _number(payload.get("saved_cache_cost"))
                 if not saved:
                     saved = _price(response_obj, flags)

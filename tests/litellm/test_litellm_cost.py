@@ -96,3 +96,18 @@ async def test_cost_callback_tallies_litellm_figures_per_model_and_namespace(spy
     assert b.cost_saved == pytest.approx(miss._hidden_params["response_cost"])
     assert b.cost_billed > 0  # the sync call on another prompt was a miss
     assert "openai/gpt-4o-mini" in callback.summary()
+
+
+async def test_cost_callback_bills_nothing_for_a_streamed_full_hit(spy, provider, server, call_kwargs):
+    await litellm.acompletion(n=1, metadata=ns("first"), **call_kwargs)
+    stream = await litellm.acompletion(stream=True, metadata=ns("replay"), **call_kwargs)
+    text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+    assert text and server.request_count == 1  # the stream was a replay
+    callback = cachesaver_litellm.get_callback()
+    for _ in range(200):
+        if REAL_MODEL in callback.stats and callback.stats[REAL_MODEL].ns("replay").requests >= 1:
+            break
+        await asyncio.sleep(0.01)
+    replay = callback.stats[REAL_MODEL].ns("replay")
+    # litellm prices a replayed stream as if it were real; the callback must not bill it
+    assert replay.samples_from_store == 1 and replay.cost_billed == 0
