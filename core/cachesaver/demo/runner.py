@@ -51,7 +51,7 @@ class ScenarioResult:
 SCENARIOS = [
     Scenario("first run", [("tot-b3", {"breadth": 3}), ("sc-10", {"k": 10})]),
     Scenario("re-run", [("tot-b3", {"breadth": 3}), ("sc-10", {"k": 10})]),
-    Scenario("ablation (ToT b=5, SC k=20)", [("tot-b5", {"breadth": 5}), ("sc-20", {"k": 20})]),
+    Scenario("ablation: ToT b=5, SC k=20", [("tot-b5", {"breadth": 5}), ("sc-20", {"k": 20})]),
 ]
 
 
@@ -125,15 +125,15 @@ def render_table(results: list[ScenarioResult], console) -> None:
     from rich.table import Table
 
     table = Table(title="Game of 24 through litellm + CacheSaver (gpt-4.1-nano prices)")
-    for col in ("scenario", "asked calls (samples)", "model calls (samples)", "tokens billed",
-                "$ billed", "$ saved", "saved", "solved"):
-        table.add_column(col, justify="left" if col in ("scenario", "solved") else "right")
+    for col in ("scenario", "asked", "model calls", "generated", "tokens billed", "$ billed", "$ saved",
+                "saved", "solved"):
+        table.add_column(col, justify="left" if col in ("scenario", "solved") else "right", no_wrap=True)
     for r in results:
         share = r.saved / (r.saved + r.billed) if r.saved + r.billed else 0.0
         table.add_row(
-            r.name, f"{r.requests} ({r.samples_asked})", f"{r.model_calls} ({r.samples_generated})",
+            r.name, f"{r.requests} calls, {r.samples_asked} samples", str(r.model_calls), str(r.samples_generated),
             f"{r.prompt_tokens_billed + r.completion_tokens_billed:,.0f}", f"{r.billed:.5f}",
-            f"{r.saved:.5f}", f"{share:.0%}", " ".join(f"{k} {v}/{r.puzzles}" for k, v in r.solved.items()),
+            f"{r.saved:.5f}", f"{share:.0%}", ", ".join(f"{k} {v}/{r.puzzles}" for k, v in r.solved.items()),
         )
     console.print(table)
 
@@ -165,7 +165,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    console = Console(highlight=False, width=None if os.isatty(1) else 120)
+    console = Console(highlight=False, width=None if os.isatty(1) else 160)
     puzzles = PUZZLES[: max(1, min(args.puzzles, len(PUZZLES)))]
     if args.fresh and os.path.isdir(args.cache):
         shutil.rmtree(args.cache)
