@@ -16,6 +16,8 @@ import gc
 import random
 from collections import defaultdict
 
+import pytest
+
 from cachesaver.pending import Pending
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.stores import DiskStore
@@ -101,3 +103,24 @@ async def test_a_second_run_over_the_same_store_adds_no_samples_and_no_state(tmp
     (entries1, generated1, calls1), (entries2, generated2, calls2) = sizes
     assert entries1 == entries2 and generated1 == generated2 and calls1 == calls2
     store.close()
+
+
+BUG_REDIS_POOL = (
+    "store bug: RedisStore uses redis-py's default asyncio ConnectionPool (redis-py 8: "
+    "max_connections=100, non-blocking), so one batch touching more than 100 keys at once fails "
+    "the excess callers with StoreError 'Too many connections' (and a misleading 'check that "
+    "redis-server runs there' hint); use a BlockingConnectionPool (or a configurable limit)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=BUG_REDIS_POOL)
+async def test_a_batch_of_more_keys_than_the_redis_pool_holds_is_served(redis_store_factory, leftovers):
+    store = redis_store_factory()
+    model = FakeModel(seed=6)
+    async with OnlineAPI(model=model, cache=store, batch_size=1_000, timeout=0.01) as p:
+        results = await asyncio.gather(*(p.request(Request(prompt=f"p{i}", namespace="A", request_id=f"{i:04d}"))
+                                         for i in range(300)), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        assert failed == [], f"{len(failed)} of 300 failed: {failed[0]}"
+        assert leftovers(p) == {}
+    assert model.samples_generated == 300
