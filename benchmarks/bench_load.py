@@ -170,17 +170,22 @@ async def main() -> None:
             store = DiskStore(spec)
         else:
             store = open_store(args.store)
+            if [k async for k in store.iter_keys()]:
+                await store.aclose()
+                sys.exit(f"{args.store} already holds samples: give the benchmark an empty prefix")
         passes = [("1. private run (cold)", None), ("2. replay, new private run", None),
                   ("3. shared run_id", "bench-exp"), ("4. replay again, new private run", None)]
         results = []
-        for name, run_id in passes:
-            before = db_bytes(spec) if args.store == "disk" else None
-            result = await run_pass(store, reqs, args.in_flight, run_id)
-            result["db_growth"] = db_bytes(spec) - before if before is not None else None
-            results.append((name, result))
-        if args.store != "disk":
-            await store.clear()
-        await store.aclose()
+        try:
+            for name, run_id in passes:
+                before = db_bytes(spec) if args.store == "disk" else None
+                result = await run_pass(store, reqs, args.in_flight, run_id)
+                result["db_growth"] = db_bytes(spec) - before if before is not None else None
+                results.append((name, result))
+        finally:
+            if args.store != "disk":
+                await store.clear()  # what this run wrote (the prefix was empty)
+            await store.aclose()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -203,8 +208,16 @@ async def main() -> None:
         rows.append(["shared run, on disk (SQLite growth / entries)", f"{pairs:,}",
                      f"{shared['db_growth'] / pairs:.0f}"])
     table("Ledger bytes per (namespace, key)", ["ledger", "entries", "bytes per entry"], rows)
-    table("Memory", ["RSS at start (MB)", "peak RSS (MB)", "namespaces in stats", "ledger entries == distinct pairs"],
-          [[f"{rss0:.0f}", f"{peak_rss_mb():.0f}", private["namespaces"], private["entries"] == pairs]])
+    consumed: dict[str, dict[str, int]] = {}
+    for r in reqs:
+        by_ns = consumed.setdefault(r.prompt, {})
+        by_ns[r.namespace] = by_ns.get(r.namespace, 0) + r.n
+    minimum = sum(max(by_ns.values()) for by_ns in consumed.values())
+    table("Memory and minimal generation",
+          ["RSS at start (MB)", "peak RSS (MB)", "namespaces in stats", "ledger entries == distinct pairs",
+           "samples generated == G2 minimum"],
+          [[f"{rss0:.0f}", f"{peak_rss_mb():.0f}", private["namespaces"], private["entries"] == pairs,
+            f"{private['generated'] == minimum} ({minimum:,})"]])
 
 
 if __name__ == "__main__":
