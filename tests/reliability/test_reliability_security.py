@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import pytest
 import redis as redis_sync
 
+from cachesaver.keys import request_key
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.testing import FakeModel
 from cachesaver.transfer import export_jsonl
@@ -255,6 +256,10 @@ async def test_engine_secrets_never_reach_redis_exports_or_logs(redis_store_fact
             await p.request(SecretRequest(prompt="fails", request_id="f", api_key=SECRET_KEY, headers=auth))
         stats = json.dumps(p.stats.as_dict()) + p.stats.summary()
     await export_jsonl(store, tmp_path / "export.jsonl", ledger=True)
+    # not key material: another key and header give the same key (and the canonical request
+    # JSON stored beside the samples is searched below)
+    assert request_key(SecretRequest(prompt="q0", api_key=SECRET_KEY, headers=auth)) == \
+        request_key(SecretRequest(prompt="q0", api_key="sk-other", headers={"Authorization": "Bearer other"}))
     _assert_clean("the Redis keys and values", _redis_dump(redis_store_factory.url, redis_store_factory.prefix))
     _assert_clean("the export", (tmp_path / "export.jsonl").read_bytes())
     _assert_clean("the stats", stats)
