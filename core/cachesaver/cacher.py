@@ -62,10 +62,11 @@ class Cacher:
     async def try_hit(self, item: Pending) -> bool:
         """Serve ``item`` entirely from the store if its namespace has ``n`` unused samples."""
         request = item.request
-        future = item.future
-        pos, raws = await self.ledger.claim(request.namespace, item.key, request.n, lambda: not future.done())
+        pos, raws = await self.ledger.claim(request.namespace, item.key, request.n, item.wanted)
         if not raws:
-            return future.done()  # a caller that left is finished with, not sent on as a miss
+            # A caller that left (or is being cancelled) is finished with, not sent on as a
+            # miss: its cancellation cancels the future.
+            return not item.wanted()
         self._deliver_one(item, pos, raws, calls=())
         return True
 

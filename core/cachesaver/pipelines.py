@@ -132,7 +132,7 @@ class Pipeline:
         counters = self.stats.ns(request.namespace)
         counters.requests += 1
         counters.samples_asked += n
-        return Pending(request, key, asyncio.get_running_loop().create_future())
+        return Pending(request, key, asyncio.get_running_loop().create_future(), asyncio.current_task())
 
     async def _lead_tick(self) -> None:
         """The first request of a tick yields once so its siblings join, then checks them all.

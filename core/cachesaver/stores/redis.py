@@ -143,6 +143,10 @@ return 0
 _HELD: "contextvars.ContextVar[dict[tuple[str, str, str], Lease]]" = contextvars.ContextVar(
     "cachesaver_redis_leases", default={})
 
+#: Connections per event loop, and how long a command waits for a free one (seconds).
+_MAX_CONNECTIONS = 64
+_POOL_WAIT = 60.0
+
 # Options this store reads from the URL query (the rest go to redis-py).
 _OWN_QUERY = ("prefix", "retries", "lease_ttl", "cluster")
 _TIMEOUT_QUERY = ("socket_timeout", "socket_connect_timeout")
@@ -254,7 +258,12 @@ class RedisStore(Store):
         kwargs.update(self._client_kwargs)
         if self.cluster:
             return aioredis.RedisCluster.from_url(self._url, **kwargs)
-        return aioredis.Redis.from_url(self._url, **kwargs)
+        # A blocking pool: a batch touching more keys than there are connections waits for a
+        # free one instead of failing the excess callers with "Too many connections".
+        kwargs.setdefault("max_connections", _MAX_CONNECTIONS)
+        kwargs.setdefault("timeout", _POOL_WAIT)
+        pool = aioredis.BlockingConnectionPool.from_url(self._url, **kwargs)
+        return aioredis.Redis.from_pool(pool)
 
     def _client(self) -> _Client:
         loop = asyncio.get_running_loop()
