@@ -162,15 +162,6 @@ async def test_tick_leader_cancelled_at_every_await_on_real_redis(redis_store_fa
     assert {k: v for k, v in outcomes.items() if v is not True} == {}
 
 
-BUG_CANCEL_PENDING = (
-    "engine bug (minor race): a hit check that completes in the same loop iteration as the "
-    "caller's cancel() (the cancel requested but not yet delivered) still claims and resolves: "
-    "Cacher.try_hit's wanted() only looks at the future, not at the caller task's pending "
-    "cancellation (Task.cancelling(), 3.11+), so the namespace skips that sample"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_CANCEL_PENDING)
 async def test_cancel_requested_while_the_store_answers_consumes_nothing(fake_model):
     store = GatedStore()
     async with OnlineAPI(model=fake_model, cache=store, batch_size=100, timeout=0.01) as p:

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 
 import diskcache
 import orjson
@@ -28,7 +27,6 @@ from cachesaver.errors import CacheSaverError, CorruptSampleError, NotSerializab
 from cachesaver.keys import request_key
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.stores import DiskStore, MemoryStore
-from cachesaver.stores.redis import RedisStore
 from cachesaver.testing import FakeModel
 from cachesaver.typedefs import Request, Response, SingleRequestModel, Usage
 

@@ -16,8 +16,6 @@ import gc
 import random
 from collections import defaultdict
 
-import pytest
-
 from cachesaver.pending import Pending
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.stores import DiskStore
@@ -105,15 +103,6 @@ async def test_a_second_run_over_the_same_store_adds_no_samples_and_no_state(tmp
     store.close()
 
 
-BUG_REDIS_POOL = (
-    "store bug: RedisStore uses redis-py's default asyncio ConnectionPool (redis-py 8: "
-    "max_connections=100, non-blocking), so one batch touching more than 100 keys at once fails "
-    "the excess callers with StoreError 'Too many connections' (and a misleading 'check that "
-    "redis-server runs there' hint); use a BlockingConnectionPool (or a configurable limit)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_REDIS_POOL)
 async def test_a_batch_of_more_keys_than_the_redis_pool_holds_is_served(redis_store_factory, leftovers):
     store = redis_store_factory()
     model = FakeModel(seed=6)
