@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("litellm")
 
 from cachesaver.demo import Scenario, run_experiment  # noqa: E402
-from cachesaver.demo.game24 import PUZZLES, respond  # noqa: E402
+from cachesaver.demo import PUZZLES, respond  # noqa: E402
 from cachesaver.testing.server import FakeOpenAIServer  # noqa: E402
 
 

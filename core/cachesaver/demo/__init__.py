@@ -7,6 +7,7 @@ default the model is the local fake OpenAI-compatible server (no API key, no net
 """
 from __future__ import annotations
 
-from .runner import PRICES, Scenario, ScenarioResult, run_demo, run_experiment
+from .responder import respond
+from .runner import PRICES, PUZZLES, Scenario, ScenarioResult, run_demo, run_experiment
 
-__all__ = ["run_demo", "run_experiment", "Scenario", "ScenarioResult", "PRICES"]
+__all__ = ["run_demo", "run_experiment", "Scenario", "ScenarioResult", "PRICES", "PUZZLES", "respond"]

@@ -9,13 +9,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .game24 import PUZZLES, respond
+from . import game24 as g
 from .methods import self_consistency, tot_bfs
+from .responder import respond
 
-__all__ = ["PRICES", "Scenario", "ScenarioResult", "run_experiment", "run_demo"]
+__all__ = ["PRICES", "PUZZLES", "Scenario", "ScenarioResult", "run_experiment", "run_demo"]
 
 #: gpt-4.1-nano list prices, dollars per token (input, output).
 PRICES = (0.10 / 1e6, 0.40 / 1e6)
+
+#: The demo's puzzles: the first ten of the savings benchmark's seeded set, as "a b c d".
+PUZZLES = [g.state_text(state) for state in g.puzzles(10, seed=24)]
 
 
 @dataclass
