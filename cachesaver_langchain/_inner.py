@@ -57,8 +57,18 @@ def configure_inner(inner: BaseChatModel, given: Mapping[str, Any]) -> BaseChatM
             updates[target] = value
     if "streaming" in fields and getattr(inner, "streaming", False) is True:
         updates["streaming"] = False
-    if not updates:
+    # The wrapper runs the inner model on its own event loop. An SDK client the caller already
+    # used on theirs is bound to that loop, so models that hold SDK clients get a private copy
+    # with fresh ones (the caller's model is never touched).
+    private_copy = bool(_SDK_CLIENTS & set(fields))
+    if not updates and not private_copy:
         return inner
+    if private_copy and "http_async_client" in fields and "http_async_client" not in inner.model_fields_set:
+        # langchain-openai shares one cached httpx client per base_url across all instances;
+        # its pooled connections belong to whichever loop used them first.
+        fresh = _fresh_async_http_client()
+        if fresh is not None:
+            updates["http_async_client"] = fresh
     by_name = bool(cls.model_config.get("populate_by_name") or cls.model_config.get("validate_by_name"))
 
     def arg(name: str) -> str:
@@ -74,6 +84,9 @@ def configure_inner(inner: BaseChatModel, given: Mapping[str, Any]) -> BaseChatM
     try:
         return cls(**kwargs)
     except Exception as exc:
+        if not updates:  # only the private copy failed: the original model still works
+            log.debug("could not rebuild %s with fresh clients (%s); using it as given", cls.__name__, exc)
+            return inner
         raise ValueError(
             f"could not apply {sorted(updates)} to {cls.__name__} ({exc}); pass these "
             "parameters to the inner model instead of CacheSaverChatModel"
@@ -113,3 +126,12 @@ class InnerView:
             if k not in TRANSPORT_PARAMS:
                 params[k] = v
         return params
+
+
+def _fresh_async_http_client() -> Any:
+    """A new async HTTP client of the kind openai builds by default (None if openai is absent)."""
+    try:
+        import openai
+    except ImportError:
+        return None
+    return openai.DefaultAsyncHttpxClient()
