@@ -16,13 +16,20 @@ class Pending:
     key: str
     future: "asyncio.Future[Response]"
     task: "Optional[asyncio.Task[object]]" = None  # the caller's task
+    _cancel_baseline: int = 0
+
+    def __post_init__(self) -> None:
+        # A task that once swallowed a CancelledError keeps cancelling() > 0 for good: only a
+        # cancellation requested after this request arrived counts.
+        self._cancel_baseline = self._cancelling()
+
+    def _cancelling(self) -> int:
+        cancelling = getattr(self.task, "cancelling", None)  # Python 3.11+
+        return cancelling() if cancelling is not None else 0
 
     def wanted(self) -> bool:
-        """False once the caller has left, or has a cancellation on its way (Python 3.11+)."""
-        if self.future.done():
-            return False
-        cancelling = getattr(self.task, "cancelling", None)
-        return not (cancelling is not None and cancelling())
+        """False once the caller has left, or has a cancellation on its way."""
+        return not self.future.done() and self._cancelling() <= self._cancel_baseline
 
     def resolve(self, response: Response) -> None:
         if not self.future.done():

@@ -193,3 +193,22 @@ async def test_seed_style_subclass_fields_split_the_cache(fake_model):
         other = await p.request(TempRequest(prompt="q", request_id="b", namespace="B", temperature=1.0))
         same = await p.request(TempRequest(prompt="q", request_id="c", namespace="B", temperature=0.7))
     assert other.cached == [False] and same.cached == [True] and same.data == cold.data
+
+
+async def test_a_task_that_once_swallowed_a_cancellation_is_still_served(fake_model):
+    """Task.cancelling() stays > 0 after a swallowed CancelledError; that must not read as 'leaving'."""
+    async with OnlineAPI(model=fake_model, cache="memory", batch_size=1, timeout=0) as p:
+        await p.request(req("warm", ns="B"))
+
+        async def caller():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                pass  # swallowed, without uncancel()
+            return await asyncio.wait_for(p.request(req("late", ns="A")), 5)
+
+        task = asyncio.ensure_future(caller())
+        await asyncio.sleep(0)
+        task.cancel()
+        resp = await task
+    assert resp.cached == [True]
