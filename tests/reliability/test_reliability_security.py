@@ -224,6 +224,26 @@ def _assert_clean(where: str, blob: "bytes | str") -> None:
     found = [s for s in SECRETS if s.encode() in data]
     assert found == [], f"{where} contains {found}"
 
+async def _assert_nothing_written_holds_a_secret(spec, backend, tmp_path, capsys, request, cli_commands=()):
+    """Export the store, run the CLI on it, then search the store, the exports and the CLI
+    output for the sentinels (the step every adapter's secret test ends with)."""
+    from cachesaver.cli import main as cli
+
+    await export_jsonl(spec, tmp_path / "export.jsonl", ledger=True)
+    capsys.readouterr()
+    for argv in (["stats"], ["inspect", "--prompt", "colour", "--all"], *cli_commands):
+        assert await asyncio.to_thread(cli, argv + ["--cache", spec]) == 0  # the CLI runs its own loop
+    cli_output = capsys.readouterr()
+    if backend == "disk":
+        _assert_clean("the store directory", _all_bytes_under(pathlib.Path(spec)))
+    else:
+        factory = request.getfixturevalue("redis_store_factory")
+        _assert_clean("the Redis keys and values", _redis_dump(factory.url, factory.prefix))
+    exports = b"".join(p.read_bytes() for p in sorted(tmp_path.glob("*.jsonl")))
+    _assert_clean("the JSONL exports", exports)
+    _assert_clean("the CLI output", cli_output.out + cli_output.err)
+
+
 
 @pytest.fixture
 def all_logs(caplog):
@@ -289,7 +309,6 @@ def litellm_provider():
 async def test_litellm_secrets_never_reach_keys_store_exports_logs_or_cli(
         backend, litellm_provider, fake_server, tmp_path, all_logs, monkeypatch, capsys, request):
     litellm, cachesaver_litellm = litellm_provider
-    from cachesaver.cli import main as cli
     from cachesaver_litellm import CacheSaverRouter
     from cachesaver_litellm._backend import LiteLLMBackend
 
@@ -334,18 +353,8 @@ async def test_litellm_secrets_never_reach_keys_store_exports_logs_or_cli(
     # the sentinels really travelled: direct calls carry them (Router deployments keep their own)
     assert sum(k.get("api_key") == SECRET_KEY for k in seen) == 3  # merged call, 500, 429
     assert any(SECRET_HEADER in json.dumps(k.get("extra_headers") or k.get("headers") or {}) for k in seen)
-    await export_jsonl(spec, tmp_path / "export.jsonl", ledger=True)
-    capsys.readouterr()
-    for argv in (["stats"], ["inspect", "--prompt", "colour", "--all"], ["export", str(tmp_path / "cli.jsonl")]):
-        assert await asyncio.to_thread(cli, argv + ["--cache", spec]) == 0  # the CLI runs its own loop
-    cli_output = capsys.readouterr()
-    if backend == "disk":
-        _assert_clean("the store directory", _all_bytes_under(pathlib.Path(spec)))
-    else:
-        factory = request.getfixturevalue("redis_store_factory")
-        _assert_clean("the Redis keys and values", _redis_dump(factory.url, factory.prefix))
-    _assert_clean("the JSONL exports", (tmp_path / "export.jsonl").read_bytes() + (tmp_path / "cli.jsonl").read_bytes())
-    _assert_clean("the CLI output", cli_output.out + cli_output.err)
+    await _assert_nothing_written_holds_a_secret(
+        spec, backend, tmp_path, capsys, request, cli_commands=[["export", str(tmp_path / "cli.jsonl")]])
     _assert_clean("the stats", stats)
     _assert_clean("the log records", "\n".join(r.getMessage() for r in all_logs.records))
 
@@ -379,7 +388,6 @@ async def test_langchain_secrets_never_reach_store_exports_logs_or_cli(
     pytest.importorskip("langchain_openai")
     from langchain_openai import ChatOpenAI
 
-    from cachesaver.cli import main as cli
     from cachesaver_langchain import CacheSaverChatModel, cachesaver_config
 
     from langchain_core.callbacks import BaseCallbackHandler
@@ -418,18 +426,7 @@ async def test_langchain_secrets_never_reach_store_exports_logs_or_cli(
     finally:
         chat.close()
     assert fake_server.request_count == 2 and len(traces.seen) >= 8
-    await export_jsonl(spec, tmp_path / "export.jsonl", ledger=True)
-    capsys.readouterr()
-    for argv in (["stats"], ["inspect", "--prompt", "colour", "--all"]):
-        assert await asyncio.to_thread(cli, argv + ["--cache", spec]) == 0
-    cli_output = capsys.readouterr()
-    if backend == "disk":
-        _assert_clean("the store directory", _all_bytes_under(pathlib.Path(spec)))
-    else:
-        factory = request.getfixturevalue("redis_store_factory")
-        _assert_clean("the Redis keys and values", _redis_dump(factory.url, factory.prefix))
-    _assert_clean("the JSONL export", (tmp_path / "export.jsonl").read_bytes())
-    _assert_clean("the CLI output", cli_output.out + cli_output.err)
+    await _assert_nothing_written_holds_a_secret(spec, backend, tmp_path, capsys, request)
     _assert_clean("the stats", stats)
     # Traces carry the inner model's own serialization, which in plain LangChain already holds
     # ``default_headers`` verbatim (api_key is a SecretStr there): only the key is ours to check.
