@@ -76,6 +76,22 @@ async def _expand(ask: Ask, frontier: list[g.State], n: int) -> list[g.State]:
 def _best(values: dict[g.State, float], k: int) -> list[g.State]:
     return sorted(values, key=lambda s: -values[s])[:k]  # stable: ties keep proposal order
 
+async def _breadth_first(ask: Ask, puzzle: g.State, n_generate: int, n_evaluate: int, keep: int,
+                         *, merge: bool = False) -> bool:
+    """Expand, evaluate, keep the best: ToT's search, and GoT's with its merge (aggregation) step."""
+    frontier = [puzzle]
+    for _ in range(len(puzzle) - 1):
+        candidates = await _expand(ask, frontier, n_generate)
+        if not candidates:
+            return False
+        kept = _best(await _evaluate(ask, candidates, n_evaluate), keep)
+        if merge and len(kept) >= 2:
+            (text,) = await ask(g.merge_prompt(kept), 1)
+            best = g.parse_merge(text, kept)
+            kept = [best] + [s for s in kept if s != best]
+        frontier = kept
+    return frontier[0] == (g.TARGET,)
+
 
 @dataclass(frozen=True)
 class ToT:
@@ -88,13 +104,7 @@ class ToT:
         return f"tot-g{self.n_generate}-e{self.n_evaluate}-b{self.n_select}"
 
     async def solve(self, ask: Ask, puzzle: g.State, rng: random.Random) -> bool:
-        frontier = [puzzle]
-        for _ in range(len(puzzle) - 1):
-            candidates = await _expand(ask, frontier, self.n_generate)
-            if not candidates:
-                return False
-            frontier = _best(await _evaluate(ask, candidates, self.n_evaluate), self.n_select)
-        return frontier[0] == (g.TARGET,)
+        return await _breadth_first(ask, puzzle, self.n_generate, self.n_evaluate, self.n_select)
 
 
 @dataclass(frozen=True)
@@ -173,15 +183,4 @@ class GoT:
         return f"got-g{self.n_generate}-e{self.n_evaluate}-k{self.n_keep}"
 
     async def solve(self, ask: Ask, puzzle: g.State, rng: random.Random) -> bool:
-        frontier = [puzzle]
-        for _ in range(len(puzzle) - 1):
-            candidates = await _expand(ask, frontier, self.n_generate)
-            if not candidates:
-                return False
-            kept = _best(await _evaluate(ask, candidates, self.n_evaluate), self.n_keep)
-            if len(kept) >= 2:  # the merge (aggregation) step
-                (text,) = await ask(g.merge_prompt(kept), 1)
-                best = g.parse_merge(text, kept)
-                kept = [best] + [s for s in kept if s != best]
-            frontier = kept
-        return frontier[0] == (g.TARGET,)
+        return await _breadth_first(ask, puzzle, self.n_generate, self.n_evaluate, self.n_keep, merge=True)
