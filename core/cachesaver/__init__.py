@@ -33,6 +33,16 @@ _EXPORTS = {
     "make_key": "keys",
     "request_key": "keys",
     "CacheSaverError": "errors",
+    "InvalidRequestError": "errors",
+    "InvalidRequestTypeError": "errors",
+    "DuplicateRequestIdError": "errors",
+    "NotSerializableError": "errors",
+    "ModelOutputError": "errors",
+    "CorruptSampleError": "errors",
+    "StoreError": "errors",
+    "PipelineClosedError": "errors",
+    "Generation": "generation",
+    "current_generation": "generation",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -52,7 +62,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .errors import CacheSaverError
+    from .errors import (CacheSaverError, CorruptSampleError, DuplicateRequestIdError, InvalidRequestError,
+                         InvalidRequestTypeError, ModelOutputError, NotSerializableError, PipelineClosedError,
+                         StoreError)
+    from .generation import Generation, current_generation
     from .keys import make_key, request_key
     from .pipelines import LocalAPI, OnlineAPI
     from .stats import Stats

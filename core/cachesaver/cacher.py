@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
-from typing import Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, ContextManager, Optional
 
 from .codec import decode_sample, encode_sample
 from .deduplicator import Demand
 from .errors import CacheSaverError, CorruptSampleError, ModelOutputError
+from .generation import Generation, reset_generation, set_generation
 from .keys import canonical_json
 from .ledger import Ledger
 from .pending import Pending
@@ -46,13 +48,22 @@ class _Call:
 
 
 class Cacher:
+    """Serves demands from the store and the model (see the module docstring).
+
+    ``lock`` guards what a synchronous hit on another thread also touches (ledger positions,
+    the unbilled set, the counters): the pipeline passes a real lock when it offers that hit
+    path (see ``Pipeline.serve_now``), else a no-op. It is only ever held around code that does
+    not suspend.
+    """
+
     def __init__(self, store: Store, ledger: Ledger, generate: Generate, stats: Stats,
-                 model_name: str = "model") -> None:
+                 model_name: str = "model", lock: Optional[ContextManager[Any]] = None) -> None:
         self.store = store
         self.ledger = ledger
         self._generate = generate
         self.stats = stats
         self._model_name = model_name
+        self.lock: ContextManager[Any] = lock if lock is not None else contextlib.nullcontext()
         # Per key, the batches waiting for their turn, in the order they were formed.
         self._turns: dict[str, collections.deque[asyncio.Future[None]]] = {}
         # Samples this pipeline generated that no response has claimed yet (G8 billing).
@@ -69,6 +80,17 @@ class Cacher:
             return not item.wanted()
         self._deliver_one(item, pos, raws, calls=())
         return True
+
+    def hit_now(self, request: Request, key: str) -> Optional[Response]:
+        """The synchronous full hit: ``request``'s samples from the store, or None (a miss).
+
+        For private runs on stores with ``read_now``; the caller holds :attr:`lock`. A corrupt
+        sample raises ``CorruptSampleError`` here, as it fails the request on the async path.
+        """
+        pos, raws = self.ledger.claim_now(request.namespace, key, request.n)  # type: ignore[attr-defined]
+        if not raws:
+            return None
+        return self._response(request.namespace, key, pos, raws, calls=())
 
     # -- misses ------------------------------------------------------------------------------
     async def serve(self, demands: list[Demand]) -> None:
@@ -129,7 +151,8 @@ class Cacher:
                 generated = len(calls)
                 if not await self._fill(key, pending, calls):
                     return  # a model call failed; its waiters got the error
-                short = await self._claim(key, pending, deliveries)
+                with self.lock:
+                    short = await self._claim(key, pending, deliveries)
                 if len(short) == len(pending) and len(calls) == generated:
                     # Nothing generated, nothing claimed: another process may have taken the
                     # samples (then the next round generates), unless the store is inconsistent.
@@ -145,15 +168,37 @@ class Cacher:
                     stalled = 0
                 pending = short
         finally:
-            self._deliver(deliveries, calls)  # what was claimed is handed out, whatever happened
+            with self.lock:
+                self._deliver(deliveries, calls)  # what was claimed is handed out, whatever happened
 
-    async def _missing(self, key: str, pending: list[Demand]) -> int:
-        """How many samples the most demanding namespace lacks beyond the stored list (G2)."""
+    async def _plan(self, key: str, pending: list[Demand]) -> tuple[int, Generation]:
+        """How many samples the most demanding namespace lacks beyond the stored list (G2), and
+        who the first new sample will be handed to (see :mod:`cachesaver.generation`).
+
+        Each demand's live items take its namespace's samples in order from its ledger position;
+        of the items that will receive the first new sample (index = the list's length), the
+        one whose request goes to the model is preferred, else the first in ``request_id`` order.
+        """
         length = await self.store.length(key)
         target = 0
+        receivers: list[Pending] = []
         for demand in pending:
-            target = max(target, await self.ledger.position(demand.namespace, key) + demand.n)
-        return target - length
+            pos = await self.ledger.position(demand.namespace, key)
+            target = max(target, pos + demand.n)
+            for item in demand.live_items():
+                if pos <= length < pos + item.request.n:
+                    receivers.append(item)
+                    break
+                pos += item.request.n
+        first: Optional[Pending] = None
+        representative = _first_live(pending)
+        if representative is not None and any(item is representative for item in receivers):
+            first = representative
+        elif receivers:
+            first = min(receivers, key=lambda item: item.request.request_id)
+        missing = target - length
+        receiver = first.request if first is not None else None
+        return missing, Generation(key, length, max(missing, 0), receiver)
 
     async def _fill(self, key: str, pending: list[Demand], calls: list[_Call]) -> bool:
         """Generate until the list holds what ``pending`` needs; False if a model call failed.
@@ -161,16 +206,17 @@ class Cacher:
         Stores shared by several processes (Redis) offer a generation lease: the holder
         generates, the others wait and then usually find the samples already there.
         """
-        missing = await self._missing(key, pending)
+        missing, generation = await self._plan(key, pending)
         if missing <= 0:
             return True
         lease = getattr(self.store, "generation_lease", None)
         if lease is None:
-            return await self._generate_missing(key, pending, missing, calls)
+            return await self._generate_missing(key, pending, calls, missing, generation)
         async with lease(key):
-            return await self._generate_missing(key, pending, await self._missing(key, pending), calls)
+            return await self._generate_missing(key, pending, calls, *await self._plan(key, pending))
 
-    async def _generate_missing(self, key: str, pending: list[Demand], missing: int, calls: list[_Call]) -> bool:
+    async def _generate_missing(self, key: str, pending: list[Demand], calls: list[_Call],
+                                missing: int, generation: Generation) -> bool:
         meta: Optional[bytes] = None
         calls_made = 0
         while missing > 0:
@@ -186,7 +232,7 @@ class Cacher:
             if meta is None:
                 meta = canonical_json(request_fields(representative.request))
             try:
-                call = await self._call_model(key, representative.request, missing, meta)
+                call = await self._call_model(key, representative.request, missing, meta, generation)
             except Exception as exc:
                 self.stats.failed_calls += 1
                 # The type only: provider messages can echo request details (even credentials).
@@ -197,6 +243,8 @@ class Cacher:
                 return False
             calls.append(call)
             missing -= call.stop - call.start
+            # A short answer is topped up; its first sample went to the receiver planned above.
+            generation = Generation(key, call.stop, max(missing, 0), None)
         return True
 
     async def _claim(self, key: str, pending: list[Demand], deliveries: list) -> list[Demand]:
@@ -213,12 +261,17 @@ class Cacher:
                 short.append(demand)
         return short
 
-    async def _call_model(self, key: str, template: Request, n: int, meta: bytes) -> _Call:
+    async def _call_model(self, key: str, template: Request, n: int, meta: bytes,
+                          generation: Generation) -> _Call:
         """One model call for ``n`` samples; returns where its samples were appended."""
         request = dataclasses.replace(template, n=n)
         self.stats.model_calls += 1
         self.stats.samples_requested += n
-        response = await self._generate(request)
+        token = set_generation(generation)
+        try:
+            response = await self._generate(request)
+        finally:
+            reset_generation(token)
         if not isinstance(response, Response) or not isinstance(response.data, list):
             raise ModelOutputError(
                 f"{self._model_name}.request() must return cachesaver.typedefs.Response with a "
@@ -234,14 +287,15 @@ class Cacher:
         k = len(samples)
         encoded = [
             encode_sample(
-                sample, usage.prompt_tokens / k, usage.completion_tokens / k, usage.cost / k,
+                sample, share.prompt_tokens, share.completion_tokens, share.cost,
                 where=f"sample {i} returned by {self._model_name} for key {key}",
             )
-            for i, sample in enumerate(samples)
+            for i, (sample, share) in enumerate(zip(samples, usage.split(k)))
         ]
         start = await self.store.append(key, encoded, meta)
-        self._unbilled.setdefault(key, set()).update(range(start, start + k))
-        self.stats.samples_returned += k
+        with self.lock:
+            self._unbilled.setdefault(key, set()).update(range(start, start + k))
+            self.stats.samples_returned += k
         return _Call(start, start + k)
 
     # -- delivery and flags (G8) -------------------------------------------------------------
@@ -265,16 +319,26 @@ class Cacher:
             self._deliver_one(item, pos, part, calls)
 
     def _deliver_one(self, item: Pending, pos: int, raws: list[bytes], calls) -> None:
-        key = item.key
-        counters = self.stats.ns(item.request.namespace)
+        try:
+            response = self._response(item.request.namespace, item.key, pos, raws, calls)
+        except CacheSaverError as exc:
+            item.fail(exc)
+            return
+        item.resolve(response)
+
+    def _response(self, namespace: str, key: str, pos: int, raws: list[bytes], calls) -> Response:
+        """Decode claimed samples and bill them (G8): the first claimer of a generated sample
+        pays for it; everyone else is told it came from the store."""
+        counters = self.stats.ns(namespace)
         unbilled = self._unbilled.get(key)
-        data, cached, duplicated = [], [], []
+        data, cached, duplicated, shares = [], [], [], []
         billed = Usage()
         try:
             for offset, raw in enumerate(raws):
                 index = pos + offset
                 record = decode_sample(raw, key=key, index=index)
                 data.append(record.data)
+                shares.append(Usage(record.prompt_tokens, record.completion_tokens, record.cost))
                 is_new = unbilled is not None and index in unbilled
                 if is_new:
                     unbilled.discard(index)
@@ -301,13 +365,10 @@ class Cacher:
                 if dup:
                     counters.samples_merged += 1
                 duplicated.append(dup)
-        except CacheSaverError as exc:
-            item.fail(exc)
-            return
         finally:
             if unbilled is not None and not unbilled:
                 self._unbilled.pop(key, None)
-        item.resolve(Response(data=data, cached=cached, duplicated=duplicated, usage=billed))
+        return Response(data=data, cached=cached, duplicated=duplicated, usage=billed, sample_usage=shares)
 
 
 def _first_live(demands: list[Demand]) -> Optional[Pending]:

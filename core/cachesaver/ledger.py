@@ -68,6 +68,17 @@ class PrivateLedger(Ledger):
             self._positions[slot] = pos + count
             return pos, taken
 
+    def claim_now(self, namespace: str, key: str, count: int) -> tuple[int, list[bytes]]:
+        """``claim`` for the synchronous hit path (``store.read_now``; the caller holds the
+        pipeline's lock, so no other claim moves this position meanwhile)."""
+        slot = (namespace, key)
+        pos = self._positions.get(slot, 0)
+        taken = self.store.read_now(key, pos, count)
+        if len(taken) < count:
+            return pos, []
+        self._positions[slot] = pos + count
+        return pos, taken
+
     def __len__(self) -> int:
         return len(self._positions)
 

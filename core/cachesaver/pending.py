@@ -16,6 +16,9 @@ class Pending:
     key: str
     future: "asyncio.Future[Response]"
     task: "Optional[asyncio.Task[object]]" = None  # the caller's task
+    #: Set when the synchronous hit path already queued this request's (namespace, key)
+    #: (``OnlineAPI.try_now``); released when the request is done.
+    reservation: "Optional[object]" = None
     _cancel_baseline: int = 0
 
     def __post_init__(self) -> None:

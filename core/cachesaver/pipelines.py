@@ -6,13 +6,21 @@ LocalAPI:   caller -> Cacher -> Batcher -> model.batch_request   (hardware batch
 Requests that arrive in the same event-loop tick are checked against the store together, in
 ``request_id`` order; a request whose samples are all stored returns at once and never waits
 out the batch window.
+
+Synchronous hits: for a private run on a store with quick local reads (memory, disk),
+``OnlineAPI.try_now`` serves a full hit on the *calling* thread, with no event loop at all; this
+is how adapters answer hits without a hop to the engine's loop (``cachesaver.runtime``). A lock
+shared with the cacher keeps ledger positions, billing flags and the per-(namespace, key) queue
+consistent between that path and the loop.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
+import threading
 import uuid
 from typing import Any, Awaitable, Optional, Union
 
@@ -34,7 +42,7 @@ from .stats import Stats
 from .stores import Store, open_store
 from .typedefs import Batch, Request, Response
 
-__all__ = ["OnlineAPI", "LocalAPI", "Pipeline"]
+__all__ = ["OnlineAPI", "LocalAPI", "Pipeline", "Reservation"]
 
 log = logging.getLogger("cachesaver.pipelines")
 
@@ -75,7 +83,11 @@ class Pipeline:
         )
         self.stats = Stats()
         self._model_name = type(model).__name__
-        self.cacher = Cacher(self.store, self.ledger, self._generate, self.stats, self._model_name)
+        #: Whether ``try_now`` can serve hits synchronously (see the module docstring).
+        self.sync_hits = self._offers_sync_hits()
+        self._lock: Optional[threading.RLock] = threading.RLock() if self.sync_hits else None
+        self.cacher = Cacher(self.store, self.ledger, self._generate, self.stats, self._model_name,
+                             lock=self._lock)
         self._inflight_ids: set[str] = set()
         self._tick: list[Pending] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -83,9 +95,21 @@ class Pipeline:
         self._closed = False
 
     # -- entry -------------------------------------------------------------------------------
-    async def request(self, request: Request) -> Response:
-        """Return ``request.n`` samples for ``request`` (see the module docstring for the path)."""
-        item = self._admit(request)
+    async def request(self, request: Request, *, reservation: Optional["Reservation"] = None) -> Response:
+        """Return ``request.n`` samples for ``request`` (see the module docstring for the path).
+
+        ``reservation``: what ``OnlineAPI.try_now`` returned for this request when it missed;
+        the request then keeps the place in its (namespace, key) queue that it took there.
+        """
+        try:
+            item = self._admit(request)
+        except BaseException:
+            if reservation is not None:
+                reservation.release()
+            raise
+        if reservation is not None:
+            item.reservation = reservation
+            item.future.add_done_callback(lambda _f: reservation.release())
         request = item.request
         self._inflight_ids.add(request.request_id)
         try:
@@ -100,7 +124,11 @@ class Pipeline:
         finally:
             self._inflight_ids.discard(request.request_id)
 
-    def _admit(self, request: Request) -> Pending:
+    def _offers_sync_hits(self) -> bool:
+        return False
+
+    def _check(self, request: Request) -> None:
+        """Validate a request's engine fields (each error names the field and the fix)."""
         if self._closed:
             raise PipelineClosedError("this pipeline is closed; create a new one")
         if not isinstance(request, Request):
@@ -120,6 +148,10 @@ class Pipeline:
             raise InvalidRequestTypeError(
                 f"request.request_id must be a str, got {type(request.request_id).__name__}"
             )
+
+    def _admit(self, request: Request) -> Pending:
+        self._check(request)
+        n = request.n
         if not request.request_id:
             # Ids only order requests inside a batch; arrival order is the natural default.
             request = dataclasses.replace(request, request_id=f"{_AUTO_ID}{next(self._ids):016d}")
@@ -200,6 +232,29 @@ class Pipeline:
         await self.aclose()
 
 
+class Reservation:
+    """A (namespace, key) place taken by a request that missed on the synchronous hit path.
+
+    From the miss until the request is done, later requests of that (namespace, key) queue
+    behind it (G4: a request never overtakes an earlier one of its namespace and key), exactly
+    as if it had been admitted on the engine's loop. Released once, by whoever finishes last.
+    """
+
+    __slots__ = ("_pipeline", "slot", "_released")
+
+    def __init__(self, pipeline: "OnlineAPI", slot: tuple[str, str]) -> None:
+        self._pipeline = pipeline
+        self.slot = slot
+        self._released = False
+
+    def release(self) -> None:
+        pipeline = self._pipeline
+        with pipeline._lock or contextlib.nullcontext():
+            if not self._released:
+                self._released = True
+                pipeline._unqueue(self.slot)
+
+
 class OnlineAPI(Pipeline):
     """Pipeline for API models: batches misses, merges identical ones, one call per key.
 
@@ -224,6 +279,38 @@ class OnlineAPI(Pipeline):
         )
         self._queued: dict[tuple[str, str], int] = {}  # (namespace, key) -> requests waiting
 
+    def _offers_sync_hits(self) -> bool:
+        store = self.store
+        return (store.inline_io and not self.shared_run
+                and type(store).read_now is not Store.read_now)
+
+    # -- the synchronous hit path --------------------------------------------------------------
+    def try_now(self, request: Request) -> Union[Response, Reservation, None]:
+        """Serve ``request`` on the calling thread if all its samples are stored.
+
+        Returns the ``Response`` of a full hit; on a miss, a :class:`Reservation` to pass to
+        ``await request(request, reservation=...)`` on the engine's loop; ``None`` when this
+        pipeline has no synchronous path (shared runs, remote stores): then just ``request()``.
+        Raises what ``request()`` would raise for a bad request or a corrupt sample.
+        """
+        if not self.sync_hits:
+            return None
+        self._check(request)
+        key = request_key(request)
+        slot = (request.namespace, key)
+        with self._lock:  # type: ignore[union-attr]
+            if self._closed:
+                raise PipelineClosedError("this pipeline is closed; create a new one")
+            if slot not in self._queued:
+                response = self.cacher.hit_now(request, key)
+                if response is not None:
+                    counters = self.stats.ns(request.namespace)
+                    counters.requests += 1
+                    counters.samples_asked += request.n
+                    return response
+            self._queued[slot] = self._queued.get(slot, 0) + 1
+        return Reservation(self, slot)
+
     async def _check_tick(self, items: list[Pending]) -> None:
         queued = self._queued
         misses = []
@@ -231,17 +318,21 @@ class OnlineAPI(Pipeline):
             if item.future.done():
                 continue
             slot = (item.request.namespace, item.key)
-            # A request never overtakes an earlier one of its (namespace, key) that is waiting
-            # for the model: the two must get samples in the order a replay would give them (G4).
-            if slot not in queued:
-                try:
-                    if await self.cacher.try_hit(item):
+            with self.cacher.lock:  # held only where nothing suspends (see Cacher)
+                # A request never overtakes an earlier one of its (namespace, key) that is
+                # waiting for the model: the two must get samples in the order a replay would
+                # give them (G4). A reserved request already holds its own place in that queue.
+                ahead = queued.get(slot, 0) - (1 if item.reservation is not None else 0)
+                if not ahead:
+                    try:
+                        if await self.cacher.try_hit(item):
+                            continue
+                    except Exception as exc:
+                        item.fail(exc)
                         continue
-                except Exception as exc:
-                    item.fail(exc)
-                    continue
-            queued[slot] = queued.get(slot, 0) + 1
-            item.future.add_done_callback(lambda _f, slot=slot: self._unqueue(slot))
+                if item.reservation is None:
+                    queued[slot] = queued.get(slot, 0) + 1
+                    item.future.add_done_callback(lambda _f, slot=slot: self._unqueue(slot))
             misses.append(item)
         # Added together, after the check: with a store that suspends, a batch window closing
         # mid-check would otherwise split one tick's requests of one key over two calls (G3).
@@ -249,11 +340,12 @@ class OnlineAPI(Pipeline):
             self._batcher.add(item)
 
     def _unqueue(self, slot: tuple[str, str]) -> None:
-        left = self._queued[slot] - 1
-        if left:
-            self._queued[slot] = left
-        else:
-            del self._queued[slot]
+        with self.cacher.lock:
+            left = self._queued[slot] - 1
+            if left:
+                self._queued[slot] = left
+            else:
+                del self._queued[slot]
 
     async def _handle_batch(self, items: list[Pending]) -> None:
         await self.cacher.serve(deduplicate(reorder(items)))

@@ -78,6 +78,25 @@ class Usage:
             self.cost + other.cost,
         )
 
+    def split(self, k: int) -> "List[Usage]":
+        """This call's usage as ``k`` per-sample shares that add up to it exactly.
+
+        The one policy every adapter reports (G8's "original"): the call's first sample carries
+        the prompt tokens, which the provider billed once; completion tokens are split evenly in
+        whole tokens (the remainder to the first samples); the cost follows the tokens.
+        """
+        if k <= 0:
+            return []
+        base, extra = divmod(max(int(self.completion_tokens), 0), k)
+        completions = [base + (1 if i < extra else 0) for i in range(k)]
+        prompts = [max(int(self.prompt_tokens), 0)] + [0] * (k - 1)
+        total = sum(prompts) + sum(completions)
+        shares = []
+        for i in range(k):
+            weight = (prompts[i] + completions[i]) / total if total else 1 / k
+            shares.append(Usage(prompts[i], completions[i], self.cost * weight))
+        return shares
+
 
 @dataclass
 class Response:
@@ -89,12 +108,16 @@ class Response:
       that call's original (input tokens were not billed for it).
     - ``usage``: set by models to report what the call billed (see :class:`Usage`); on responses
       returned by a pipeline it is the share billed to this response (zero on a full hit).
+    - ``sample_usage``: on responses returned by a pipeline, each sample's stored share of what
+      its call billed (:meth:`Usage.split`), whoever it was billed to: what adapters report as a
+      sample's usage, the same in every adapter and every replay.
     """
 
     data: List[Any]
     cached: Optional[List[bool]] = None
     duplicated: Optional[List[bool]] = None
     usage: Optional[Usage] = None
+    sample_usage: Optional[List[Usage]] = None
 
     def __post_init__(self) -> None:
         if self.cached is None:

@@ -9,13 +9,35 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..errors import InvalidRequestError, InvalidRequestTypeError
 from .base import LedgerEntry, Store
 from .disk import DiskStore
 from .memory import MemoryStore
 
-__all__ = ["Store", "LedgerEntry", "MemoryStore", "DiskStore", "open_store"]
+__all__ = ["Store", "LedgerEntry", "MemoryStore", "DiskStore", "open_store", "check_store_spec"]
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def check_store_spec(spec: Any, field: str = "store") -> None:
+    """Refuse what :func:`open_store` cannot open, without opening anything (adapters check
+    their ``store=`` at construction, before the first call)."""
+    if isinstance(spec, Store):
+        return
+    if isinstance(spec, (str, os.PathLike)):
+        if not os.fspath(spec):
+            raise InvalidRequestError(f"{field} is empty; give a directory such as './.cachesaver'")
+        return
+    try:
+        import diskcache
+    except ImportError:  # pragma: no cover
+        diskcache = None  # type: ignore[assignment]
+    if diskcache is not None and isinstance(spec, diskcache.Cache):
+        return
+    raise InvalidRequestTypeError(
+        f"{field} has type {type(spec).__name__}; pass a directory path, a diskcache.Cache, "
+        "'memory', a 'redis://...' URL or a cachesaver Store"
+    )
 
 
 def open_store(spec: Any) -> Store:

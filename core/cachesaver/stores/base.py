@@ -35,6 +35,14 @@ class Store(ABC):
     async def read(self, key: str, start: int, count: int) -> list[bytes]:
         """Samples ``start .. start+count-1`` of ``key`` that exist (maybe fewer, maybe none)."""
 
+    def read_now(self, key: str, start: int, count: int) -> list[bytes]:
+        """``read`` without an event loop, from any thread: the engine's synchronous hit path.
+
+        Only stores with ``inline_io`` offer it (their reads are quick, local and thread-safe);
+        the others are always read through the engine's event loop.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no synchronous read")
+
     @abstractmethod
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
         """Atomically append ``samples`` to ``key``'s list; return the index of the first one.
@@ -77,6 +85,10 @@ class Store(ABC):
     @abstractmethod
     async def clear(self) -> None:
         """Remove everything this store wrote (and nothing else)."""
+
+    def after_fork(self) -> None:
+        """Called in a forked child before the store is used there: drop the parent's
+        connections (SQLite and sockets must not be shared across ``fork``) and reconnect."""
 
     async def aclose(self) -> None:
         """Release connections/handles. The store must not be used afterwards."""

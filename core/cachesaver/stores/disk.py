@@ -125,6 +125,10 @@ class DiskStore(Store):
     async def read(self, key: str, start: int, count: int) -> list[bytes]:
         return self._read_sync(key, start, count)
 
+    def read_now(self, key: str, start: int, count: int) -> list[bytes]:
+        # diskcache keeps one SQLite connection per thread: reads from any thread are safe.
+        return self._read_sync(key, start, count)
+
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
         cache = self._cache
         with cache.transact(retry=True):
@@ -213,6 +217,12 @@ class DiskStore(Store):
         cache = self._cache
         for k in self._keys_with(_PREFIX):
             cache.delete(k)
+
+    def after_fork(self) -> None:
+        # diskcache keeps a connection per thread: the child's main thread would inherit the
+        # parent's. A new Cache object on the same directory has none yet.
+        self._cache = diskcache.Cache(self.location, disk=SafeDisk, eviction_policy="none",
+                                      timeout=self._cache._timeout)
 
     def close(self) -> None:
         self._cache.close()

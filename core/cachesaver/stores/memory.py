@@ -22,6 +22,10 @@ class MemoryStore(Store):
     async def read(self, key: str, start: int, count: int) -> list[bytes]:
         return self._samples.get(key, [])[start : start + count]
 
+    def read_now(self, key: str, start: int, count: int) -> list[bytes]:
+        # A slice of a list that is only ever extended: atomic under the GIL.
+        return self._samples.get(key, [])[start : start + count]
+
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
         bucket = self._samples.setdefault(key, [])
         start = len(bucket)

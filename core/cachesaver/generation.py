@@ -1,0 +1,50 @@
+"""What the cacher tells a model about the call it is making: which samples, for whom first.
+
+A model is called with one representative request and ``n`` = the missing count; that is all a
+plain model needs. An adapter that can stream a generation live (LangChain, litellm) needs one
+more fact: which waiting caller the *first* new sample will be handed to. Only that caller may
+see the generation's chunks as they arrive; every other caller receives a stored sample.
+
+The cacher sets :func:`current_generation` around each model call (a context variable, so it is
+visible inside ``model.request`` and the tasks it starts, and nowhere else). Models that do not
+stream ignore it.
+"""
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from typing import Optional
+
+from .typedefs import Request
+
+__all__ = ["Generation", "current_generation"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One model call of the cacher: samples ``first_index .. first_index+count-1`` of ``key``."""
+
+    key: str
+    first_index: int
+    count: int
+    #: The request the sample at ``first_index`` will be delivered to first, if a waiting caller
+    #: is due to receive it (in a shared run another process may claim it first: a prediction).
+    first_receiver: Optional[Request] = None
+
+
+_current: contextvars.ContextVar[Optional[Generation]] = contextvars.ContextVar(
+    "cachesaver_generation", default=None
+)
+
+
+def current_generation() -> Optional[Generation]:
+    """The cacher's call being made in this context (None outside ``model.request``)."""
+    return _current.get()
+
+
+def set_generation(generation: Optional[Generation]) -> contextvars.Token:
+    return _current.set(generation)
+
+
+def reset_generation(token: contextvars.Token) -> None:
+    _current.reset(token)

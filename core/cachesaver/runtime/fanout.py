@@ -1,0 +1,110 @@
+"""The base of every adapter's model: ``n`` samples from one provider call, or from ``n`` calls.
+
+The engine asks a model for ``n`` = the missing count only. Providers that accept ``n`` (OpenAI,
+ChatOpenAI) get one call with ``n=m``; the others (Anthropic, most local servers) get ``m``
+concurrent calls without it. A fan-out call that fails while others succeed costs only its own
+sample: the samples that arrived are returned (and stored), the engine asks again for the rest,
+and no caller gets fewer samples than it asked for. Only when every call fails does the error
+reach the waiting callers (G5).
+
+Live streaming: when the cacher's first new sample is due to a caller that streams
+(:func:`cachesaver.generation.current_generation`) and only one sample is missing, the model
+streams that call into the caller's sink (:mod:`cachesaver.runtime.sink`) and stores the whole
+result. With more missing samples the call is not streamed: one ``n=k`` call (G3) beats a
+stream, and the stream is replayed from the store.
+
+Subclasses implement :meth:`native_n` and :meth:`call` (and :meth:`stream_call` to stream).
+Samples come back with the call's :class:`~cachesaver.typedefs.Usage`; the engine splits it over
+the samples (one policy: :meth:`Usage.split`), so adapters never split usage themselves.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Optional
+
+from ..generation import current_generation
+from ..typedefs import Request, Response, SingleRequestModel, Usage
+from .sink import ChunkSink
+
+__all__ = ["FanOutModel", "sink_of"]
+
+log = logging.getLogger("cachesaver.runtime.fanout")
+
+
+def sink_of(request: Optional[Request]) -> Optional[ChunkSink]:
+    """The live-chunk sink a streaming caller attached to its request (adapters' ``sink`` field)."""
+    sink = getattr(request, "sink", None)
+    return sink if isinstance(sink, ChunkSink) else None
+
+
+class FanOutModel(SingleRequestModel):
+    """A provider behind an adapter (see the module docstring)."""
+
+    #: Provider calls made, and how many failed (for tests and stats; one per HTTP request).
+    real_calls: int = 0
+    failed_real_calls: int = 0
+
+    # -- what an adapter implements --------------------------------------------------------------
+    def native_n(self, request: Request) -> bool:
+        """Whether one provider call can return ``request.n`` samples."""
+        raise NotImplementedError
+
+    async def call(self, request: Request, n: Optional[int]) -> tuple[list[Any], Usage]:
+        """One provider call: its samples (JSON) and what it billed. ``n=None``: do not send n."""
+        raise NotImplementedError
+
+    def can_stream(self, request: Request) -> bool:
+        """Whether :meth:`stream_call` can serve ``request`` (default: no live streaming)."""
+        return False
+
+    async def stream_call(self, request: Request, sink: ChunkSink) -> tuple[list[Any], Usage]:
+        """One streamed provider call whose chunks go to ``sink``: one sample and its usage."""
+        raise NotImplementedError
+
+    def describe(self, request: Request) -> str:
+        """What to call the provider in logs (never a secret)."""
+        return type(self).__name__
+
+    # -- the engine's model interface ------------------------------------------------------------
+    async def request(self, request: Request) -> Response:
+        m = request.n
+        if m == 1:
+            sink = self._live_sink()
+            if sink is not None and self.can_stream(request):
+                samples, usage = await self._counted(self.stream_call(request, sink))
+                return Response(data=samples, usage=usage)
+        if self.native_n(request):
+            samples, usage = await self._counted(self.call(request, m))
+            return Response(data=samples, usage=usage)
+        outcomes = await asyncio.gather(*(self._counted(self.call(request, None)) for _ in range(m)),
+                                        return_exceptions=True)
+        done = [o for o in outcomes if not isinstance(o, BaseException)]
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if not done:
+            raise errors[0]
+        if errors:
+            # The type only: provider messages can echo request details, even credentials.
+            log.warning("%d of %d calls to %s failed (%s); the engine asks again for the rest",
+                        len(errors), m, self.describe(request), type(errors[0]).__name__)
+        data: list[Any] = []
+        usage = Usage()
+        for samples, call_usage in done:
+            data.extend(samples)
+            usage = usage + call_usage
+        return Response(data=data, usage=usage)
+
+    async def _counted(self, call: Any) -> Any:
+        self.real_calls += 1
+        try:
+            return await call
+        except BaseException:
+            self.failed_real_calls += 1
+            raise
+
+    @staticmethod
+    def _live_sink() -> Optional[ChunkSink]:
+        generation = current_generation()
+        if generation is None or generation.count != 1:
+            return None
+        return sink_of(generation.first_receiver)
