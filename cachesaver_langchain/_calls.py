@@ -7,18 +7,15 @@ from typing import Any, Mapping, Optional
 
 from langchain_core.outputs import ChatResult
 
-from cachesaver.errors import CorruptSampleError, InvalidRequestTypeError
+from cachesaver.errors import CorruptSampleError
 from cachesaver.keys import request_key
+from cachesaver.runtime import NAMESPACE_KEY, REQUEST_ID_KEY, read_identity
 from cachesaver.typedefs import Response
 
 from ._codec import to_generation
 from ._model import ChatRequest
 
 __all__ = ["NAMESPACE_KEY", "REQUEST_ID_KEY", "SCOPE_KW", "Scope", "identity", "flags", "chat_result"]
-
-#: Run-metadata keys read on every call (the LiteLLM adapter reads the same ones).
-NAMESPACE_KEY = "cachesaver_namespace"
-REQUEST_ID_KEY = "cachesaver_request_id"
 
 #: Private call keyword carrying a :class:`Scope` from ``invoke``/``stream`` to ``_generate``/
 #: ``_stream``; removed before anything is keyed, traced or sent.
@@ -37,19 +34,8 @@ class Scope:
 
 
 def identity(metadata: Mapping[str, Any], default_namespace: str) -> tuple[str, str]:
-    """``(namespace, request_id)`` of a call, checked (an empty request id: arrival order)."""
-    namespace = metadata.get(NAMESPACE_KEY, default_namespace)
-    if not isinstance(namespace, str) or not namespace:
-        raise InvalidRequestTypeError(
-            f"run metadata {NAMESPACE_KEY!r} must be a non-empty str, got {namespace!r}; pass "
-            f"config={{'metadata': {{'{NAMESPACE_KEY}': 'agent-1'}}}}"
-        )
-    request_id = metadata.get(REQUEST_ID_KEY) or ""
-    if not isinstance(request_id, str):
-        raise InvalidRequestTypeError(
-            f"run metadata {REQUEST_ID_KEY!r} must be a str, got {type(request_id).__name__}"
-        )
-    return namespace, request_id
+    """``(namespace, request_id)`` of a call, from its run metadata (the runtime's one rule)."""
+    return read_identity(metadata, default_namespace=default_namespace, where="run metadata")
 
 
 def flags(response: Response, i: int, request: ChatRequest) -> dict[str, Any]:
@@ -64,11 +50,12 @@ def flags(response: Response, i: int, request: ChatRequest) -> dict[str, Any]:
 
 def chat_result(response: Response, request: ChatRequest) -> ChatResult:
     generations = []
+    shares = response.sample_usage or [None] * len(response.data)
     for i, sample in enumerate(response.data):
         where = f"sample {i} delivered to namespace {request.namespace!r}"
         try:
             generations.append(
-                to_generation(sample, cached=bool(response.cached[i]),
+                to_generation(sample, cached=bool(response.cached[i]), share=shares[i],
                               cachesaver=flags(response, i, request), where=where)
             )
         except CorruptSampleError as exc:

@@ -21,19 +21,18 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError
+from cachesaver.errors import InvalidRequestError
 from cachesaver.pipelines import OnlineAPI
+from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, check_namespace
 from cachesaver.stats import Stats
-from cachesaver.stores import Store
+from cachesaver.stores import check_store_spec
 
 from ._calls import NAMESPACE_KEY, REQUEST_ID_KEY, SCOPE_KW, Scope, chat_result, identity
 from ._codec import message_payload
-from ._engine import Engine
 from ._inner import FORWARDED, InnerView, configure_inner
-from ._model import ChatRequest, LiveCall
+from ._model import ChatRequest, InnerModel, LiveCall
 from ._runnables import repoint
-from ._sink import ChunkSink
-from ._streaming import async_stream, new_sink, sync_stream
+from ._streaming import async_stream, sync_stream
 
 __all__ = ["CacheSaverChatModel", "NAMESPACE_KEY", "REQUEST_ID_KEY", "STORE_ENV", "cachesaver_config"]
 
@@ -42,7 +41,7 @@ log = logging.getLogger("cachesaver.langchain")
 #: Environment variable giving the default ``store`` (else ``./.cachesaver``).
 STORE_ENV = "CACHESAVER_STORE"
 
-_ENGINE_LOCK = threading.Lock()
+_HOSTED_LOCK = threading.Lock()
 
 
 def cachesaver_config(namespace: str, request_id: Optional[str] = None) -> RunnableConfig:
@@ -103,7 +102,7 @@ class CacheSaverChatModel(BaseChatModel):
     cache: Union[BaseCache, bool, None] = False
     """LangChain's own response cache; it would replay one answer for every call, so it stays off."""
 
-    _engine: Optional[Engine] = PrivateAttr(default=None)
+    _hosted: Optional[HostedPipeline] = PrivateAttr(default=None)
     _view: Optional[InnerView] = PrivateAttr(default=None)
 
     # -- validation --------------------------------------------------------------------------
@@ -131,17 +130,15 @@ class CacheSaverChatModel(BaseChatModel):
 
     @model_validator(mode="after")
     def _check_and_configure(self) -> "CacheSaverChatModel":
-        if not isinstance(self.namespace, str) or not self.namespace:
-            raise InvalidRequestError("namespace must be a non-empty str, e.g. 'default'")
+        check_namespace(self.namespace)
         if self.batch_size < 1:
             raise InvalidRequestError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.batch_timeout < 0:
             raise InvalidRequestError(f"batch_timeout must be >= 0 seconds, got {self.batch_timeout}")
-        if self.n < 1:
-            raise InvalidRequestError(f"n must be >= 1, got {self.n}")
+        check_n(self.n)
         if self.run_id is not None and not self.run_id:
             raise InvalidRequestError("run_id must be a non-empty str or None")
-        _check_store(self.store)
+        check_store_spec(self.store)
         given = {name: getattr(self, name) for name in FORWARDED
                  if name in self.model_fields_set and getattr(self, name) is not None}
         self.chat_model = configure_inner(self.chat_model, given)
@@ -233,42 +230,39 @@ class CacheSaverChatModel(BaseChatModel):
     # -- generation --------------------------------------------------------------------------
     def _generate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        engine = self._get_engine()
         request = self._request(messages, stop, kwargs, run_manager)
-        return chat_result(engine.loop.run(engine.pipeline.request(request)), request)
+        return chat_result(self._get_hosted().request_sync(request), request)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                          run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        engine = self._get_engine()
         request = self._request(messages, stop, kwargs, run_manager)
-        return chat_result(await engine.loop.arun(engine.pipeline.request(request)), request)
+        return chat_result(await self._get_hosted().request_async(request), request)
 
     def _stream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                 run_manager: Any = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        engine = self._get_engine()
-        sink = new_sink(engine, asynchronous=False)
-        request = self._request(messages, stop, kwargs, run_manager, sink=sink)
-        yield from sync_stream(engine, request, sink)  # type: ignore[arg-type]
+        request = self._request(messages, stop, kwargs, run_manager, streaming=True)
+        yield from sync_stream(self._get_hosted(), request)
 
     async def _astream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                        run_manager: Any = None, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        engine = self._get_engine()
-        sink = new_sink(engine, asynchronous=True)
         scope = kwargs.get(SCOPE_KW)
-        request = self._request(messages, stop, kwargs, run_manager, sink=sink)
-        async for chunk in async_stream(engine, request, sink, scope if isinstance(scope, Scope) else None):  # type: ignore[arg-type]
+        request = self._request(messages, stop, kwargs, run_manager, streaming=True)
+        async for chunk in async_stream(self._get_hosted(), request, scope if isinstance(scope, Scope) else None):
             yield chunk
 
     # -- helpers -----------------------------------------------------------------------------
-    def _get_engine(self) -> Engine:
-        engine = self._engine
-        if engine is None or not engine.current:
-            with _ENGINE_LOCK:
-                if self._engine is None or not self._engine.current:
-                    self._engine = Engine(self.chat_model, self.store, batch_size=self.batch_size,
-                                          batch_timeout=self.batch_timeout, run_id=self.run_id)
-                engine = self._engine
-        return engine
+    def _get_hosted(self) -> HostedPipeline:
+        hosted = self._hosted
+        if hosted is None:
+            with _HOSTED_LOCK:
+                if self._hosted is None:
+                    inner = self.chat_model
+                    settings = PipelineSettings(self.store, batch_size=self.batch_size,
+                                                timeout=self.batch_timeout, run_id=self.run_id,
+                                                namespace=self.namespace)
+                    self._hosted = HostedPipeline(lambda: InnerModel(inner), settings)
+                hosted = self._hosted
+        return hosted
 
     def _inner_view(self) -> InnerView:
         view = self._view = InnerView.of(self.chat_model, self._view)
@@ -288,17 +282,16 @@ class CacheSaverChatModel(BaseChatModel):
         return isinstance(n, int) and n > 1
 
     def _request(self, messages: list[BaseMessage], stop: Optional[list[str]], kwargs: dict[str, Any],
-                 run_manager: Any, sink: Optional[ChunkSink] = None) -> ChatRequest:
+                 run_manager: Any, streaming: bool = False) -> ChatRequest:
         scope = kwargs.pop(SCOPE_KW, None)
         metadata = scope.metadata if scope is not None else getattr(run_manager, "metadata", None) or {}
         n = kwargs.pop("n", None)
         kwargs.pop("stream", None)
-        if sink is not None or (scope is not None and scope.single):
+        if streaming or (scope is not None and scope.single):
             n = 1
         elif n is None:
             n = self.n
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise InvalidRequestError(f"n must be an int >= 1, got {n!r}")
+        n = check_n(n)
         namespace, request_id = identity(metadata, self.namespace)
         if stop is None:
             stop = self._own_stop()
@@ -308,14 +301,14 @@ class CacheSaverChatModel(BaseChatModel):
             request_id=request_id,
             namespace=namespace,
             params=self._inner_view().key_params(stop, kwargs),
-            call=LiveCall(list(messages), stop, kwargs, sink),
+            call=LiveCall(list(messages), stop, kwargs),
         )
 
     # -- engine access -----------------------------------------------------------------------
     @property
     def pipeline(self) -> OnlineAPI:
         """The engine pipeline of this instance (started on first use)."""
-        return self._get_engine().pipeline
+        return self._get_hosted().pipeline
 
     @property
     def stats(self) -> Stats:
@@ -324,30 +317,12 @@ class CacheSaverChatModel(BaseChatModel):
 
     def close(self) -> None:
         """Finish in-flight work and release the store (if this instance opened it)."""
-        engine = self._engine
-        if engine is not None and engine.current:
-            self._engine = None
-            engine.loop.run(engine.aclose())
+        hosted, self._hosted = self._hosted, None
+        if hosted is not None:
+            hosted.close()
 
     async def aclose(self) -> None:
-        engine = self._engine
-        if engine is not None and engine.current:
-            self._engine = None
-            await engine.loop.arun(engine.aclose())
+        hosted, self._hosted = self._hosted, None
+        if hosted is not None:
+            await hosted.aclose()
 
-
-def _check_store(store: Any) -> None:
-    if isinstance(store, (str, os.PathLike, Store)):
-        if isinstance(store, str) and not store:
-            raise InvalidRequestError("store is empty; give a directory such as './.cachesaver'")
-        return
-    try:
-        import diskcache
-    except ImportError:  # pragma: no cover
-        diskcache = None  # type: ignore[assignment]
-    if diskcache is not None and isinstance(store, diskcache.Cache):
-        return
-    raise InvalidRequestTypeError(
-        f"store has type {type(store).__name__}; pass a directory path, a diskcache.Cache, "
-        "'memory', a 'redis://...' URL or a cachesaver Store"
-    )

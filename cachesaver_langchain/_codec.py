@@ -10,13 +10,14 @@ Key material (what decides whether two calls may share samples):
 
 Stored sample: one JSON dict per generated message::
 
-    {"message": dumpd(AIMessage), "generation_info": {...}, "usage": {...}, "sample_id": "..."}
+    {"message": dumpd(AIMessage), "generation_info": {...}, "sample_id": "..."}
 
 The message is stored without its id (one sample is delivered to many runs, and LangGraph merges
-messages that share an id) and without usage; ``usage`` is this sample's integer share of what
-its call billed. Loading uses ``langchain_core.load.load(..., allowed_objects="messages")``, which
-instantiates chat-message classes only, so a payload planted in the store cannot construct
-anything that runs code (G7); anything that does not load as an ``AIMessage`` is reported as a
+messages that share an id) and without usage: a sample's usage is the engine's share of what
+its call billed, stored beside it (``Response.sample_usage``), the same for every adapter.
+Loading uses ``langchain_core.load.load(..., allowed_objects="messages")``, which instantiates
+chat-message classes only, so a payload planted in the store cannot construct anything that
+runs code (G7); anything that does not load as an ``AIMessage`` is reported as a
 corrupt sample.
 """
 from __future__ import annotations
@@ -42,7 +43,6 @@ __all__ = [
     "TRANSPORT_PARAMS",
     "message_payload",
     "make_sample",
-    "split_usage",
     "to_generation",
     "replay_chunks",
     "closing_chunk",
@@ -118,38 +118,9 @@ def jsonable(value: Any, where: str) -> Any:
     )
 
 
-def split_usage(usage: Optional[Mapping[str, Any]], k: int) -> list[Optional[dict[str, Any]]]:
-    """Integer shares of one call's usage over its ``k`` samples that add up to the call.
-
-    The first sample (the call's original) carries the input tokens, which the provider billed
-    once; output tokens are split evenly, the remainder going to the first samples.
-    """
-    if not usage:
-        return [None] * k
-    if k == 1:
-        return [dict(usage)]
-    input_tokens = int(usage.get("input_tokens") or 0)
-    output_tokens = int(usage.get("output_tokens") or 0)
-    base, extra = divmod(output_tokens, k)
-    shares: list[Optional[dict[str, Any]]] = []
-    for i in range(k):
-        share_in = input_tokens if i == 0 else 0
-        share_out = base + (1 if i < extra else 0)
-        share: dict[str, Any] = {
-            "input_tokens": share_in,
-            "output_tokens": share_out,
-            "total_tokens": share_in + share_out,
-        }
-        if i == 0 and usage.get("input_token_details"):
-            share["input_token_details"] = dict(usage["input_token_details"])
-        shares.append(share)
-    return shares
-
-
 def make_sample(
     message: BaseMessage,
     generation_info: Optional[Mapping[str, Any]],
-    usage: Optional[Mapping[str, Any]],
     extra_metadata: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Any]:
     """The stored form of one generated message (see module docstring)."""
@@ -177,7 +148,6 @@ def make_sample(
     return {
         "message": data,
         "generation_info": jsonable(dict(generation_info or {}), "generation_info") or None,
-        "usage": jsonable(dict(usage), "usage") if usage else None,
         "sample_id": uuid.uuid4().hex,
     }
 
@@ -213,14 +183,25 @@ def _load_message(data: Any, where: str) -> AIMessage:
     return message
 
 
+def usage_metadata(share: Any) -> dict[str, int]:
+    """The engine's per-sample usage share (``Usage``) as LangChain usage metadata."""
+    if share is None:
+        return dict(_ZERO_USAGE)
+    input_tokens = int(round(share.prompt_tokens))
+    output_tokens = int(round(share.completion_tokens))
+    return {"input_tokens": input_tokens, "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens}
+
+
 def to_generation(
-    sample: Any, *, cached: bool, cachesaver: dict[str, Any], where: str
+    sample: Any, *, cached: bool, share: Any, cachesaver: dict[str, Any], where: str
 ) -> ChatGeneration:
     """A delivered sample as a ``ChatGeneration``.
 
-    ``usage_metadata`` is what this response was billed (G8): the sample's share if this caller
-    is the first to receive it, zero tokens if it was served from the store; the original share
-    is kept in ``response_metadata["cachesaver"]["sample_usage"]``.
+    ``usage_metadata`` is what this response was billed (G8): the sample's share of its call
+    (the engine's one policy, ``Usage.split``) if this caller is the first to receive it, zero
+    tokens if it was served from the store; the share itself is kept in
+    ``response_metadata["cachesaver"]["sample_usage"]``.
     """
     if not isinstance(sample, dict) or "message" not in sample:
         raise CorruptSampleError(
@@ -228,9 +209,8 @@ def to_generation(
             "remove that key from the store"
         )
     message = _load_message(sample["message"], where)
-    usage = sample.get("usage")
-    if usage is not None:
-        message.usage_metadata = dict(_ZERO_USAGE) if cached else dict(usage)
+    usage = usage_metadata(share)
+    message.usage_metadata = dict(_ZERO_USAGE) if cached else usage
     message.response_metadata = {
         **message.response_metadata,
         "cachesaver": {**cachesaver, "sample_usage": usage},

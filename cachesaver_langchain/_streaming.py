@@ -1,25 +1,26 @@
 """The caller's side of a stream: live chunks from the sink, then whatever completes the stream.
 
-A stream whose request was the representative of a miss receives the inner model's chunks as
-they arrive, then a closing chunk that only adds ``response_metadata["cachesaver"]``. Any other
-stream (a hit, or a request merged into another's call) replays its delivered sample as chunks.
-A caller that leaves cancels its request first and then releases the producer (see ``_sink``).
+A stream whose caller the engine hands the first new sample of a miss to receives the inner
+model's chunks as they arrive, then a closing chunk that only adds
+``response_metadata["cachesaver"]``. Any other stream (a hit, or a request merged into another's
+call) replays its delivered sample as chunks. A caller that leaves cancels its request first and
+then releases the producer (see ``cachesaver.runtime.sink``).
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any, AsyncIterator, Iterator, Optional
 
 from langchain_core.outputs import ChatGenerationChunk
 
+from cachesaver.runtime import END, AsyncChunkSink, ChunkSink, HostedPipeline, SyncChunkSink
 from cachesaver.typedefs import Response
 
 from ._calls import Scope, chat_result, flags
-from ._codec import closing_chunk, replay_chunks
-from ._engine import Engine
+from ._codec import closing_chunk, replay_chunks, usage_metadata
 from ._model import ChatRequest
-from ._sink import END, AsyncChunkSink, ChunkSink, SyncChunkSink
 
 __all__ = ["leave", "sync_stream", "async_stream"]
 
@@ -33,8 +34,10 @@ def leave(future: Any, sink: ChunkSink) -> None:
         sink.abandon()
 
 
-def sync_stream(engine: Engine, request: ChatRequest, sink: SyncChunkSink) -> Iterator[ChatGenerationChunk]:
-    future = engine.loop.submit(engine.pipeline.request(request))
+def sync_stream(hosted: HostedPipeline, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+    sink = SyncChunkSink(hosted.host)
+    request = dataclasses.replace(request, sink=sink)
+    future = hosted.submit(request)
     future.add_done_callback(sink.finish)
     live = False
     try:
@@ -47,9 +50,15 @@ def sync_stream(engine: Engine, request: ChatRequest, sink: SyncChunkSink) -> It
     yield from _tail(response, request, sink, live)
 
 
-async def async_stream(engine: Engine, request: ChatRequest, sink: AsyncChunkSink,
+async def async_stream(hosted: HostedPipeline, request: ChatRequest,
                        scope: Optional[Scope]) -> AsyncIterator[ChatGenerationChunk]:
-    future = engine.loop.submit(engine.pipeline.request(request))
+    sink = AsyncChunkSink(hosted.host, asyncio.get_running_loop())
+    request = dataclasses.replace(request, sink=sink)
+    future = hosted.submit(request)
+    if future.done():  # a hit, served on this thread: replay it without a round trip
+        for chunk in _tail(future.result(), request, sink, live=False):
+            yield chunk
+        return
     future.add_done_callback(sink.finish)
     if scope is not None:
         scope.leave = lambda: leave(future, sink)
@@ -77,11 +86,5 @@ def _tail(response: Response, request: ChatRequest, sink: ChunkSink, live: bool)
         log.warning("namespace %r was streamed a sample but received another one (a process "
                     "sharing the store appended to this key meanwhile)", request.namespace)
         meta["streamed_other_sample"] = True
-    meta["sample_usage"] = sample.get("usage") if isinstance(sample, dict) else None
+    meta["sample_usage"] = usage_metadata((response.sample_usage or [None])[0])
     yield closing_chunk(sink.list_content, meta)
-
-
-def new_sink(engine: Engine, *, asynchronous: bool) -> ChunkSink:
-    if asynchronous:
-        return AsyncChunkSink(engine.loop, asyncio.get_running_loop())
-    return SyncChunkSink(engine.loop)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
+from cachesaver.runtime import get_host
 from langchain_core.messages import HumanMessage
 
 from _lc_helpers import join, ns, sample_no
@@ -123,7 +125,7 @@ def _only_key(chat) -> str:
     async def keys():
         return [k async for k in chat.pipeline.store.iter_keys()]
 
-    found = asyncio.run_coroutine_threadsafe(keys(), chat._get_engine().loop.loop).result()
+    found = get_host().run(keys())
     return found[0] if found else "no-key"
 
 
@@ -139,13 +141,17 @@ async def test_a_cancelled_caller_takes_no_sample_and_costs_no_call(make_chat, f
     assert fake_server.request_count == 0
 
 
-def test_sync_entry_points_refuse_to_run_on_the_engine_loop(make_chat, fake_server):
+def test_sync_entry_points_refuse_to_wait_on_the_engine_loop(make_chat, fake_server):
+    """On the engine's own loop a sync miss would wait for itself: refused. A hit never waits
+    (it is served on the calling thread), so it works even there."""
     chat = make_chat()
-    chat.invoke(PROMPT, config=ns("A"))
-    loop = chat._get_engine().loop
+    first = chat.invoke(PROMPT, config=ns("A"))
+    host = get_host()
 
-    async def nested():
-        return chat.invoke(PROMPT, config=ns("B"))
+    async def nested(prompt):
+        return chat.invoke(prompt, config=ns("B"))
 
-    with pytest.raises(RuntimeError, match="its own background loop"):
-        loop.submit(nested()).result()
+    assert sample_no(host.submit(nested(PROMPT)).result()) == sample_no(first)
+    with pytest.raises(RuntimeError, match="cachesaver's own engine loop"):
+        host.submit(nested("a prompt nobody asked yet")).result()
+    assert fake_server.request_count == 1

@@ -17,6 +17,7 @@ from langchain_core.load import load
 
 from cachesaver.codec import encode_sample
 from cachesaver.errors import CorruptSampleError
+from cachesaver.runtime import get_host
 from cachesaver_langchain import CacheSaverChatModel
 
 from _lc_helpers import ns, sample_no
@@ -25,7 +26,7 @@ PROMPT = "Store me"
 
 
 def _on_loop(chat, coro):
-    return asyncio.run_coroutine_threadsafe(coro, chat._get_engine().loop.loop).result()
+    return get_host().run(coro)
 
 
 def _keys(chat) -> list[str]:
@@ -40,10 +41,12 @@ def test_a_sample_is_a_json_dumped_aimessage_without_id_or_secrets(make_chat, fa
     message = chat.invoke(PROMPT, config=ns("A"))
     (key,) = _keys(chat)
     (raw,) = _on_loop(chat, chat.pipeline.store.read(key, 0, 1))
-    record = orjson.loads(raw)["d"]
+    stored = orjson.loads(raw)
+    record = stored["d"]
     assert record["message"]["id"] == ["langchain", "schema", "messages", "AIMessage"]
     assert "id" not in record["message"]["kwargs"] and "usage_metadata" not in record["message"]["kwargs"]
-    assert record["usage"]["input_tokens"] == message.usage_metadata["input_tokens"]
+    assert "usage" not in record  # usage is the engine's share, stored beside the sample
+    assert stored["u"][:2] == [message.usage_metadata["input_tokens"], message.usage_metadata["output_tokens"]]
     assert load(record["message"], allowed_objects="messages").content == message.content
     meta = _on_loop(chat, chat.pipeline.store.get_meta(key))
     assert b"langchain-aimessage/1" in meta and b"Store me" in meta

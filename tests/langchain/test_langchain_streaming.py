@@ -25,8 +25,7 @@ async def test_a_miss_streams_live_and_a_hit_replays_the_same_message(make_chat,
         "namespace": "A", "request_id": None, "cached": False, "duplicated": False,
         "sample_usage": {"input_tokens": fake_server.prompt_tokens,
                          "output_tokens": fake_server.completion_tokens,
-                         "total_tokens": fake_server.prompt_tokens + fake_server.completion_tokens,
-                         "input_token_details": {}, "output_token_details": {}},
+                         "total_tokens": fake_server.prompt_tokens + fake_server.completion_tokens},
     }
     full = join(live)
     assert full.usage_metadata["input_tokens"] == fake_server.prompt_tokens  # billed here

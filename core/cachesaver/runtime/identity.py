@@ -64,7 +64,10 @@ def check_n(n: Any, field: str = "n") -> int:
 
 
 def check_namespace(namespace: Any, field: str = "namespace") -> str:
-    """A default namespace given to an adapter's constructor."""
-    if not isinstance(namespace, str) or not namespace:
+    """A default namespace given to an adapter's constructor (a wrong type is a ``TypeError``,
+    an empty string a ``ValueError``, in every adapter)."""
+    if not isinstance(namespace, str):
         raise InvalidRequestTypeError(f"{field} must be a non-empty str, e.g. 'default'; got {namespace!r}")
+    if not namespace:
+        raise InvalidRequestError(f"{field} must be a non-empty str, e.g. 'default'; got ''")
     return namespace
