@@ -1,26 +1,25 @@
-"""The engine's model: one real litellm call (or several, for providers without ``n``).
+"""The engine's model: the real litellm call (``n=m``, or ``m`` calls for providers without n).
 
-The engine calls :meth:`LiteLLMBackend.request` with ``n`` = the missing count only. Providers
-that accept ``n`` get one call with ``n=m``; the others (Anthropic, ...) get ``m`` concurrent
-calls without ``n`` (an unsupported parameter is never sent). Calls that fail while others of
-the same top-up succeed are dropped: the engine stores what arrived and asks again for the
-rest, so no paid-for sample is thrown away and no caller gets fewer choices than asked.
+A :class:`~cachesaver.runtime.FanOutModel`: the runtime decides between one call with ``n`` and
+``m`` calls (partial failures tolerated), and splits usage over samples. This module only says
+how to make one real call and how to read its answer.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional
 
-from cachesaver.typedefs import Request, Response, SingleRequestModel, Usage, unkeyed
+from cachesaver.errors import ModelOutputError
+from cachesaver.runtime import FanOutModel, get_host
+from cachesaver.typedefs import Request, Usage, unkeyed
 
+from ._clients import close_litellm_clients
 from ._samples import response_cost, response_tokens, split_response
 
-__all__ = ["LiteLLMRequest", "RealCall", "LiteLLMBackend", "supports_n"]
-
-log = logging.getLogger("cachesaver.litellm.backend")
+__all__ = ["LiteLLMRequest", "RealCall", "LiteLLMBackend", "supports_n", "NO_LITELLM_CACHE"]
 
 #: Always passed to inner calls: a user's global ``litellm.cache`` must neither answer nor
 #: store them (it would replay one answer for every sample).
@@ -48,75 +47,93 @@ class LiteLLMRequest(Request):
     params: dict = field(default_factory=dict)       # keyed: output-shaping optional params
     endpoint: Optional[str] = None                   # keyed only when the user asks (key_api_base)
     call: Optional[RealCall] = unkeyed(default=None)
+    sink: Any = unkeyed(default=None)                # a streaming caller's live-chunk sink
 
 
-class LiteLLMBackend(SingleRequestModel):
-    """Makes the real calls the engine asks for; reports litellm's own cost figures."""
+class LiteLLMBackend(FanOutModel):
+    """Makes the real calls the engine asks for; reports litellm's own cost figures.
+
+    ``wrap_call``: a context-manager factory entered around every real call
+    (``internal_sub_call`` for the provider, so litellm neither logs nor bills it twice).
+    """
 
     def __init__(self, wrap_call: Optional[Callable[[], Any]] = None) -> None:
-        # A context manager factory entered around every real call (internal_sub_call for the
-        # provider, so litellm neither logs nor bills the inner call a second time).
         self._wrap_call = wrap_call
-        #: Real litellm calls made (one per HTTP request the provider sees, retries aside) and
-        #: how many of them failed. Equal to the engine's model calls when ``n`` is supported.
-        self.real_calls = 0
-        self.failed_real_calls = 0
+        # Clients litellm opens for real calls made on the engine's loop are closed with it.
+        get_host().on_close(close_litellm_clients)
 
-    async def request(self, request: LiteLLMRequest) -> Response:  # type: ignore[override]
-        call = request.call
-        if call is None:
-            raise TypeError("LiteLLMRequest.call is missing: build requests through cachesaver_litellm")
-        m = request.n
-        use_n = call.use_n() if callable(call.use_n) else call.use_n
-        if use_n:
-            responses = [await self._invoke(call, m)]
-        else:
-            outcomes = await asyncio.gather(*(self._invoke(call, None) for _ in range(m)),
-                                            return_exceptions=True)
-            responses = [r for r in outcomes if not isinstance(r, BaseException)]
-            errors = [r for r in outcomes if isinstance(r, BaseException)]
-            if not responses:
-                raise errors[0]
-            if errors:
-                log.warning("%d of %d calls to %s failed; the engine asks again for the rest: %r",
-                            len(errors), m, call.model, errors[0])
-        data: list = []
-        prompt_tokens = completion_tokens = 0
-        cost = 0.0
-        for response in responses:
-            data.extend(split_response(response, call.provider))
-            p, c = response_tokens(response)
-            prompt_tokens += p
-            completion_tokens += c
-            cost += response_cost(response, call.model)
-        return Response(data=data, usage=Usage(prompt_tokens, completion_tokens, cost))
+    def describe(self, request: Request) -> str:
+        call = _real_call(request)
+        return call.model
 
-    async def _invoke(self, call: RealCall, n: Optional[int]) -> Any:
+    def native_n(self, request: Request) -> bool:
+        use_n = _real_call(request).use_n
+        return bool(use_n() if callable(use_n) else use_n)
+
+    async def call(self, request: Request, n: Optional[int]) -> tuple[list[Any], Usage]:
+        call = _real_call(request)
         kwargs = dict(call.kwargs)
         kwargs.update(NO_LITELLM_CACHE)
         if n is not None:
             kwargs["n"] = n
-        self.real_calls += 1
-        try:
-            home = call.home_loop
-            if home is not None and home is not asyncio.get_running_loop() and home.is_running():
-                # The caller's own loop: litellm logs the call there, next to the user's other
-                # calls, instead of moving its global logging worker onto the engine's loop.
-                try:
-                    future = asyncio.run_coroutine_threadsafe(self._call(call, kwargs), home)
-                except RuntimeError:  # the loop closed meanwhile: make the call here
-                    return await self._call(call, kwargs)
-                return await asyncio.wrap_future(future)
-            return await self._call(call, kwargs)
-        except BaseException:
-            self.failed_real_calls += 1
-            raise
+        response = await self._on_home_loop(call, kwargs)
+        prompt_tokens, completion_tokens = response_tokens(response)
+        usage = Usage(prompt_tokens, completion_tokens, response_cost(response, call.model))
+        return split_response(response, call.provider), usage
 
-    async def _call(self, call: RealCall, kwargs: dict) -> Any:
+    def can_stream(self, request: Request) -> bool:
+        return _real_call(request).home_loop is None  # the Router path replays instead
+
+    async def stream_call(self, request: Request, sink: Any) -> tuple[list[Any], Usage]:
+        """One streamed real call: each chunk goes to ``sink`` as it arrives; the whole answer
+        is read to the end (also when the caller left) and returned as one sample."""
+        import litellm
+
+        call = _real_call(request)
+        kwargs = dict(call.kwargs)
+        kwargs.update(NO_LITELLM_CACHE)
+        kwargs.update(stream=True, stream_options={"include_usage": True})
+        chunks = []
+        # The whole stream inside the wrap: litellm logs a stream when it ends.
+        with self._wrap_call() if self._wrap_call is not None else contextlib.nullcontext():
+            stream = await call.invoke(model=call.model, messages=call.messages, **kwargs)
+            async for chunk in stream:
+                chunks.append(chunk)
+                if chunk.choices:  # the usage tail is sent by the caller's side (_streams)
+                    await sink.push(chunk.model_copy(deep=True))
+        response = litellm.stream_chunk_builder(chunks, messages=call.messages)
+        if response is None:
+            raise ModelOutputError(f"{call.model} streamed no chunks")
+        prompt_tokens, completion_tokens = response_tokens(response)
+        usage = Usage(prompt_tokens, completion_tokens, response_cost(response, call.model))
+        samples = split_response(response, call.provider)
+        sink.sample_id = samples[0]["id"] if samples else None
+        return samples, usage
+
+    async def _on_home_loop(self, call: RealCall, kwargs: dict) -> Any:
+        """The caller's own loop if it has one (the Router): litellm then logs the call there,
+        next to the user's other calls, instead of moving its logging worker to the engine's."""
+        home = call.home_loop
+        if home is not None and home is not asyncio.get_running_loop() and home.is_running():
+            try:
+                future = asyncio.run_coroutine_threadsafe(self._invoke(call, kwargs), home)
+            except RuntimeError:  # the loop closed meanwhile: make the call here
+                return await self._invoke(call, kwargs)
+            return await asyncio.wrap_future(future)
+        return await self._invoke(call, kwargs)
+
+    async def _invoke(self, call: RealCall, kwargs: dict) -> Any:
         if self._wrap_call is None:
             return await call.invoke(model=call.model, messages=call.messages, **kwargs)
         with self._wrap_call():
             return await call.invoke(model=call.model, messages=call.messages, **kwargs)
+
+
+def _real_call(request: Request) -> RealCall:
+    call = getattr(request, "call", None)
+    if not isinstance(call, RealCall):
+        raise TypeError("LiteLLMRequest.call is missing: build requests through cachesaver_litellm")
+    return call
 
 
 @functools.lru_cache(maxsize=1024)

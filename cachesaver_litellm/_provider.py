@@ -2,41 +2,49 @@
 
 ``litellm.acompletion(model="cachesaver/openai/gpt-4o-mini", ...)`` reaches
 :class:`CacheSaverLLM`, which turns the call into an engine request (key from the real model,
-messages and output-shaping params; namespace and request id from metadata), awaits the
-engine on the shared background loop and rebuilds a fresh ``ModelResponse`` for the caller.
-On a miss the engine calls the real model through ``litellm.acompletion`` inside
-``litellm._internal_context.internal_sub_call()``, so litellm logs and bills the call once,
-as the outer ``cachesaver/`` call, with the cost the engine billed to that caller.
+messages and output-shaping params; namespace and request id from metadata) and hands it to the
+runtime's :class:`~cachesaver.runtime.HostedPipeline`: a hit is answered on the caller's own
+thread, a miss on the engine's loop. On a miss the engine calls the real model through
+``litellm.acompletion`` inside ``litellm._internal_context.internal_sub_call()``, so litellm
+logs and bills the call once, as the outer ``cachesaver/`` call, with the cost the engine billed
+to that caller.
 
-Streaming: a stored sample replays as a stream of chunks. A miss is generated through the
-engine (a normal, non-streamed real call, so it can be stored and merged) and then replayed;
-time-to-first-token of a miss is therefore the full generation time.
+Streaming: a stored sample replays as a stream of chunks; a miss streams live to the caller the
+engine hands the first new sample to, and is stored whole when it ends.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import functools
 import logging
-import os
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Mapping, Optional
 
 import litellm
 from litellm import CustomLLM
 from litellm.utils import custom_llm_setup
 
-from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError
-from cachesaver.keys import request_key
+from cachesaver.errors import InvalidRequestTypeError
 from cachesaver.pipelines import OnlineAPI
+from cachesaver.runtime import (
+    NAMESPACE_KEY,
+    REQUEST_ID_KEY,
+    HostedPipeline,
+    PipelineSettings,
+    check_n,
+    check_namespace,
+    read_identity,
+)
+from cachesaver.runtime.host import SHUTDOWN_TIMEOUT
 from cachesaver.stats import Stats
+from cachesaver.typedefs import Response
 
 from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
 from ._callback import CostCallback, never_store
-from ._keys import metadata_value, normalise_messages, normalise_model, split_params
-from ._loop import LoopThread, acquire_loop, release_loop, track
-from ._samples import build_response, stream_chunks
+from ._keys import normalise_messages, normalise_model, split_params
+from ._samples import build_response
+from ._streams import async_stream, sync_stream
 
 __all__ = [
     "CacheSaverLLM",
@@ -53,8 +61,6 @@ __all__ = [
 log = logging.getLogger("cachesaver.litellm.provider")
 
 PROVIDER = "cachesaver"
-NAMESPACE_KEY = "cachesaver_namespace"
-REQUEST_ID_KEY = "cachesaver_request_id"
 
 #: litellm_params worth forwarding to the real call (credentials and pricing, never keyed).
 FORWARDED_LITELLM_PARAMS = (
@@ -89,116 +95,83 @@ def _internal_sub_call():
     return internal_sub_call
 
 
-@dataclass(frozen=True)
-class _Settings:
-    store: Any
-    batch_size: int
-    timeout: float
-    run_id: Optional[str]
-    namespace: str
-    key_api_base: bool
-
-    def same_as(self, other: "_Settings") -> bool:
-        """Same engine settings: paths compare by value, store objects by identity."""
-        paths = (str, os.PathLike)
-        if isinstance(self.store, paths) and isinstance(other.store, paths):
-            store_same = os.fspath(self.store) == os.fspath(other.store)
-        else:
-            store_same = self.store is other.store
-        return store_same and replace(self, store=None) == replace(other, store=None)
+def _make_backend() -> LiteLLMBackend:
+    """The engine model (built again in a forked child)."""
+    return LiteLLMBackend(wrap_call=_internal_sub_call())
 
 
 class CacheSaverLLM(CustomLLM):
-    """litellm handler for ``cachesaver/<real model>``; one engine pipeline per handler.
+    """litellm handler for ``cachesaver/<real model>``: one engine run per handler.
 
-    Build it with :func:`register`. Every entry point (``acompletion``, sync ``completion``,
-    ``astreaming``, ``streaming``) runs the engine on the shared background loop.
+    Build it with :func:`register`. litellm calls every entry point with keywords only
+    (``model``, ``messages``, ``optional_params``, ``litellm_params``, ``api_key``, ...).
     """
 
-    def __init__(self, pipeline: OnlineAPI, loop_thread: LoopThread, settings: _Settings) -> None:
+    def __init__(self, hosted: HostedPipeline, key_api_base: bool = False) -> None:
         super().__init__()
-        self.pipeline = pipeline
-        self.loop_thread = loop_thread
-        self.settings = settings
-        self.closed = False
-        track(self)
+        self.hosted = hosted
+        self.settings = hosted.settings
+        self.key_api_base = key_api_base
+
+    @property
+    def pipeline(self) -> OnlineAPI:
+        return self.hosted.pipeline
+
+    @property
+    def closed(self) -> bool:
+        return self.hosted.closed
 
     async def aclose(self) -> None:
-        """Close the engine (on the background loop); ``unregister()`` is the public way."""
-        self.closed = True
-        await self.pipeline.aclose()
+        """Close the engine run; ``unregister()`` is the public way."""
+        await self.hosted.aclose()
 
     # -- litellm entry points ------------------------------------------------------------------
-    async def acompletion(self, model, messages, api_base, custom_prompt_dict, model_response, print_verbose,
-                          encoding, api_key, logging_obj, optional_params, acompletion=None, litellm_params=None,
-                          logger_fn=None, headers={}, timeout=None, client=None, **_: Any):
-        prepared = self._prepare(model, messages, api_base, api_key, optional_params, litellm_params, headers,
-                                 timeout, logging_obj)
-        result = await self.loop_thread.run_async(self.pipeline.request(prepared.request))
-        return self._finish(prepared, result, logging_obj)
+    async def acompletion(self, **call: Any) -> Any:
+        request = self._request(call)
+        return self._finish(request, await self.hosted.request_async(request), call)
 
-    def completion(self, model, messages, api_base, custom_prompt_dict, model_response, print_verbose,
-                   encoding, api_key, logging_obj, optional_params, acompletion=None, litellm_params=None,
-                   logger_fn=None, headers={}, timeout=None, client=None, **_: Any):
-        prepared = self._prepare(model, messages, api_base, api_key, optional_params, litellm_params, headers,
-                                 timeout, logging_obj)
-        result = self.loop_thread.run_sync(self.pipeline.request(prepared.request))
-        return self._finish(prepared, result, logging_obj)
+    def completion(self, **call: Any) -> Any:
+        request = self._request(call)
+        return self._finish(request, self.hosted.request_sync(request), call)
 
-    async def astreaming(self, model, messages, api_base, custom_prompt_dict, model_response, print_verbose,
-                         encoding, api_key, logging_obj, optional_params, acompletion=None, litellm_params=None,
-                         logger_fn=None, headers={}, timeout=None, client=None, **_: Any) -> AsyncIterator[Any]:
-        prepared = self._prepare(model, messages, api_base, api_key, optional_params, litellm_params, headers,
-                                 timeout, logging_obj)
-        result = await self.loop_thread.run_async(self.pipeline.request(prepared.request))
-        response = self._finish(prepared, result, logging_obj, stream=True)
-        for chunk in stream_chunks(response):
+    async def astreaming(self, **call: Any) -> AsyncIterator[Any]:
+        request = self._request(call)
+        async for chunk in async_stream(self.hosted, request, lambda r: self._finish(request, r, call, True)):
             yield chunk
 
-    def streaming(self, model, messages, api_base, custom_prompt_dict, model_response, print_verbose,
-                  encoding, api_key, logging_obj, optional_params, acompletion=None, litellm_params=None,
-                  logger_fn=None, headers={}, timeout=None, client=None, **_: Any) -> Iterator[Any]:
-        prepared = self._prepare(model, messages, api_base, api_key, optional_params, litellm_params, headers,
-                                 timeout, logging_obj)
-        result = self.loop_thread.run_sync(self.pipeline.request(prepared.request))
-        response = self._finish(prepared, result, logging_obj, stream=True)
-        return stream_chunks(response)
+    def streaming(self, **call: Any) -> Iterator[Any]:
+        request = self._request(call)
+        return sync_stream(self.hosted, request, lambda r: self._finish(request, r, call, True))
 
-    # -- conversion --------------------------------------------------------------------------------
-    def _prepare(self, model, messages, api_base, api_key, optional_params, litellm_params, headers, timeout,
-                 logging_obj) -> "_Prepared":
-        if self.closed:
-            raise RuntimeError(
-                "this cachesaver provider was unregistered or replaced; call cachesaver_litellm.register() again"
-            )
-        never_store(logging_obj)
-        request = build_request(
-            model=model,
-            messages=messages,
-            optional_params=optional_params or {},
-            litellm_params=litellm_params or {},
-            api_key=api_key,
-            api_base=api_base,
-            headers=headers,
-            timeout=timeout,
+    # -- conversion ------------------------------------------------------------------------------
+    def _request(self, call: Mapping[str, Any]) -> LiteLLMRequest:
+        never_store(call.get("logging_obj"))
+        return build_request(
+            model=call.get("model"),
+            messages=call.get("messages"),
+            optional_params=call.get("optional_params") or {},
+            litellm_params=call.get("litellm_params") or {},
+            api_key=call.get("api_key"),
+            api_base=call.get("api_base"),
+            headers=call.get("headers"),
+            timeout=call.get("timeout"),
             default_namespace=self.settings.namespace,
-            key_api_base=self.settings.key_api_base,
+            key_api_base=self.key_api_base,
         )
-        return _Prepared(request, request_key(request))
 
-    def _finish(self, prepared: "_Prepared", result: Any, logging_obj: Any, stream: bool = False) -> Any:
-        request = prepared.request
-        call = request.call
+    def _finish(self, request: LiteLLMRequest, result: Response, call: Mapping[str, Any],
+                stream: bool = False) -> Any:
+        real = request.call
         response = build_response(
             result,
             namespace=request.namespace,
             request_id=request.request_id,
-            key=prepared.key,
+            key=result.key or "",
             model=request.model,
-            provider=call.provider if call is not None else "",
+            provider=real.provider if real is not None else "",
         )
         hidden = response._hidden_params
-        details = getattr(logging_obj, "model_call_details", None)
+        details = getattr(call.get("logging_obj"), "model_call_details", None)
         if isinstance(details, dict):
             # Streams are logged from the chunks, not from this response: the flags travel here.
             details["cachesaver"] = hidden["cachesaver"]
@@ -211,39 +184,16 @@ class CacheSaverLLM(CustomLLM):
         return response
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    request: LiteLLMRequest
-    key: str
-
-
-def build_request(*, model: str, messages: Any, optional_params: Mapping[str, Any],
+def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, Any],
                   litellm_params: Mapping[str, Any], api_key: Any, api_base: Any, headers: Any, timeout: Any,
                   default_namespace: str, key_api_base: bool) -> LiteLLMRequest:
     """The engine request for one ``cachesaver/`` call (see ``_keys`` for what is keyed)."""
     if not isinstance(model, str) or not model:
         raise InvalidRequestTypeError("model must be 'cachesaver/<litellm model>', e.g. 'cachesaver/openai/gpt-4o-mini'")
     keyed_model, provider = normalise_model(model)
-    n = optional_params.get("n")
-    n = 1 if n is None else n
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise InvalidRequestTypeError(f"n must be an int >= 1, got {type(n).__name__}")
-    if n < 1:
-        raise InvalidRequestError(f"n must be >= 1, got {n}")
-    namespace = metadata_value(litellm_params, NAMESPACE_KEY)
-    if namespace is None:
-        namespace = default_namespace
-    if not isinstance(namespace, str) or not namespace:
-        raise InvalidRequestTypeError(
-            f"metadata['{NAMESPACE_KEY}'] must be a non-empty str, got {namespace!r}"
-        )
-    request_id = metadata_value(litellm_params, REQUEST_ID_KEY)
-    if request_id is None:
-        request_id = ""
-    if not isinstance(request_id, str):
-        raise InvalidRequestTypeError(
-            f"metadata['{REQUEST_ID_KEY}'] must be a str, got {type(request_id).__name__}"
-        )
+    n = check_n(optional_params.get("n"))
+    namespace, request_id = read_identity(litellm_params.get("metadata"), litellm_params.get("litellm_metadata"),
+                                          default_namespace=default_namespace)
     keyed, transport = split_params(optional_params)
     kwargs: dict[str, Any] = dict(keyed)
     for name, value in transport.items():
@@ -253,23 +203,12 @@ def build_request(*, model: str, messages: Any, optional_params: Mapping[str, An
         value = litellm_params.get(name)
         if value is not None:
             kwargs.setdefault(name, value)
-    if api_key is not None:
-        kwargs["api_key"] = api_key
-    if api_base is not None:
-        kwargs["api_base"] = api_base
-    if timeout is not None:
-        kwargs["timeout"] = timeout
+    for name, value in (("api_key", api_key), ("api_base", api_base), ("timeout", timeout)):
+        if value is not None:
+            kwargs[name] = value
     if headers:
         kwargs["headers"] = dict(headers)
     name = keyed_model.partition("/")[2] or keyed_model
-    call = RealCall(
-        invoke=litellm.acompletion,
-        model=model,
-        messages=messages,
-        kwargs=kwargs,
-        use_n=functools.partial(supports_n, name, provider),
-        provider=provider,
-    )
     return LiteLLMRequest(
         prompt=normalise_messages(messages),
         n=n,
@@ -278,7 +217,14 @@ def build_request(*, model: str, messages: Any, optional_params: Mapping[str, An
         model=keyed_model,
         params=keyed,
         endpoint=str(api_base) if key_api_base and api_base else None,
-        call=call,
+        call=RealCall(
+            invoke=litellm.acompletion,
+            model=model,
+            messages=messages,
+            kwargs=kwargs,
+            use_n=functools.partial(supports_n, name, provider),
+            provider=provider,
+        ),
     )
 
 
@@ -304,29 +250,17 @@ def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: flo
     :class:`CostCallback` (``cost_callback=False`` to skip) that keeps a user's global
     ``litellm.cache`` away from ``cachesaver/`` calls and tallies litellm's cost per model.
     """
-    global _handler, _callback
-    if not isinstance(namespace, str) or not namespace:
-        raise InvalidRequestTypeError(f"namespace must be a non-empty str, got {namespace!r}")
-    settings = _Settings(store, batch_size, timeout, run_id, namespace, bool(key_api_base))
+    global _handler
+    check_namespace(namespace)
+    settings = PipelineSettings(store, batch_size=batch_size, timeout=timeout, run_id=run_id, namespace=namespace)
     with _lock:
-        if _handler is not None and not _handler.closed and _handler.settings.same_as(settings):
-            _install(_handler)
+        current = _handler
+        if (current is not None and not current.closed and current.settings.same_as(settings)
+                and current.key_api_base == bool(key_api_base)):
+            _install(current)
             _ensure_callback(cost_callback)
-            return _handler
-        loop_thread = acquire_loop()
-        try:
-            pipeline = OnlineAPI(
-                model=LiteLLMBackend(wrap_call=_internal_sub_call()),
-                cache=store,
-                batch_size=batch_size,
-                timeout=timeout,
-                run_id=run_id,
-                namespace=namespace,
-            )
-        except BaseException:
-            release_loop(loop_thread)
-            raise
-        handler = CacheSaverLLM(pipeline, loop_thread, settings)
+            return current
+        handler = CacheSaverLLM(HostedPipeline(_make_backend, settings), bool(key_api_base))
         old, _handler = _handler, handler
         _install(handler)
         _ensure_callback(cost_callback)
@@ -356,7 +290,7 @@ def _ensure_callback(wanted: bool) -> None:
 
 
 def unregister() -> None:
-    """Remove the provider, close its engine (committing what is in flight) and its callback."""
+    """Remove the provider, close its engine run (committing what is in flight) and its callback."""
     global _handler, _callback
     with _lock:
         handler, _handler = _handler, None
@@ -374,15 +308,10 @@ def unregister() -> None:
 def _close_handler(handler: CacheSaverLLM) -> None:
     if handler.closed:
         return
-    handler.closed = True
-    try:
-        handler.loop_thread.call(handler.pipeline.aclose)
-    except concurrent.futures.TimeoutError:
-        # Calls still in flight after SHUTDOWN_TIMEOUT: they finish (or, if this was the loop's
-        # last user, are cancelled with it) without holding up register()/unregister().
+    if not handler.hosted.close(timeout=SHUTDOWN_TIMEOUT):
+        # Calls still in flight after SHUTDOWN_TIMEOUT: they finish without holding up
+        # register()/unregister().
         log.warning("the replaced cachesaver engine still has calls in flight; not waiting for them")
-    finally:
-        release_loop(handler.loop_thread)
 
 
 def get_handler() -> CacheSaverLLM:

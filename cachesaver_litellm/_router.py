@@ -18,15 +18,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Mapping, Optional
 
-from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError
-from cachesaver.keys import request_key
+from cachesaver.errors import InvalidRequestTypeError, PipelineClosedError
 from cachesaver.pipelines import OnlineAPI
+from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, check_namespace, read_identity
 from cachesaver.stats import Stats
+from cachesaver.typedefs import Response
 
 from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
 from ._keys import normalise_messages, normalise_model, split_params
-from ._loop import acquire_loop, release_loop, track
-from ._provider import NAMESPACE_KEY, REQUEST_ID_KEY
 from ._samples import build_response, stream_chunks
 
 __all__ = ["CacheSaverRouter"]
@@ -64,19 +63,12 @@ class CacheSaverRouter:
             raise InvalidRequestTypeError(
                 f"router must be a litellm.Router (with acompletion), got {type(router).__name__}"
             )
-        if not isinstance(namespace, str) or not namespace:
-            raise InvalidRequestTypeError(f"namespace must be a non-empty str, got {namespace!r}")
+        check_namespace(namespace)
         self.router = router
         self.default_namespace = namespace
-        self._loop = acquire_loop()
-        try:
-            self.pipeline = OnlineAPI(model=LiteLLMBackend(), cache=store, batch_size=batch_size,
-                                      timeout=timeout, run_id=run_id, namespace=namespace)
-        except BaseException:
-            release_loop(self._loop)
-            raise
-        self._closed = False
-        track(self)
+        settings = PipelineSettings(store, batch_size=batch_size, timeout=timeout, run_id=run_id,
+                                    namespace=namespace)
+        self._hosted = HostedPipeline(LiteLLMBackend, settings)
 
     # -- completion ------------------------------------------------------------------------------
     async def acompletion(self, model: str, messages: Any, **kwargs: Any) -> Any:
@@ -87,8 +79,7 @@ class CacheSaverRouter:
         are logged.
         """
         prepared = self._prepare(model, messages, kwargs, home_loop=asyncio.get_running_loop())
-        result = await self._loop.run_async(self.pipeline.request(prepared.request))
-        response = self._finish(prepared, result)
+        response = self._finish(prepared, await self._hosted.request_async(prepared.request))
         if prepared.stream:
             return _ReplayStream(response, prepared.include_usage)
         return response
@@ -101,11 +92,15 @@ class CacheSaverRouter:
         """
         _refuse_inside_running_loop("completion", "acompletion")
         prepared = self._prepare(model, messages, kwargs)
-        result = self._loop.run_sync(self.pipeline.request(prepared.request))
-        response = self._finish(prepared, result)
+        response = self._finish(prepared, self._hosted.request_sync(prepared.request))
         if prepared.stream:
             return _ReplayStream(response, prepared.include_usage)
         return response
+
+    @property
+    def pipeline(self) -> OnlineAPI:
+        """The engine pipeline of this router (one run)."""
+        return self._hosted.pipeline
 
     @property
     def stats(self) -> Stats:
@@ -114,20 +109,16 @@ class CacheSaverRouter:
     # -- conversion ------------------------------------------------------------------------------
     def _prepare(self, group: Any, messages: Any, kwargs: dict,
                  home_loop: Optional[asyncio.AbstractEventLoop] = None) -> "_Prepared":
-        if self._closed:
-            raise RuntimeError("this CacheSaverRouter is closed; create a new one")
+        if self._hosted.closed:
+            raise PipelineClosedError("this CacheSaverRouter is closed; create a new one")
         if not isinstance(group, str) or not group:
             raise InvalidRequestTypeError(f"model must be a model group name (str), got {group!r}")
-        n = kwargs.pop("n", None)
-        n = 1 if n is None else n
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise InvalidRequestTypeError(f"n must be an int >= 1, got {type(n).__name__}")
-        if n < 1:
-            raise InvalidRequestError(f"n must be >= 1, got {n}")
+        n = check_n(kwargs.pop("n", None))
         stream = bool(kwargs.pop("stream", False))
         options = kwargs.pop("stream_options", None)
         include_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))
-        namespace, request_id = self._metadata(kwargs)
+        namespace, request_id = read_identity(kwargs.get("metadata"), kwargs.get("litellm_metadata"),
+                                              default_namespace=self.default_namespace)
         keyed, transport = split_params(kwargs)
         call_kwargs = {**keyed, **{k: v for k, v in transport.items() if v is not None}}
         call = RealCall(
@@ -148,25 +139,7 @@ class CacheSaverRouter:
             params=keyed,
             call=call,
         )
-        return _Prepared(request, request_key(request), stream, include_usage)
-
-    def _metadata(self, kwargs: Mapping[str, Any]) -> tuple[str, str]:
-        namespace: Any = None
-        request_id: Any = None
-        for field in ("metadata", "litellm_metadata"):
-            meta = kwargs.get(field)
-            if isinstance(meta, Mapping):
-                namespace = namespace if namespace is not None else meta.get(NAMESPACE_KEY)
-                request_id = request_id if request_id is not None else meta.get(REQUEST_ID_KEY)
-        namespace = self.default_namespace if namespace is None else namespace
-        if not isinstance(namespace, str) or not namespace:
-            raise InvalidRequestTypeError(f"metadata['{NAMESPACE_KEY}'] must be a non-empty str, got {namespace!r}")
-        request_id = "" if request_id is None else request_id
-        if not isinstance(request_id, str):
-            raise InvalidRequestTypeError(
-                f"metadata['{REQUEST_ID_KEY}'] must be a str, got {type(request_id).__name__}"
-            )
-        return namespace, request_id
+        return _Prepared(request, stream, include_usage)
 
     def _group_supports_n(self, group: str) -> bool:
         """``n`` only if every deployment of the group accepts it (the router may pick any)."""
@@ -182,32 +155,22 @@ class CacheSaverRouter:
                 return False
         return True
 
-    def _finish(self, prepared: "_Prepared", result: Any) -> Any:
+    def _finish(self, prepared: "_Prepared", result: Response) -> Any:
         request = prepared.request
         return build_response(result, namespace=request.namespace, request_id=request.request_id,
-                              key=prepared.key, model=request.model, provider="")
+                              key=result.key or "", model=request.model, provider="")
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def aclose(self) -> None:
-        """Finish what is in flight and release the store (and the shared loop)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._loop.run_async(self.pipeline.aclose())
-        finally:
-            release_loop(self._loop)
+        """Finish what is in flight and release the store."""
+        await self._hosted.aclose()
 
     def close(self) -> None:
         """Sync ``aclose()``; inside a running event loop use ``await aclose()`` / ``async with``."""
-        if self._closed:
+        if self._hosted.closed:
             return
         _refuse_inside_running_loop("close", "aclose")
-        self._closed = True
-        try:
-            self._loop.run_sync(self.pipeline.aclose())
-        finally:
-            release_loop(self._loop)
+        self._hosted.close()
 
     async def __aenter__(self) -> "CacheSaverRouter":
         return self
@@ -223,7 +186,7 @@ class CacheSaverRouter:
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names not found on the wrapper: the rest of the Router API.
-        if name in ("router", "pipeline", "_loop"):
+        if name in ("router", "_hosted"):
             raise AttributeError(name)
         return getattr(self.router, name)
 
@@ -253,7 +216,6 @@ def _refuse_inside_running_loop(name: str, async_name: str) -> None:
 @dataclass(frozen=True)
 class _Prepared:
     request: LiteLLMRequest
-    key: str
     stream: bool
     include_usage: bool
 

@@ -1,15 +1,17 @@
 """Samples <-> litellm responses.
 
 A *sample* is one choice of a chat completion as plain JSON (re-indexed to 0) plus what a
-rebuilt response needs: the response id, model, real provider, ``created``,
-``system_fingerprint`` and this choice's share of the call's tokens. ``_hidden_params`` are not
-serialised by litellm, so the provider travels inside the sample.
+rebuilt response needs: the response id, model, real provider, ``created`` and
+``system_fingerprint``. ``_hidden_params`` are not serialised by litellm, so the provider
+travels inside the sample. Its usage is the engine's share of its call (``Usage.split``, the one
+policy of every adapter), stored beside it and delivered as ``Response.sample_usage``.
 
 Rebuilding merges the samples a caller received into a *fresh* ``ModelResponse`` (choices
 re-indexed 0..k-1), so no two callers ever share a mutable object.
 """
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -22,22 +24,23 @@ __all__ = [
     "response_cost",
     "build_response",
     "stream_chunks",
+    "final_usage_chunk",
+    "with_usage",
     "hidden_params",
 ]
 
 SAMPLE_VERSION = 1
 
+log = logging.getLogger("cachesaver.litellm.samples")
+
 
 def split_response(response: Any, provider: str) -> list[dict]:
     """One JSON sample per choice of ``response`` (a litellm ``ModelResponse``)."""
     choices = list(getattr(response, "choices", None) or [])
-    prompt_tokens, completion_tokens = response_tokens(response)
-    k = len(choices)
-    shares = _integer_shares(completion_tokens, k)
     hidden = getattr(response, "_hidden_params", None) or {}
     real_provider = hidden.get("custom_llm_provider") or provider
     samples = []
-    for i, choice in enumerate(choices):
+    for choice in choices:
         data = choice.model_dump(mode="json") if hasattr(choice, "model_dump") else dict(choice)
         data["index"] = 0
         samples.append(
@@ -49,19 +52,9 @@ def split_response(response: Any, provider: str) -> list[dict]:
                 "provider": real_provider,
                 "created": getattr(response, "created", None),
                 "system_fingerprint": getattr(response, "system_fingerprint", None),
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": shares[i],
             }
         )
     return samples
-
-
-def _integer_shares(total: int, k: int) -> list[int]:
-    """Split ``total`` tokens over ``k`` choices in integers that add up exactly."""
-    if k <= 0:
-        return []
-    base, extra = divmod(max(int(total), 0), k)
-    return [base + (1 if i < extra else 0) for i in range(k)]
 
 
 def response_tokens(response: Any) -> tuple[int, int]:
@@ -72,17 +65,35 @@ def response_tokens(response: Any) -> tuple[int, int]:
 
 
 def response_cost(response: Any, model: str) -> float:
-    """What litellm says the call cost (its own cost map); 0.0 when the model is not priced."""
+    """What litellm says the call cost (its own cost map); 0.0 when the model is not priced.
+
+    ``completion_cost`` prints a "Provider List" line for models missing from the cost map, and
+    a library never prints: unpriced models are looked up first, quietly, and logged at DEBUG.
+    """
     hidden = getattr(response, "_hidden_params", None) or {}
     cost = hidden.get("response_cost")
     if isinstance(cost, (int, float)) and cost >= 0:
         return float(cost)
-    try:
-        import litellm
+    import litellm
 
-        return float(litellm.completion_cost(completion_response=response, model=model) or 0.0)
-    except Exception:  # unpriced model: report zero rather than fail a paid-for call
+    if not _priced(litellm, model, getattr(response, "model", None)):
+        log.debug("no litellm price for %s: its cost is reported as 0", model)
         return 0.0
+    try:
+        return float(litellm.completion_cost(completion_response=response, model=model) or 0.0)
+    except Exception:  # unpriced after all: report zero rather than fail a paid-for call
+        log.debug("litellm could not price %s: its cost is reported as 0", model)
+        return 0.0
+
+
+def _priced(litellm: Any, *names: Optional[str]) -> bool:
+    cost_map = getattr(litellm, "model_cost", None) or {}
+    for name in names:
+        if not name:
+            continue
+        if name in cost_map or name.partition("/")[2] in cost_map:
+            return True
+    return False
 
 
 def build_response(
@@ -100,13 +111,13 @@ def build_response(
     samples: Sequence[Mapping[str, Any]] = result.data
     first = samples[0] if samples else {}
     choices = []
-    completion_tokens = 0
     for i, sample in enumerate(samples):
         choice = dict(sample["choice"])
         choice["index"] = i
         choices.append(choice)
-        completion_tokens += int(sample.get("completion_tokens") or 0)
-    prompt_tokens = int(first.get("prompt_tokens") or 0)
+    shares = result.sample_usage or []
+    prompt_tokens = int(round(sum(share.prompt_tokens for share in shares)))
+    completion_tokens = int(round(sum(share.completion_tokens for share in shares)))
     response = ModelResponse(
         id=first.get("id") or f"chatcmpl-cachesaver-{uuid.uuid4().hex}",
         created=first.get("created") or int(time.time()),
@@ -157,6 +168,28 @@ def hidden_params(result: Response, *, namespace: str, request_id: str, key: str
     }
 
 
+def final_usage_chunk(response: Any) -> Any:
+    """A choice-less chunk carrying ``response.usage``: the OpenAI-style end of a stream, where
+    litellm's stream wrapper takes the stream's usage from (it strips it unless asked for)."""
+    from litellm.types.utils import ModelResponseStream
+
+    chunk = ModelResponseStream(id=response.id, created=response.created, model=response.model,
+                                system_fingerprint=getattr(response, "system_fingerprint", None),
+                                usage=response.usage)
+    chunk.choices = []
+    return chunk
+
+
+def with_usage(chunk: Any, usage: Any) -> Any:
+    """``chunk`` (a ``ModelResponseStream`` with choices) carrying ``usage``: on the last content
+    chunk is where litellm's stream wrapper reads a stream's usage (and strips it unless asked)."""
+    from litellm.types.utils import ModelResponseStream
+
+    return ModelResponseStream(id=chunk.id, created=chunk.created, model=chunk.model,
+                               system_fingerprint=getattr(chunk, "system_fingerprint", None),
+                               choices=chunk.choices, usage=usage)
+
+
 def stream_chunks(response: Any, include_usage: bool = True, usage_chunk: bool = False) -> Iterator[Any]:
     """Replay a complete response as ``ModelResponseStream`` chunks.
 
@@ -202,7 +235,5 @@ def stream_chunks(response: Any, include_usage: bool = True, usage_chunk: bool =
     for choice in response.choices:
         body.append(chunk(choice.index, Delta(), finish_reason=choice.finish_reason or "stop"))
     if usage is not None and usage_chunk:
-        final = ModelResponseStream(**head, usage=usage)
-        final.choices = []
-        body.append(final)
+        body.append(final_usage_chunk(response))
     return iter(body)

@@ -285,12 +285,15 @@ class Cacher:
             )
         usage = response.usage if isinstance(response.usage, Usage) else Usage()
         k = len(samples)
+        shares = response.sample_usage
+        if not (isinstance(shares, list) and len(shares) == k and all(isinstance(u, Usage) for u in shares)):
+            shares = usage.split(k)  # a model that made several calls gives each call's split
         encoded = [
             encode_sample(
                 sample, share.prompt_tokens, share.completion_tokens, share.cost,
                 where=f"sample {i} returned by {self._model_name} for key {key}",
             )
-            for i, (sample, share) in enumerate(zip(samples, usage.split(k)))
+            for i, (sample, share) in enumerate(zip(samples, shares))
         ]
         start = await self.store.append(key, encoded, meta)
         with self.lock:
@@ -368,7 +371,8 @@ class Cacher:
         finally:
             if unbilled is not None and not unbilled:
                 self._unbilled.pop(key, None)
-        return Response(data=data, cached=cached, duplicated=duplicated, usage=billed, sample_usage=shares)
+        return Response(data=data, cached=cached, duplicated=duplicated, usage=billed,
+                        sample_usage=shares, key=key)
 
 
 def _first_live(demands: list[Demand]) -> Optional[Pending]:

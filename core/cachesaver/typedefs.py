@@ -110,7 +110,9 @@ class Response:
       returned by a pipeline it is the share billed to this response (zero on a full hit).
     - ``sample_usage``: on responses returned by a pipeline, each sample's stored share of what
       its call billed (:meth:`Usage.split`), whoever it was billed to: what adapters report as a
-      sample's usage, the same in every adapter and every replay.
+      sample's usage, the same in every adapter and every replay. A model that made several
+      calls for one response may set it (each call's split); otherwise the engine splits
+      ``usage``.
     """
 
     data: List[Any]
@@ -118,6 +120,8 @@ class Response:
     duplicated: Optional[List[bool]] = None
     usage: Optional[Usage] = None
     sample_usage: Optional[List[Usage]] = None
+    #: On responses returned by a pipeline: the request's cache key (adapters report it).
+    key: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.cached is None:

@@ -44,4 +44,4 @@ def store_lengths(handler=None) -> dict[str, int]:
     async def read():
         return {key: await store.length(key) async for key in store.iter_keys()}
 
-    return handler.loop_thread.run_sync(read())
+    return handler.hosted.host.run(read())

@@ -77,7 +77,9 @@ async def test_anthropic_wire_format_without_n_tops_up_with_one_call_per_sample(
         assert cassette.all_played
     assert [c.finish_reason for c in first.choices] == ["stop"] * 3
     assert first._hidden_params["custom_llm_provider"] == "anthropic"
-    assert first.usage.prompt_tokens == 12
+    # Three calls without n, each billed its 12 prompt tokens: the response carries what its
+    # three samples cost (each sample's share of its own call: Usage.split).
+    assert first.usage.prompt_tokens == 3 * 12
 
 
 async def test_a_new_run_replays_the_cassette_samples_with_no_interaction(store_path):

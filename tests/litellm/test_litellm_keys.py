@@ -87,7 +87,7 @@ async def test_secrets_never_reach_the_store(provider, server, call_kwargs):
             out += b"".join(await store.read(key, 0, await store.length(key)))
         return out
 
-    raw = handler.loop_thread.run_sync(dump())
+    raw = handler.hosted.host.run(dump())
     assert raw and b"sk-very-secret" not in raw and b"req-1" not in raw
 
 

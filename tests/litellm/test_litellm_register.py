@@ -10,10 +10,10 @@ import litellm
 import pytest
 
 import cachesaver_litellm
-from cachesaver.errors import InvalidRequestError
-from cachesaver_litellm import CostCallback, _loop
+from cachesaver.errors import InvalidRequestError, PipelineClosedError
+from cachesaver_litellm import CostCallback
 
-from _litellm_helpers import ns, sample_ids
+from _litellm_helpers import MESSAGES, ns, sample_ids
 
 
 def cachesaver_entries() -> list:
@@ -47,13 +47,15 @@ async def test_registering_other_settings_replaces_the_engine_cleanly(store_path
     assert cachesaver_litellm.get_pipeline() is new.pipeline
 
 
-async def test_unregister_removes_the_provider_and_stops_the_loop(store_path, call_kwargs):
+async def test_unregister_removes_the_provider_and_closes_its_run(store_path, call_kwargs):
     handler = cachesaver_litellm.register(store=store_path)
-    thread = handler.loop_thread.thread
+    pipeline = handler.pipeline
     cachesaver_litellm.unregister()
 
     assert cachesaver_entries() == [] and cost_callbacks() == []
-    assert handler.closed and not thread.is_alive() and _loop._shared is None
+    assert handler.closed and pipeline._closed
+    with pytest.raises(PipelineClosedError):  # the handler itself refuses, with the engine's error
+        await handler.acompletion(model=call_kwargs["model"], messages=MESSAGES)
     with pytest.raises(litellm.exceptions.BadRequestError):
         await litellm.acompletion(**call_kwargs)
     with pytest.raises(RuntimeError, match="register"):
@@ -64,11 +66,11 @@ async def test_unregister_removes_the_provider_and_stops_the_loop(store_path, ca
 def test_bad_settings_give_clear_errors(store_path):
     with pytest.raises(InvalidRequestError, match="batch_size"):
         cachesaver_litellm.register(store=store_path, batch_size=0)
-    with pytest.raises(TypeError, match="namespace"):
+    with pytest.raises(InvalidRequestError, match="namespace"):  # as CacheSaverChatModel(namespace="")
         cachesaver_litellm.register(store=store_path, namespace="")
     with pytest.raises(TypeError, match="cache"):
         cachesaver_litellm.register(store=None)
-    assert cachesaver_entries() == [] and _loop._shared is None  # nothing half-registered
+    assert cachesaver_entries() == []  # nothing half-registered
 
 
 def test_process_exit_without_unregister_is_clean(tmp_path):

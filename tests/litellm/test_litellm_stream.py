@@ -1,7 +1,7 @@
 """Streaming, tool calls and ``response_format`` through the provider.
 
-A stored sample replays as a stream; a miss is generated through the engine (a normal
-non-streamed real call, so it can be stored and merged) and then replayed.
+A stored sample replays as a stream; a miss streams live to the caller the engine hands the
+first new sample to, and is stored whole when it ends.
 """
 from __future__ import annotations
 
@@ -44,13 +44,13 @@ async def test_a_stored_sample_replays_as_a_stream(provider, server, call_kwargs
     assert server.request_count == 1
 
 
-async def test_a_streamed_miss_is_generated_once_stored_and_shared_with_plain_calls(provider, server, call_kwargs):
+async def test_a_streamed_miss_is_streamed_live_once_stored_and_shared_with_plain_calls(provider, server, call_kwargs):
     chunks = await collect(await litellm.acompletion(
         stream=True, stream_options={"include_usage": True}, metadata=ns("a"), **call_kwargs))
     rebuilt = litellm.stream_chunk_builder(chunks, messages=MESSAGES)
 
     assert sample_ids(rebuilt) == [1]
-    assert server.request_count == 1 and not server.requests[0].get("stream")
+    assert server.request_count == 1 and server.requests[0].get("stream") is True  # live
     usage = next(c.usage for c in reversed(chunks) if getattr(c, "usage", None))
     assert usage.prompt_tokens == server.prompt_tokens
     assert usage.completion_tokens == server.completion_tokens

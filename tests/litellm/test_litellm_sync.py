@@ -12,7 +12,7 @@ import litellm
 import pytest
 
 import cachesaver_litellm
-from cachesaver_litellm._loop import LoopThread
+from cachesaver.runtime import get_host
 
 from _litellm_helpers import ns, sample_ids
 
@@ -72,15 +72,13 @@ def test_sync_streaming_replays_the_stored_sample(provider, server, call_kwargs)
 
 
 def test_a_sync_call_from_the_engine_loop_thread_is_refused():
-    loop_thread = LoopThread(name="test-loop")
-    try:
-        async def nested():
-            async def noop():
-                return 1
+    host = get_host()
 
-            return loop_thread.run_sync(noop())
+    async def nested():
+        async def noop():
+            return 1
 
-        with pytest.raises(RuntimeError, match="use the async API"):
-            loop_thread.run_sync(nested())
-    finally:
-        loop_thread.stop()
+        return host.run(noop())
+
+    with pytest.raises(RuntimeError, match="use the async API"):
+        host.run(nested())

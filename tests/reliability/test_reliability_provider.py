@@ -72,7 +72,7 @@ def engine_leftovers(handler) -> dict:
             "tasks": [t for t in p._tasks if not t.done()],
         }.items() if value}
 
-    return handler.loop_thread.run_sync(read())
+    return handler.hosted.host.run(read())
 
 
 def stored_lengths(handler) -> dict:
@@ -81,7 +81,7 @@ def stored_lengths(handler) -> dict:
     async def read():
         return {key: await store.length(key) async for key in store.iter_keys()}
 
-    return handler.loop_thread.run_sync(read())
+    return handler.hosted.host.run(read())
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -121,15 +121,22 @@ async def test_a_provider_fault_reaches_exactly_its_waiters_stores_nothing_and_a
 
 
 async def test_a_stream_cut_at_the_provider_cannot_reach_the_store(provider, fake_server):
+    """A miss streams live from the provider; cut mid-way, the caller gets the error, the
+    fragment is never stored (G5), and the next call generates a whole sample again."""
     kwargs = dict(model=MODEL, api_base=fake_server.base_url, api_key="sk-test", max_retries=0)
     fake_server.cut_stream_next()
     stream = await litellm.acompletion(messages=msgs("streamed"), stream=True, metadata=meta("A", "r1"), **kwargs)
-    text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
-    assert fake_server.requests[-1].get("stream") in (None, False)  # generated with a plain call
-    assert fake_server._injections, "the cut was consumed: the adapter streamed from the provider"
-    plain = await litellm.acompletion(messages=msgs("streamed"), metadata=meta("B", "r2"), **kwargs)
-    assert text == plain.choices[0].message.content  # the whole stored sample, replayed
-    assert fake_server.request_count == 1
+    with pytest.raises(Exception):
+        async for _ in stream:
+            pass
+    assert fake_server.requests[-1].get("stream") is True  # it was streamed live from the provider
+    assert not fake_server._injections, "the cut was not consumed"
+    assert stored_lengths(provider) == {}  # no fragment became a sample
+    plain = await litellm.acompletion(messages=msgs("streamed"), metadata=meta("A", "r2"), **kwargs)
+    replay = await litellm.acompletion(messages=msgs("streamed"), stream=True, metadata=meta("B", "r3"), **kwargs)
+    text = "".join([chunk.choices[0].delta.content or "" async for chunk in replay])
+    assert fake_server.request_count == 2 and text == plain.choices[0].message.content  # whole, stored once
+    assert engine_leftovers(provider) == {}
 
 
 async def test_callers_cancelled_during_a_merged_call_take_nothing(provider, fake_server):

@@ -88,11 +88,13 @@ class FanOutModel(SingleRequestModel):
             log.warning("%d of %d calls to %s failed (%s); the engine asks again for the rest",
                         len(errors), m, self.describe(request), type(errors[0]).__name__)
         data: list[Any] = []
+        shares: list[Usage] = []
         usage = Usage()
         for samples, call_usage in done:
             data.extend(samples)
+            shares.extend(call_usage.split(len(samples)))  # each call's own prompt, once
             usage = usage + call_usage
-        return Response(data=data, usage=usage)
+        return Response(data=data, usage=usage, sample_usage=shares)
 
     async def _counted(self, call: Any) -> Any:
         self.real_calls += 1

@@ -94,10 +94,10 @@ class HostedPipeline:
     def pipeline(self) -> OnlineAPI:
         """The engine pipeline (built on first use, and afresh in a forked child)."""
         pipeline = self._pipeline
-        if pipeline is not None and self._pid == os.getpid():
+        if pipeline is not None and (self._pid == os.getpid() or self.closed):
             return pipeline
         with self._build_lock:
-            if self._pipeline is None or self._pid != os.getpid():
+            if self._pipeline is None or (self._pid != os.getpid() and not self.closed):
                 self._pipeline = self._build()
                 self._host = get_host()
                 self._host.track(self)
@@ -216,7 +216,7 @@ class HostedPipeline:
     async def aclose(self) -> None:
         """Finish what is in flight, then release the store (if it was opened from a spec)."""
         self.closed = True
-        pipeline, self._pipeline = self._pipeline, None
+        pipeline = self._pipeline
         if pipeline is None or self._pid != os.getpid():
             return
         host = self._host
@@ -225,18 +225,20 @@ class HostedPipeline:
         else:
             await pipeline.aclose()
 
-    def close(self, timeout: Optional[float] = None) -> None:
-        """Sync :meth:`aclose`; in-flight calls slower than ``timeout`` finish on their own."""
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Sync :meth:`aclose`; False if in-flight calls outlived ``timeout`` (they finish on
+        their own). Refused on the engine's loop, where it would wait for itself."""
         self.closed = True
-        pipeline, self._pipeline = self._pipeline, None
+        pipeline = self._pipeline
         host = self._host
         if pipeline is None or self._pid != os.getpid() or host is None or not host.alive:
-            return
+            return True
         future = host.submit(pipeline.aclose())
         try:
             future.result(timeout)
         except concurrent.futures.TimeoutError:
-            pass
+            return False
+        return True
 
 
 def _reopen(store: Any) -> Any:
