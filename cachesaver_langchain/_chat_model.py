@@ -9,6 +9,7 @@ which never reaches the key, the inner model or the traced invocation parameters
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -154,8 +155,10 @@ class CacheSaverChatModel(BaseChatModel):
         return {"chat_model": self._inner_view().identifying, "namespace": self.namespace}
 
     def _get_invocation_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> dict[str, Any]:
+        # What LangChain's own version returns (``asdict()`` plus stop and the call's kwargs),
+        # without its per-call detour through the deprecated ``dict()``.
         kwargs.pop(SCOPE_KW, None)
-        return super()._get_invocation_params(stop=stop, **kwargs)
+        return {**self._identifying_params, "_type": self._llm_type, "stop": stop, **kwargs}
 
     def _get_ls_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> Any:
         """The inner model's tracing parameters (its provider and model name, per-call ``model``)."""
@@ -326,3 +329,10 @@ class CacheSaverChatModel(BaseChatModel):
         if hosted is not None:
             await hosted.aclose()
 
+
+# LangChain inspects ``_generate``'s signature on every uncached call (does it take run_manager?);
+# a precomputed ``__signature__`` turns that into a lookup.
+for _name in ("_generate", "_agenerate"):
+    _method = CacheSaverChatModel.__dict__[_name]
+    _method.__signature__ = inspect.signature(_method)
+del _name, _method

@@ -167,7 +167,25 @@ def _check_loadable(data: Any, where: str, root: bool = True) -> None:
             _check_loadable(v, f"{where}[{i}]", root=False)
 
 
+_AI_MESSAGE_PATH = ["langchain", "schema", "messages", "AIMessage"]
+
+
 def _load_message(data: Any, where: str) -> AIMessage:
+    """A stored message back as an ``AIMessage``, constructing nothing else (G7).
+
+    What CacheSaver writes (``dumpd`` of a plain ``AIMessage``, nested LangChain objects refused
+    at write time) is built directly: ``AIMessage(**kwargs)`` validates plain JSON and runs no
+    lookup of classes or secrets. Anything else goes through ``load(allowed_objects="messages")``.
+    """
+    if (isinstance(data, dict) and data.get("lc") == 1 and data.get("type") == "constructor"
+            and data.get("id") == _AI_MESSAGE_PATH and isinstance(data.get("kwargs"), dict)):
+        try:
+            return AIMessage(**data["kwargs"])
+        except Exception as exc:
+            raise CorruptSampleError(
+                f"{where} is not a storable LangChain message and was not loaded ({exc}); it was "
+                "not written by CacheSaver: remove that key from the store"
+            ) from None
     try:
         message = load(data, allowed_objects="messages")
     except Exception as exc:

@@ -24,8 +24,47 @@ __all__ = ["canonical", "canonical_json", "make_key", "request_key"]
 _MAX_DEPTH = 64
 
 
+class _NeedsPath(Exception):
+    """The fast walk met something to report or convert: redo it with paths."""
+
+
+def _fast(value: Any, depth: int) -> Any:
+    """``canonical`` for plain JSON data, without building a path for every element (the hot
+    path of every request); anything unusual is left to the path-tracking walk."""
+    if value is None or type(value) is str or type(value) is bool:
+        return value
+    if type(value) is int:
+        return value
+    if type(value) is float:
+        if math.isfinite(value):
+            return int(value) if value.is_integer() and abs(value) < 2**53 else value
+        raise _NeedsPath
+    if depth > _MAX_DEPTH:
+        raise _NeedsPath
+    if type(value) is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _NeedsPath
+            if v is not None:
+                out[k] = _fast(v, depth + 1)
+        return out
+    if type(value) is list or type(value) is tuple:
+        return [_fast(v, depth + 1) for v in value]
+    raise _NeedsPath
+
+
 def canonical(value: Any, *, _path: str = "$", _depth: int = 0) -> Any:
     """Return ``value`` as plain JSON data in canonical form (see module docstring)."""
+    try:
+        return _fast(value, _depth)
+    except _NeedsPath:
+        return _canonical_at(value, _path, _depth)
+
+
+def _canonical_at(value: Any, _path: str, _depth: int) -> Any:
+    """The general walk: converts pydantic objects, enums and dataclasses, and names the path
+    of anything it cannot convert."""
     if _depth > _MAX_DEPTH:
         raise NotSerializableError(f"key field {_path} is nested deeper than {_MAX_DEPTH} levels")
     if value is None or isinstance(value, (str, bool)):
@@ -49,23 +88,20 @@ def canonical(value: Any, *, _path: str = "$", _depth: int = 0) -> Any:
                 )
             if v is None:
                 continue
-            out[k] = canonical(v, _path=f"{_path}.{k}", _depth=_depth + 1)
+            out[k] = _canonical_at(v, f"{_path}.{k}", _depth + 1)
         return out
     if isinstance(value, (list, tuple)):
-        return [canonical(v, _path=f"{_path}[{i}]", _depth=_depth + 1) for i, v in enumerate(value)]
+        return [_canonical_at(v, f"{_path}[{i}]", _depth + 1) for i, v in enumerate(value)]
     if isinstance(value, enum.Enum):
-        return canonical(value.value, _path=_path, _depth=_depth + 1)
+        return _canonical_at(value.value, _path, _depth + 1)
     if isinstance(value, type) and hasattr(value, "model_json_schema"):
         # A pydantic class (structured output): its schema is what reaches the model.
-        return canonical(value.model_json_schema(), _path=_path, _depth=_depth + 1)
+        return _canonical_at(value.model_json_schema(), _path, _depth + 1)
     if hasattr(value, "model_dump") and callable(value.model_dump):
-        return canonical(value.model_dump(mode="json"), _path=_path, _depth=_depth + 1)
+        return _canonical_at(value.model_dump(mode="json"), _path, _depth + 1)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return canonical(
-            {f.name: getattr(value, f.name) for f in dataclasses.fields(value)},
-            _path=_path,
-            _depth=_depth + 1,
-        )
+        return _canonical_at({f.name: getattr(value, f.name) for f in dataclasses.fields(value)},
+                             _path, _depth + 1)
     raise NotSerializableError(
         f"key field {_path} has type {type(value).__name__}, which has no canonical JSON form; "
         "pass str/int/float/bool/list/dict (or a pydantic model or dataclass)"
