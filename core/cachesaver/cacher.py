@@ -20,6 +20,7 @@ from .deduplicator import Demand
 from .errors import CacheSaverError, CorruptSampleError, ModelOutputError
 from .keys import canonical_json
 from .ledger import Ledger
+from .offline import offline_miss
 from .pending import Pending
 from .stats import Stats
 from .stores.base import Store
@@ -47,8 +48,9 @@ class _Call:
 
 class Cacher:
     def __init__(self, store: Store, ledger: Ledger, generate: Generate, stats: Stats,
-                 model_name: str = "model") -> None:
+                 model_name: str = "model", *, offline: bool = False) -> None:
         self.store = store
+        self.offline = offline  # True: a miss raises OfflineMissError instead of generating
         self.ledger = ledger
         self._generate = generate
         self.stats = stats
@@ -164,6 +166,8 @@ class Cacher:
         missing = await self._missing(key, pending)
         if missing <= 0:
             return True
+        if self.offline:
+            raise await offline_miss(self.store, self.ledger, key, pending)
         lease = getattr(self.store, "generation_lease", None)
         if lease is None:
             return await self._generate_missing(key, pending, missing, calls)

@@ -54,6 +54,7 @@ class Pipeline:
         allow_batch_overflow: bool = False,
         run_id: Optional[str] = None,
         namespace: str = "default",
+        offline: bool = False,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidRequestError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -75,7 +76,11 @@ class Pipeline:
         )
         self.stats = Stats()
         self._model_name = type(model).__name__
-        self.cacher = Cacher(self.store, self.ledger, self._generate, self.stats, self._model_name)
+        # offline: serve stored samples only; a miss raises OfflineMissError, never calls the model.
+        # A read-only store (a bundle) is always offline: it could not keep a generated sample.
+        self.offline = bool(offline) or bool(getattr(self.store, "read_only", False))
+        self.cacher = Cacher(self.store, self.ledger, self._generate, self.stats, self._model_name,
+                             offline=self.offline)
         self._inflight_ids: set[str] = set()
         self._tick: list[Pending] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -199,6 +204,17 @@ class Pipeline:
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
+    async def consumption(self) -> "Consumption":
+        """What this run handed out so far: ``{namespace: {key: samples consumed}}``.
+
+        A private run reads its in-memory ledger; a shared run (``run_id=``) reads the store's
+        ledger rows of its run, so every process of the run is counted. Pass the result to
+        :func:`cachesaver.bundle.write_bundle` to publish exactly these samples.
+        """
+        from .bundle.consumption import Consumption
+
+        return Consumption(await self.ledger.consumption(), run_id=self.run_id)
+
 
 class OnlineAPI(Pipeline):
     """Pipeline for API models: batches misses, merges identical ones, one call per key.
@@ -209,7 +225,7 @@ class OnlineAPI(Pipeline):
 
     def __init__(self, model: Any, cache: Any, batch_size: int = 1, timeout: float = 0.05, **kwargs: Any) -> None:
         super().__init__(model, cache, batch_size, timeout, **kwargs)
-        if not callable(getattr(model, "request", None)) and not callable(getattr(model, "batch_request", None)):
+        if not self.offline and not callable(getattr(model, "request", None)) and not callable(getattr(model, "batch_request", None)):
             raise InvalidRequestTypeError(
                 f"model {self._model_name} needs an async request(request) method "
                 "(cachesaver.typedefs.SingleRequestModel)"
@@ -278,7 +294,7 @@ class LocalAPI(Pipeline):
 
     def __init__(self, model: Any, cache: Any, batch_size: int = 1, timeout: float = 0.05, **kwargs: Any) -> None:
         super().__init__(model, cache, batch_size, timeout, **kwargs)
-        if not callable(getattr(model, "batch_request", None)):
+        if not self.offline and not callable(getattr(model, "batch_request", None)):
             raise InvalidRequestTypeError(
                 f"model {self._model_name} needs an async batch_request(batch) method "
                 "(cachesaver.typedefs.BatchRequestModel)"

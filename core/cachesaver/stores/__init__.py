@@ -21,8 +21,9 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 def open_store(spec: Any) -> Store:
     """Turn what users pass as ``cache=`` / ``store=`` into a :class:`Store`.
 
-    Accepts a ``Store``, a ``diskcache.Cache``, ``"memory"``, a ``redis://host:port/db`` URL, or
-    a directory path (created if missing).
+    Accepts a ``Store``, a ``diskcache.Cache``, ``"memory"``, a ``redis://host:port/db`` URL,
+    a directory path (created if missing), or a bundle file (opened read-only, see
+    :mod:`cachesaver.bundle`).
     """
     if isinstance(spec, Store):
         return spec
@@ -45,6 +46,10 @@ def open_store(spec: Any) -> Store:
             return RedisStore(text)
         if not text:
             raise ValueError("cache path is empty; give a directory such as './.cachesaver'")
+        if os.path.isfile(text):  # a published bundle: read-only, verified (cachesaver.bundle)
+            from ..bundle.store import BundleStore
+
+            return BundleStore(text)
         return DiskStore(text)
     try:
         import diskcache
