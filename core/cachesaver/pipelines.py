@@ -213,7 +213,9 @@ class Pipeline:
         """
         from .bundle.consumption import Consumption
 
-        return Consumption(await self.ledger.consumption(), run_id=self.run_id)
+        # A private run's id is random and means nothing elsewhere: only shared run ids are kept,
+        # so the same run always bundles to the same bytes.
+        return Consumption(await self.ledger.consumption(), run_id=self.run_id if self.shared_run else None)
 
 
 class OnlineAPI(Pipeline):
