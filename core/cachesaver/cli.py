@@ -48,9 +48,11 @@ def open_cache(spec: str, *, create: bool = False):
             return open_store(spec)
         raise CLIError(f"no cache at {spec!r} (nothing was created); pass --cache with an existing directory")
     if not os.path.isdir(spec):
-        if os.path.isfile(spec):  # a bundle: opened read-only and verified (cmd_bundle_* below)
+        from .bundle import is_bundle_file
+
+        if is_bundle_file(spec):  # a bundle: opened read-only and verified (cachesaver.bundle)
             return open_store(spec)
-        raise CLIError(f"{spec!r} is not a cache directory")
+        raise CLIError(f"{spec!r} is a file, not a cache directory or a CacheSaver bundle")
     if not os.path.exists(os.path.join(spec, "cache.db")):
         raise CLIError(f"{spec!r} is not a CacheSaver cache (no cache.db inside); check the path")
     return open_store(spec)

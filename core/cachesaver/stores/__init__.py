@@ -46,10 +46,11 @@ def open_store(spec: Any) -> Store:
             return RedisStore(text)
         if not text:
             raise ValueError("cache path is empty; give a directory such as './.cachesaver'")
-        if os.path.isfile(text):  # a published bundle: read-only, verified (cachesaver.bundle)
-            from ..bundle.store import BundleStore
+        if os.path.isfile(text):
+            from ..bundle import BundleStore, is_bundle_file
 
-            return BundleStore(text)
+            if is_bundle_file(text):  # a published bundle: read-only, verified
+                return BundleStore(text)
         return DiskStore(text)
     try:
         import diskcache
