@@ -111,7 +111,7 @@ def test_bundle_holds_only_consumed_samples_and_a_true_summary(recorded, tmp_pat
     # Members are JSON only: the manifest and one JSONL member per key.
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
-        assert names[0] == "manifest.json" and len(names) == 1 + len(contents.samples)
+        assert names[-1] == "manifest.json" and len(names) == 1 + len(contents.samples)
         manifest = json.loads(z.read("manifest.json"))
         assert {e["key"] for e in manifest["keys"]} == set(contents.samples)
         assert json.loads(manifest["keys"][0]["meta"])["prompt"]

@@ -2,10 +2,10 @@
 
 Layout::
 
-    manifest.json           what the bundle holds and what it stands for (below)
     samples/000000.jsonl    the samples of one key: its JSON records, one per line, in list order
     samples/000001.jsonl    ...one member per key, each compressed on its own, so damage is
                             located to one key
+    manifest.json           what the bundle holds and what it stands for (below)
     zip comment             "cachesaver-bundle-sha256:" + SHA-256 of every byte before the digest
 
 The manifest (``format``, ``version``) holds, per key, its canonical request (``meta``, the
@@ -129,9 +129,9 @@ def encode_bundle(contents: BundleContents) -> bytes:
                             option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as archive:
-        _add(archive, MANIFEST, manifest)
         for entry in entries:
             _add(archive, entry["member"], b"\n".join(contents.samples[entry["key"]]))
+        _add(archive, MANIFEST, manifest)
         archive.comment = _SEAL + b"0" * _DIGEST_LEN
     data = buf.getvalue()
     digest = sha256(data[:-_DIGEST_LEN]).encode()
