@@ -237,7 +237,33 @@ def test_bundle_refuses_a_request_carrying_a_credential(tmp_path):
         await store.append("k1", [b'{"d":"x","u":[1,1,0.1]}'], orjson.dumps({"prompt": "hi", "extra": {"api_key": "sk-live"}}))
         with pytest.raises(BundleError, match=r"credential at \$\.extra\.api_key"):
             await write_bundle(store, Consumption({"ns": {"k1": 1}}), tmp_path / "x.csbundle")
+        await store.append("k2", [b'{"d":"x","u":[1,1,0.1]}'],
+                           orjson.dumps({"prompt": "hi", "api_base": "https://user:hunter2@proxy.example/v1"}))
+        with pytest.raises(BundleError, match=r"credential at \$\.api_base"):
+            await write_bundle(store, Consumption({"ns": {"k2": 1}}), tmp_path / "x.csbundle")
+        # Prompt text may quote anything: only parameters are checked by value.
+        await store.append("k3", [b'{"d":"x","u":[1,1,0.1]}'], orjson.dumps({"prompt": "Bearer tokens look like Bearer abc"}))
+        await write_bundle(store, Consumption({"ns": {"k3": 1}}), tmp_path / "ok.csbundle")
         with pytest.raises(BundleError, match="holds 1"):
             await write_bundle(store, Consumption({"ns": {"k1": 2}}), tmp_path / "x.csbundle")
     asyncio.run(main())
     assert not (tmp_path / "x.csbundle").exists()
+
+
+def test_local_api_offline(tmp_path):
+    """LocalAPI (hardware-batched local models) has the same offline switch."""
+    from cachesaver import LocalAPI
+
+    model = FakeModel()
+
+    async def main():
+        async with LocalAPI(model=model, cache=str(tmp_path / "c"), timeout=0.001) as p:
+            first = await p.request(Request(prompt="q", n=2))
+            await write_bundle(p.store, await p.consumption(), tmp_path / "l.csbundle")
+        async with LocalAPI(model=None, cache=str(tmp_path / "l.csbundle"), offline=True, timeout=0.001) as p:
+            again = await p.request(Request(prompt="q", n=2))
+            with pytest.raises(OfflineMissError, match="'q'"):
+                await p.request(Request(prompt="q", n=1))
+        return first, again
+    first, again = asyncio.run(main())
+    assert first.data == again.data and model.batch_calls == 1
