@@ -66,6 +66,7 @@ async def _arm(namespace, n, api_base):
     return [[c.message.content for c in r.choices] for r in responses]
 
 
+@pytest.mark.slow  # a fresh interpreter imports litellm (~2.5 s on an idle machine)
 async def test_litellm_run_bundles_and_replays_offline(tmp_path, restore_permissions):
     litellm.suppress_debug_info = True
     with FakeOpenAIServer(seed=5) as server:
