@@ -88,7 +88,7 @@ def _dollars(x: float) -> str:
     return f"${x:,.4f}" if x >= 0.01 or x == 0 else f"${x:.3g}"
 
 
-def render_summary(summary: Mapping[str, Any]) -> str:
+def render_summary(summary: Mapping[str, Any], max_namespaces: int = 12) -> str:
     """A few lines for people: what the bundle holds and what it stands for."""
     lines = [
         f"models: {', '.join(summary['models']) or '-'}",
@@ -97,7 +97,10 @@ def render_summary(summary: Mapping[str, Any]) -> str:
         f"the recorded runs consumed {summary['consumed_samples']} samples "
         f"({summary['consumed_tokens']:,.0f} tokens, {_dollars(summary['consumed_cost'])} without a cache)",
     ]
-    for namespace, figures in summary["namespaces"].items():
+    spaces = list(summary["namespaces"].items())
+    for namespace, figures in spaces[:max_namespaces]:
         lines.append(f"  namespace {namespace!r}: {figures['keys']} prompts, {figures['samples']} samples, "
                      f"{_dollars(figures['cost'])}")
+    if len(spaces) > max_namespaces:
+        lines.append(f"  ... and {len(spaces) - max_namespaces} more namespaces (all in the manifest)")
     return "\n".join(lines)
