@@ -26,7 +26,6 @@ import io
 import re
 import sys
 import zipfile
-import zlib
 from importlib import metadata
 from typing import Any, Optional
 
@@ -156,8 +155,8 @@ def decode_bundle(data: bytes, where: str = "bundle") -> BundleContents:
     seal_ok = _seal_ok(data)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise BundleError(f"{where}: the archive structure is damaged ({exc}); "
+    except Exception as exc:  # noqa: BLE001 - any failure to parse the directory is damage
+        raise BundleError(f"{where}: the archive structure is damaged ({type(exc).__name__}: {exc}); "
                           + ("" if seal_ok else "its SHA-256 seal does not match either: ") + "get a fresh copy") from None
     try:
         contents = _decode_members(archive, where)
@@ -266,8 +265,8 @@ def _decode_members(archive: zipfile.ZipFile, where: str) -> BundleContents:
 def _read(archive: zipfile.ZipFile, name: str, what: str) -> bytes:
     try:
         return archive.read(name)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as exc:
-        raise BundleError(f"{what} is damaged ({exc}); get a fresh copy of the bundle") from None
+    except Exception as exc:  # noqa: BLE001 - zipfile raises many types (CRC, zlib, "encrypted", versions)
+        raise BundleError(f"{what} is damaged ({type(exc).__name__}: {exc}); get a fresh copy of the bundle") from None
 
 
 def _manifest(raw: bytes, where: str) -> dict[str, Any]:
