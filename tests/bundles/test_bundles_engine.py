@@ -244,6 +244,14 @@ def test_bundle_refuses_a_request_carrying_a_credential(tmp_path):
         # Prompt text may quote anything: only parameters are checked by value.
         await store.append("k3", [b'{"d":"x","u":[1,1,0.1]}'], orjson.dumps({"prompt": "Bearer tokens look like Bearer abc"}))
         await write_bundle(store, Consumption({"ns": {"k3": 1}}), tmp_path / "ok.csbundle")
+        # A bundle made by another tool with a credential inside: merging it is refused too.
+        from cachesaver.bundle.format import BundleContents, encode_bundle
+        crafted = BundleContents({"k1": [b'{"d":"x","u":[1,1,0.1]}']},
+                                 {"k1": orjson.dumps({"prompt": "hi", "headers": {"Authorization": "Bearer abc"}})},
+                                 Consumption({"ns": {"k1": 1}}))
+        (tmp_path / "crafted.csbundle").write_bytes(encode_bundle(crafted))
+        with pytest.raises(BundleError, match=r"credential at \$\.headers\.Authorization"):
+            merge_bundles([tmp_path / "crafted.csbundle"], tmp_path / "merged.csbundle")
         with pytest.raises(BundleError, match="holds 1"):
             await write_bundle(store, Consumption({"ns": {"k1": 2}}), tmp_path / "x.csbundle")
     asyncio.run(main())

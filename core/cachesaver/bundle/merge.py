@@ -18,7 +18,7 @@ from ..errors import BundleError
 from ..transfer import TransferReport, _Applier, _opened
 from .format import BundleContents, installed_versions
 from .store import read_bundle
-from .writer import write_contents
+from .writer import refuse_secrets, write_contents
 
 __all__ = ["merge_bundles", "import_bundle"]
 
@@ -51,6 +51,9 @@ def merge_bundles(paths: Iterable["str | os.PathLike[str]"], out: "str | os.Path
                 merged.samples[key], origin[key] = raws, path
         merged.consumption = merged.consumption.merged(contents.consumption)
     assert merged is not None
+    for key, meta in merged.metas.items():  # bundles made by other tools are checked too (G7)
+        if meta is not None:
+            refuse_secrets(meta, key)
     merged.versions = installed_versions()
     write_contents(merged, out)
     return merged

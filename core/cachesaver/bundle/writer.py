@@ -23,7 +23,7 @@ from ..stores import Store, open_store
 from .consumption import Consumption
 from .format import BundleContents, encode_bundle, installed_versions
 
-__all__ = ["write_bundle", "write_contents", "collect"]
+__all__ = ["write_bundle", "write_contents", "collect", "refuse_secrets"]
 
 #: Parameter names whose non-empty string value is a credential (compared case-insensitively).
 _SECRET_NAMES = frozenset({
@@ -76,7 +76,7 @@ async def collect(store: Store, consumption: Mapping[str, Mapping[str, int]]) ->
         meta = await store.get_meta(key)
         if meta is not None:
             meta = bytes(meta)
-            _refuse_secrets(meta, key)
+            refuse_secrets(meta, key)
         samples[key], metas[key] = raws, meta
     return BundleContents(samples, metas, consumption, installed_versions())
 
@@ -99,7 +99,7 @@ def write_contents(contents: BundleContents, path: "str | os.PathLike[str]") -> 
             os.unlink(tmp)
 
 
-def _refuse_secrets(meta: bytes, key: str) -> None:
+def refuse_secrets(meta: bytes, key: str) -> None:
     try:
         obj = orjson.loads(meta)
     except orjson.JSONDecodeError:
