@@ -204,8 +204,11 @@ class Pipeline:
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
-    async def consumption(self) -> "Consumption":
+    async def consumption(self) -> "dict[str, dict[str, int]]":
         """What this run handed out so far: ``{namespace: {key: samples consumed}}``.
+
+        The result is a :class:`cachesaver.bundle.Consumption` (a dict with ``.run_ids``,
+        ``.needed()``, ``.save(path)``).
 
         A private run reads its in-memory ledger; a shared run (``run_id=``) reads the store's
         ledger rows of its run, so every process of the run is counted. Pass the result to
