@@ -22,6 +22,7 @@ from .errors import CacheSaverError, CorruptSampleError, ModelOutputError
 from .generation import Generation, reset_generation, set_generation
 from .keys import canonical_json
 from .ledger import Ledger
+from .offline import offline_miss
 from .pending import Pending
 from .stats import Stats
 from .stores.base import Store
@@ -57,8 +58,10 @@ class Cacher:
     """
 
     def __init__(self, store: Store, ledger: Ledger, generate: Generate, stats: Stats,
-                 model_name: str = "model", lock: Optional[ContextManager[Any]] = None) -> None:
+                 model_name: str = "model", lock: Optional[ContextManager[Any]] = None, *,
+                 offline: bool = False) -> None:
         self.store = store
+        self.offline = offline  # True: a miss raises OfflineMissError instead of generating
         self.ledger = ledger
         self._generate = generate
         self.stats = stats
@@ -209,6 +212,8 @@ class Cacher:
         missing, generation = await self._plan(key, pending)
         if missing <= 0:
             return True
+        if self.offline:
+            raise await offline_miss(self.store, self.ledger, key, pending)
         lease = getattr(self.store, "generation_lease", None)
         if lease is None:
             return await self._generate_missing(key, pending, calls, missing, generation)

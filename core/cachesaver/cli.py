@@ -8,6 +8,12 @@
     cachesaver prune   --cache DIR|URL (--key PREFIX ... | --model NAME | --corrupt) [--dry-run]
     cachesaver clear   --cache DIR|URL --yes
     cachesaver serve-fake [--port P] [--seed S]               the local OpenAI-compatible server
+    cachesaver bundle create --cache DIR|URL (--run-id RUN | --consumption FILE.json) -o OUT
+    cachesaver bundle merge A B ... -o OUT                    several bundles into one
+    cachesaver bundle import BUNDLE --cache DIR|URL           extend a published experiment
+    cachesaver verify BUNDLE [--sha256 HEX]                   every digest; exit 2 if anything fails
+
+``stats`` and ``inspect`` also take a bundle file as ``--cache``.
 
 Read-only commands never create anything: a missing or foreign directory is an error.
 """
@@ -42,7 +48,11 @@ def open_cache(spec: str, *, create: bool = False):
             return open_store(spec)
         raise CLIError(f"no cache at {spec!r} (nothing was created); pass --cache with an existing directory")
     if not os.path.isdir(spec):
-        raise CLIError(f"{spec!r} is a file, not a cache directory")
+        from .bundle import is_bundle_file
+
+        if is_bundle_file(spec):  # a bundle: opened read-only and verified (cachesaver.bundle)
+            return open_store(spec)
+        raise CLIError(f"{spec!r} is a file, not a cache directory or a CacheSaver bundle")
     if not os.path.exists(os.path.join(spec, "cache.db")):
         raise CLIError(f"{spec!r} is not a CacheSaver cache (no cache.db inside); check the path")
     return open_store(spec)
@@ -263,6 +273,72 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+async def cmd_bundle_create(args: argparse.Namespace) -> int:
+    from .bundle import Consumption, consumption_of_runs, render_summary, write_bundle
+
+    if bool(args.run_id) == bool(args.consumption):
+        raise CLIError("say what the run consumed: --run-id RUN (a shared run, repeatable) or "
+                       "--consumption FILE.json (saved with Consumption.save)")
+    store = open_cache(args.cache)
+    try:
+        if args.run_id:
+            consumption = await consumption_of_runs(store, args.run_id)
+        else:
+            if not os.path.isfile(args.consumption):
+                raise CLIError(f"no consumption file {args.consumption!r}")
+            consumption = Consumption.load(args.consumption)
+        contents = await write_bundle(store, consumption, args.output)
+    finally:
+        await store.aclose()
+    print(f"wrote {args.output}: {len(contents.samples)} keys, {contents.sample_count} samples, "
+          f"{os.path.getsize(args.output):,} bytes")
+    print(f"sha256 {contents.sha256}")
+    print(render_summary(contents.summary))
+    return 0
+
+
+def cmd_bundle_merge(args: argparse.Namespace) -> int:
+    from .bundle import merge_bundles, render_summary
+
+    contents = merge_bundles(args.bundles, args.output)
+    print(f"merged {len(args.bundles)} bundles into {args.output}: {len(contents.samples)} keys, "
+          f"{contents.sample_count} samples, {os.path.getsize(args.output):,} bytes")
+    print(f"sha256 {contents.sha256}")
+    print(render_summary(contents.summary))
+    return 0
+
+
+async def cmd_bundle_import(args: argparse.Namespace) -> int:
+    from .bundle import import_bundle
+
+    if not os.path.isfile(args.bundle):
+        raise CLIError(f"no bundle file {args.bundle!r}")
+    store = open_cache(args.cache, create=True)
+    try:
+        report = await import_bundle(args.bundle, store)
+    finally:
+        await store.aclose()
+    print(f"imported {report.keys} keys: {report.samples_added} samples added, "
+          f"{report.samples_present} already present")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .bundle import render_summary, verify_bundle
+    from .errors import BundleError
+
+    try:
+        contents = verify_bundle(args.bundle, sha256=args.sha256)
+    except BundleError as exc:
+        print(f"cachesaver verify: FAILED: {exc}", file=sys.stderr)
+        return 2
+    print(f"OK {args.bundle}: {len(contents.samples)} keys, {contents.sample_count} samples, every SHA-256 matches")
+    print(f"sha256 {contents.sha256}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(contents.versions.items())))
+    print(render_summary(contents.summary))
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cachesaver", description=__doc__.split("\n\n")[0])
@@ -312,12 +388,36 @@ def build_parser() -> argparse.ArgumentParser:
     clear.add_argument("--yes", action="store_true", help="really clear")
     clear.set_defaults(func=cmd_clear)
 
+    _add_bundle_commands(sub, with_cache)
+
     fake = sub.add_parser("serve-fake", help="serve the local OpenAI-compatible fake server")
     fake.add_argument("--port", type=int, default=0)
     fake.add_argument("--seed", type=int, default=0)
     fake.add_argument("--latency", type=float, default=0.0)
     fake.set_defaults(func=cmd_serve_fake)
     return parser
+
+
+def _add_bundle_commands(sub: Any, with_cache: Any) -> None:
+    bundle = sub.add_parser("bundle", help="publish exactly the samples a run consumed (create, merge, import)")
+    bsub = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
+    create = with_cache(bsub.add_parser("create", help="write the samples a run consumed to one bundle file"))
+    create.add_argument("--run-id", action="append", help="a shared run whose ledger is in the cache (repeatable)")
+    create.add_argument("--consumption", help="a JSON file saved from `await pipeline.consumption()`")
+    create.add_argument("-o", "--output", required=True, help="the bundle file to write (e.g. paper.csbundle)")
+    create.set_defaults(func=cmd_bundle_create)
+    merge = bsub.add_parser("merge", help="combine several bundles into one")
+    merge.add_argument("bundles", nargs="+", help="bundle files")
+    merge.add_argument("-o", "--output", required=True, help="the bundle file to write")
+    merge.set_defaults(func=cmd_bundle_merge)
+    imp = with_cache(bsub.add_parser("import", help="add a bundle's samples to a cache (never duplicates)"))
+    imp.add_argument("bundle", help="bundle file")
+    imp.set_defaults(func=cmd_bundle_import)
+
+    verify = sub.add_parser("verify", help="check every digest of a bundle; exit 2 if anything fails")
+    verify.add_argument("bundle", help="bundle file")
+    verify.add_argument("--sha256", default=None, help="the file digest the author published")
+    verify.set_defaults(func=cmd_verify)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

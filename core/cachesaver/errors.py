@@ -15,6 +15,9 @@ __all__ = [
     "CorruptSampleError",
     "StoreError",
     "PipelineClosedError",
+    "OfflineMissError",
+    "ReadOnlyStoreError",
+    "BundleError",
 ]
 
 
@@ -58,3 +61,19 @@ class StoreError(CacheSaverError, RuntimeError):
 
 class PipelineClosedError(CacheSaverError, RuntimeError):
     """A request was made on a pipeline that is closed or closing."""
+
+
+class OfflineMissError(CacheSaverError, LookupError):
+    """An offline pipeline (``offline=True``, or a read-only store such as a bundle) was asked for
+    a sample it does not hold. No model was called; the message names the prompt, the key, the
+    namespace, the position asked for and how many samples the store holds.
+    """
+
+
+class ReadOnlyStoreError(StoreError):
+    """A write (append, delete, clear) was attempted on a read-only store such as a bundle."""
+
+
+class BundleError(CacheSaverError, ValueError):
+    """A bundle file is damaged, tampered with or not a bundle; the message names what failed
+    (the key and sample, the manifest field or the file member)."""

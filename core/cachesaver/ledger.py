@@ -15,7 +15,10 @@ from typing import Callable, Optional
 
 from .stores.base import Store
 
-__all__ = ["Ledger", "PrivateLedger", "SharedLedger"]
+__all__ = ["Ledger", "PrivateLedger", "SharedLedger", "Positions"]
+
+#: What a run consumed: ``{namespace: {key: samples handed out}}`` (samples ``0 .. n-1``).
+Positions = dict[str, dict[str, int]]
 
 
 class Ledger(ABC):
@@ -38,6 +41,14 @@ class Ledger(ABC):
         ``wanted()`` is asked once the samples are read: if the caller has left meanwhile, the
         private ledger consumes nothing. (A shared ledger claims atomically in the store, where
         a caller cancelled during the round trip may still consume its samples.)
+        """
+
+    @abstractmethod
+    async def consumption(self) -> Positions:
+        """Every (namespace, key) this run has consumed samples of, with how many (> 0).
+
+        A namespace that consumed ``n`` samples of a key was handed samples ``0 .. n-1`` (G1),
+        so this is exactly what a replay of the run needs (see :mod:`cachesaver.bundle`).
         """
 
 
@@ -79,6 +90,13 @@ class PrivateLedger(Ledger):
         self._positions[slot] = pos + count
         return pos, taken
 
+    async def consumption(self) -> Positions:
+        out: Positions = {}
+        for (namespace, key), pos in sorted(self._positions.items()):
+            if pos > 0:
+                out.setdefault(namespace, {})[key] = pos
+        return out
+
     def __len__(self) -> int:
         return len(self._positions)
 
@@ -94,3 +112,11 @@ class SharedLedger(Ledger):
         self, namespace: str, key: str, count: int, wanted: Optional[Callable[[], bool]] = None
     ) -> tuple[int, list[bytes]]:
         return await self.store.claim(self.run_id, namespace, key, count, partial=False)
+
+    async def consumption(self) -> Positions:
+        """Read from the store's ledger rows of this ``run_id``: every process of the run counts."""
+        out: Positions = {}
+        async for run_id, namespace, key, pos in self.store.iter_ledger():
+            if run_id == self.run_id and pos > 0:
+                out.setdefault(namespace, {})[key] = pos
+        return {ns: dict(sorted(keys.items())) for ns, keys in sorted(out.items())}

@@ -62,6 +62,7 @@ class Pipeline:
         allow_batch_overflow: bool = False,
         run_id: Optional[str] = None,
         namespace: str = "default",
+        offline: bool = False,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidRequestError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -83,11 +84,14 @@ class Pipeline:
         )
         self.stats = Stats()
         self._model_name = type(model).__name__
+        # offline: serve stored samples only; a miss raises OfflineMissError, never calls the model.
+        # A read-only store (a bundle) is always offline: it could not keep a generated sample.
+        self.offline = bool(offline) or bool(getattr(self.store, "read_only", False))
         #: Whether ``try_now`` can serve hits synchronously (see the module docstring).
         self.sync_hits = self._offers_sync_hits()
         self._lock: Optional[threading.RLock] = threading.RLock() if self.sync_hits else None
         self.cacher = Cacher(self.store, self.ledger, self._generate, self.stats, self._model_name,
-                             lock=self._lock)
+                             lock=self._lock, offline=self.offline)
         self._inflight_ids: set[str] = set()
         self._tick: list[Pending] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -231,6 +235,22 @@ class Pipeline:
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
+    async def consumption(self) -> "dict[str, dict[str, int]]":
+        """What this run handed out so far: ``{namespace: {key: samples consumed}}``.
+
+        The result is a :class:`cachesaver.bundle.Consumption` (a dict with ``.run_ids``,
+        ``.needed()``, ``.save(path)``).
+
+        A private run reads its in-memory ledger; a shared run (``run_id=``) reads the store's
+        ledger rows of its run, so every process of the run is counted. Pass the result to
+        :func:`cachesaver.bundle.write_bundle` to publish exactly these samples.
+        """
+        from .bundle.consumption import Consumption
+
+        # A private run's id is random and means nothing elsewhere: only shared run ids are kept,
+        # so the same run always bundles to the same bytes.
+        return Consumption(await self.ledger.consumption(), run_id=self.run_id if self.shared_run else None)
+
 
 class Reservation:
     """A (namespace, key) place taken by a request that missed on the synchronous hit path.
@@ -264,7 +284,7 @@ class OnlineAPI(Pipeline):
 
     def __init__(self, model: Any, cache: Any, batch_size: int = 1, timeout: float = 0.05, **kwargs: Any) -> None:
         super().__init__(model, cache, batch_size, timeout, **kwargs)
-        if not callable(getattr(model, "request", None)) and not callable(getattr(model, "batch_request", None)):
+        if not self.offline and not callable(getattr(model, "request", None)) and not callable(getattr(model, "batch_request", None)):
             raise InvalidRequestTypeError(
                 f"model {self._model_name} needs an async request(request) method "
                 "(cachesaver.typedefs.SingleRequestModel)"
@@ -370,7 +390,7 @@ class LocalAPI(Pipeline):
 
     def __init__(self, model: Any, cache: Any, batch_size: int = 1, timeout: float = 0.05, **kwargs: Any) -> None:
         super().__init__(model, cache, batch_size, timeout, **kwargs)
-        if not callable(getattr(model, "batch_request", None)):
+        if not self.offline and not callable(getattr(model, "batch_request", None)):
             raise InvalidRequestTypeError(
                 f"model {self._model_name} needs an async batch_request(batch) method "
                 "(cachesaver.typedefs.BatchRequestModel)"

@@ -33,4 +33,5 @@ def test_notebook_is_committed_without_outputs(path):
 
 def test_there_are_notebooks():
     names = {p.name for p in NOTEBOOKS}
-    assert {"01_quickstart.ipynb", "02_litellm.ipynb", "03_langchain_langgraph.ipynb", "04_reproducible_experiments.ipynb"} <= names
+    assert {"01_quickstart.ipynb", "02_litellm.ipynb", "03_langchain_langgraph.ipynb", "04_reproducible_experiments.ipynb",
+            "05_publish_an_experiment.ipynb"} <= names

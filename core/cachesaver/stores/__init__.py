@@ -43,8 +43,9 @@ def check_store_spec(spec: Any, field: str = "store") -> None:
 def open_store(spec: Any) -> Store:
     """Turn what users pass as ``cache=`` / ``store=`` into a :class:`Store`.
 
-    Accepts a ``Store``, a ``diskcache.Cache``, ``"memory"``, a ``redis://host:port/db`` URL, or
-    a directory path (created if missing).
+    Accepts a ``Store``, a ``diskcache.Cache``, ``"memory"``, a ``redis://host:port/db`` URL,
+    a directory path (created if missing), or a bundle file (opened read-only, see
+    :mod:`cachesaver.bundle`).
     """
     if isinstance(spec, Store):
         return spec
@@ -67,6 +68,11 @@ def open_store(spec: Any) -> Store:
             return RedisStore(text)
         if not text:
             raise ValueError("cache path is empty; give a directory such as './.cachesaver'")
+        if os.path.isfile(text):
+            from ..bundle import BundleStore, is_bundle_file
+
+            if is_bundle_file(text):  # a published bundle: read-only, verified
+                return BundleStore(text)
         return DiskStore(text)
     try:
         import diskcache

@@ -1,0 +1,311 @@
+"""The bundle file: one zip archive (stdlib ``zipfile``, deflate), JSON only, never pickle.
+
+Layout::
+
+    samples/000000.jsonl    the samples of one key: its JSON records, one per line, in list order
+    samples/000001.jsonl    ...one member per key, each compressed on its own, so damage is
+                            located to one key
+    manifest.json           what the bundle holds and what it stands for (below)
+    zip comment             "cachesaver-bundle-sha256:" + SHA-256 of every byte before the digest
+
+The manifest (``format``, ``version``) holds, per key, its canonical request (``meta``, the
+JSON the store keeps: model, messages, params; never credentials) and the SHA-256 of every
+sample record; the per-namespace ``consumption`` of the recorded runs; ``versions`` of the
+package and the frameworks installed; a ``summary`` (see :mod:`.summary`); and
+``content_sha256``, the SHA-256 of the canonical JSON of all of that. Reading checks, in this
+order, and refuses with :class:`~cachesaver.errors.BundleError` naming what failed: the whole
+file's digest, the archive's members (nothing missing, nothing extra: a planted file is
+refused, never opened), the manifest's fields and digest, every sample's digest and record, and
+the summary recomputed from the samples. The same samples always give the same bytes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import re
+import sys
+import zipfile
+from importlib import metadata
+from typing import Any, Optional
+
+import orjson
+
+from .. import __version__
+from ..codec import decode_sample
+from ..errors import BundleError, CorruptSampleError
+from .consumption import Consumption, check_positions
+from .summary import summarize
+
+__all__ = ["FORMAT", "VERSION", "BundleContents", "encode_bundle", "decode_bundle", "file_sha256"]
+
+FORMAT = "cachesaver-bundle"
+VERSION = 1
+MANIFEST = "manifest.json"
+_SEAL = b"cachesaver-bundle-sha256:"
+_DIGEST_LEN = 64
+#: Refuse archives that claim more than this uncompressed (a zip bomb is refused, not inflated).
+MAX_UNCOMPRESSED = 4 << 30
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_MEMBER = re.compile(r"^samples/[0-9]{6,}\.jsonl$")
+_VERSIONED = ("cachesaver-integrations", "litellm", "langchain-core", "diskcache", "redis")
+
+
+@dataclasses.dataclass
+class BundleContents:
+    """A bundle in memory: per key its canonical request and sample records, and the runs."""
+
+    samples: dict[str, list[bytes]]
+    metas: dict[str, Optional[bytes]]
+    consumption: Consumption
+    versions: dict[str, str] = dataclasses.field(default_factory=dict)
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sha256: str = ""           # of the whole file, once written or read
+    content_sha256: str = ""   # of the manifest's content
+
+    @property
+    def sample_count(self) -> int:
+        return sum(len(v) for v in self.samples.values())
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(data: bytes) -> str:
+    """The SHA-256 of a bundle file's bytes (what an author publishes beside the paper)."""
+    return sha256(data)
+
+
+def installed_versions() -> dict[str, str]:
+    """Versions of this package and the frameworks installed (read from metadata, not imported)."""
+    out = {"cachesaver": __version__, "python": ".".join(map(str, sys.version_info[:3]))}
+    for dist in _VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _canonical(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def _member(index: int) -> str:
+    return f"samples/{index:06d}.jsonl"
+
+
+# -- writing ---------------------------------------------------------------------------------
+def encode_bundle(contents: BundleContents) -> bytes:
+    """The bundle file's bytes for ``contents`` (deterministic); sets ``contents``' digests."""
+    keys = sorted(contents.samples)
+    entries = []
+    for index, key in enumerate(keys):
+        raws = contents.samples[key]
+        for i, raw in enumerate(raws):
+            if b"\n" in raw:
+                raise BundleError(f"sample {i} of key {key} holds a raw newline: not a CacheSaver record")
+        meta = contents.metas.get(key)
+        entries.append({
+            "key": key,
+            "member": _member(index),
+            "meta": None if meta is None else meta.decode("utf-8"),
+            "samples": [sha256(raw) for raw in raws],
+        })
+    contents.summary = summarize(contents.samples, contents.metas, contents.consumption)
+    body = {
+        "format": FORMAT,
+        "version": VERSION,
+        "versions": contents.versions,
+        "summary": contents.summary,
+        "consumption": {"run_ids": contents.consumption.run_ids, "namespaces": dict(contents.consumption)},
+        "keys": entries,
+    }
+    contents.content_sha256 = sha256(_canonical(body))
+    manifest = orjson.dumps({**body, "content_sha256": contents.content_sha256},
+                            option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for entry in entries:
+            _add(archive, entry["member"], b"\n".join(contents.samples[entry["key"]]))
+        _add(archive, MANIFEST, manifest)
+        archive.comment = _SEAL + b"0" * _DIGEST_LEN
+    data = buf.getvalue()
+    digest = sha256(data[:-_DIGEST_LEN]).encode()
+    data = data[:-_DIGEST_LEN] + digest
+    contents.sha256 = file_sha256(data)
+    return data
+
+
+def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3
+    info.external_attr = 0o644 << 16
+    archive.writestr(info, data, compresslevel=9)
+
+
+# -- reading and verifying -------------------------------------------------------------------
+def decode_bundle(data: bytes, where: str = "bundle") -> BundleContents:
+    """Check everything (see the module docstring) and return the contents, or raise BundleError."""
+    if not data.startswith(b"PK\x03\x04"):
+        raise BundleError(f"{where} is not a CacheSaver bundle (not a zip archive); make one with `cachesaver bundle create`")
+    seal_ok = _seal_ok(data)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - any failure to parse the directory is damage
+        raise BundleError(f"{where}: the archive structure is damaged ({type(exc).__name__}: {exc}); "
+                          + ("" if seal_ok else "its SHA-256 seal does not match either: ") + "get a fresh copy") from None
+    try:
+        contents = _decode_members(archive, where)
+    except BundleError as exc:
+        if not seal_ok:
+            raise BundleError(f"{exc} (and the file's SHA-256 seal does not match: it was modified)") from None
+        raise
+    if not seal_ok:
+        raise BundleError(
+            f"{where}: the file's SHA-256 seal (zip comment) does not match its bytes, although every "
+            f"sample and the manifest check out: {_locate_damage(data, contents, archive)}; get a fresh copy"
+        )
+    contents.sha256 = file_sha256(data)
+    return contents
+
+
+def _locate_damage(data: bytes, contents: BundleContents, archive: zipfile.ZipFile) -> str:
+    """Say where a file whose samples all check out differs from what the writer made.
+
+    Such damage sits in bytes that change no sample (zip header fields, the padding bits of a
+    compressed member). The encoding is deterministic, so re-encoding the verified contents
+    usually reproduces the original file; the differing byte then names its member and key.
+    """
+    copy = dataclasses.replace(contents, samples=dict(contents.samples))
+    try:
+        original = encode_bundle(copy)
+    except BundleError:
+        original = b""
+    if len(original) != len(data):
+        return "the archive headers were modified"
+    offset = next(i for i, (x, y) in enumerate(zip(original, data)) if x != y)
+    keys = {_member(i): key for i, key in enumerate(sorted(contents.samples))}
+    spans = sorted((info.header_offset, info.filename) for info in archive.infolist())
+    owner = None
+    for start, name in spans:
+        if start <= offset:
+            owner = name
+    if owner is not None and offset < archive.start_dir:
+        if owner in keys:
+            return (f"byte {offset} inside the stored data of key {keys[owner]} (member {owner}) was modified "
+                    "(it still decompresses to the same samples)")
+        return f"byte {offset} inside member {owner} was modified"
+    return f"byte {offset} in the archive's central directory or seal was modified"
+
+
+def _seal_ok(data: bytes) -> bool:
+    head = data[: -_DIGEST_LEN]
+    if not head.endswith(_SEAL):
+        return False
+    return sha256(head).encode() == data[-_DIGEST_LEN:]
+
+
+def _decode_members(archive: zipfile.ZipFile, where: str) -> BundleContents:
+    infos = archive.infolist()
+    names = [info.filename for info in infos]
+    if len(set(names)) != len(names):
+        raise BundleError(f"{where}: a member appears twice in the archive (planted); refused")
+    if sum(info.file_size for info in infos) > MAX_UNCOMPRESSED:
+        raise BundleError(f"{where}: the archive claims more than {MAX_UNCOMPRESSED >> 30} GiB uncompressed; refused")
+    if MANIFEST not in names:
+        raise BundleError(f"{where}: no {MANIFEST} in the archive: not a CacheSaver bundle")
+    manifest = _manifest(_read(archive, MANIFEST, f"{where}: {MANIFEST}"), where)
+    entries = manifest["keys"]
+    members = {entry["member"]: entry["key"] for entry in entries}
+    for name in names:
+        if name != MANIFEST and name not in members:
+            raise BundleError(f"{where}: unexpected member {name!r}, not listed in the manifest (planted?); "
+                              "refused without opening it")
+    samples: dict[str, list[bytes]] = {}
+    metas: dict[str, Optional[bytes]] = {}
+    for entry in entries:
+        key, member, hashes = entry["key"], entry["member"], entry["samples"]
+        if member not in names:
+            raise BundleError(f"{where}: key {key}: its member {member} is missing from the archive (removed)")
+        raw = _read(archive, member, f"{where}: key {key} (member {member})")
+        lines = raw.split(b"\n") if raw else []
+        if len(lines) != len(hashes):
+            raise BundleError(f"{where}: key {key} holds {len(lines)} samples but the manifest lists "
+                              f"{len(hashes)} (a sample was removed or added)")
+        for i, (line, digest) in enumerate(zip(lines, hashes)):
+            if sha256(line) != digest:
+                raise BundleError(f"{where}: key {key} sample {i}: SHA-256 mismatch (the sample was modified)")
+            try:
+                decode_sample(line, key=key, index=i)
+            except CorruptSampleError as exc:
+                raise BundleError(f"{where}: {exc}") from None
+        samples[key] = lines
+        metas[key] = None if entry["meta"] is None else entry["meta"].encode("utf-8")
+    consumption = Consumption(manifest["consumption"]["namespaces"], run_ids=manifest["consumption"]["run_ids"])
+    for namespace, keys in consumption.items():
+        for key, count in keys.items():
+            if key not in samples:
+                raise BundleError(f"{where}: manifest consumption[{namespace!r}] names key {key}, which the bundle lacks")
+            if count > len(samples[key]):
+                raise BundleError(f"{where}: manifest consumption[{namespace!r}][{key}] = {count} but the bundle "
+                                  f"holds {len(samples[key])} samples of that key")
+    summary = summarize(samples, metas, consumption)
+    if summary != manifest["summary"]:
+        bad = sorted(f for f in set(summary) | set(manifest["summary"])
+                     if summary.get(f) != manifest["summary"].get(f))
+        raise BundleError(f"{where}: manifest summary field(s) {', '.join(bad)} do not match the samples (edited)")
+    return BundleContents(samples, metas, consumption, manifest["versions"], summary,
+                          content_sha256=manifest["content_sha256"])
+
+
+def _read(archive: zipfile.ZipFile, name: str, what: str) -> bytes:
+    try:
+        return archive.read(name)
+    except Exception as exc:  # noqa: BLE001 - zipfile raises many types (CRC, zlib, "encrypted", versions)
+        raise BundleError(f"{what} is damaged ({type(exc).__name__}: {exc}); get a fresh copy of the bundle") from None
+
+
+def _manifest(raw: bytes, where: str) -> dict[str, Any]:
+    try:
+        manifest = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BundleError(f"{where}: {MANIFEST} is not JSON ({exc}); refused") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{where}: {MANIFEST} is not a CacheSaver bundle manifest (format != {FORMAT!r})")
+    if manifest.get("version") != VERSION:
+        raise BundleError(f"{where}: bundle version {manifest.get('version')!r}; this CacheSaver reads version "
+                          f"{VERSION}: upgrade cachesaver")
+    claimed = manifest.pop("content_sha256", None)
+    if not isinstance(claimed, str) or sha256(_canonical(manifest)) != claimed:
+        raise BundleError(f"{where}: manifest content_sha256 does not match the manifest (edited); refused")
+    manifest["content_sha256"] = claimed
+    for field, kind in (("versions", dict), ("summary", dict), ("consumption", dict), ("keys", list)):
+        if not isinstance(manifest.get(field), kind):
+            raise BundleError(f"{where}: manifest field {field!r} must be a {kind.__name__}")
+    consumption = manifest["consumption"]
+    try:
+        check_positions(consumption.get("namespaces"), "consumption.namespaces")
+    except ValueError as exc:
+        raise BundleError(f"{where}: manifest {exc}") from None
+    if not isinstance(consumption.get("run_ids"), list) or not all(isinstance(r, str) for r in consumption["run_ids"]):
+        raise BundleError(f"{where}: manifest consumption.run_ids must be a list of strings")
+    seen_keys, seen_members = set(), set()
+    for i, entry in enumerate(manifest["keys"]):
+        if not isinstance(entry, dict):
+            raise BundleError(f"{where}: manifest keys[{i}] must be an object")
+        key, member, meta, hashes = entry.get("key"), entry.get("member"), entry.get("meta"), entry.get("samples")
+        if not isinstance(key, str) or not key or key in seen_keys:
+            raise BundleError(f"{where}: manifest keys[{i}].key must be a unique non-empty string")
+        if not isinstance(member, str) or not _MEMBER.match(member) or member in seen_members:
+            raise BundleError(f"{where}: manifest keys[{i}].member {member!r} (key {key}) is not a samples/NNNNNN.jsonl name")
+        if meta is not None and not isinstance(meta, str):
+            raise BundleError(f"{where}: manifest keys[{i}].meta (key {key}) must be a JSON string or null")
+        if not isinstance(hashes, list) or not all(isinstance(h, str) and _HEX64.match(h) for h in hashes):
+            raise BundleError(f"{where}: manifest keys[{i}].samples (key {key}) must be a list of SHA-256 hex digests")
+        seen_keys.add(key)
+        seen_members.add(member)
+    return manifest
