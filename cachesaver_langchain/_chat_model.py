@@ -89,6 +89,9 @@ class CacheSaverChatModel(BaseChatModel):
     """...or after this many seconds; identical calls in one batch share one model call."""
     n: int = 1
     """Generations per prompt for ``generate``/``agenerate`` (``invoke`` always takes one)."""
+    offline: bool = False
+    """Serve stored samples only: a miss raises ``OfflineMissError`` and calls no model (a
+    bundle as ``store`` is always offline)."""
 
     # Standard parameters, applied to (a copy of) the inner model where it has them.
     temperature: Optional[float] = None
@@ -262,7 +265,7 @@ class CacheSaverChatModel(BaseChatModel):
                     inner = self.chat_model
                     settings = PipelineSettings(self.store, batch_size=self.batch_size,
                                                 timeout=self.batch_timeout, run_id=self.run_id,
-                                                namespace=self.namespace)
+                                                namespace=self.namespace, extra={"offline": self.offline})
                     self._hosted = HostedPipeline(lambda: InnerModel(inner), settings)
                 hosted = self._hosted
         return hosted
@@ -317,6 +320,10 @@ class CacheSaverChatModel(BaseChatModel):
     def stats(self) -> Stats:
         """What this instance requested, generated and saved, per namespace."""
         return self.pipeline.stats
+
+    def consumption(self) -> Any:
+        """What this instance's run handed out so far (see ``cachesaver.bundle``)."""
+        return self._get_hosted().consumption()
 
     def close(self) -> None:
         """Finish in-flight work and release the store (if this instance opened it)."""

@@ -53,6 +53,7 @@ __all__ = [
     "get_pipeline",
     "get_handler",
     "stats",
+    "consumption",
     "PROVIDER",
     "NAMESPACE_KEY",
     "REQUEST_ID_KEY",
@@ -236,14 +237,16 @@ _callback: Optional[CostCallback] = None
 
 def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: float = 0.02,
              run_id: Optional[str] = None, namespace: str = "default", key_api_base: bool = False,
-             cost_callback: bool = True) -> CacheSaverLLM:
+             offline: bool = False, cost_callback: bool = True) -> CacheSaverLLM:
     """Add the ``cachesaver`` provider to litellm; ``cachesaver/<model>`` then goes through the engine.
 
     ``store`` takes what the engine's ``cache=`` takes (a directory path, a ``diskcache.Cache``,
     ``"memory"``, a ``redis://`` URL or a cachesaver store). ``batch_size``/``timeout`` close a
     batch of misses; ``run_id`` shares one usage ledger between processes; ``namespace`` is used
     when a call's metadata has no ``cachesaver_namespace``; ``key_api_base=True`` keys samples
-    on the endpoint too (for different servers that serve different models under one name).
+    on the endpoint too (for different servers that serve different models under one name);
+    ``offline=True`` serves stored samples only and turns every miss into an
+    ``OfflineMissError`` without calling a model (a bundle as ``store`` is always offline).
 
     Idempotent: registering again with the same settings returns the same handler (same run,
     same ledger); other settings close the old engine and install a new one. Also installs a
@@ -252,7 +255,8 @@ def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: flo
     """
     global _handler
     check_namespace(namespace)
-    settings = PipelineSettings(store, batch_size=batch_size, timeout=timeout, run_id=run_id, namespace=namespace)
+    settings = PipelineSettings(store, batch_size=batch_size, timeout=timeout, run_id=run_id, namespace=namespace,
+                                extra={"offline": bool(offline)})
     with _lock:
         current = _handler
         if (current is not None and not current.closed and current.settings.same_as(settings)
@@ -328,6 +332,12 @@ def get_pipeline() -> OnlineAPI:
 def stats() -> Stats:
     """The engine's counters: ``print(cachesaver_litellm.stats().summary())``."""
     return get_pipeline().stats
+
+
+def consumption() -> Any:
+    """What this run handed out so far, ``{namespace: {key: samples}}``: pass it to
+    ``cachesaver.bundle.write_bundle`` to publish exactly the samples behind a result."""
+    return get_handler().hosted.consumption()
 
 
 def get_callback() -> Optional[CostCallback]:

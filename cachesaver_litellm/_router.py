@@ -47,7 +47,7 @@ class CacheSaverRouter:
 
     def __init__(self, router: Any = None, *, store: Any = "./.cachesaver", batch_size: int = 64,
                  timeout: float = 0.02, run_id: Optional[str] = None, namespace: str = "default",
-                 **router_kwargs: Any) -> None:
+                 offline: bool = False, **router_kwargs: Any) -> None:
         if router is None:
             import litellm
 
@@ -67,7 +67,7 @@ class CacheSaverRouter:
         self.router = router
         self.default_namespace = namespace
         settings = PipelineSettings(store, batch_size=batch_size, timeout=timeout, run_id=run_id,
-                                    namespace=namespace)
+                                    namespace=namespace, extra={"offline": bool(offline)})
         self._hosted = HostedPipeline(LiteLLMBackend, settings)
 
     # -- completion ------------------------------------------------------------------------------
@@ -105,6 +105,10 @@ class CacheSaverRouter:
     @property
     def stats(self) -> Stats:
         return self.pipeline.stats
+
+    def consumption(self) -> Any:
+        """What this router's run handed out so far (see ``cachesaver.bundle``)."""
+        return self._hosted.consumption()
 
     # -- conversion ------------------------------------------------------------------------------
     def _prepare(self, group: Any, messages: Any, kwargs: dict,

@@ -68,7 +68,7 @@ async def test_langgraph_agent_bundled_and_replayed_offline(tmp_path):
             recorded = {arm: _trajectory(await agent.ainvoke(QUESTION, config=cachesaver_config(arm)))
                         for arm in ("baseline", "ablation")}
             # Private ledger on a disk store: the coroutine never suspends, so it can run here.
-            consumption = await chat.pipeline.consumption()
+            consumption = chat.consumption()
             await write_bundle(chat.pipeline.store, consumption, tmp_path / "agent.csbundle")
         finally:
             chat.close()

@@ -75,8 +75,7 @@ async def test_litellm_run_bundles_and_replays_offline(tmp_path, restore_permiss
             outputs = {"first run": await _arm("first run", 2, server.base_url),
                        "ablation": await _arm("ablation", 2, server.base_url)}
             pipeline = cachesaver_litellm.get_pipeline()
-            # Private ledger on a disk store: the coroutine never suspends, so it can run here.
-            consumption = await pipeline.consumption()
+            consumption = cachesaver_litellm.consumption()  # read on the engine's loop
             contents = await write_bundle(pipeline.store, consumption, tmp_path / "demo.csbundle")
             calls = pipeline.stats.model_calls
             api_base = server.base_url
@@ -103,3 +102,21 @@ async def test_litellm_run_bundles_and_replays_offline(tmp_path, restore_permiss
     assert got["model_calls"] == 0
     assert "OfflineMissError" in got["miss"] or "offline replay" in got["miss"]
     assert "Make 24 from" in got["miss"] and "'one more arm'" in got["miss"]
+
+
+async def test_register_offline_turns_a_miss_into_an_error_without_a_request(tmp_path):
+    """``register(offline=True)`` on an ordinary cache directory: hits replay, a miss names
+    the prompt and never reaches the server."""
+    litellm.suppress_debug_info = True
+    with FakeOpenAIServer(seed=5) as server:
+        try:
+            cachesaver_litellm.register(store=str(tmp_path / "cache"))
+            recorded = await _arm("first run", 1, server.base_url)
+            cachesaver_litellm.register(store=str(tmp_path / "cache"), offline=True)
+            assert await _arm("replay", 1, server.base_url) == recorded
+            with pytest.raises(Exception, match="OfflineMissError|offline") as caught:
+                await _arm("replay", 1, server.base_url)  # a second sample per prompt: a miss
+            assert "Make 24 from" in str(caught.value)
+            assert server.request_count == len(PUZZLES)  # only the recording run's calls
+        finally:
+            cachesaver_litellm.unregister()

@@ -212,6 +212,17 @@ class HostedPipeline:
             raise PipelineClosedError("this cachesaver model/provider is closed; create a new one")
         return self.pipeline
 
+    # -- what the run did ---------------------------------------------------------------------------
+    def consumption(self) -> Any:
+        """What this run handed out so far (``Pipeline.consumption``), read on the engine's loop
+        so that shared runs on remote stores work too; callable from any thread or loop."""
+        pipeline = self._open_pipeline()
+        host = self.host
+        if host.in_host_thread:
+            raise RuntimeError("HostedPipeline.consumption() waits for the engine's loop; "
+                               "on that loop use `await pipeline.consumption()`")
+        return host.run(pipeline.consumption())
+
     # -- lifecycle ---------------------------------------------------------------------------------
     async def aclose(self) -> None:
         """Finish what is in flight, then release the store (if it was opened from a spec)."""
