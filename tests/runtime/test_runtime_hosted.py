@@ -1,0 +1,181 @@
+"""The engine runtime: hits on the caller's thread, misses on the host, order kept (G4), fork.
+
+Every adapter runs the engine through ``cachesaver.runtime.HostedPipeline``; these tests drive it
+directly with the seeded ``FakeModel`` and real stores.
+"""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+from dataclasses import dataclass
+
+import pytest
+
+from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError, PipelineClosedError
+from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, get_host, read_identity
+from cachesaver.testing import FakeModel
+from cachesaver.typedefs import Request
+
+
+@dataclass(frozen=True)
+class Ask(Request):
+    temperature: float = 0.7
+
+
+@pytest.fixture(params=["memory", "disk"])
+def hosted(request, tmp_path):
+    model = FakeModel(seed=3)
+    store = "memory" if request.param == "memory" else str(tmp_path / "store")
+    hp = HostedPipeline(lambda: model, PipelineSettings(store, batch_size=64, timeout=0.02))
+    hp.fake = model
+    yield hp
+    hp.close()
+
+
+class BlockedHost:
+    """Occupies the engine host's loop until released: anything that needs it must wait."""
+
+    def __enter__(self):
+        self.release = threading.Event()
+        started = threading.Event()
+
+        def block():
+            started.set()
+            self.release.wait(30)
+
+        get_host().call_soon(block)
+        assert started.wait(10)
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+
+
+def test_a_sync_hit_is_served_on_the_calling_thread_while_the_engine_loop_is_busy(hosted):
+    first = hosted.request_sync(Ask("q", namespace="A"))
+    with BlockedHost():
+        done = []
+        worker = threading.Thread(target=lambda: done.append(hosted.request_sync(Ask("q", namespace="B"))))
+        worker.start()
+        worker.join(10)  # a liveness bound, not a speed target: a hop would wait 30 s
+        assert done, "the hit needed the engine loop"
+    assert done[0].data == first.data and done[0].cached == [True]
+    assert hosted.fake.call_count == 1
+
+
+async def test_an_async_hit_stays_on_the_callers_loop_while_the_engine_loop_is_busy(hosted):
+    first = await hosted.request_async(Ask("q", namespace="A"))
+    with BlockedHost():
+        hit = await asyncio.wait_for(hosted.request_async(Ask("q", namespace="B")), 10)
+    assert hit.data == first.data and hit.cached == [True]
+
+
+async def test_concurrent_async_hits_replay_in_request_id_order_whatever_the_arrival(hosted):
+    ids = ["r1", "r2", "r3"]
+    run_a = await asyncio.gather(*(hosted.request_async(Ask("q", request_id=i, namespace="A")) for i in ids))
+    # B arrives in the opposite order, all hits: each id gets what it got in A (G4).
+    run_b = await asyncio.gather(*(hosted.request_async(Ask("q", request_id=i, namespace="B"))
+                                   for i in reversed(ids)))
+    assert [r.data for r in run_b] == [r.data for r in reversed(run_a)]
+    assert len({r.data[0] for r in run_a}) == 3 and hosted.fake.call_count == 1  # one n=3 call
+
+
+async def test_a_request_that_missed_is_not_overtaken_by_a_later_one_of_its_namespace(hosted):
+    await hosted.request_async(Ask("q", n=2, namespace="A"))  # two samples stored
+    calls = hosted.fake.call_count
+    # In B: n=3 misses (only 2 stored); then n=1 could be served from the store at once, but
+    # it was asked later, so it must not take sample 0 before the n=3 request does.
+    first = asyncio.ensure_future(hosted.request_async(Ask("q", n=3, namespace="B")))
+    await asyncio.sleep(0)  # the n=3 request has missed and holds its place
+    second = asyncio.ensure_future(hosted.request_async(Ask("q", n=1, namespace="B")))
+    big, small = await asyncio.gather(first, second)
+    replay_big = await hosted.request_async(Ask("q", n=3, namespace="C"))
+    replay_small = await hosted.request_async(Ask("q", n=1, namespace="C"))
+    assert big.data == replay_big.data and small.data == replay_small.data  # same as sequential
+    assert hosted.fake.call_count == calls + 1  # the missing two in one call (G2, G3)
+
+
+def test_sync_and_async_callers_share_one_ledger(hosted):
+    async def both():
+        return await hosted.request_async(Ask("q", namespace="A"))
+
+    a1 = hosted.request_sync(Ask("q", namespace="A"))
+    a2 = asyncio.run(both())
+    a3 = hosted.request_sync(Ask("q", namespace="A"))
+    assert len({a1.data[0], a2.data[0], a3.data[0]}) == 3  # G1 across entry points
+
+
+def test_a_closed_hosted_pipeline_refuses_with_the_engines_error(hosted):
+    hosted.request_sync(Ask("q", namespace="A"))
+    hosted.close()
+    with pytest.raises(PipelineClosedError):
+        hosted.request_sync(Ask("q", namespace="B"))
+
+
+def test_identity_and_n_are_read_and_checked_one_way():
+    assert read_identity(None, {"cachesaver_namespace": "x"}, default_namespace="d") == ("x", "")
+    assert read_identity({"cachesaver_request_id": "r"}, default_namespace="d") == ("d", "r")
+    with pytest.raises(InvalidRequestTypeError, match="cachesaver_namespace"):
+        read_identity({"cachesaver_namespace": 3}, default_namespace="d")
+    assert check_n(None) == 1
+    with pytest.raises(InvalidRequestTypeError):
+        check_n("2")
+    with pytest.raises(InvalidRequestError):
+        check_n(0)
+
+
+def _child(store: str, queue) -> None:
+    model = FakeModel(seed=3)
+    hp = HostedPipeline(lambda: model, PipelineSettings(store, timeout=0.01))
+    try:
+        got = hp.request_sync(Ask("q", namespace="child"))
+        more = hp.request_sync(Ask("q", namespace="child"))
+        queue.put((got.data, got.cached, more.cached, model.call_count))
+    finally:
+        hp.close()
+
+
+def test_a_forked_child_gets_its_own_engine_loop_and_shares_the_store(tmp_path):
+    """A child forked after the parent's engine loop ran must not hang on the parent's thread."""
+    store = str(tmp_path / "store")
+    model = FakeModel(seed=3)
+    parent = HostedPipeline(lambda: model, PipelineSettings(store, timeout=0.01))
+    stored = parent.request_sync(Ask("q", namespace="parent"))
+    parent.request_sync(Ask("other prompt", namespace="parent"))  # a miss: the host loop ran
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child, args=(store, queue))
+    child.start()
+    data, cached, more_cached, child_calls = queue.get(timeout=30)
+    child.join(30)
+    assert child.exitcode == 0
+    assert data == stored.data and cached == [True]  # the parent's sample, through the store
+    assert more_cached == [False] and child_calls == 1  # the child's own loop generated one
+    # The parent's pipeline still works after the fork.
+    assert parent.request_sync(Ask("q", namespace="parent")).cached == [True]
+    parent.close()
+
+
+def test_the_same_hosted_pipeline_object_works_in_a_forked_child(tmp_path):
+    store = str(tmp_path / "store")
+    model = FakeModel(seed=3)
+    hp = HostedPipeline(lambda: model, PipelineSettings(store, timeout=0.01))
+    stored = hp.request_sync(Ask("q", namespace="A"))
+    hp.request_sync(Ask("fresh", namespace="A"))  # the engine loop thread exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def use_parents_object():
+        got = hp.request_sync(Ask("q", namespace="A"))  # a new run in the child: sample 0 again
+        miss = hp.request_sync(Ask("child-only prompt", namespace="A"))
+        queue.put((got.data, miss.cached, os.getpid()))
+
+    child = ctx.Process(target=use_parents_object)
+    child.start()
+    data, miss_cached, pid = queue.get(timeout=30)
+    child.join(30)
+    assert child.exitcode == 0 and pid != os.getpid()
+    assert data == stored.data and miss_cached == [False]
+    hp.close()
