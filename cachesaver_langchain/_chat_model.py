@@ -262,11 +262,10 @@ class CacheSaverChatModel(BaseChatModel):
         if hosted is None:
             with _HOSTED_LOCK:
                 if self._hosted is None:
-                    inner = self.chat_model
                     settings = PipelineSettings(self.store, batch_size=self.batch_size,
                                                 timeout=self.batch_timeout, run_id=self.run_id,
                                                 namespace=self.namespace, extra={"offline": self.offline})
-                    self._hosted = HostedPipeline(lambda: InnerModel(inner), settings)
+                    self._hosted = HostedPipeline(_InnerFactory(self.chat_model), settings)
                 hosted = self._hosted
         return hosted
 
@@ -343,3 +342,18 @@ for _name in ("_generate", "_agenerate"):
     _method = CacheSaverChatModel.__dict__[_name]
     _method.__signature__ = inspect.signature(_method)
 del _name, _method
+
+
+class _InnerFactory:
+    """The engine model for the pipeline: the configured inner model in the process that built
+    it; in a forked child, a copy with its own HTTP clients (the parent's belong to the parent's
+    engine loop, which does not exist there)."""
+
+    def __init__(self, inner: BaseChatModel) -> None:
+        self.inner = inner
+        self.pid = os.getpid()
+
+    def __call__(self) -> InnerModel:
+        if os.getpid() == self.pid:
+            return InnerModel(self.inner)
+        return InnerModel(configure_inner(self.inner, {}, new_process=True))

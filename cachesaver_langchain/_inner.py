@@ -40,11 +40,13 @@ def field_for(fields: Mapping[str, Any], name: str) -> Optional[str]:
     return None
 
 
-def configure_inner(inner: BaseChatModel, given: Mapping[str, Any]) -> BaseChatModel:
+def configure_inner(inner: BaseChatModel, given: Mapping[str, Any], *, new_process: bool = False) -> BaseChatModel:
     """``inner`` with the standard parameters in ``given`` applied (a rebuilt copy if needed).
 
     The inner model's own ``streaming`` is turned off: the wrapper decides when to stream, and
-    a streaming ``_agenerate`` cannot return ``n`` generations.
+    a streaming ``_agenerate`` cannot return ``n`` generations. ``new_process=True`` (a forked
+    child): the HTTP client the copy holds belongs to the parent's engine loop, so a new one is
+    made even if the copy was given one.
     """
     cls = type(inner)
     fields = cls.model_fields
@@ -63,7 +65,8 @@ def configure_inner(inner: BaseChatModel, given: Mapping[str, Any]) -> BaseChatM
     private_copy = bool(_SDK_CLIENTS & set(fields))
     if not updates and not private_copy:
         return inner
-    if private_copy and "http_async_client" in fields and "http_async_client" not in inner.model_fields_set:
+    if private_copy and "http_async_client" in fields and (
+            new_process or "http_async_client" not in inner.model_fields_set):
         # langchain-openai shares one cached httpx client per base_url across all instances;
         # its pooled connections belong to whichever loop used them first.
         fresh = _fresh_async_http_client()
@@ -77,9 +80,11 @@ def configure_inner(inner: BaseChatModel, given: Mapping[str, Any]) -> BaseChatM
 
     kwargs = {
         arg(name): getattr(inner, name)
-        for name in inner.model_fields_set - _SDK_CLIENTS - set(updates)
+        for name in inner.model_fields_set - _SDK_CLIENTS - {"http_async_client"} - set(updates)
         if name in fields
     }
+    if "http_async_client" in inner.model_fields_set and "http_async_client" not in updates:
+        kwargs[arg("http_async_client")] = inner.http_async_client  # type: ignore[attr-defined]
     kwargs.update({arg(name): value for name, value in updates.items()})
     try:
         return cls(**kwargs)
