@@ -35,6 +35,7 @@ from cachesaver.stats import Stats
 from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
 from ._callback import CostCallback, never_store
 from ._capabilities import mirror_known_models
+from ._dspy_guard import install_if_loaded as guard_dspy_cache
 from ._keys import metadata_value, normalise_messages, normalise_model, split_params
 from ._loop import LoopThread, acquire_loop, release_loop, track
 from ._samples import build_response, stream_chunks
@@ -310,6 +311,7 @@ def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: flo
         raise InvalidRequestTypeError(f"namespace must be a non-empty str, got {namespace!r}")
     settings = _Settings(store, batch_size, timeout, run_id, namespace, bool(key_api_base))
     mirror_known_models()  # cachesaver/<model> reports what <model> reports (see _capabilities)
+    guard_dspy_cache()  # warns once if DSPy's own cache sits in front of cachesaver/ (see _dspy_guard)
     with _lock:
         if _handler is not None and not _handler.closed and _handler.settings.same_as(settings):
             _install(_handler)
