@@ -36,6 +36,7 @@ from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
 from ._callback import CostCallback, never_store
 from ._capabilities import mirror_known_models
 from ._dspy_guard import install_if_loaded as guard_dspy_cache
+from ._namespace_warning import warn_no_namespace_once
 from ._keys import metadata_value, normalise_messages, normalise_model, split_params
 from ._loop import LoopThread, acquire_loop, release_loop, track
 from ._samples import build_response, stream_chunks
@@ -234,6 +235,7 @@ def build_request(*, model: str, messages: Any, optional_params: Mapping[str, An
         raise InvalidRequestError(f"n must be >= 1, got {n}")
     namespace = metadata_value(litellm_params, NAMESPACE_KEY)
     if namespace is None:
+        warn_no_namespace_once(model, default_namespace)  # once per process (see _namespace_warning)
         namespace = default_namespace
     if not isinstance(namespace, str) or not namespace:
         raise InvalidRequestTypeError(
