@@ -15,9 +15,10 @@ Two ways rows get there:
 
 - :func:`mirror_known_models` (called by ``register()``): every chat/completion row of the map,
   under ``cachesaver/<key>`` and ``cachesaver/<provider>/<key>``. Measured with litellm 1.110
-  (4.5k names): ~10 ms and ~2 MB, written straight into ``litellm.model_cost``.
-  ``litellm.register_model`` would do the same in 7-37 s (it validates and logs per row), which is
-  why it is not used here.
+  (``benchmarks/bench_capabilities.py``): 4,456 names in ~15 ms and ~3 MB, written straight into
+  ``litellm.model_cost``; a repeat on an unchanged map costs nothing. ``litellm.register_model``
+  takes ~2 ms per row (validation and a log line per row: ~9 s for the same names), which is why
+  it is not used here.
 - :func:`mirror_model` for one exact name (any spelling litellm resolves for the inner model,
   e.g. a model registered with ``litellm.register_model`` after ``register()``): it copies
   litellm's *resolved* model info for the inner model, which also carries provider-level fills
