@@ -31,6 +31,14 @@ class Ask(dspy.Signature):
     answer: Answer = dspy.OutputField()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def dspy_cache_in_memory_only():
+    """Belt and braces beside conftest's DSPY_CACHEDIR: DSPy's cache writes nothing to disk here,
+    even if some other module imported dspy before DSPY_CACHEDIR was set."""
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
+    yield
+
+
 def test_dspy_cache_lives_in_the_sessions_temp_dir():
     """conftest points DSPY_CACHEDIR at a temp dir before dspy is imported: never ~/.dspy_cache."""
     import os
@@ -188,3 +196,14 @@ def test_plain_dspy_lm_with_its_cache_on_warns_once(provider, server, caplog, mo
     fresh = [uncached(prompt)[0] for _ in range(2)]
     assert len(set(fresh)) == 2
     assert not [r for r in caplog.records if r.name == "cachesaver.litellm.dspy"]
+
+
+async def test_async_calls_carry_the_namespace(lm, server):
+    program = dspy.Predict("question -> answer")
+    with namespace("async-A"):
+        first = await program.acall(question="Name a colour.")
+    paid = server.request_count
+    with namespace("async-B"):
+        again = await program.acall(question="Name a colour.")
+    assert again.answer == first.answer and server.request_count == paid
+    assert {"async-A", "async-B"} <= set(cachesaver_litellm.stats().namespaces)
