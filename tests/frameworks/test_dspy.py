@@ -197,13 +197,3 @@ def test_plain_dspy_lm_with_its_cache_on_warns_once(provider, server, caplog, mo
     assert len(set(fresh)) == 2
     assert not [r for r in caplog.records if r.name == "cachesaver.litellm.dspy"]
 
-
-async def test_async_calls_carry_the_namespace(lm, server):
-    program = dspy.Predict("question -> answer")
-    with namespace("async-A"):
-        first = await program.acall(question="Name a colour.")
-    paid = server.request_count
-    with namespace("async-B"):
-        again = await program.acall(question="Name a colour.")
-    assert again.answer == first.answer and server.request_count == paid
-    assert {"async-A", "async-B"} <= set(cachesaver_litellm.stats().namespaces)
