@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import logging
 from typing import Any, Iterator, Optional
 
 import dspy
@@ -46,8 +45,6 @@ from . import _dspy_guard
 from ._capabilities import inner_model, mirror_model
 
 __all__ = ["CacheSaverLM", "Evaluate", "namespace", "current_namespace", "SETTING"]
-
-log = logging.getLogger("cachesaver.litellm.dspy")
 
 NAMESPACE_KEY = "cachesaver_namespace"
 REQUEST_ID_KEY = "cachesaver_request_id"
