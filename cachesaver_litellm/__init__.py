@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from ._backend import LiteLLMBackend, LiteLLMRequest
 from ._callback import CostCallback
+from ._capabilities import mirror_model
 from ._provider import (
     NAMESPACE_KEY,
     PROVIDER,
@@ -43,6 +44,7 @@ __all__ = [
     "CacheSaverLLM",
     "CacheSaverRouter",
     "CostCallback",
+    "mirror_model",
     "LiteLLMBackend",
     "LiteLLMRequest",
     "PROVIDER",

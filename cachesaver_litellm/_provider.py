@@ -42,7 +42,10 @@ from cachesaver.typedefs import Response
 
 from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
 from ._callback import CostCallback, never_store
+from ._capabilities import mirror_known_models
+from ._dspy_guard import install_if_loaded as guard_dspy_cache
 from ._keys import normalise_messages, normalise_model, split_params
+from ._namespace_warning import warn_no_namespace_once
 from ._samples import build_response
 from ._streams import async_stream, sync_stream
 
@@ -193,8 +196,10 @@ def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, An
         raise InvalidRequestTypeError("model must be 'cachesaver/<litellm model>', e.g. 'cachesaver/openai/gpt-4o-mini'")
     keyed_model, provider = normalise_model(model)
     n = check_n(optional_params.get("n"))
-    namespace, request_id = read_identity(litellm_params.get("metadata"), litellm_params.get("litellm_metadata"),
-                                          default_namespace=default_namespace)
+    metadata = (litellm_params.get("metadata"), litellm_params.get("litellm_metadata"))
+    if not any(isinstance(m, Mapping) and m.get(NAMESPACE_KEY) is not None for m in metadata):
+        warn_no_namespace_once(model, default_namespace)  # once per process (see _namespace_warning)
+    namespace, request_id = read_identity(*metadata, default_namespace=default_namespace)
     keyed, transport = split_params(optional_params)
     kwargs: dict[str, Any] = dict(keyed)
     for name, value in transport.items():
@@ -257,6 +262,8 @@ def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: flo
     check_namespace(namespace)
     settings = PipelineSettings(store, batch_size=batch_size, timeout=timeout, run_id=run_id, namespace=namespace,
                                 extra={"offline": bool(offline)})
+    mirror_known_models()  # cachesaver/<model> reports what <model> reports (see _capabilities)
+    guard_dspy_cache()  # warns once if DSPy's own cache sits in front of cachesaver/ (see _dspy_guard)
     with _lock:
         current = _handler
         if (current is not None and not current.closed and current.settings.same_as(settings)

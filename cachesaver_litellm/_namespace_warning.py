@@ -1,0 +1,57 @@
+"""One WARNING per process when ``cachesaver/`` calls arrive with no namespace at all.
+
+A call without ``metadata={"cachesaver_namespace": ...}`` lands in the provider's default
+namespace. When that default is also the built-in one (``register()`` got no ``namespace=``),
+every run shares one namespace: a "replay" in a new run then pays again (it is the same
+namespace, so it gets fresh samples), and nothing says why. The usual cause is a client that
+drops metadata on the way to litellm: ``ChatLiteLLM`` (langchain-litellm) ignores LangChain's
+``config={"metadata": ...}``; ``ChatLiteLLM(model_kwargs={"metadata": {...}})`` works.
+
+The provider calls :func:`warn_no_namespace_once` where it reads the namespace; the warning names
+the fix and is logged once per process on ``cachesaver.litellm.namespace`` (a library never prints).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+__all__ = ["warn_no_namespace_once", "BUILTIN_DEFAULT_NAMESPACE", "reset"]
+
+log = logging.getLogger("cachesaver.litellm.namespace")
+
+#: ``register()``'s own default namespace: calls that end up here had no namespace from anyone.
+BUILTIN_DEFAULT_NAMESPACE = "default"
+
+_lock = threading.Lock()
+_warned = False
+
+
+def warn_no_namespace_once(model: str, default_namespace: str) -> bool:
+    """Log the WARNING if this is the first call of the process that had no namespace at all.
+
+    ``default_namespace`` is the provider's default (``register(namespace=...)``): a default the
+    user chose is a namespace, not a missing one. Returns True when this call logged it.
+    """
+    global _warned
+    if _warned or default_namespace != BUILTIN_DEFAULT_NAMESPACE:
+        return False
+    with _lock:
+        if _warned:
+            return False
+        _warned = True
+    log.warning(
+        "a cachesaver/%s call arrived with no metadata['cachesaver_namespace'], so it and every such call use the "
+        "namespace %r: another run will not replay these samples, it will continue them (and pay). Pass "
+        "metadata={'cachesaver_namespace': ...} per call, or cachesaver_litellm.register(namespace=...). "
+        "ChatLiteLLM (langchain-litellm) drops LangChain's config metadata: use "
+        "ChatLiteLLM(model_kwargs={'metadata': {...}}). (Logged once per process.)",
+        model, default_namespace,
+    )
+    return True
+
+
+def reset() -> None:
+    """Forget that the warning was logged (tests)."""
+    global _warned
+    with _lock:
+        _warned = False
