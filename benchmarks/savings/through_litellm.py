@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from cachesaver.demo import game24 as g
+from cachesaver_demo import game24 as g
 from .backends import Backend, Tally, Trace
 from .model import MODEL_NAME, TEMPERATURE, price, respond
 from .scenarios import Scenario, ScenarioResult, default_scenarios, run_workload

@@ -1,6 +1,7 @@
 """The ``cachesaver`` command: the offline demo and tools to look after a cache.
 
     cachesaver demo [--cache DIR] [--puzzles N] [--model M]   what CacheSaver saves, in a minute
+                                                              (from the cachesaver_demo package)
     cachesaver stats   --cache DIR|URL                        per model, namespace and key
     cachesaver inspect --cache DIR|URL KEY-PREFIX|--prompt TEXT
     cachesaver export  --cache DIR|URL FILE.jsonl[.gz]
@@ -257,10 +258,44 @@ def cmd_serve_fake(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+# -- commands from other packages (the demo) -------------------------------------------------
+#: Entry-point group through which other packages add sub-commands. The engine imports no
+#: adapter, so commands that need one (``demo`` runs through litellm) live in their own package
+#: and register here: ``[project.entry-points."cachesaver.commands"] demo = "pkg.mod:register"``,
+#: where ``register(subparsers)`` adds the sub-command and sets its ``func``.
+COMMANDS_GROUP = "cachesaver.commands"
 
-    return run_demo(args)
+#: Commands the README promises, with what to do when no installed package provides them.
+_EXPECTED = {
+    "demo": "the demo ships in the cachesaver_demo package of cachesaver-integrations; "
+            "(re)install it so its entry point is registered: pip install -e \".[demo]\"",
+}
+
+
+def _add_plugin_commands(sub: "argparse._SubParsersAction") -> None:
+    from importlib.metadata import entry_points
+
+    seen = set(sub.choices)
+    for ep in entry_points(group=COMMANDS_GROUP):
+        if ep.name in seen:
+            continue  # the same distribution found twice on the path, or a clash: first wins
+        seen.add(ep.name)
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break every command
+            _add_missing(sub, ep.name, f"could not load {ep.value!r} ({type(exc).__name__}: {exc})")
+    for name, fix in _EXPECTED.items():
+        if name not in seen:
+            _add_missing(sub, name, f"no installed package provides it; {fix}")
+
+
+def _add_missing(sub: "argparse._SubParsersAction", name: str, why: str) -> None:
+    def fail(args: argparse.Namespace) -> int:
+        raise CLIError(why)
+
+    missing = sub.add_parser(name, help=f"(unavailable: {why.split(';')[0]})", add_help=False)
+    missing.add_argument("rest", nargs=argparse.REMAINDER)
+    missing.set_defaults(func=fail)
 
 
 # -- parser ----------------------------------------------------------------------------------
@@ -271,15 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
     def with_cache(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--cache", default=DEFAULT_CACHE, help=f"cache directory or redis:// URL (default {DEFAULT_CACHE})")
         return p
-
-    demo = sub.add_parser("demo", help="run the offline demo: Tree-of-Thoughts and self-consistency on Game of 24")
-    demo.add_argument("--cache", default="./.cachesaver-demo", help="cache directory (default ./.cachesaver-demo)")
-    demo.add_argument("--puzzles", type=int, default=4, help="how many Game of 24 puzzles (default 4)")
-    demo.add_argument("--model", default=None, help="a real litellm model (needs its API key); default: the local fake server")
-    demo.add_argument("--chart", default="cachesaver-demo.png", help="where to write the savings chart (PNG)")
-    demo.add_argument("--fresh", action="store_true", help="clear the demo cache first")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
-    demo.set_defaults(func=cmd_demo)
 
     stats = with_cache(sub.add_parser("stats", help="samples and sizes per model, namespace and key"))
     stats.add_argument("--top", type=int, default=20, help="keys to list (default 20)")
@@ -317,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--seed", type=int, default=0)
     fake.add_argument("--latency", type=float, default=0.0)
     fake.set_defaults(func=cmd_serve_fake)
+    _add_plugin_commands(sub)
     return parser
 
 

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("litellm")
 
-from cachesaver.demo import Scenario, run_experiment  # noqa: E402
-from cachesaver.demo import PUZZLES, respond  # noqa: E402
+from cachesaver_demo import Scenario, run_experiment  # noqa: E402
+from cachesaver_demo import PUZZLES, respond  # noqa: E402
 from cachesaver.testing.server import FakeOpenAIServer  # noqa: E402
 
 
