@@ -240,7 +240,7 @@ def run_demo(args: argparse.Namespace) -> int:
     same = [o["final"] for o in first.outcomes] == [o["final"] for o in rerun.outcomes]
     console.print(f"Re-run: {rerun.model_calls} model calls, results identical to the first run: {same}.", soft_wrap=True)
     if server is not None:
-        console.print(f"The fake server received {http_requests} HTTP requests in all "
+        console.print(f"Fake server: {http_requests} HTTP requests in all "
                       f"(= {sum(r.model_calls for r in results)} model calls counted by CacheSaver).", soft_wrap=True)
     chart = write_chart(results, args.chart)
     if chart:

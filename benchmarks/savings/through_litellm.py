@@ -2,7 +2,8 @@
 
 The server (``cachesaver.testing.server.FakeOpenAIServer``) answers with the simulator model's
 answer distribution (its ``responder`` hook is :func:`.model.respond`) and tags every choice
-``[sample k of <model>]`` with a global counter, so sample identity is visible on the wire. All
+``[sample k of <model>]`` where k counts that prompt's samples, so sample identity (prompt, k) is
+visible on the wire. All
 paid figures here come from the server's own request log: HTTP requests, the ``n`` they carried,
 choices generated and the tokens it billed (its count: words + 3 per message in, words out).
 
@@ -92,7 +93,8 @@ class ServerBackend(Backend):
             tag = _TAG.search(text)
             if tag is None:
                 raise ValueError(f"not a fake-server sample (no [sample k of ...] tag): {text!r}")
-            out.append({"text": text, "sid": tag.group(1)})
+            # The server numbers samples per prompt: identity is (prompt, k).
+            out.append({"text": text, "sid": (prompt, tag.group(1))})
         return out
 
     async def new_run(self) -> None:

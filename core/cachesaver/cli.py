@@ -293,8 +293,9 @@ def _add_missing(sub: "argparse._SubParsersAction", name: str, why: str) -> None
     def fail(args: argparse.Namespace) -> int:
         raise CLIError(why)
 
-    missing = sub.add_parser(name, help=f"(unavailable: {why.split(';')[0]})", add_help=False)
-    missing.add_argument("rest", nargs=argparse.REMAINDER)
+    # Accept whatever options the real command would take (no prefix chars: all positional).
+    missing = sub.add_parser(name, help=f"(unavailable: {why.split(';')[0]})", add_help=False, prefix_chars="\0")
+    missing.add_argument("rest", nargs="*")
     missing.set_defaults(func=fail)
 
 

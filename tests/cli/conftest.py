@@ -56,3 +56,13 @@ def declared_commands(declared_metadata, monkeypatch):
     """This process sees this checkout's entry points (for in-process ``main([...])`` calls)."""
     monkeypatch.syspath_prepend(str(declared_metadata))
     yield
+
+
+@pytest.fixture
+def metadata_with(tmp_path, monkeypatch):
+    """Make this process see package metadata whose entry points are exactly ``entry_points_txt``."""
+    def install(entry_points_txt: str) -> None:
+        target = write_dist_info(tmp_path / "metadata")
+        next(target.glob("*.dist-info")).joinpath("entry_points.txt").write_text(entry_points_txt)
+        monkeypatch.syspath_prepend(str(target))
+    return install
