@@ -9,6 +9,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from cachesaver.stores.urls import redact_url
+
 from . import game24 as g
 from .methods import self_consistency, tot_bfs
 from .responder import respond
@@ -222,7 +224,7 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         model, call_kwargs = args.model, {}
         console.print(f"Model: {model} (real calls, billed by your provider)", soft_wrap=True)
-    console.print(f"Cache: {args.cache}   Puzzles: {', '.join(puzzles)}", soft_wrap=True)
+    console.print(f"Cache: {redact_url(args.cache)}   Puzzles: {', '.join(puzzles)}", soft_wrap=True)
     total = sum(len(s.methods) for s in SCENARIOS) * len(puzzles)
     try:
         with Progress(console=console, transient=True, disable=args.quiet) as progress:
@@ -245,5 +247,5 @@ def run_demo(args: argparse.Namespace) -> int:
     chart = write_chart(results, args.chart)
     if chart:
         console.print(f"Chart: {chart}", soft_wrap=True)
-    console.print(f"Run `cachesaver stats --cache {args.cache}` to look inside the cache.", soft_wrap=True)
+    console.print(f"Run `cachesaver stats --cache {redact_url(args.cache)}` to look inside the cache.", soft_wrap=True)
     return 0

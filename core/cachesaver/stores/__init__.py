@@ -12,6 +12,7 @@ from typing import Any
 from .base import LedgerEntry, Store
 from .disk import DiskStore
 from .memory import MemoryStore
+from .urls import redact_url
 
 __all__ = ["Store", "LedgerEntry", "MemoryStore", "DiskStore", "open_store"]
 
@@ -40,7 +41,7 @@ def open_store(spec: Any) -> Store:
                 from .redis import RedisStore
             except ImportError as exc:  # pragma: no cover - depends on the environment
                 raise ImportError(
-                    f"cache={text!r} needs the redis extra: pip install 'cachesaver-integrations[redis]'"
+                    f"cache={redact_url(text)!r} needs the redis extra: pip install 'cachesaver-integrations[redis]'"
                 ) from exc
             return RedisStore(text)
         if not text:
