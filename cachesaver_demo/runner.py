@@ -15,7 +15,8 @@ from . import game24 as g
 from .methods import self_consistency, tot_bfs
 from .responder import respond
 
-__all__ = ["PRICES", "PUZZLES", "Scenario", "ScenarioResult", "run_experiment", "run_demo"]
+__all__ = ["PRICES", "PUZZLES", "SCENARIOS", "COLUMNS", "Scenario", "ScenarioResult", "run_experiment", "run_demo",
+           "render_table", "table_rows", "write_chart"]
 
 #: gpt-4.1-nano list prices, dollars per token (input, output).
 PRICES = (0.10 / 1e6, 0.40 / 1e6)

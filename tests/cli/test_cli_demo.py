@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -15,6 +13,7 @@ pytest.importorskip("litellm")
 
 from rich.console import Console  # noqa: E402
 
+from cachesaver.cli import main  # noqa: E402
 from cachesaver_demo import PUZZLES, Scenario, respond, run_experiment  # noqa: E402
 from cachesaver_demo.runner import COLUMNS, render_table, table_rows  # noqa: E402
 from cachesaver.testing.server import FakeOpenAIServer  # noqa: E402
@@ -95,23 +94,20 @@ def readme_demo_block() -> list[str]:
     return [line.rstrip() for line in block.group(1).rstrip("\n").split("\n")]
 
 
-@pytest.mark.slow
-def test_demo_command_prints_what_the_readme_shows(tmp_path, cli_env):
+def test_demo_command_prints_what_the_readme_shows(tmp_path, declared_commands, monkeypatch, capsys):
     # One command, as in the README: `cachesaver demo` is the engine's CLI, the demo arrives through
     # the cachesaver.commands entry point. Piped, 80 columns, a fresh cache: exactly the README.
+    # (tests/cli/test_cli_plugins.py runs the command line in a fresh process.)
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.chdir(tmp_path)
     chart = tmp_path / "cachesaver-demo.png"
-    env = dict(cli_env, COLUMNS="80")
-    out = subprocess.run(
-        [sys.executable, "-m", "cachesaver", "demo", "--cache", str(tmp_path / "c"), "--fresh", "--quiet",
-         "--chart", str(chart)],
-        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr
-    printed = [line.rstrip() for line in out.stdout.rstrip("\n").split("\n")]
+    assert main(["demo", "--cache", str(tmp_path / "c"), "--fresh", "--quiet", "--chart", str(chart)]) == 0
+    out = capsys.readouterr()
+    printed = [line.rstrip() for line in out.out.rstrip("\n").split("\n")]
     expected = readme_demo_block()
     start = printed.index(expected[0])  # the lines before name the server's port and the cache path
     assert printed[start:start + len(expected) - 1] == expected[:-1]
     assert expected[-1] == "Chart: cachesaver-demo.png" and printed[start + len(expected) - 1] == f"Chart: {chart}"
     assert max(len(line) for line in printed[start:start + len(expected) - 1]) <= 80
     assert chart.exists() and chart.stat().st_size > 1000
-    assert "Provider List" not in out.stdout + out.stderr
+    assert "Provider List" not in out.out + out.err

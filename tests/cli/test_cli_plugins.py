@@ -75,3 +75,15 @@ def test_a_broken_plugin_does_not_break_other_commands(metadata_with, tmp_path, 
     assert "could not load 'no_such_module_xyz:register'" in capsys.readouterr().err
     assert main(["clear", "--cache", str(tmp_path / "none"), "--yes"]) == 2  # other commands still work
     assert "nothing was created" in capsys.readouterr().err
+
+
+def test_the_demo_runs_in_one_command_in_a_fresh_process(cli_env, tmp_path):
+    chart = tmp_path / "chart.png"
+    out = subprocess.run(
+        [sys.executable, "-m", "cachesaver", "demo", "--cache", str(tmp_path / "c"), "--puzzles", "1",
+         "--chart", str(chart), "--quiet"],
+        capture_output=True, text=True, env=cli_env, timeout=300, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "results identical to the first run: True" in out.stdout
+    assert chart.exists() and chart.stat().st_size > 1000
