@@ -16,7 +16,7 @@ from .methods import self_consistency, tot_bfs
 from .responder import respond
 
 __all__ = ["PRICES", "PUZZLES", "SCENARIOS", "COLUMNS", "Scenario", "ScenarioResult", "run_experiment", "run_demo",
-           "render_table", "table_rows", "write_chart"]
+           "render_table", "table_rows", "write_chart", "chart_figure"]
 
 #: gpt-4.1-nano list prices, dollars per token (input, output).
 PRICES = (0.10 / 1e6, 0.40 / 1e6)
@@ -173,6 +173,7 @@ def render_table(results: list[ScenarioResult], console) -> None:
 
 
 def write_chart(results: list[ScenarioResult], path: str) -> Optional[str]:
+    """Save the savings chart as PNG at ``path``; None when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -180,6 +181,16 @@ def write_chart(results: list[ScenarioResult], path: str) -> Optional[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    fig = chart_figure(results)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def chart_figure(results: list[ScenarioResult]):
+    """Stacked bars per scenario (billed, saved) in milli-dollars, every value labelled."""
+    import matplotlib.pyplot as plt
+
     names = [r.name for r in results]
     billed = [r.billed * 1e3 for r in results]
     saved = [r.saved * 1e3 for r in results]
@@ -201,9 +212,7 @@ def write_chart(results: list[ScenarioResult], path: str) -> Optional[str]:
     ax.set_title("What each scenario would cost without a cache, and what it paid")
     ax.legend(loc="upper left", ncols=2, frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from rich.console import Console  # noqa: E402
 
 from cachesaver.cli import main  # noqa: E402
 from cachesaver_demo import PUZZLES, Scenario, respond, run_experiment  # noqa: E402
-from cachesaver_demo.runner import COLUMNS, render_table, table_rows  # noqa: E402
+from cachesaver_demo.runner import COLUMNS, chart_figure, render_table, table_rows  # noqa: E402
 from cachesaver.testing.server import FakeOpenAIServer  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -85,6 +85,24 @@ def test_table_is_readable_in_80_columns(tmp_path):
     for row in table_rows(results):  # every figure, whole, on its scenario's line
         line = next(line for line in text.splitlines() if line.startswith(row[0] + " "))
         assert line.split() == " ".join(row).split(), line
+
+
+def test_chart_labels_every_value(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    results, _ = fresh_demo(tmp_path / "demo")
+    fig = chart_figure(results)
+    try:
+        labels = " | ".join(t.get_text() for t in fig.axes[0].texts)
+    finally:
+        plt.close(fig)
+    for r in results:
+        total = r.billed + r.saved
+        for value in (r.billed, r.saved):
+            if value:
+                assert f"{value * 1e3:.2f}" in labels, (r.name, labels)
+        assert f"{r.saved / total:.0%} saved" in labels
 
 
 def readme_demo_block() -> list[str]:
