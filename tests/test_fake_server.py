@@ -80,6 +80,44 @@ def test_content_is_deterministic_in_seed_prompt_and_sample_number():
     assert first_two(1) != first_two(2)
 
 
+def _texts_by_prompt(order: list[tuple[str, int]], seed: int = 3, **params) -> dict[str, list[str]]:
+    """Ask a fresh server for ``n`` samples of each prompt in ``order``; texts per prompt."""
+    out: dict[str, list[str]] = {}
+    with FakeOpenAIServer(seed=seed) as srv, sync_client(srv) as client:
+        for prompt, n in order:
+            resp = client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": prompt}], n=n, **params)
+            out.setdefault(prompt, []).extend(c.message.content for c in resp.choices)
+    return out
+
+
+def test_sample_k_of_a_prompt_is_the_same_whatever_else_arrived_before():
+    # Sample k of a prompt is a pure function of (seed, prompt, k): other prompts arriving in
+    # between, in any order, and how the k samples were split over requests change nothing.
+    one = _texts_by_prompt([("prompt A", 3), ("prompt B", 2)])
+    two = _texts_by_prompt([("prompt B", 1), ("prompt A", 1), ("prompt B", 1), ("prompt A", 2)])
+    assert one == two
+    for prompt in ("prompt A", "prompt B"):
+        assert [t.rsplit(" [", 1)[1] for t in one[prompt]] == [
+            f"sample {k} of {MODEL}]" for k in range(1, len(one[prompt]) + 1)]
+    assert len(set(one["prompt A"])) == 3
+    # A sampling parameter is part of the prompt's identity (as in a cache key): own numbering.
+    hot = _texts_by_prompt([("prompt A", 3)], temperature=1.5)
+    assert hot["prompt A"] != one["prompt A"] and hot["prompt A"][0].endswith(f"[sample 1 of {MODEL}]")
+
+
+async def test_concurrent_prompts_get_the_same_texts_as_sequential_ones():
+    prompts = [f"question {i}" for i in range(12)]
+    sequential = _texts_by_prompt([(p, 2) for p in prompts])
+    with FakeOpenAIServer(seed=3) as srv:
+        async with openai.AsyncOpenAI(base_url=srv.base_url, api_key="sk-test", max_retries=0) as c:
+            resps = await asyncio.gather(*(
+                c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": p}], n=2)
+                for p in reversed(prompts)))
+    concurrent = {p: [ch.message.content for ch in r.choices] for p, r in zip(reversed(prompts), resps)}
+    assert concurrent == sequential
+
+
 def test_answers_pool_recurs_but_samples_stay_distinct():
     with FakeOpenAIServer(answers=["Paris", "Lyon"]) as srv, sync_client(srv) as client:
         resp = client.chat.completions.create(model=MODEL, messages=MSG, n=8)

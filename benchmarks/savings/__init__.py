@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from cachesaver.demo import game24
+from cachesaver_demo import game24
 from .backends import CacheSaverBackend, NoCache, PlainCache, Tally, Trace
 from .methods import FoA, GoT, SC, ToT
 from .model import SimModel

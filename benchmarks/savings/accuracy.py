@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Sequence
 
-from cachesaver.demo import game24 as g
+from cachesaver_demo import game24 as g
 from .backends import CacheSaverBackend, NoCache, PlainCache
 from .scenarios import default_scenarios, run_workload
 

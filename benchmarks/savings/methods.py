@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
-from cachesaver.demo import game24 as g
+from cachesaver_demo import game24 as g
 
 __all__ = ["LLM", "Ask", "Method", "ToT", "SC", "FoA", "GoT"]
 

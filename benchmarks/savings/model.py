@@ -1,6 +1,6 @@
 """The stochastic fake LLM the workloads run on, its token counts and gpt-4.1-nano prices.
 
-``SimModel`` answers with :func:`cachesaver.demo.responder.respond`, which reads a Game-of-24 prompt (the instruction on its first line, the numbers on its
+``SimModel`` answers with :func:`cachesaver_demo.responder.respond`, which reads a Game-of-24 prompt (the instruction on its first line, the numbers on its
 last lines) and answers like a model at temperature 0.7 would, from a *small* answer space that
 depends on the prompt: a legal next step (favouring a few "obvious" moves and moves that keep 24
 reachable, as real models do), a sure/likely/impossible verdict that is right more often than
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from cachesaver.keys import canonical_json
 from cachesaver.typedefs import Request, Response, SingleRequestModel, Usage
 
-from cachesaver.demo.responder import respond
+from cachesaver_demo.responder import respond
 
 __all__ = [
     "SimRequest", "SimModel", "respond", "tokens", "price", "PRICE_INPUT_PER_M", "PRICE_OUTPUT_PER_M",

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from cachesaver.demo import game24 as g
+from cachesaver_demo import game24 as g
 from .backends import Backend, CacheSaverBackend, NoCache, PlainCache, Tally
 from .methods import FoA, GoT, SC, Ask, Method, ToT
 

@@ -1,8 +1,9 @@
 """The ``cachesaver`` command: the offline demo and tools to look after a cache.
 
     cachesaver demo [--cache DIR] [--puzzles N] [--model M]   what CacheSaver saves, in a minute
-    cachesaver stats   --cache DIR|URL                        per model, namespace and key
-    cachesaver inspect --cache DIR|URL KEY-PREFIX|--prompt TEXT
+                                                              (from the cachesaver_demo package)
+    cachesaver stats   --cache DIR|URL [--by-run] [--detail]  per model; ledgers; largest keys
+    cachesaver inspect --cache DIR|URL KEY-PREFIX|--prompt TEXT [--json]
     cachesaver export  --cache DIR|URL FILE.jsonl[.gz]
     cachesaver import  --cache DIR|URL FILE.jsonl[.gz]
     cachesaver prune   --cache DIR|URL (--key PREFIX ... | --model NAME | --corrupt) [--dry-run]
@@ -58,6 +59,13 @@ def open_cache(spec: str, *, create: bool = False):
     return open_store(spec)
 
 
+def _shown(spec: str) -> str:
+    """``--cache`` as it may be printed: a URL loses its password, token or ``?password=`` (G7)."""
+    from .stores.urls import redact_url
+
+    return redact_url(spec)
+
+
 def _meta_of(raw: Optional[bytes]) -> Any:
     if raw is None:
         return None
@@ -68,25 +76,15 @@ def _meta_of(raw: Optional[bytes]) -> Any:
 
 
 def _model_of(meta: Any) -> str:
-    if isinstance(meta, dict):
-        for field in ("model", "model_name"):
-            if isinstance(meta.get(field), str):
-                return meta[field]
-        params = meta.get("params")
-        if isinstance(params, dict) and isinstance(params.get("model"), str):
-            return params["model"]
-    return "-"
+    from .display import request_model
+
+    return request_model(meta)
 
 
-def _preview(meta: Any, width: int = 60) -> str:
-    if meta is None:
-        return "-"
-    prompt = meta.get("prompt", meta.get("messages", meta)) if isinstance(meta, dict) else meta
-    if isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict):
-        prompt = prompt[-1].get("content", prompt[-1])
-    text = prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _preview(meta: Any, width: Optional[int] = 60) -> str:
+    from .display import one_line, request_prompt
+
+    return one_line(request_prompt(meta), width) if meta is not None else "-"
 
 
 def _console():
@@ -98,6 +96,7 @@ def _console():
 
 # -- commands --------------------------------------------------------------------------------
 async def cmd_stats(args: argparse.Namespace) -> int:
+    """A few lines by default (totals, per model, the ledgers summed); tables on request."""
     from rich.table import Table
 
     store = open_cache(args.cache)
@@ -109,7 +108,7 @@ async def cmd_stats(args: argparse.Namespace) -> int:
             size = sum(len(r) for r in await store.read(key, 0, n))
             meta = _meta_of(await store.get_meta(key))
             model = _model_of(meta)
-            rows.append((key, model, n, size, _preview(meta)))
+            rows.append((key, model, n, size, meta))
             totals = by_model.setdefault(model, [0, 0, 0])
             totals[0] += 1
             totals[1] += n
@@ -118,73 +117,119 @@ async def cmd_stats(args: argparse.Namespace) -> int:
     finally:
         await store.aclose()
     console = _console()
-    console.print(f"cache: {args.cache}: {len(rows)} keys, {sum(r[2] for r in rows)} samples, "
-                  f"{sum(r[3] for r in rows):,} bytes")
+    console.print(f"cache: {_shown(args.cache)}: {len(rows)} keys, {sum(r[2] for r in rows)} samples, "
+                  f"{sum(r[3] for r in rows):,} bytes", soft_wrap=True)
     models = Table(title="per model")
     for col in ("model", "keys", "samples", "bytes"):
         models.add_column(col, justify="left" if col == "model" else "right")
     for model, (keys, samples, size) in sorted(by_model.items()):
         models.add_row(model, str(keys), str(samples), f"{size:,}")
     console.print(models)
+    by_run: dict[str, list] = {}
+    grouped: dict[tuple[str, str], list[int]] = {}
+    for run_id, namespace, _key, pos in ledger:
+        g = grouped.setdefault((run_id, namespace), [0, 0])
+        g[0] += 1
+        g[1] += pos
+        r = by_run.setdefault(run_id, [set(), 0])
+        r[0].add(namespace)
+        r[1] += pos
     if ledger:
-        spaces = Table(title="per namespace (shared runs)")
+        from .display import plural
+
+        namespaces = {namespace for _run, namespace in grouped}
+        console.print(f"shared-run ledgers: {plural(len(by_run), 'run')}, {plural(len(namespaces), 'namespace')}, "
+                      f"{plural(sum(r[1] for r in by_run.values()), 'sample')} consumed "
+                      f"({plural(len(grouped), 'run × namespace ledger')}: --by-run)", soft_wrap=True)
+    else:
+        console.print("shared-run ledgers: none stored (private runs keep theirs in memory)", soft_wrap=True)
+    if args.by_run and grouped:
+        spaces = Table(title="per run and namespace")
         for col in ("run_id", "namespace", "keys", "samples consumed"):
             spaces.add_column(col, justify="right" if col in ("keys", "samples consumed") else "left")
-        grouped: dict[tuple[str, str], list[int]] = {}
-        for run_id, namespace, _key, pos in ledger:
-            g = grouped.setdefault((run_id, namespace), [0, 0])
-            g[0] += 1
-            g[1] += pos
         for (run_id, namespace), (keys, pos) in sorted(grouped.items()):
             spaces.add_row(run_id, namespace, str(keys), str(pos))
         console.print(spaces)
-    else:
-        console.print("per namespace: no shared-run ledgers stored (private runs keep theirs in memory)")
-    keys = Table(title=f"per key (top {args.top} by samples)")
-    for col in ("key", "model", "samples", "bytes", "prompt"):
-        keys.add_column(col, justify="right" if col in ("samples", "bytes") else "left")
-    for key, model, n, size, preview in sorted(rows, key=lambda r: (-r[2], r[0]))[: args.top]:
-        keys.add_row(key[:12], model, str(n), f"{size:,}", preview)
-    console.print(keys)
+    if args.detail:
+        keys = Table(title=f"per key (top {args.top} by samples)")
+        for col in ("key", "model", "samples", "bytes", "prompt"):
+            keys.add_column(col, justify="right" if col in ("samples", "bytes") else "left")
+        for key, model, n, size, meta in sorted(rows, key=lambda r: (-r[2], r[0]))[: args.top]:
+            keys.add_row(key[:12], model, str(n), f"{size:,}", _preview(meta))
+        console.print(keys)
+    elif rows:
+        console.print("largest keys and their prompts: --detail", soft_wrap=True)
     return 0
 
 
 async def cmd_inspect(args: argparse.Namespace) -> int:
+    """The samples of the matching key(s): plain text for people, JSON lines with ``--json``.
+
+    Output is printed as is (never wrapped), so it can be piped to grep, less or jq. Several
+    matches are listed, one per line, unless ``--all`` asks for every one's samples.
+    """
     from .codec import decode_sample
+    from .display import sample_text
     from .errors import CorruptSampleError
 
     store = open_cache(args.cache)
     try:
         matches = []
+        wanted = " ".join(args.prompt.split()) if args.prompt is not None else None
         async for key in store.iter_keys():
             if args.key and key.startswith(args.key):
-                matches.append(key)
-            elif args.prompt is not None:
-                if args.prompt in _preview(_meta_of(await store.get_meta(key)), width=10**9):
-                    matches.append(key)
+                matches.append((key, _meta_of(await store.get_meta(key))))
+            elif wanted is not None:
+                meta = _meta_of(await store.get_meta(key))
+                if wanted in _preview(meta, width=None):
+                    matches.append((key, meta))
         if not matches:
-            raise CLIError("no key matches; list keys with `cachesaver stats`")
+            raise CLIError("no key matches; list keys with `cachesaver stats --detail`")
+        matches.sort(key=lambda m: m[0])
+        out = sys.stdout
         if len(matches) > 1 and not args.all:
-            raise CLIError(f"{len(matches)} keys match ({', '.join(m[:12] for m in matches[:5])}…); "
-                           "give a longer prefix or --all")
-        console = _console()
-        for key in matches:
+            if not args.json:
+                out.write(f"{len(matches)} keys match; give a longer key prefix, or --all to show every one:\n")
+            for key, meta in matches:
+                n = await store.length(key)
+                if args.json:
+                    _json_line(out, {"key": key, "model": _model_of(meta), "samples": n,
+                                     "prompt": _preview(meta, width=None)})
+                else:
+                    out.write(f"{key[:16]}  {_model_of(meta)}  {n} samples  {_preview(meta, width=80)}\n")
+            return 0
+        for number, (key, meta) in enumerate(matches):
             n = await store.length(key)
-            meta = _meta_of(await store.get_meta(key))
-            console.rule(f"key {key}  ({n} samples)")
-            console.print_json(orjson.dumps(meta).decode() if meta is not None else "null")
-            for i, raw in enumerate(await store.read(key, 0, min(n, args.limit))):
+            shown = min(n, args.limit)
+            if not args.json:
+                out.write(("\n" if number else "") + f"key {key}  model {_model_of(meta)}  {n} samples\n")
+                out.write(f"prompt: {_preview(meta, width=None if args.full else 200)}\n")
+            for i, raw in enumerate(await store.read(key, 0, shown)):
                 try:
                     record = decode_sample(raw, key=key, index=i)
-                    text = record.data if isinstance(record.data, str) else orjson.dumps(record.data).decode()
-                    console.print(f"[bold]#{i}[/bold] {text}")
                 except CorruptSampleError as exc:
-                    console.print(f"[red]#{i} {exc}[/red]")
-            if n > args.limit:
-                console.print(f"… {n - args.limit} more (use --limit)")
+                    if args.json:
+                        _json_line(out, {"key": key, "index": i, "error": str(exc)})
+                    else:
+                        out.write(f"#{i} (unreadable) {exc}\n")
+                    continue
+                text = sample_text(record.data)
+                if args.json:
+                    _json_line(out, {"key": key, "index": i, "model": _model_of(meta), "text": text,
+                                     "prompt_tokens": record.prompt_tokens,
+                                     "completion_tokens": record.completion_tokens, "cost": record.cost,
+                                     "sample": record.data})
+                else:
+                    out.write(f"#{i} " + text.replace("\n", "\n   ") + "\n")
+            if n > shown and not args.json:
+                out.write(f"… {n - shown} more (use --limit)\n")
     finally:
         await store.aclose()
     return 0
+
+
+def _json_line(out, obj: Any) -> None:
+    out.write(orjson.dumps(obj).decode() + "\n")
 
 
 async def cmd_export(args: argparse.Namespace) -> int:
@@ -256,7 +301,7 @@ async def cmd_clear(args: argparse.Namespace) -> int:
         await store.clear()
     finally:
         await store.aclose()
-    print(f"cleared {args.cache}")
+    print(f"cleared {_shown(args.cache)}")
     return 0
 
 
@@ -267,10 +312,45 @@ def cmd_serve_fake(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+# -- commands from other packages (the demo) -------------------------------------------------
+#: Entry-point group through which other packages add sub-commands. The engine imports no
+#: adapter, so commands that need one (``demo`` runs through litellm) live in their own package
+#: and register here: ``[project.entry-points."cachesaver.commands"] demo = "pkg.mod:register"``,
+#: where ``register(subparsers)`` adds the sub-command and sets its ``func``.
+COMMANDS_GROUP = "cachesaver.commands"
 
-    return run_demo(args)
+#: Commands the README promises, with what to do when no installed package provides them.
+_EXPECTED = {
+    "demo": "the demo ships in the cachesaver_demo package of cachesaver-integrations; "
+            "(re)install it so its entry point is registered: pip install -e \".[demo]\"",
+}
+
+
+def _add_plugin_commands(sub: "argparse._SubParsersAction") -> None:
+    from importlib.metadata import entry_points
+
+    seen = set(sub.choices)
+    for ep in entry_points(group=COMMANDS_GROUP):
+        if ep.name in seen:
+            continue  # the same distribution found twice on the path, or a clash: first wins
+        seen.add(ep.name)
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break every command
+            _add_missing(sub, ep.name, f"could not load {ep.value!r} ({type(exc).__name__}: {exc})")
+    for name, fix in _EXPECTED.items():
+        if name not in seen:
+            _add_missing(sub, name, f"no installed package provides it; {fix}")
+
+
+def _add_missing(sub: "argparse._SubParsersAction", name: str, why: str) -> None:
+    def fail(args: argparse.Namespace) -> int:
+        raise CLIError(why)
+
+    # Accept whatever options the real command would take (no prefix chars: all positional).
+    missing = sub.add_parser(name, help=f"(unavailable: {why.split(';')[0]})", add_help=False, prefix_chars="\0")
+    missing.add_argument("rest", nargs="*")
+    missing.set_defaults(func=fail)
 
 
 async def cmd_bundle_create(args: argparse.Namespace) -> int:
@@ -348,24 +428,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cache", default=DEFAULT_CACHE, help=f"cache directory or redis:// URL (default {DEFAULT_CACHE})")
         return p
 
-    demo = sub.add_parser("demo", help="run the offline demo: Tree-of-Thoughts and self-consistency on Game of 24")
-    demo.add_argument("--cache", default="./.cachesaver-demo", help="cache directory (default ./.cachesaver-demo)")
-    demo.add_argument("--puzzles", type=int, default=4, help="how many Game of 24 puzzles (default 4)")
-    demo.add_argument("--model", default=None, help="a real litellm model (needs its API key); default: the local fake server")
-    demo.add_argument("--chart", default="cachesaver-demo.png", help="where to write the savings chart (PNG)")
-    demo.add_argument("--fresh", action="store_true", help="clear the demo cache first")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
-    demo.set_defaults(func=cmd_demo)
-
-    stats = with_cache(sub.add_parser("stats", help="samples and sizes per model, namespace and key"))
-    stats.add_argument("--top", type=int, default=20, help="keys to list (default 20)")
+    stats = with_cache(sub.add_parser("stats", help="samples and sizes per model; ledgers summed (details on request)"))
+    stats.add_argument("--by-run", action="store_true", help="also list every run × namespace ledger")
+    stats.add_argument("--detail", action="store_true", help="also list the largest keys with their prompts")
+    stats.add_argument("--top", type=int, default=20, help="keys to list with --detail (default 20)")
     stats.set_defaults(func=cmd_stats)
 
-    inspect = with_cache(sub.add_parser("inspect", help="show the samples of one prompt"))
-    inspect.add_argument("key", nargs="?", default=None, help="key or key prefix (see `stats`)")
+    inspect = with_cache(sub.add_parser("inspect", help="show the samples of one prompt as text (--json: JSON lines)"))
+    inspect.add_argument("key", nargs="?", default=None, help="key or key prefix (see `stats --detail`)")
     inspect.add_argument("--prompt", default=None, help="find keys whose prompt contains this text")
-    inspect.add_argument("--limit", type=int, default=20, help="samples to show (default 20)")
-    inspect.add_argument("--all", action="store_true", help="show every matching key")
+    inspect.add_argument("--limit", type=int, default=20, help="samples to show per key (default 20)")
+    inspect.add_argument("--all", action="store_true", help="show the samples of every matching key")
+    inspect.add_argument("--json", action="store_true", help="one JSON object per line (for jq and scripts)")
+    inspect.add_argument("--full", action="store_true", help="show whole prompts, not their first 200 characters")
     inspect.set_defaults(func=cmd_inspect)
 
     export = with_cache(sub.add_parser("export", help="write the cache as portable JSONL"))
@@ -395,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--seed", type=int, default=0)
     fake.add_argument("--latency", type=float, default=0.0)
     fake.set_defaults(func=cmd_serve_fake)
+    _add_plugin_commands(sub)
     return parser
 
 

@@ -10,7 +10,11 @@ _SAMPLE = re.compile(r"\[sample (\d+) of ")
 
 
 def sample_no(message: Any) -> int:
-    """The fake server's global sample number carried in a message (text or tool arguments)."""
+    """The fake server's sample number carried in a message (text or tool arguments).
+
+    The server numbers samples per prompt (and sampling parameters): two messages for the same
+    request are the same sample iff their numbers match; across requests compare whole texts.
+    """
     text = message if isinstance(message, str) else str(message.content) + str(getattr(message, "tool_calls", ""))
     found = _SAMPLE.findall(text)
     assert found, f"no sample tag in {text!r}"

@@ -8,7 +8,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 
-from _lc_helpers import ns, sample_no
+from _lc_helpers import ns
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -64,7 +64,7 @@ async def test_react_agent_replays_in_another_namespace_and_refreshes_in_the_sam
     first_ai = [m for m in run_a["messages"] if isinstance(m, AIMessage)]
     again_ai = [m for m in run_a2["messages"] if isinstance(m, AIMessage)]
     assert first_ai[0].tool_calls[0]["id"] != again_ai[0].tool_calls[0]["id"]
-    assert sample_no(first_ai[1]) != sample_no(again_ai[1])
+    assert first_ai[1].content != again_ai[1].content  # (its prompt differs: new tool call id)
 
 
 @pytest.mark.parametrize("output_version", ["v0", "v1"])

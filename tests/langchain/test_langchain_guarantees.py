@@ -1,6 +1,6 @@
 """G1-G5 and G8 through invoke, ainvoke, abatch and astream, against the local fake server.
 
-Every sample the fake server makes is tagged ``[sample k of model]`` with a global counter, so
+Every sample the fake server makes is tagged ``[sample k of model]``, k counting per prompt, so
 sample identity is exact, and the server counts requests and the ``n`` it was asked for.
 """
 from __future__ import annotations

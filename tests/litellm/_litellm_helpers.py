@@ -16,7 +16,7 @@ _SAMPLE = re.compile(r"\[sample (\d+) of ")
 
 
 def sample_ids(response) -> list[int]:
-    """The fake server's global sample numbers of a response's choices, in order."""
+    """The fake server's sample numbers (per prompt) of a response's choices, in order."""
     ids = []
     for choice in response.choices:
         message = choice.message

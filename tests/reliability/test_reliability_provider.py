@@ -39,7 +39,7 @@ FAULTS = {
 
 
 def ids(response) -> list[int]:
-    """The fake server's global sample numbers of a response's choices."""
+    """The fake server's sample numbers (per prompt) of a response's choices."""
     return [int(_SAMPLE.search(c.message.content).group(1)) for c in response.choices]
 
 

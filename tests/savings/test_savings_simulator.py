@@ -13,7 +13,7 @@ import random
 import pytest
 
 from benchmarks.savings import run_all
-from cachesaver.demo import game24 as g
+from cachesaver_demo import game24 as g
 from benchmarks.savings.__main__ import main as cli_main
 from benchmarks.savings.backends import CacheSaverBackend, PlainCache, Trace
 from benchmarks.savings.methods import FoA, SC, ToT, Ask

@@ -13,6 +13,7 @@ from ..errors import InvalidRequestError, InvalidRequestTypeError
 from .base import LedgerEntry, Store
 from .disk import DiskStore
 from .memory import MemoryStore
+from .urls import redact_url
 
 __all__ = ["Store", "LedgerEntry", "MemoryStore", "DiskStore", "open_store", "check_store_spec"]
 
@@ -63,7 +64,7 @@ def open_store(spec: Any) -> Store:
                 from .redis import RedisStore
             except ImportError as exc:  # pragma: no cover - depends on the environment
                 raise ImportError(
-                    f"cache={text!r} needs the redis extra: pip install 'cachesaver-integrations[redis]'"
+                    f"cache={redact_url(text)!r} needs the redis extra: pip install 'cachesaver-integrations[redis]'"
                 ) from exc
             return RedisStore(text)
         if not text:

@@ -57,6 +57,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ..errors import InvalidRequestError, StoreError
 from .base import LedgerEntry, Store
+from .urls import redact_url
 
 __all__ = ["RedisStore", "Lease", "DEFAULT_PREFIX"]
 
@@ -218,9 +219,16 @@ class RedisStore(Store):
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise InvalidRequestError(
-                f"url must be a 'redis://host:port/db' (or rediss://, unix://) string, got {url!r}"
+                f"url must be a 'redis://host:port/db' (or rediss://, unix://) string, got {_redact(url)!r}"
             )
         parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - redis-py reads it too, and its error would quote the password
+        except ValueError:
+            raise InvalidRequestError(
+                f"url: no valid host:port in {_redact(url)!r}; percent-encode '@', '/', ':' in the "
+                "password (urllib.parse.quote(password, safe=''))"
+            ) from None
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         own = {name: query.pop(name) for name in _OWN_QUERY + _TIMEOUT_QUERY if name in query}
         self._url = urlunsplit(parts._replace(query=urlencode(query)))
@@ -662,12 +670,5 @@ def _glob_escape(text: str) -> str:
 
 
 def _redact(url: str) -> str:
-    """The URL without its password (for errors and logs: G7)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """The URL without its credentials (for errors, logs, ``repr`` and the CLI: G7)."""
+    return redact_url(url)

@@ -5,11 +5,16 @@ LiteLLM and LangChain, which each bring their own HTTP stacks (httpx, aiohttp), 
 logic and streaming parsers.  Only a real socket exercises all of that.  The server is
 standard-library only and listens on 127.0.0.1, so tests stay offline.
 
-Every returned sample is *distinct and traceable*: a global sample counter ``k`` is
-allocated for every choice, and the content is a deterministic function of
-``(seed, prompt, k)`` that ends with ``[sample k of <model>]``.  A cache that wrongly
-replays a sample inside one run, or wrongly re-asks the server across runs, is therefore
-visible both in the returned text and in the server's counters.
+Every returned sample is *distinct and traceable*: sample ``k`` of a prompt is a pure function
+of ``(seed, prompt, k)`` and ends with ``[sample k of <model>]``, where the *prompt* is the
+whole request except ``n`` and the stream flags (what a cache keys on), and ``k`` counts the
+samples this server has generated for that prompt so far (1-based; an ``n=3`` request takes the
+next three).  Arrival order across *different* prompts changes nothing, so a workload whose
+requests for one prompt arrive in a fixed order (CacheSaver makes at most one call per key at a
+time, in ledger order) gets identical texts on every fresh run.  A cache that wrongly replays a
+sample inside one run, or wrongly re-asks the server across runs, is therefore visible both in
+the returned text and in the server's counters.  (Counts live in the server process: a
+restarted server starts every prompt at sample 1 again.)
 
 Failures (HTTP errors, malformed JSON, cut streams, connection resets) can be injected
 per request to test retry and error paths.
@@ -39,6 +44,8 @@ _ERROR_TYPES = {
     404: "not_found_error",
     429: "rate_limit_error",
 }
+#: Request fields that do not change what is sampled (a cache does not key on them either).
+_NOT_IDENTITY = frozenset({"n", "stream", "stream_options"})
 _ADJ = ("quick", "quiet", "bright", "curious", "ancient", "gentle", "bold", "tiny")
 _NOUNS = ("fox", "river", "robot", "garden", "lantern", "teacher", "comet", "violin")
 _VERBS = ("finds", "follows", "paints", "answers", "remembers", "builds", "visits")
@@ -347,10 +354,9 @@ class FakeOpenAIServer:
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
-        # Monotonic across reset_counters() so contents and ids never repeat.
-        self._sample_counter = 0
-        self._completion_counter = 0
-        self._call_counter = 0
+        # Per prompt identity: samples generated so far. Monotonic across reset_counters(), so
+        # the contents of one prompt never repeat.
+        self._samples_by_prompt: dict[str, int] = {}
         self._injections: deque[tuple[str, int, str | None]] = deque()
         self.reset_counters()
 
@@ -461,8 +467,21 @@ class FakeOpenAIServer:
 
     # -- sample generation ------------------------------------------------------------
 
-    def _answer(self, prompt: str, k: int) -> str:
-        digest = hashlib.sha256(f"{self.seed}\x00{prompt}\x00{k}".encode()).digest()
+    @staticmethod
+    def prompt_identity(req: dict) -> str:
+        """What the server counts samples per: the request without ``n`` and the stream flags."""
+        body = {k: v for k, v in req.items() if k not in _NOT_IDENTITY}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _take_samples(self, identity: str, n: int) -> int:
+        """Reserve the next ``n`` sample numbers of ``identity``; returns the first (1-based)."""
+        with self._lock:
+            first = self._samples_by_prompt.get(identity, 0) + 1
+            self._samples_by_prompt[identity] = first + n - 1
+        return first
+
+    def _answer(self, identity: str, prompt: str, k: int) -> str:
+        digest = hashlib.sha256(f"{self.seed}\x00{identity}\x00{k}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "big"))
         if self.responder is not None:
             return self.responder(prompt, rng)
@@ -473,13 +492,13 @@ class FakeOpenAIServer:
             f"the {rng.choice(_ADJ)} {rng.choice(_NOUNS)}."
         )
 
-    def _build_choice(self, req: dict, index: int, k: int, model: str) -> dict:
+    def _build_choice(self, req: dict, identity: str, index: int, k: int, model: str) -> dict:
         messages = [m for m in req.get("messages") or [] if isinstance(m, dict)]
         prompt = next(
             (_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"),
             "",
         )
-        text = f"{self._answer(prompt, k)} [sample {k} of {model}]"
+        text = f"{self._answer(identity, prompt, k)} [sample {k} of {model}]"
         hints = _prompt_hints(prompt) if self.follow_prompt else None
         tools = [t for t in req.get("tools") or [] if isinstance(t, dict)]
         choice_opt = req.get("tool_choice")
@@ -495,9 +514,7 @@ class FakeOpenAIServer:
                     fn,
                 )
             params = fn.get("parameters") or {"type": "object", "properties": {}}
-            with self._lock:
-                self._call_counter += 1
-                call_id = f"call_{self._call_counter}"
+            call_id = f"call_{identity[:12]}_{k}"  # a pure function of the sample too
             args = json.dumps(_instance(params, params, text, k, hints=hints))
             message = {
                 "role": "assistant",
@@ -552,12 +569,10 @@ class FakeOpenAIServer:
             h._send_error(400, f"Invalid n: {n!r}")
             return
         model = str(req.get("model") or self.model_name)
-        with self._lock:
-            first = self._sample_counter + 1
-            self._sample_counter += n
-            self._completion_counter += 1
-            cid = f"chatcmpl-fake-{self._completion_counter}"
-        choices = [self._build_choice(req, i, first + i, model) for i in range(n)]
+        identity = self.prompt_identity(req)
+        first = self._take_samples(identity, n)
+        cid = f"chatcmpl-fake-{identity[:12]}-{first}"
+        choices = [self._build_choice(req, identity, i, first + i, model) for i in range(n)]
         messages = [m for m in req.get("messages") or [] if isinstance(m, dict)]
         prompt_tokens = sum(_words(_text_of(m.get("content"))) + 3 for m in messages)
         completion_tokens = sum(self._completion_words(c) for c in choices)

@@ -9,11 +9,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from cachesaver.stores.urls import redact_url
+
 from . import game24 as g
 from .methods import self_consistency, tot_bfs
 from .responder import respond
 
-__all__ = ["PRICES", "PUZZLES", "Scenario", "ScenarioResult", "run_experiment", "run_demo"]
+__all__ = ["PRICES", "PUZZLES", "SCENARIOS", "COLUMNS", "Scenario", "ScenarioResult", "run_experiment", "run_demo",
+           "render_table", "table_rows", "write_chart", "chart_figure"]
 
 #: gpt-4.1-nano list prices, dollars per token (input, output).
 PRICES = (0.10 / 1e6, 0.40 / 1e6)
@@ -55,7 +58,7 @@ class ScenarioResult:
 SCENARIOS = [
     Scenario("first run", [("tot-b3", {"breadth": 3}), ("sc-10", {"k": 10})]),
     Scenario("re-run", [("tot-b3", {"breadth": 3}), ("sc-10", {"k": 10})]),
-    Scenario("ablation: ToT b=5, SC k=20", [("tot-b5", {"breadth": 5}), ("sc-20", {"k": 20})]),
+    Scenario("ablation", [("tot-b5", {"breadth": 5}), ("sc-20", {"k": 20})]),
 ]
 
 
@@ -125,24 +128,52 @@ async def run_experiment(
     return results
 
 
-def render_table(results: list[ScenarioResult], console) -> None:
-    from rich.table import Table
+#: Short scenario names keep the table inside an 80-column terminal; these lines say what they are.
+SCENARIO_NOTES = {
+    "first run": "ToT breadth 3 + self-consistency k=10, on an empty cache",
+    "re-run": "the same again, as a new run (each namespace from sample 0)",
+    "ablation": "ToT breadth 5 + self-consistency k=20, on the same cache",
+}
 
-    table = Table(title="Game of 24 through litellm + CacheSaver (gpt-4.1-nano prices)")
-    for col in ("scenario", "asked", "model calls", "generated", "tokens billed", "$ billed", "$ saved",
-                "saved", "solved"):
-        table.add_column(col, justify="left" if col in ("scenario", "solved") else "right", no_wrap=True)
+#: Column headers (two lines each, so that the table fits 80 columns).
+COLUMNS = ("scenario", "requests", "samples\nasked", "model\ncalls", "samples\ngenerated", "billed\n$",
+           "saved\n$", "saved\n%", "solved\nToT SC")
+
+
+def table_rows(results: list[ScenarioResult]) -> list[tuple[str, ...]]:
+    """The table's cells as text, in the order of :data:`COLUMNS`."""
+    rows = []
     for r in results:
         share = r.saved / (r.saved + r.billed) if r.saved + r.billed else 0.0
-        table.add_row(
-            r.name, f"{r.requests} calls, {r.samples_asked} samples", str(r.model_calls), str(r.samples_generated),
-            f"{r.prompt_tokens_billed + r.completion_tokens_billed:,.0f}", f"{r.billed:.5f}",
-            f"{r.saved:.5f}", f"{share:.0%}", ", ".join(f"{k} {v}/{r.puzzles}" for k, v in r.solved.items()),
-        )
+        rows.append((
+            r.name, str(r.requests), str(r.samples_asked), str(r.model_calls), str(r.samples_generated),
+            f"{r.billed:.5f}", f"{r.saved:.5f}", f"{share:.0%}",
+            " ".join(f"{v:>{w}}" for v, w in zip(r.solved.values(), (3, 2))),
+        ))
+    return rows
+
+
+def render_table(results: list[ScenarioResult], console) -> None:
+    """The scenario table, readable in 80 columns: no vertical rules, two-line headers."""
+    from rich import box
+    from rich.table import Table
+
+    puzzles = results[0].puzzles if results else 0
+    table = Table(title=f"Game of 24 through litellm + CacheSaver ({puzzles} puzzles, gpt-4.1-nano prices)",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False,
+                  show_edge=False)
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col.startswith(("scenario", "solved")) else "right", no_wrap=True)
+    for row in table_rows(results):
+        table.add_row(*row)
     console.print(table)
+    for r in results:
+        if r.name in SCENARIO_NOTES:
+            console.print(f"  {r.name:<9}  {SCENARIO_NOTES[r.name]}", soft_wrap=True)
 
 
 def write_chart(results: list[ScenarioResult], path: str) -> Optional[str]:
+    """Save the savings chart as PNG at ``path``; None when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -150,40 +181,60 @@ def write_chart(results: list[ScenarioResult], path: str) -> Optional[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    fig = chart_figure(results)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def chart_figure(results: list[ScenarioResult]):
+    """Stacked bars per scenario (billed, saved) in milli-dollars, every value labelled."""
+    import matplotlib.pyplot as plt
+
     names = [r.name for r in results]
     billed = [r.billed * 1e3 for r in results]
     saved = [r.saved * 1e3 for r in results]
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
-    ax.bar(names, billed, label="billed", color="#d95f02")
-    ax.bar(names, saved, bottom=billed, label="saved by CacheSaver", color="#1b9e77")
+    paid = ax.bar(names, billed, label="billed", color="#d95f02")
+    kept = ax.bar(names, saved, bottom=billed, label="saved by CacheSaver", color="#1b9e77")
+    # Value labels: each segment's milli-dollars inside it (segments too thin to hold a label are
+    # named in the label above the bar instead), and the share saved above each bar.
+    totals = [b + s for b, s in zip(billed, saved)]
+    tall = 0.08 * max(totals + [0.0])
+    for bars, values in ((paid, billed), (kept, saved)):
+        ax.bar_label(bars, labels=[f"{v:.2f}" if v and v >= tall else "" for v in values],
+                     label_type="center", color="white", fontsize=8)
+    thin = [f" ({s:.2f})" if 0 < s < tall else "" for s in saved]
+    ax.bar_label(kept, labels=[f"{s / t:.0%} saved{x}" if t else "" for s, t, x in zip(saved, totals, thin)],
+                 padding=2, fontsize=8)
+    ax.set_ylim(0, max(totals + [0.0]) * 1.45 or 1.0)  # room for the labels and the legend
     ax.set_ylabel("milli-dollars (gpt-4.1-nano prices)")
     ax.set_title("What each scenario would cost without a cache, and what it paid")
-    ax.legend()
+    ax.legend(loc="upper left", ncols=2, frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    console = Console(highlight=False, width=None if os.isatty(1) else 160)
+    # The terminal's width, or $COLUMNS / 80 when piped: the table is laid out to fit 80 columns.
+    console = Console(highlight=False)
     puzzles = PUZZLES[: max(1, min(args.puzzles, len(PUZZLES)))]
     if args.fresh and os.path.isdir(args.cache):
         shutil.rmtree(args.cache)
     server = None
     if args.model is None:
-        from ..testing.server import FakeOpenAIServer
+        from cachesaver.testing.server import FakeOpenAIServer
 
         server = FakeOpenAIServer(seed=24, responder=respond).start()
         model, call_kwargs = "openai/fake-model", {"api_base": server.base_url, "api_key": "sk-fake-demo"}
-        console.print(f"Model: the local fake OpenAI-compatible server at {server.base_url} (no API key, no network)")
+        console.print(f"Model: the local fake OpenAI-compatible server at {server.base_url} (no API key, no network)", soft_wrap=True)
     else:
         model, call_kwargs = args.model, {}
-        console.print(f"Model: {model} (real calls, billed by your provider)")
-    console.print(f"Cache: {args.cache}   Puzzles: {', '.join(puzzles)}")
+        console.print(f"Model: {model} (real calls, billed by your provider)", soft_wrap=True)
+    console.print(f"Cache: {redact_url(args.cache)}   Puzzles: {', '.join(puzzles)}", soft_wrap=True)
     total = sum(len(s.methods) for s in SCENARIOS) * len(puzzles)
     try:
         with Progress(console=console, transient=True, disable=args.quiet) as progress:
@@ -199,12 +250,12 @@ def run_demo(args: argparse.Namespace) -> int:
     render_table(results, console)
     first, rerun = results[0], results[1]
     same = [o["final"] for o in first.outcomes] == [o["final"] for o in rerun.outcomes]
-    console.print(f"Re-run: {rerun.model_calls} model calls, results identical to the first run: {same}.")
+    console.print(f"Re-run: {rerun.model_calls} model calls, results identical to the first run: {same}.", soft_wrap=True)
     if server is not None:
-        console.print(f"The fake server received {http_requests} HTTP requests in all "
-                      f"(= {sum(r.model_calls for r in results)} model calls counted by CacheSaver).")
+        console.print(f"Fake server: {http_requests} HTTP requests in all "
+                      f"(= {sum(r.model_calls for r in results)} model calls counted by CacheSaver).", soft_wrap=True)
     chart = write_chart(results, args.chart)
     if chart:
-        console.print(f"Chart: {chart}")
-    console.print(f"Run `cachesaver stats --cache {args.cache}` to look inside the cache.")
+        console.print(f"Chart: {chart}", soft_wrap=True)
+    console.print(f"Run `cachesaver stats --cache {redact_url(args.cache)}` to look inside the cache.", soft_wrap=True)
     return 0
