@@ -31,6 +31,8 @@ class Scope:
     #: Set by ``_astream``: what to do if the caller leaves (LangChain does not close the inner
     #: generator when its own is closed, so ``astream`` calls this itself).
     leave: Optional[Any] = None
+    #: The call's place in a batch (``_batching``): served with the batch, in input order.
+    member: Optional[Any] = None
 
 
 def identity(metadata: Mapping[str, Any], default_namespace: str) -> tuple[str, str]:

@@ -33,6 +33,7 @@ from ._codec import message_payload
 from ._inner import FORWARDED, InnerView, configure_inner
 from ._model import ChatRequest, InnerModel, LiveCall
 from ._runnables import repoint
+from ._batching import arun_batch, run_batch
 from ._streaming import async_stream, sync_stream
 
 __all__ = ["CacheSaverChatModel", "NAMESPACE_KEY", "REQUEST_ID_KEY", "STORE_ENV", "cachesaver_config"]
@@ -234,23 +235,41 @@ class CacheSaverChatModel(BaseChatModel):
             await stream.aclose()
 
     # -- generation --------------------------------------------------------------------------
+    def batch(self, inputs: list[LanguageModelInput], config: Any = None, *, return_exceptions: bool = False,
+              **kwargs: Any) -> list[Any]:
+        """LangChain's ``batch``, with the inputs served in input order (see ``_batching``)."""
+        if len(inputs) < 2:
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        return run_batch(self._get_hosted(), self.invoke, inputs, config, return_exceptions, kwargs)
+
+    async def abatch(self, inputs: list[LanguageModelInput], config: Any = None, *,
+                     return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        """LangChain's ``abatch``, with the inputs served in input order (see ``_batching``)."""
+        if len(inputs) < 2:
+            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        return await arun_batch(self._get_hosted(), self.ainvoke, inputs, config, return_exceptions, kwargs)
+
     def _generate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        member = _member(kwargs)
         request = self._request(messages, stop, kwargs, run_manager)
-        return chat_result(self._get_hosted().request_sync(request), request)
+        return chat_result(self._get_hosted().request_sync(request, member), request)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                          run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        member = _member(kwargs)
         request = self._request(messages, stop, kwargs, run_manager)
-        return chat_result(await self._get_hosted().request_async(request), request)
+        return chat_result(await self._get_hosted().request_async(request, member), request)
 
     def _stream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                 run_manager: Any = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        _leave_group(kwargs)
         request = self._request(messages, stop, kwargs, run_manager, streaming=True)
         yield from sync_stream(self._get_hosted(), request)
 
     async def _astream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                        run_manager: Any = None, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        _leave_group(kwargs)
         scope = kwargs.get(SCOPE_KW)
         request = self._request(messages, stop, kwargs, run_manager, streaming=True)
         async for chunk in async_stream(self._get_hosted(), request, scope if isinstance(scope, Scope) else None):
@@ -342,6 +361,19 @@ for _name in ("_generate", "_agenerate"):
     _method = CacheSaverChatModel.__dict__[_name]
     _method.__signature__ = inspect.signature(_method)
 del _name, _method
+
+
+def _member(kwargs: Mapping[str, Any]) -> Any:
+    scope = kwargs.get(SCOPE_KW)
+    return scope.member if isinstance(scope, Scope) else None
+
+
+def _leave_group(kwargs: Mapping[str, Any]) -> None:
+    """A streamed call (LangChain streams inside a batch when a handler asks for tokens) is
+    not served with its batch: the batch stops waiting for it."""
+    member = _member(kwargs)
+    if member is not None:
+        member.leave()
 
 
 class _InnerFactory:

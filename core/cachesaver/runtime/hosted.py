@@ -31,9 +31,8 @@ from ..stores import Store
 from ..typedefs import Request, Response
 from .host import EngineHost, get_host
 
-__all__ = ["HostedPipeline", "PipelineSettings"]
+__all__ = ["HostedPipeline", "PipelineSettings", "Group", "Member"]
 
-_AUTO = "\x00auto-"
 
 
 @dataclass(frozen=True)
@@ -60,14 +59,79 @@ class PipelineSettings:
 
 @dataclass(eq=False)
 class _Entry:
-    """One async request waiting for its caller-loop tick to be checked."""
+    """One request waiting for its turn: in its caller-loop tick, or in its group.
+
+    ``order`` = (request_id, arrival or position): ids sort as the engine sorts them, and
+    requests without one ("") come first, in arrival or position order.
+    """
 
     request: Request
     order: tuple[str, int]
-    ready: "asyncio.Future[None]"
+    ready: Any  # asyncio.Future (a tick on the caller's loop) or concurrent Future (a group)
     response: Optional[Response] = None
     error: Optional[BaseException] = None
     remote: "Optional[concurrent.futures.Future[Response]]" = None
+
+
+class Group:
+    """Requests issued together (see :meth:`HostedPipeline.group`); thread-safe."""
+
+    def __init__(self, hosted: "HostedPipeline", size: int) -> None:
+        self._hosted = hosted
+        self._size = size
+        self._lock = threading.Lock()
+        self._arrived: list[_Entry] = []
+        self._accounted: set[int] = set()
+        self._served = False
+
+    def member(self, position: int) -> "Member":
+        """The place of the request at ``position`` (0-based) of the batch."""
+        return Member(self, position)
+
+    def _arrive(self, position: int, request: Request) -> _Entry:
+        entry = _Entry(request, (request.request_id, position), concurrent.futures.Future())
+        due: Optional[list[_Entry]] = None
+        with self._lock:
+            late = self._served or position in self._accounted  # after its group, or twice
+            if not late:
+                self._accounted.add(position)
+                self._arrived.append(entry)
+                due = self._due()
+        if late:
+            self._hosted._serve_in_order([entry])  # on its own
+        elif due:
+            self._hosted._serve_in_order(due)  # the last to arrive serves the whole group
+        return entry
+
+    def _leave(self, position: int) -> None:
+        with self._lock:
+            if self._served or position in self._accounted:
+                return
+            self._accounted.add(position)
+            due = self._due()
+        if due:
+            self._hosted._serve_in_order(due)
+
+    def _due(self) -> Optional[list[_Entry]]:
+        if len(self._accounted) < self._size:
+            return None
+        self._served = True
+        return list(self._arrived)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One request's place in a :class:`Group`: it ``arrive``\ s with its request, or ``leave``\ s
+    (failed or cancelled before reaching the engine) so the others stop waiting for it."""
+
+    group: Group
+    position: int
+
+    def arrive(self, request: Request) -> _Entry:
+        return self.group._arrive(self.position, request)
+
+    def leave(self) -> None:
+        self.group._leave(self.position)
 
 
 class HostedPipeline:
@@ -123,27 +187,31 @@ class HostedPipeline:
                          timeout=s.timeout, run_id=s.run_id, namespace=s.namespace, **s.extra)
 
     # -- requests --------------------------------------------------------------------------------
-    def request_sync(self, request: Request) -> Response:
-        """Samples for ``request``, blocking this thread (a hit does not leave it)."""
+    def request_sync(self, request: Request, member: Optional["Member"] = None) -> Response:
+        """Samples for ``request``, blocking this thread (a hit does not leave it).
+
+        ``member``: the request's place in a :meth:`group` (it waits for the group's turn).
+        """
+        if member is not None:
+            return _settle_sync(member.arrive(request))
         pipeline = self._open_pipeline()
         first = pipeline.try_now(request)
         if isinstance(first, Response):
             return first
         return self.host.run(self._on_host(pipeline, request, first))
 
-    async def request_async(self, request: Request) -> Response:
+    async def request_async(self, request: Request, member: Optional["Member"] = None) -> Response:
         """Samples for ``request`` from any event loop (a hit stays on the caller's loop)."""
+        if member is not None:
+            entry = member.arrive(request)
+            await asyncio.wrap_future(entry.ready)
+            return await _settle_async(entry)
         pipeline = self._open_pipeline()
         if not pipeline.sync_hits:
             return await self.host.arun(pipeline.request(request))
         entry = self._join_tick(request)
         await entry.ready
-        if entry.response is not None:
-            return entry.response
-        if entry.error is not None:
-            raise entry.error
-        assert entry.remote is not None
-        return await asyncio.wrap_future(entry.remote)
+        return await _settle_async(entry)
 
     def submit(self, request: Request) -> "concurrent.futures.Future[Response]":
         """Start ``request`` now; the future settles from the engine's loop (streams use this).
@@ -156,13 +224,18 @@ class HostedPipeline:
             done: concurrent.futures.Future[Response] = concurrent.futures.Future()
             done.set_result(first)
             return done
-        return self._start_on_host(pipeline, request, first)
+        return self._start_on_host(pipeline, [(request, first)])[0]
 
-    # -- one caller-loop tick (async callers) -----------------------------------------------------
+    def group(self, size: int) -> "Group":
+        """``size`` requests issued together by a framework (a batch), from any threads or tasks:
+        they are served together, in request-id then position order, once each has arrived
+        or left, so which of them gets which sample never depends on scheduling (G4)."""
+        return Group(self, size)
+
+    # -- serving requests in order ----------------------------------------------------------------
     def _join_tick(self, request: Request) -> _Entry:
         loop = asyncio.get_running_loop()
-        order = (request.request_id or _AUTO, next(self._arrivals))
-        entry = _Entry(request, order, loop.create_future())
+        entry = _Entry(request, (request.request_id, next(self._arrivals)), loop.create_future())
         entries = self._ticks.get(loop)
         if entries is None:
             self._ticks[loop] = [entry]
@@ -172,34 +245,74 @@ class HostedPipeline:
         return entry
 
     def _check_tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Serve the tick's requests in ``request_id`` order (arrival order for those without)."""
-        entries = self._ticks.pop(loop, [])
-        entries.sort(key=lambda e: e.order)  # as the engine's reorder: ids without one first
-        pipeline = self._pipeline
+        """The requests of one caller-loop tick, as the engine serves one of its own ticks."""
+        self._serve_in_order(self._ticks.pop(loop, []))
+
+    def _serve_in_order(self, entries: list[_Entry]) -> None:
+        """Hits now, on this thread; misses together to the engine's loop, in the same order
+        (requests without an id first, by arrival, as the engine's reorder puts them)."""
+        entries.sort(key=lambda e: e.order)
+        misses: list[tuple[_Entry, Optional[Reservation]]] = []
+        try:
+            pipeline = self._open_pipeline()
+        except BaseException as exc:
+            for entry in entries:
+                entry.error = exc
+                _set(entry.ready)
+            return
         for entry in entries:
             if entry.ready.done():  # the caller left before its turn: it takes nothing
                 continue
             try:
-                if pipeline is None or self._pid != os.getpid():
-                    pipeline = self._open_pipeline()
                 first = pipeline.try_now(entry.request)
-                if isinstance(first, Response):
-                    entry.response = first
-                else:
-                    entry.remote = self._start_on_host(pipeline, entry.request, first)
             except BaseException as exc:  # a bad request, a corrupt sample, a closed pipeline
                 entry.error = exc
-            entry.ready.set_result(None)
+                _set(entry.ready)
+                continue
+            if isinstance(first, Response):
+                entry.response = first
+                _set(entry.ready)
+            else:
+                misses.append((entry, first))
+        if not misses:
+            return
+        try:
+            remotes = self._start_on_host(pipeline, [(entry.request, res) for entry, res in misses])
+        except BaseException as exc:
+            for entry, _ in misses:
+                entry.error = exc
+                _set(entry.ready)
+            return
+        for (entry, _), remote in zip(misses, remotes):
+            entry.remote = remote
+            _set(entry.ready)
 
     # -- the engine host ----------------------------------------------------------------------------
-    def _start_on_host(self, pipeline: OnlineAPI, request: Request,
-                       reservation: Optional[Reservation]) -> "concurrent.futures.Future[Response]":
+    def _start_on_host(self, pipeline: OnlineAPI, items: list[tuple[Request, Optional[Reservation]]],
+                       ) -> "list[concurrent.futures.Future[Response]]":
+        """Start ``items`` on the engine's loop in one step, so they meet in one engine tick in
+        this order. Cancelling a returned future cancels its request (it then takes nothing)."""
+        outs: list[concurrent.futures.Future[Response]] = [concurrent.futures.Future() for _ in items]
+
+        async def start() -> None:
+            for (request, reservation), out in zip(items, outs):
+                if out.cancelled():  # its caller left meanwhile
+                    if reservation is not None:
+                        reservation.release()
+                    continue
+                task = asyncio.ensure_future(pipeline.request(request, reservation=reservation))
+                task.add_done_callback(lambda t, out=out: _copy(t, out))
+                out.add_done_callback(lambda f, t=task: f.cancelled() and host.call_soon(t.cancel))
+
+        host = self.host
         try:
-            return self.host.submit(self._on_host(pipeline, request, reservation))
+            host.submit(start())
         except BaseException:
-            if reservation is not None:
-                reservation.release()
+            for _, reservation in items:
+                if reservation is not None:
+                    reservation.release()
             raise
+        return outs
 
     @staticmethod
     async def _on_host(pipeline: OnlineAPI, request: Request, reservation: Optional[Reservation]) -> Response:
@@ -261,3 +374,39 @@ def _reopen(store: Any) -> Any:
     directory = getattr(store, "directory", None)
     return directory if isinstance(directory, str) else store
 
+
+def _set(ready: Any) -> None:
+    try:
+        ready.set_result(None)
+    except (asyncio.InvalidStateError, concurrent.futures.InvalidStateError):
+        pass  # its caller left: what it would have taken was not claimed for it
+
+
+def _copy(task: "asyncio.Task[Response]", out: "concurrent.futures.Future[Response]") -> None:
+    if out.done():
+        return
+    if task.cancelled():
+        out.cancel()
+    elif task.exception() is not None:
+        out.set_exception(task.exception())  # type: ignore[arg-type]
+    else:
+        out.set_result(task.result())
+
+
+def _settle_sync(entry: _Entry) -> Response:
+    entry.ready.result()
+    if entry.response is not None:
+        return entry.response
+    if entry.error is not None:
+        raise entry.error
+    assert entry.remote is not None
+    return entry.remote.result()
+
+
+async def _settle_async(entry: _Entry) -> Response:
+    if entry.response is not None:
+        return entry.response
+    if entry.error is not None:
+        raise entry.error
+    assert entry.remote is not None
+    return await asyncio.wrap_future(entry.remote)

@@ -1,0 +1,74 @@
+"""``batch``/``abatch`` whose inputs are served as one group, in input order.
+
+LangChain's own ``batch`` runs ``invoke`` in a thread pool (``abatch``: concurrent ``ainvoke``
+tasks, whose sync callback handlers run in threads): the inputs reach the model in whatever
+order the scheduler picks, so identical inputs of one namespace would take that namespace's
+samples in a different order on every run, and a replay would hand them to different inputs
+(G4). Here every input carries its place in a runtime group (``HostedPipeline.group``); the
+group is served once all its inputs have arrived (or failed before reaching the model), in
+request-id then input order, so the position decides. With ``max_concurrency`` the inputs form
+consecutive groups of that size, so no input waits for one that cannot start.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.runnables.config import get_config_list, get_executor_for_config
+from langchain_core.runnables.utils import gather_with_concurrency
+
+from cachesaver.runtime import HostedPipeline
+
+from ._calls import SCOPE_KW, Scope
+
+__all__ = ["run_batch", "arun_batch"]
+
+
+def _scopes(hosted: HostedPipeline, configs: list[RunnableConfig]) -> list[Scope]:
+    size = len(configs)
+    limit = configs[0].get("max_concurrency") or size
+    scopes = []
+    for start in range(0, size, limit):
+        group = hosted.group(min(limit, size - start))
+        for position in range(min(limit, size - start)):
+            config = ensure_config(configs[start + position])
+            scopes.append(Scope(config.get("metadata") or {}, member=group.member(position)))
+    return scopes
+
+
+def run_batch(hosted: HostedPipeline, invoke: Callable[..., Any], inputs: Sequence[Any],
+              config: Any, return_exceptions: bool, kwargs: dict[str, Any]) -> list[Any]:
+    configs = get_config_list(config, len(inputs))
+    scopes = _scopes(hosted, configs)
+
+    def one(i: int) -> Any:
+        try:
+            return invoke(inputs[i], configs[i], **{**kwargs, SCOPE_KW: scopes[i]})
+        except Exception as exc:
+            if return_exceptions:
+                return exc
+            raise
+        finally:
+            scopes[i].member.leave()  # failed before reaching the model: others stop waiting
+
+    with get_executor_for_config(configs[0]) as executor:
+        return list(executor.map(one, range(len(inputs))))
+
+
+async def arun_batch(hosted: HostedPipeline, ainvoke: Callable[..., Any], inputs: Sequence[Any],
+                     config: Any, return_exceptions: bool, kwargs: dict[str, Any]) -> list[Any]:
+    configs = get_config_list(config, len(inputs))
+    scopes = _scopes(hosted, configs)
+
+    async def one(i: int) -> Any:
+        try:
+            return await ainvoke(inputs[i], configs[i], **{**kwargs, SCOPE_KW: scopes[i]})
+        except Exception as exc:
+            if return_exceptions:
+                return exc
+            raise
+        finally:
+            scopes[i].member.leave()
+
+    limit: Optional[int] = configs[0].get("max_concurrency")
+    return await gather_with_concurrency(limit, *(one(i) for i in range(len(inputs))))
