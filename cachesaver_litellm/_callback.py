@@ -9,13 +9,15 @@ every later identical call, collapsing fresh samples into one. Two levers stop t
   no hook runs before the lookup) tells that call's litellm caching handler not to store the
   result, so a lookup can never find a ``cachesaver/`` entry.
 
-:class:`CostCallback` also feeds litellm's own cost figures (``response_cost`` of the logged
-call and ``saved_cache_cost`` of hits) into engine ``Stats`` tables, one per model, so
-``callback.summary()`` reports $ billed and saved per namespace and model.
+:class:`CostCallback` keeps engine ``Stats`` tables of ``cachesaver/`` calls, one per model:
+``cost_billed`` is what the engine billed each call (litellm's price of the real call, split
+over its samples), ``cost_saved`` litellm's price of what was delivered minus that. The
+provider records each call *when it answers* (:meth:`CostCallback.record`), not from litellm's
+logging, which runs later in the background: a summary read right after the calls returned is
+complete, and agrees with ``cachesaver_litellm.stats()``.
 """
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 from typing import Any, Mapping, Optional
@@ -24,13 +26,12 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from cachesaver.stats import Stats
 
-__all__ = ["CostCallback", "never_store", "CACHESAVER_PREFIX"]
+__all__ = ["CostCallback", "never_store", "record_call", "CACHESAVER_PREFIX"]
 
 log = logging.getLogger("cachesaver.litellm.callback")
 
 CACHESAVER_PREFIX = "cachesaver/"
 _NO_LITELLM_CACHE = {"no-cache": True, "no-store": True}
-_SEEN_CALLS = 4096
 
 
 def _never(*args: Any, **kwargs: Any) -> bool:
@@ -61,7 +62,6 @@ class CostCallback(CustomLogger):
         super().__init__()
         self.stats: dict[str, Stats] = {}
         self._lock = threading.Lock()
-        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     # -- keep litellm's cache off cachesaver calls (async path) --------------------------------------
     async def async_pre_call_deployment_hook(self, kwargs: dict, call_type: Any) -> Optional[dict]:
@@ -73,42 +73,18 @@ class CostCallback(CustomLogger):
         return kwargs
 
     # -- cost tally ------------------------------------------------------------------------------
-    def log_success_event(self, kwargs, response_obj, start_time, end_time):
-        self._record(kwargs, response_obj)
-
-    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
-        self._record(kwargs, response_obj)
-
-    def _record(self, kwargs: Mapping[str, Any], response_obj: Any) -> None:
+    def record(self, flags: Mapping[str, Any], response_obj: Any) -> None:
+        """Tally one answered ``cachesaver/`` call (its ``_hidden_params["cachesaver"]`` flags)."""
         try:
-            flags = kwargs.get("cachesaver")
-            if not isinstance(flags, Mapping):
-                hidden = getattr(response_obj, "_hidden_params", None) or {}
-                flags = hidden.get("cachesaver")
-            if not isinstance(flags, Mapping):
-                return  # not a cachesaver call
-            call_id = str(kwargs.get("litellm_call_id") or id(response_obj))
-            payload = kwargs.get("standard_logging_object") or {}
-            billed = _number(payload.get("response_cost"), kwargs.get("response_cost"))
+            billed = float(flags.get("cost_billed") or 0.0)
             full_hit = bool(flags.get("cached")) and all(flags["cached"])
             if full_hit:
-                # Nothing was billed. litellm prices a replayed *stream* as if it were real, so
-                # its response_cost cannot be trusted here.
                 billed = 0.0
-                saved = _number(payload.get("saved_cache_cost"))
-                if not saved:
-                    saved = _price(response_obj, flags)
-            else:
-                saved = max(0.0, _price(response_obj, flags) - billed)
+            saved = max(0.0, _price(response_obj, flags) - billed)
             with self._lock:
-                if call_id in self._seen:  # litellm may run both the sync and async handlers
-                    return
-                self._seen[call_id] = None
-                if len(self._seen) > _SEEN_CALLS:
-                    self._seen.popitem(last=False)
                 self._add(flags, response_obj, billed, saved)
-        except Exception as exc:  # a logging callback must never break the caller
-            log.debug("CostCallback could not record a call: %r", exc)
+        except Exception as exc:  # a tally must never break the caller
+            log.debug("CostCallback could not record a call: %s", type(exc).__name__)
 
     def _add(self, flags: Mapping[str, Any], response_obj: Any, billed: float, saved: float) -> None:
         model = str(flags.get("model") or "unknown")
@@ -116,6 +92,9 @@ class CostCallback(CustomLogger):
         if stats is None:
             stats = self.stats[model] = Stats()
         c = stats.ns(str(flags.get("namespace") or "default"))
+        calls = int(flags.get("model_calls") or 0)
+        stats.model_calls += calls
+        c.model_calls += calls
         cached = list(flags.get("cached") or [])
         duplicated = list(flags.get("duplicated") or [])
         c.requests += 1
@@ -144,14 +123,15 @@ class CostCallback(CustomLogger):
     def reset(self) -> None:
         with self._lock:
             self.stats.clear()
-            self._seen.clear()
 
 
-def _number(*values: Any) -> float:
-    for value in values:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return 0.0
+def record_call(flags: Mapping[str, Any], response_obj: Any) -> None:
+    """Feed one answered call to every ``CostCallback`` installed in litellm."""
+    import litellm
+
+    for callback in list(litellm.callbacks):
+        if isinstance(callback, CostCallback):
+            callback.record(flags, response_obj)
 
 
 def _price(response_obj: Any, flags: Mapping[str, Any]) -> float:
@@ -159,8 +139,10 @@ def _price(response_obj: Any, flags: Mapping[str, Any]) -> float:
     try:
         import litellm
 
+        from ._samples import is_priced
+
         usage = getattr(response_obj, "usage", None)
-        if usage is None:
+        if usage is None or not is_priced(litellm, str(flags.get("model") or "")):
             return 0.0
         prompt_cost, completion_cost = litellm.cost_per_token(
             model=str(flags.get("model") or ""),

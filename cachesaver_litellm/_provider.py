@@ -41,7 +41,7 @@ from cachesaver.stats import Stats
 from cachesaver.typedefs import Response
 
 from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
-from ._callback import CostCallback, never_store
+from ._callback import CostCallback, never_store, record_call
 from ._capabilities import mirror_known_models
 from ._dspy_guard import install_if_loaded as guard_dspy_cache
 from ._keys import normalise_messages, normalise_model, split_params
@@ -185,6 +185,7 @@ class CacheSaverLLM(CustomLLM):
                 details["custom_llm_provider"] = hidden["custom_llm_provider"]
             if stream and hidden["cache_hit"]:
                 details["cache_hit"] = True
+        record_call(hidden["cachesaver"], response)  # the cost tally is complete on return
         return response
 
 

@@ -76,7 +76,7 @@ def response_cost(response: Any, model: str) -> float:
         return float(cost)
     import litellm
 
-    if not _priced(litellm, model, getattr(response, "model", None)):
+    if not is_priced(litellm, model, getattr(response, "model", None)):
         log.debug("no litellm price for %s: its cost is reported as 0", model)
         return 0.0
     try:
@@ -86,7 +86,8 @@ def response_cost(response: Any, model: str) -> float:
         return 0.0
 
 
-def _priced(litellm: Any, *names: Optional[str]) -> bool:
+def is_priced(litellm: Any, *names: Optional[str]) -> bool:
+    """Whether litellm's cost map knows one of ``names`` (asking it about others prints)."""
     cost_map = getattr(litellm, "model_cost", None) or {}
     for name in names:
         if not name:
@@ -164,6 +165,7 @@ def hidden_params(result: Response, *, namespace: str, request_id: str, key: str
             "prompt_tokens_billed": float(usage.prompt_tokens) if usage is not None else 0.0,
             "completion_tokens_billed": float(usage.completion_tokens) if usage is not None else 0.0,
             "cost_billed": billed_cost,
+            "model_calls": result.model_calls,
         },
     }
 

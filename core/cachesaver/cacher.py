@@ -341,6 +341,7 @@ class Cacher:
         unbilled = self._unbilled.get(key)
         data, cached, duplicated, shares = [], [], [], []
         billed = Usage()
+        originals = 0
         try:
             for offset, raw in enumerate(raws):
                 index = pos + offset
@@ -369,6 +370,7 @@ class Cacher:
                         else:
                             call.original_given = True
                             counters.model_calls += 1
+                            originals += 1
                         break
                 if dup:
                     counters.samples_merged += 1
@@ -377,7 +379,7 @@ class Cacher:
             if unbilled is not None and not unbilled:
                 self._unbilled.pop(key, None)
         return Response(data=data, cached=cached, duplicated=duplicated, usage=billed,
-                        sample_usage=shares, key=key)
+                        sample_usage=shares, key=key, model_calls=originals)
 
 
 def _first_live(demands: list[Demand]) -> Optional[Pending]:

@@ -122,6 +122,9 @@ class Response:
     sample_usage: Optional[List[Usage]] = None
     #: On responses returned by a pipeline: the request's cache key (adapters report it).
     key: Optional[str] = None
+    #: On responses returned by a pipeline: model calls whose original sample this response
+    #: received (what ``Stats`` counts as this namespace's model calls).
+    model_calls: int = 0
 
     def __post_init__(self) -> None:
         if self.cached is None:
