@@ -117,3 +117,25 @@ async def test_a_pydantic_response_format_is_keyed_by_its_schema(provider, serve
     assert Answer.model_validate_json(replay.choices[0].message.content).n == 1
     assert replay.choices[0].message.content == live.choices[0].message.content
     assert server.request_count == 1 and server.requests[0]["response_format"]["type"] == "json_schema"
+
+
+async def test_a_streamed_miss_reaches_the_caller_while_the_provider_is_still_generating(provider, server, call_kwargs):
+    """Time to first token of a miss is the provider's, not the whole generation's: the first
+    content chunk arrives while the provider has sent only the first few of its events."""
+    server.chunk_delay = 0.05
+    stream = await litellm.acompletion(stream=True, metadata=ns("live"), **call_kwargs)
+    sent_at_first_text = None
+    chunks = []
+    async for chunk in stream:
+        chunks.append(chunk)
+        if sent_at_first_text is None and chunk.choices and chunk.choices[0].delta.content:
+            sent_at_first_text = server.stream_events_sent
+    total = server.stream_events_sent
+    # The first words reached the caller after the provider's third event (role, word, word:
+    # the adapter holds one content chunk back to put the usage on the last one), long before
+    # the provider's last.
+    assert total >= 8 and sent_at_first_text is not None and sent_at_first_text <= 3
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    server.chunk_delay = 0.0
+    replay = await litellm.acompletion(metadata=ns("replay"), **call_kwargs)
+    assert replay.choices[0].message.content == text and server.request_count == 1  # stored whole

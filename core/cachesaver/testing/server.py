@@ -332,6 +332,7 @@ class FakeOpenAIServer:
         *,
         seed: int = 0,
         latency: float = 0.0,
+        chunk_delay: float = 0.0,
         answers: list[str] | None = None,
         model_name: str = "fake-model",
         host: str = "127.0.0.1",
@@ -341,6 +342,11 @@ class FakeOpenAIServer:
     ) -> None:
         self.seed = seed
         self.latency = latency
+        # Seconds between the SSE events of a stream (a model producing tokens over time);
+        # ``stream_events_sent`` counts the events written so far, so a test can tell a stream
+        # that reached its client live from one that was collected first and replayed.
+        self.chunk_delay = chunk_delay
+        self.stream_events_sent = 0
         self.answers = list(answers) if answers else None
         # responder(prompt, rng) -> answer text: a task-aware fake (the demo's Game of 24 steps).
         self.responder = responder
@@ -622,7 +628,9 @@ class FakeOpenAIServer:
                         {"index": 0, "function": {"arguments": piece}}]}))
             else:
                 events.append(chunk(i, {"role": "assistant", "content": ""}))
-                for piece in _split_pieces(msg["content"]):
+                # Paced streams (chunk_delay) send a word per event, as a model emits tokens.
+                pieces = len(re.findall(r"\S+\s*", msg["content"])) if self.chunk_delay else 3
+                for piece in _split_pieces(msg["content"], max(pieces, 1)):
                     events.append(chunk(i, {"content": piece}))
             events.append(chunk(i, {}, c["finish_reason"]))
 
@@ -636,6 +644,9 @@ class FakeOpenAIServer:
                 return
             for data in body[:-1]:
                 h._write_chunk(data)
+                self.stream_events_sent += 1
+                if self.chunk_delay:
+                    time.sleep(self.chunk_delay)
             bill()  # before the final finish_reason chunk: clients may stop reading there
             h._write_chunk(body[-1])
             if include_usage:
