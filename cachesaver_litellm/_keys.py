@@ -9,15 +9,16 @@ The key is the engine's canonical SHA-256 of ``{prompt: messages, model, params}
   ``n`` (the engine's business), stream flags, retries and transport settings. Unknown
   parameters *are* keyed (a parameter we do not know might change the answer).
 
-Credentials never enter a key (G7): anything that looks like a secret is moved to the
-transport side even when litellm files it among the optional params.
+Credentials never enter a key (G7): by name or by value, at any depth (``extra_body``
+included), with the engine's one rule (``cachesaver.secrets``); the real call still gets them.
 """
 from __future__ import annotations
 
 import functools
 import logging
-import re
 from typing import Any, Iterable, Mapping
+
+from cachesaver.secrets import is_secret_name, without_secrets
 
 __all__ = [
     "split_params",
@@ -65,26 +66,33 @@ NOT_KEYED_PARAMS = frozenset(
     }
 )
 
-# Secrets by name: matched anywhere in a parameter name (max_tokens is not a secret).
-_SECRET = re.compile(r"(api_key|secret|password|credential|access_key|session_token|ad_token|auth_token|bearer)", re.I)
-
-
 def is_transport(name: str) -> bool:
     """True for parameters that go to the real call but never into the key."""
-    return name in NOT_KEYED_PARAMS or bool(_SECRET.search(name))
+    return name in NOT_KEYED_PARAMS or is_secret_name(name)
 
 
 def split_params(optional_params: Mapping[str, Any], extra_unkeyed: Iterable[str] = ()) -> tuple[dict, dict]:
-    """Split litellm's ``optional_params`` into ``(keyed, transport)`` dicts (neither mutated)."""
+    """``(keyed, sent)`` from litellm's ``optional_params`` (never mutated).
+
+    ``keyed``: what shapes the output, with every credential removed at any depth (the
+    engine's one rule, :func:`cachesaver.secrets.without_secrets`); ``sent``: every parameter
+    the real call receives (all of them but the engine's ``n`` and the stream flags).
+    """
     extra = frozenset(extra_unkeyed)
     keyed: dict[str, Any] = {}
-    transport: dict[str, Any] = {}
+    sent: dict[str, Any] = {}
     for name, value in optional_params.items():
-        if is_transport(name) or name in extra:
-            transport[name] = value
-        elif value is not None:
+        if value is None:
+            continue
+        if name not in _NOT_SENT:
+            sent[name] = value
+        if not (is_transport(name) or name in extra):
             keyed[name] = value
-    return keyed, transport
+    return without_secrets(keyed), sent
+
+
+#: Parameters the engine owns: ``n`` is the missing count, streaming is the adapter's choice.
+_NOT_SENT = frozenset({"n", "stream", "stream_options"})
 
 
 def normalise_messages(messages: Any) -> list:

@@ -37,6 +37,7 @@ from cachesaver.runtime import (
     read_identity,
 )
 from cachesaver.runtime.host import SHUTDOWN_TIMEOUT
+from cachesaver.secrets import url_without_userinfo
 from cachesaver.stats import Stats
 from cachesaver.typedefs import Response
 
@@ -201,11 +202,7 @@ def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, An
     if not any(isinstance(m, Mapping) and m.get(NAMESPACE_KEY) is not None for m in metadata):
         warn_no_namespace_once(model, default_namespace)  # once per process (see _namespace_warning)
     namespace, request_id = read_identity(*metadata, default_namespace=default_namespace)
-    keyed, transport = split_params(optional_params)
-    kwargs: dict[str, Any] = dict(keyed)
-    for name, value in transport.items():
-        if name not in ("n", "stream", "stream_options") and value is not None:
-            kwargs[name] = value
+    keyed, kwargs = split_params(optional_params)
     for name in FORWARDED_LITELLM_PARAMS:
         value = litellm_params.get(name)
         if value is not None:
@@ -223,7 +220,7 @@ def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, An
         namespace=namespace,
         model=keyed_model,
         params=keyed,
-        endpoint=str(api_base) if key_api_base and api_base else None,
+        endpoint=url_without_userinfo(str(api_base)) if key_api_base and api_base else None,
         call=RealCall(
             invoke=litellm.acompletion,
             model=model,

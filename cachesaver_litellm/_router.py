@@ -123,8 +123,7 @@ class CacheSaverRouter:
         include_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))
         namespace, request_id = read_identity(kwargs.get("metadata"), kwargs.get("litellm_metadata"),
                                               default_namespace=self.default_namespace)
-        keyed, transport = split_params(kwargs)
-        call_kwargs = {**keyed, **{k: v for k, v in transport.items() if v is not None}}
+        keyed, call_kwargs = split_params(kwargs)
         call = RealCall(
             invoke=self.router.acompletion,
             model=group,

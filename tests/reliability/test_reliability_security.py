@@ -432,3 +432,64 @@ async def test_langchain_secrets_never_reach_store_exports_logs_or_cli(
     # ``default_headers`` verbatim (api_key is a SecretStr there): only the key is ours to check.
     assert SECRET_KEY not in "\n".join(traces.seen)
     _assert_clean("the log records", "\n".join(r.getMessage() for r in all_logs.records))
+
+
+# Credentials in every shape a user passes them: by name at the top, by name at any depth, by
+# value (an authorization scheme, a provider key prefix). One rule for both adapters
+# (cachesaver.secrets): they reach the provider, never the key, the store or an export.
+CREDENTIAL_FORMS = {
+    "extra_body api_key": {"extra_body": {"api_key": SECRET_KEY}},
+    "api_token": {"api_token": SECRET_KEY},
+    "token": {"token": SECRET_KEY},
+    "private_key": {"private_key": SECRET_KEY},
+    "authorization value": {"authorization": f"Bearer {SECRET_HEADER}"},
+    "nested value": {"extra_body": {"options": {"x": f"Bearer {SECRET_HEADER}"}}},
+}
+
+
+async def test_litellm_credentials_in_any_parameter_form_are_sent_but_never_stored(
+        litellm_provider, fake_server, tmp_path, capsys, request):
+    litellm, cachesaver_litellm = litellm_provider
+    spec = str(tmp_path / "store")
+    cachesaver_litellm.register(store=spec, timeout=0.01)
+    for i, (name, form) in enumerate(CREDENTIAL_FORMS.items()):
+        await litellm.acompletion(model="cachesaver/openai/fake-model", api_base=fake_server.base_url,
+                                  api_key="sk-test", max_retries=0, metadata={"cachesaver_namespace": "A"},
+                                  messages=[{"role": "user", "content": f"colour {i}"}], **form)
+        sent = json.dumps(fake_server.requests[-1])
+        assert SECRET_KEY in sent or SECRET_HEADER in sent, f"{name} did not reach the provider"
+    cachesaver_litellm.unregister()
+    await _assert_nothing_written_holds_a_secret(spec, "disk", tmp_path, capsys, request)
+
+
+def test_credentials_in_an_api_base_are_never_keyed(litellm_provider):
+    """``register(key_api_base=True)`` keys the endpoint, never the user info in it."""
+    from cachesaver.keys import canonical_json
+    from cachesaver.typedefs import request_fields
+    from cachesaver_litellm._provider import build_request
+
+    def meta(api_base):
+        request = build_request(model="cachesaver/openai/fake-model", messages=[{"role": "user", "content": "x"}],
+                                optional_params={}, litellm_params={}, api_key=None, api_base=api_base,
+                                headers=None, timeout=None, default_namespace="d", key_api_base=True)
+        return canonical_json(request_fields(request))
+
+    with_password = meta(f"https://user:{SECRET_PASSWORD}@llm.example/v1")
+    assert SECRET_PASSWORD.encode() not in with_password and b"llm.example/v1" in with_password
+    assert with_password == meta("https://llm.example/v1")  # same endpoint, same samples
+    assert meta("https://other.example/v1") != with_password
+
+
+async def test_langchain_credentials_in_model_params_are_never_stored(fake_server, tmp_path, capsys, request):
+    from langchain_openai import ChatOpenAI
+
+    from cachesaver_langchain import CacheSaverChatModel
+
+    spec = str(tmp_path / "store")
+    inner = ChatOpenAI(model="fake-model", base_url=fake_server.base_url, api_key="sk-test", max_retries=0,
+                       extra_body={"token": SECRET_KEY, "options": {"auth": f"Bearer {SECRET_HEADER}"}})
+    chat = CacheSaverChatModel(chat_model=inner, store=spec)
+    await chat.ainvoke("colour", config={"metadata": {"cachesaver_namespace": "A"}})
+    chat.close()
+    assert SECRET_KEY in json.dumps(fake_server.requests[-1])  # it reached the provider
+    await _assert_nothing_written_holds_a_secret(spec, "disk", tmp_path, capsys, request)

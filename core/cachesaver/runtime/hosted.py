@@ -121,8 +121,8 @@ class Group:
 
 @dataclass(frozen=True)
 class Member:
-    """One request's place in a :class:`Group`: it ``arrive``\ s with its request, or ``leave``\ s
-    (failed or cancelled before reaching the engine) so the others stop waiting for it."""
+    """One request's place in a :class:`Group`: it arrives with its request, or leaves (failed or
+    cancelled before reaching the engine) so that the others stop waiting for it."""
 
     group: Group
     position: int
