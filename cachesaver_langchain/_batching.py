@@ -11,7 +11,7 @@ consecutive groups of that size, so no input waits for one that cannot start.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.runnables.config import get_config_list, get_executor_for_config
@@ -21,7 +21,7 @@ from cachesaver.runtime import HostedPipeline
 
 from ._calls import SCOPE_KW, Scope
 
-__all__ = ["run_batch", "arun_batch"]
+__all__ = ["run_batch", "arun_batch", "member_of", "leave_group"]
 
 
 def _scopes(hosted: HostedPipeline, configs: list[RunnableConfig]) -> list[Scope]:
@@ -72,3 +72,17 @@ async def arun_batch(hosted: HostedPipeline, ainvoke: Callable[..., Any], inputs
 
     limit: Optional[int] = configs[0].get("max_concurrency")
     return await gather_with_concurrency(limit, *(one(i) for i in range(len(inputs))))
+
+
+def member_of(kwargs: Mapping[str, Any]) -> Any:
+    """The batch place a call carries (None outside ``batch``/``abatch``)."""
+    scope = kwargs.get(SCOPE_KW)
+    return scope.member if isinstance(scope, Scope) else None
+
+
+def leave_group(kwargs: Mapping[str, Any]) -> None:
+    """A streamed call (LangChain streams inside a batch when a handler asks for tokens) is
+    not served with its batch: the batch stops waiting for it."""
+    member = member_of(kwargs)
+    if member is not None:
+        member.leave()

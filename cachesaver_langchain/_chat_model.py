@@ -31,9 +31,9 @@ from cachesaver.stores import check_store_spec
 from ._calls import NAMESPACE_KEY, REQUEST_ID_KEY, SCOPE_KW, Scope, chat_result, identity
 from ._codec import message_payload
 from ._inner import FORWARDED, InnerView, configure_inner
-from ._model import ChatRequest, InnerModel, LiveCall
+from ._model import ChatRequest, InnerFactory, LiveCall
 from ._runnables import repoint
-from ._batching import arun_batch, run_batch
+from ._batching import arun_batch, leave_group, member_of, run_batch
 from ._streaming import async_stream, sync_stream
 
 __all__ = ["CacheSaverChatModel", "NAMESPACE_KEY", "REQUEST_ID_KEY", "STORE_ENV", "cachesaver_config"]
@@ -251,25 +251,25 @@ class CacheSaverChatModel(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        member = _member(kwargs)
+        member = member_of(kwargs)
         request = self._request(messages, stop, kwargs, run_manager)
         return chat_result(self._get_hosted().request_sync(request, member), request)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                          run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        member = _member(kwargs)
+        member = member_of(kwargs)
         request = self._request(messages, stop, kwargs, run_manager)
         return chat_result(await self._get_hosted().request_async(request, member), request)
 
     def _stream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                 run_manager: Any = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        _leave_group(kwargs)
+        leave_group(kwargs)
         request = self._request(messages, stop, kwargs, run_manager, streaming=True)
         yield from sync_stream(self._get_hosted(), request)
 
     async def _astream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                        run_manager: Any = None, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        _leave_group(kwargs)
+        leave_group(kwargs)
         scope = kwargs.get(SCOPE_KW)
         request = self._request(messages, stop, kwargs, run_manager, streaming=True)
         async for chunk in async_stream(self._get_hosted(), request, scope if isinstance(scope, Scope) else None):
@@ -284,7 +284,7 @@ class CacheSaverChatModel(BaseChatModel):
                     settings = PipelineSettings(self.store, batch_size=self.batch_size,
                                                 timeout=self.batch_timeout, run_id=self.run_id,
                                                 namespace=self.namespace, extra={"offline": self.offline})
-                    self._hosted = HostedPipeline(_InnerFactory(self.chat_model), settings)
+                    self._hosted = HostedPipeline(InnerFactory(self.chat_model), settings)
                 hosted = self._hosted
         return hosted
 
@@ -361,31 +361,3 @@ for _name in ("_generate", "_agenerate"):
     _method = CacheSaverChatModel.__dict__[_name]
     _method.__signature__ = inspect.signature(_method)
 del _name, _method
-
-
-def _member(kwargs: Mapping[str, Any]) -> Any:
-    scope = kwargs.get(SCOPE_KW)
-    return scope.member if isinstance(scope, Scope) else None
-
-
-def _leave_group(kwargs: Mapping[str, Any]) -> None:
-    """A streamed call (LangChain streams inside a batch when a handler asks for tokens) is
-    not served with its batch: the batch stops waiting for it."""
-    member = _member(kwargs)
-    if member is not None:
-        member.leave()
-
-
-class _InnerFactory:
-    """The engine model for the pipeline: the configured inner model in the process that built
-    it; in a forked child, a copy with its own HTTP clients (the parent's belong to the parent's
-    engine loop, which does not exist there)."""
-
-    def __init__(self, inner: BaseChatModel) -> None:
-        self.inner = inner
-        self.pid = os.getpid()
-
-    def __call__(self) -> InnerModel:
-        if os.getpid() == self.pid:
-            return InnerModel(self.inner)
-        return InnerModel(configure_inner(self.inner, {}, new_process=True))

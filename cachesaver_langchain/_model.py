@@ -10,6 +10,7 @@ traces the call. The inner model's rate limiter is applied here for the same rea
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -23,8 +24,9 @@ from cachesaver.runtime import ChunkSink, FanOutModel
 from cachesaver.typedefs import Request, Usage, unkeyed
 
 from ._codec import SAMPLE_FORMAT, live_copy, make_sample
+from ._inner import configure_inner
 
-__all__ = ["ChatRequest", "LiveCall", "InnerModel"]
+__all__ = ["ChatRequest", "LiveCall", "InnerModel", "InnerFactory"]
 
 
 @dataclass
@@ -144,3 +146,18 @@ def _call_usage(generations: list[Any], llm_output: dict[str, Any]) -> Optional[
     prompt = int(token_usage.get("prompt_tokens") or 0)
     completion = int(token_usage.get("completion_tokens") or 0)
     return {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion}
+
+
+class InnerFactory:
+    """The engine model for the pipeline: the configured inner model in the process that built
+    it; in a forked child, a copy with its own HTTP clients (the parent's belong to the parent's
+    engine loop, which does not exist there)."""
+
+    def __init__(self, inner: BaseChatModel) -> None:
+        self.inner = inner
+        self.pid = os.getpid()
+
+    def __call__(self) -> InnerModel:
+        if os.getpid() == self.pid:
+            return InnerModel(self.inner)
+        return InnerModel(configure_inner(self.inner, {}, new_process=True))

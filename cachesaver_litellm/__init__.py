@@ -18,19 +18,8 @@ from __future__ import annotations
 from ._backend import LiteLLMBackend, LiteLLMRequest
 from ._callback import CostCallback
 from ._capabilities import mirror_model
-from ._provider import (
-    NAMESPACE_KEY,
-    PROVIDER,
-    REQUEST_ID_KEY,
-    CacheSaverLLM,
-    consumption,
-    get_callback,
-    get_handler,
-    get_pipeline,
-    register,
-    stats,
-    unregister,
-)
+from ._provider import NAMESPACE_KEY, PROVIDER, REQUEST_ID_KEY, CacheSaverLLM
+from ._registry import consumption, get_callback, get_handler, get_pipeline, register, stats, unregister
 from ._router import CacheSaverRouter
 
 __all__ = [
