@@ -19,6 +19,8 @@ import logging
 import re
 from typing import Any, Iterable, Mapping
 
+from ._http_identity import identity_from_headers
+
 __all__ = [
     "split_params",
     "normalise_messages",
@@ -126,11 +128,12 @@ def normalise_model(model: str) -> tuple[str, str]:
 
 
 def metadata_value(litellm_params: Mapping[str, Any] | None, name: str) -> Any:
-    """Read ``name`` from ``metadata`` or ``litellm_metadata`` (Router and proxy use either)."""
+    """Read ``name`` from ``metadata`` or ``litellm_metadata`` (Router and proxy use either),
+    else from the request's ``x-cachesaver-*`` headers (LiteLLM Proxy; see ``_http_identity``)."""
     if not litellm_params:
         return None
     for field in ("metadata", "litellm_metadata"):
         meta = litellm_params.get(field)
         if isinstance(meta, Mapping) and meta.get(name) is not None:
             return meta[name]
-    return None
+    return identity_from_headers(litellm_params).get(name)

@@ -1,0 +1,120 @@
+"""The proxy handler's settings (``CACHESAVER_*``) and the header form of the namespace, in
+process: no proxy needed, so these run wherever litellm is installed."""
+from __future__ import annotations
+
+import pytest
+
+import cachesaver_litellm
+from cachesaver.errors import InvalidRequestError
+from cachesaver_litellm import proxy as cs_proxy
+from cachesaver_litellm._keys import metadata_value
+from cachesaver_litellm.proxy import ProxyConfigError, identity_from_headers, settings_from_env
+
+
+def test_defaults_match_register():
+    settings = settings_from_env({})
+    assert settings.register_kwargs() == {"store": "./.cachesaver", "run_id": None, "namespace": "default",
+                                          "timeout": 0.02, "batch_size": 64}
+
+
+def test_every_variable_is_read():
+    settings = settings_from_env({"CACHESAVER_STORE": "redis://127.0.0.1:6379/0?prefix=p",
+                                  "CACHESAVER_RUN_ID": "fleet-1", "CACHESAVER_NAMESPACE": "exp",
+                                  "CACHESAVER_BATCH_TIMEOUT": "0.1", "CACHESAVER_BATCH_SIZE": "8"})
+    assert settings.register_kwargs() == {"store": "redis://127.0.0.1:6379/0?prefix=p", "run_id": "fleet-1",
+                                          "namespace": "exp", "timeout": 0.1, "batch_size": 8}
+    assert settings.shared_store
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("CACHESAVER_BATCH_TIMEOUT", "20ms", "not a number"),
+    ("CACHESAVER_BATCH_TIMEOUT", "-1", "between 0 and 60"),
+    ("CACHESAVER_BATCH_TIMEOUT", "500", "not milliseconds"),
+    ("CACHESAVER_BATCH_TIMEOUT", "nan", "between 0 and 60"),
+    ("CACHESAVER_BATCH_SIZE", "1.5", "whole number"),
+    ("CACHESAVER_BATCH_SIZE", "0", ">= 1"),
+    ("CACHESAVER_STORE", "https://example.invalid/cache", "redis://"),
+])
+def test_bad_values_are_refused_naming_the_variable(name, value, words):
+    with pytest.raises(ProxyConfigError) as info:
+        settings_from_env({name: value})
+    assert isinstance(info.value, InvalidRequestError)
+    assert name in str(info.value) and words in str(info.value)
+
+
+def test_a_store_password_is_never_shown():
+    settings = settings_from_env({"CACHESAVER_STORE": "redis://:hunter2-SENTINEL@127.0.0.1:6379/0?prefix=p"})
+    assert "hunter2" not in settings.describe()
+    assert cs_proxy.redact_store(settings.store) == "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def fresh_module(monkeypatch):
+    import litellm
+
+    for name in list(__import__("os").environ):
+        if name.startswith("CACHESAVER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(cs_proxy, "_built", None)
+    callbacks = list(litellm.callbacks)
+    yield monkeypatch
+    cachesaver_litellm.unregister()
+    litellm.logging_callback_manager.remove_callback_from_all_lists(cs_proxy._headers_hook)
+    litellm.callbacks = callbacks
+
+
+def test_the_handler_the_proxy_imports_is_registered_from_the_environment(fresh_module, tmp_path):
+    import litellm
+
+    fresh_module.setenv("CACHESAVER_STORE", str(tmp_path / "store"))
+    fresh_module.setenv("CACHESAVER_NAMESPACE", "gateway")
+    fresh_module.setenv("CACHESAVER_RUN_ID", "run-7")
+    handler = cs_proxy.handler  # what the proxy's config loader does: getattr(module, "handler")
+    assert isinstance(handler, cachesaver_litellm.CacheSaverLLM)
+    assert cs_proxy.handler is handler  # built once per process
+    assert handler is cachesaver_litellm.get_handler()
+    assert handler.settings.namespace == "gateway" and handler.pipeline.run_id == "run-7"
+    assert handler.pipeline.store.location == str(tmp_path / "store")
+    assert any(isinstance(cb, cs_proxy.ResponseHeaders) for cb in litellm.callbacks)
+
+
+def test_a_bad_variable_stops_the_handler_naming_it(fresh_module):
+    fresh_module.setenv("CACHESAVER_BATCH_TIMEOUT", "fast")
+    with pytest.raises(ProxyConfigError, match="CACHESAVER_BATCH_TIMEOUT"):
+        cs_proxy.handler
+    with pytest.raises(AttributeError):
+        cs_proxy.no_such_thing
+
+
+# -- the header form of the namespace ----------------------------------------------------------------
+def test_headers_are_read_where_the_proxy_puts_them():
+    in_metadata = {"metadata": {"headers": {"x-cachesaver-namespace": "A", "x-cachesaver-request-id": "r1"}}}
+    assert identity_from_headers(in_metadata) == {"cachesaver_namespace": "A", "cachesaver_request_id": "r1"}
+    in_request = {"proxy_server_request": {"headers": {"X-CacheSaver-Namespace": "B"}}}
+    assert identity_from_headers(in_request) == {"cachesaver_namespace": "B"}
+    assert identity_from_headers({"metadata": {"headers": {"authorization": "Bearer x"}}}) == {}
+    assert identity_from_headers(None) == {} and identity_from_headers({}) == {}
+
+
+def test_body_metadata_wins_over_headers_in_the_provider_lookup():
+    params = {"metadata": {"cachesaver_namespace": "body", "headers": {"x-cachesaver-namespace": "header"}}}
+    assert metadata_value(params, "cachesaver_namespace") == "body"
+    params = {"metadata": {"headers": {"x-cachesaver-namespace": "header"}}}
+    assert metadata_value(params, "cachesaver_namespace") == "header"
+    assert metadata_value(params, "cachesaver_request_id") is None
+
+
+@pytest.mark.parametrize("value", ["", "   ", "x" * 513])
+def test_bad_header_values_are_refused_naming_the_header(value):
+    with pytest.raises(InvalidRequestError, match="x-cachesaver-namespace"):
+        identity_from_headers({"metadata": {"headers": {"x-cachesaver-namespace": value}}})
+
+
+def test_response_headers_describe_each_choice():
+    flags = {"namespace": "B", "request_id": "r", "key": "k" * 64, "cached": [True, False],
+             "duplicated": [False, True]}
+    assert cs_proxy.response_headers(flags) == {
+        "x-cachesaver-cache-hit": "partial", "x-cachesaver-cached": "1,0", "x-cachesaver-duplicated": "0,1",
+        "x-cachesaver-namespace": "B", "x-cachesaver-request-id": "r"}
+    full = cs_proxy.response_headers({**flags, "cached": [True, True]})
+    assert full["x-cachesaver-cache-hit"] == "true" and full["x-litellm-cache-key"] == "k" * 64
