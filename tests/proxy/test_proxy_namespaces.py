@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import litellm
 import pytest
 
 from _proxy_helpers import MASTER_KEY, MODEL, requires_proxy, unique_prompt, upstream_requests
@@ -107,6 +108,7 @@ async def test_concurrent_identical_requests_become_one_upstream_call(aclient, u
             model=MODEL, messages=messages, temperature=0.7, extra_body=_ns("M"))
         return raw.parse().choices[0].message.content, raw.headers
 
+    tokens_before, prompt_before = upstream.completion_tokens, upstream.prompt_tokens
     results = await asyncio.gather(*(ask() for _ in range(5)))
     contents = [content for content, _ in results]
     assert len(set(contents)) == 5  # five fresh samples in one namespace
@@ -115,3 +117,9 @@ async def test_concurrent_identical_requests_become_one_upstream_call(aclient, u
     # G8: each generated sample billed to exactly one response; four of them rode along (duplicated)
     assert [h["x-cachesaver-cached"] for _, h in results] == ["0"] * 5
     assert sorted(h["x-cachesaver-duplicated"] for _, h in results) == ["0", "1", "1", "1", "1"]
+    # the proxy's cost headers add up to the one call's price: its prompt is paid once
+    prompt_cost, completion_cost = litellm.cost_per_token(
+        model=f"openai/{MODEL}", prompt_tokens=upstream.prompt_tokens - prompt_before,
+        completion_tokens=upstream.completion_tokens - tokens_before)
+    billed = sum(float(h["x-litellm-response-cost"]) for _, h in results)
+    assert billed == pytest.approx(prompt_cost + completion_cost)

@@ -78,6 +78,21 @@ def test_the_handler_the_proxy_imports_is_registered_from_the_environment(fresh_
     assert any(isinstance(cb, cs_proxy.ResponseHeaders) for cb in litellm.callbacks)
 
 
+def test_a_shared_store_without_a_run_id_is_warned_about(fresh_module, caplog):
+    import redis
+
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        with redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1) as r:
+            r.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    fresh_module.setenv("CACHESAVER_STORE", f"{url}?prefix=cstest-proxy-warning")
+    with caplog.at_level("WARNING", logger="cachesaver.litellm.proxy"):
+        cs_proxy.handler
+    assert "CACHESAVER_RUN_ID is unset" in caplog.text
+
+
 def test_a_bad_variable_stops_the_handler_naming_it(fresh_module):
     fresh_module.setenv("CACHESAVER_BATCH_TIMEOUT", "fast")
     with pytest.raises(ProxyConfigError, match="CACHESAVER_BATCH_TIMEOUT"):
