@@ -26,7 +26,8 @@ its handler. A bad value stops the proxy at start-up with an error naming the va
 
 Clients name their namespace in the body (``metadata={"cachesaver_namespace": "A"}``) or with
 the ``x-cachesaver-namespace`` / ``x-cachesaver-request-id`` headers. The proxy's response
-then carries ``x-cachesaver-*`` headers saying what happened (see :class:`ResponseHeaders`).
+then carries ``x-cachesaver-*`` headers saying what happened, and a request CacheSaver refuses
+(a bad namespace, a request id already in flight) is an HTTP 400 (see :class:`ProxyHooks`).
 """
 from __future__ import annotations
 
@@ -40,14 +41,14 @@ from urllib.parse import urlsplit
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from cachesaver.errors import InvalidRequestError
+from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError
 
 from ._http_identity import NAMESPACE_HEADER, REQUEST_ID_HEADER, identity_from_headers
 
 __all__ = [
     "ProxyConfigError",
     "ProxySettings",
-    "ResponseHeaders",
+    "ProxyHooks",
     "settings_from_env",
     "build_handler",
     "identity_from_headers",
@@ -186,8 +187,8 @@ _built: Any = None
 def build_handler(environ: Optional[Mapping[str, str]] = None) -> Any:
     """Register the ``cachesaver`` provider from the environment and return its handler.
 
-    Also installs :class:`ResponseHeaders` so the proxy's responses carry the ``x-cachesaver-*``
-    headers. Idempotent: the same settings return the same handler (one run per process).
+    Also installs :class:`ProxyHooks` (``x-cachesaver-*`` response headers, HTTP 400 for
+    requests CacheSaver refuses). Idempotent: the same settings return the same handler (one run per process).
     """
     import litellm
 
@@ -273,17 +274,33 @@ _headers_hook: Any = None
 
 
 def install_response_headers(litellm: Any) -> None:
-    """Add one :class:`ResponseHeaders` to ``litellm.callbacks`` (idempotent)."""
+    """Add one :class:`ProxyHooks` to ``litellm.callbacks`` (idempotent)."""
     global _headers_hook
     if _headers_hook is None:
-        _headers_hook = ResponseHeaders()
+        _headers_hook = ProxyHooks()
     if _headers_hook not in litellm.callbacks:
         litellm.logging_callback_manager.add_litellm_callback(_headers_hook)
 
 
-class ResponseHeaders(CustomLogger):
-    """Proxy hook: adds the ``x-cachesaver-*`` headers (:func:`response_headers`) to responses
-    of ``cachesaver/`` deployments; other responses are left alone."""
+def client_error(exc: BaseException) -> Optional[BaseException]:
+    """The CacheSaver request error behind ``exc`` (litellm wraps it), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (InvalidRequestError, InvalidRequestTypeError)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class ProxyHooks(CustomLogger):
+    """LiteLLM Proxy hooks for ``cachesaver/`` deployments (other requests are left alone):
+
+    - the ``x-cachesaver-*`` response headers (:func:`response_headers`);
+    - a request CacheSaver refuses (:class:`~cachesaver.errors.InvalidRequestError`, e.g. an
+      empty namespace or over-long header) answers HTTP 400 with its message; litellm would
+      report it as a 500 connection error.
+    """
 
     async def async_post_call_response_headers_hook(self, data: dict, user_api_key_dict: Any, response: Any,
                                                     request_headers: Optional[dict] = None,
@@ -294,3 +311,12 @@ class ResponseHeaders(CustomLogger):
         except Exception as exc:  # a header hook must never fail a response
             log.debug("could not build cachesaver response headers: %r", exc)
             return None
+
+    async def async_post_call_failure_hook(self, request_data: dict, original_exception: Exception,
+                                           user_api_key_dict: Any, traceback_str: Optional[str] = None) -> Any:
+        refused = client_error(original_exception)
+        if refused is None:
+            return None
+        from fastapi import HTTPException
+
+        return HTTPException(status_code=400, detail=str(refused))

@@ -90,12 +90,15 @@ def test_body_metadata_wins_over_the_header(proxy, upstream):
     assert len(upstream_requests(upstream, prompt)) == 1
 
 
-def test_a_bad_namespace_header_is_an_error_naming_the_header(proxy, upstream):
+def test_a_refused_namespace_is_a_400_naming_the_field(proxy, upstream):
     prompt = unique_prompt("bad-header")
-    response = _post(proxy, {"model": MODEL, "messages": [{"role": "user", "content": prompt}]},
-                     **{"x-cachesaver-namespace": "n" * 600})
-    assert response.status_code >= 400
+    body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}]}
+    response = _post(proxy, body, **{"x-cachesaver-namespace": "n" * 600})
+    assert response.status_code == 400, response.text
     assert "x-cachesaver-namespace" in response.text and "512" in response.text
+    response = _post(proxy, {**body, "metadata": {"cachesaver_namespace": ""}})
+    assert response.status_code == 400, response.text
+    assert "cachesaver_namespace" in response.text
     assert upstream_requests(upstream, prompt) == []
 
 

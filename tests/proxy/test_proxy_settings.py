@@ -75,7 +75,7 @@ def test_the_handler_the_proxy_imports_is_registered_from_the_environment(fresh_
     assert handler is cachesaver_litellm.get_handler()
     assert handler.settings.namespace == "gateway" and handler.pipeline.run_id == "run-7"
     assert handler.pipeline.store.location == str(tmp_path / "store")
-    assert any(isinstance(cb, cs_proxy.ResponseHeaders) for cb in litellm.callbacks)
+    assert any(isinstance(cb, cs_proxy.ProxyHooks) for cb in litellm.callbacks)
 
 
 def test_a_shared_store_without_a_run_id_is_warned_about(fresh_module, caplog):
@@ -133,3 +133,15 @@ def test_response_headers_describe_each_choice():
         "x-cachesaver-namespace": "B", "x-cachesaver-request-id": "r"}
     full = cs_proxy.response_headers({**flags, "cached": [True, True]})
     assert full["x-cachesaver-cache-hit"] == "true" and full["x-litellm-cache-key"] == "k" * 64
+
+
+def test_refused_requests_are_found_behind_litellms_wrapping():
+    refused = InvalidRequestError("metadata['cachesaver_namespace'] must be a non-empty str")
+    try:
+        try:
+            raise refused
+        except InvalidRequestError:
+            raise RuntimeError("litellm.APIConnectionError: ...")  # what litellm raises instead
+    except RuntimeError as wrapped:
+        assert cs_proxy.client_error(wrapped) is refused
+    assert cs_proxy.client_error(RuntimeError("upstream 500")) is None
