@@ -188,7 +188,8 @@ def build_handler(environ: Optional[Mapping[str, str]] = None) -> Any:
     """Register the ``cachesaver`` provider from the environment and return its handler.
 
     Also installs :class:`ProxyHooks` (``x-cachesaver-*`` response headers, HTTP 400 for
-    requests CacheSaver refuses). Idempotent: the same settings return the same handler (one run per process).
+    requests CacheSaver refuses). Idempotent: the same settings return the same handler (one
+    run per process).
     """
     import litellm
 
@@ -209,7 +210,7 @@ def build_handler(environ: Optional[Mapping[str, str]] = None) -> Any:
             "behind one load balancer can hand one sample out twice in a namespace; set %s",
             ENV_STORE, redact_store(settings.store), ENV_RUN_ID, ENV_RUN_ID,
         )
-    install_response_headers(litellm)
+    install_hooks(litellm)
     log.info("cachesaver provider ready for the LiteLLM Proxy (%s)", settings.describe())
     return handler
 
@@ -273,7 +274,7 @@ def _flags_of(data: Mapping[str, Any], response: Any) -> Optional[Mapping[str, A
 _headers_hook: Any = None
 
 
-def install_response_headers(litellm: Any) -> None:
+def install_hooks(litellm: Any) -> None:
     """Add one :class:`ProxyHooks` to ``litellm.callbacks`` (idempotent)."""
     global _headers_hook
     if _headers_hook is None:

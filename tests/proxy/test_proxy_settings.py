@@ -145,3 +145,11 @@ def test_refused_requests_are_found_behind_litellms_wrapping():
     except RuntimeError as wrapped:
         assert cs_proxy.client_error(wrapped) is refused
     assert cs_proxy.client_error(RuntimeError("upstream 500")) is None
+
+
+def test_a_store_that_cannot_be_opened_stops_the_handler_naming_the_variable(fresh_module, tmp_path):
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("x")
+    fresh_module.setenv("CACHESAVER_STORE", str(not_a_directory))
+    with pytest.raises(ProxyConfigError, match="CACHESAVER_STORE.*is a file"):
+        cs_proxy.handler
