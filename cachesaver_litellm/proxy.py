@@ -283,6 +283,36 @@ def install_hooks(litellm: Any) -> None:
         litellm.logging_callback_manager.add_litellm_callback(_headers_hook)
 
 
+def correct_stream_cost(kwargs: dict) -> None:
+    """Log a streamed ``cachesaver/`` response at what it was billed, not at its list price.
+
+    litellm logs a stream from the chunks it assembled and prices them as if they had all been
+    generated for this caller, so a streamed full hit would be logged (and charged to the
+    virtual key by the proxy's spend tracking) at the full price, with ``cache_hit`` false.
+    The handler leaves the engine's flags in the call's logging details (``kwargs["cachesaver"]``);
+    this sets ``response_cost`` to what the engine billed this caller (0 for a full hit), marks
+    full hits ``cache_hit`` and keeps litellm's price as ``saved_cache_cost``. Runs after
+    litellm built its logging payload and before any success callback reads it.
+    """
+    flags = kwargs.get("cachesaver")
+    if not kwargs.get("stream") or not isinstance(flags, Mapping):
+        return
+    billed = float(flags.get("cost_billed") or 0.0)
+    cached = list(flags.get("cached") or [])
+    full_hit = bool(cached) and all(cached)
+    payload = kwargs.get("standard_logging_object")
+    listed = payload.get("response_cost") if isinstance(payload, dict) else kwargs.get("response_cost")
+    kwargs["response_cost"] = billed
+    if full_hit:
+        kwargs["cache_hit"] = True
+    if isinstance(payload, dict):
+        payload["response_cost"] = billed
+        if full_hit:
+            payload["cache_hit"] = True
+            if not payload.get("saved_cache_cost") and isinstance(listed, (int, float)):
+                payload["saved_cache_cost"] = float(listed)
+
+
 def client_error(exc: BaseException) -> Optional[BaseException]:
     """The CacheSaver request error behind ``exc`` (litellm wraps it), if any."""
     seen = set()
@@ -300,8 +330,24 @@ class ProxyHooks(CustomLogger):
     - the ``x-cachesaver-*`` response headers (:func:`response_headers`);
     - a request CacheSaver refuses (:class:`~cachesaver.errors.InvalidRequestError`, e.g. an
       empty namespace or over-long header) answers HTTP 400 with its message; litellm would
-      report it as a 500 connection error.
+      report it as a 500 connection error;
+    - the logged cost of streamed responses (:func:`correct_stream_cost`), which the proxy's
+      spend tracking reads.
     """
+
+    async def async_logging_hook(self, kwargs: dict, result: Any, call_type: str) -> tuple[dict, Any]:
+        try:
+            correct_stream_cost(kwargs)
+        except Exception as exc:  # a logging hook must never break logging
+            log.debug("could not correct the logged cost of a cachesaver stream: %r", exc)
+        return kwargs, result
+
+    def logging_hook(self, kwargs: dict, result: Any, call_type: str) -> tuple[dict, Any]:
+        try:
+            correct_stream_cost(kwargs)
+        except Exception as exc:
+            log.debug("could not correct the logged cost of a cachesaver stream: %r", exc)
+        return kwargs, result
 
     async def async_post_call_response_headers_hook(self, data: dict, user_api_key_dict: Any, response: Any,
                                                     request_headers: Optional[dict] = None,

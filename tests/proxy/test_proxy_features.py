@@ -29,20 +29,22 @@ def _stream_text(chunks) -> str:
 async def test_a_streamed_hit_replays_as_sse_chunks(client, aclient, proxy, upstream):
     prompt = unique_prompt("stream")
     messages = [{"role": "user", "content": prompt}]
+    tag = prompt[7:17]
+    S1, S2, S3, S4 = (f"{name}-{tag}" for name in ("S1", "S2", "S3", "S4"))
 
     # a miss, streamed (sync client): generated once, then replayed as chunks
     with client.chat.completions.with_streaming_response.create(
-            model=MODEL, messages=messages, temperature=0.7, stream=True, extra_body=_ns("S1")) as response:
+            model=MODEL, messages=messages, temperature=0.7, stream=True, extra_body=_ns(S1)) as response:
         assert response.headers["x-cachesaver-cache-hit"] == "false"
         text = _stream_text(list(response.parse()))
     assert text.startswith("The ") and "[sample " in text
 
     # the same sample, not streamed, in another namespace
-    plain = client.chat.completions.create(model=MODEL, messages=messages, temperature=0.7, extra_body=_ns("S2"))
+    plain = client.chat.completions.create(model=MODEL, messages=messages, temperature=0.7, extra_body=_ns(S2))
     assert plain.choices[0].message.content == text
 
     # a hit as raw SSE: data: lines, a finish_reason, [DONE]
-    body = {"model": MODEL, "messages": messages, "temperature": 0.7, "stream": True, **_ns("S3")}
+    body = {"model": MODEL, "messages": messages, "temperature": 0.7, "stream": True, **_ns(S3)}
     with httpx.stream("POST", f"{proxy.base_url}/v1/chat/completions", json=body, timeout=60,
                       headers={"Authorization": f"Bearer {MASTER_KEY}"}) as response:
         assert response.status_code == 200
@@ -57,7 +59,7 @@ async def test_a_streamed_hit_replays_as_sse_chunks(client, aclient, proxy, upst
 
     # async streaming client, another namespace: the same sample again
     stream = await aclient.chat.completions.create(model=MODEL, messages=messages, temperature=0.7, stream=True,
-                                                   extra_body=_ns("S4"))
+                                                   extra_body=_ns(S4))
     assert _stream_text([c async for c in stream]) == text
 
     sent = upstream_requests(upstream, prompt)
@@ -65,9 +67,16 @@ async def test_a_streamed_hit_replays_as_sse_chunks(client, aclient, proxy, upst
 
     # S1 asks again, streamed: a fresh sample
     again = client.chat.completions.create(model=MODEL, messages=messages, temperature=0.7, stream=True,
-                                           extra_body=_ns("S1"))
+                                           extra_body=_ns(S1))
     assert _stream_text(list(again)) not in ("", text)
     assert len(upstream_requests(upstream, prompt)) == 2
+
+    # the proxy's logged spend of the streams: zero for the streamed hits, the price otherwise
+    [first_miss, second_miss] = _records_for(proxy, S1, 2)
+    assert first_miss["response_cost"] > 0 and second_miss["response_cost"] > 0
+    for namespace in (S3, S4):
+        [row] = _records_for(proxy, namespace, 1)
+        assert row["cached"] == [True] and row["cache_hit"] is True and row["response_cost"] == 0.0, str(row)
 
 
 TOOLS = [{"type": "function", "function": {

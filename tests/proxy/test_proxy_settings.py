@@ -153,3 +153,24 @@ def test_a_store_that_cannot_be_opened_stops_the_handler_naming_the_variable(fre
     fresh_module.setenv("CACHESAVER_STORE", str(not_a_directory))
     with pytest.raises(ProxyConfigError, match="CACHESAVER_STORE.*is a file"):
         cs_proxy.handler
+
+
+def test_a_streamed_hit_is_logged_at_what_it_was_billed():
+    flags = {"cached": [True], "cost_billed": 0.0}
+    kwargs = {"stream": True, "cachesaver": flags, "response_cost": 8.1e-06, "cache_hit": False,
+              "standard_logging_object": {"response_cost": 8.1e-06, "cache_hit": False, "saved_cache_cost": 0.0}}
+    cs_proxy.correct_stream_cost(kwargs)
+    assert kwargs["response_cost"] == 0.0 and kwargs["cache_hit"] is True
+    assert kwargs["standard_logging_object"] == {"response_cost": 0.0, "cache_hit": True, "saved_cache_cost": 8.1e-06}
+    # a streamed partial hit: what this caller was billed for its new samples
+    partial = {"stream": True, "cachesaver": {"cached": [True, False], "cost_billed": 3e-06},
+               "standard_logging_object": {"response_cost": 9e-06, "cache_hit": False}}
+    cs_proxy.correct_stream_cost(partial)
+    assert partial["standard_logging_object"] == {"response_cost": 3e-06, "cache_hit": False}
+    # not a stream, or not a cachesaver call: untouched
+    plain = {"stream": False, "cachesaver": flags, "standard_logging_object": {"response_cost": 1.0}}
+    cs_proxy.correct_stream_cost(plain)
+    assert plain["standard_logging_object"] == {"response_cost": 1.0}
+    other = {"stream": True, "standard_logging_object": {"response_cost": 1.0}}
+    cs_proxy.correct_stream_cost(other)
+    assert other["standard_logging_object"] == {"response_cost": 1.0}
