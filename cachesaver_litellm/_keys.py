@@ -24,7 +24,6 @@ __all__ = [
     "split_params",
     "normalise_messages",
     "normalise_model",
-    "metadata_value",
     "NOT_KEYED_PARAMS",
 ]
 
@@ -131,14 +130,3 @@ def normalise_model(model: str) -> tuple[str, str]:
         head, _, tail = model.partition("/")
         return model, head if tail else ""
     return f"{provider}/{name}", provider
-
-
-def metadata_value(litellm_params: Mapping[str, Any] | None, name: str) -> Any:
-    """Read ``name`` from ``metadata`` or ``litellm_metadata`` (Router and proxy use either)."""
-    if not litellm_params:
-        return None
-    for field in ("metadata", "litellm_metadata"):
-        meta = litellm_params.get(field)
-        if isinstance(meta, Mapping) and meta.get(name) is not None:
-            return meta[name]
-    return None

@@ -30,6 +30,7 @@ from cachesaver.typedefs import Response
 
 from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
 from ._callback import never_store, record_call
+from ._http_identity import identity_from_headers
 from ._keys import normalise_messages, normalise_model, split_params
 from ._namespace_warning import warn_no_namespace_once
 from ._samples import build_response
@@ -113,10 +114,10 @@ class CacheSaverLLM(CustomLLM):
         request = self._request(call)
         return self._finish(request, self.hosted.request_sync(request), call)
 
-    async def astreaming(self, **call: Any) -> AsyncIterator[Any]:
+    def astreaming(self, **call: Any) -> AsyncIterator[Any]:
         request = self._request(call)
-        async for chunk in async_stream(self.hosted, request, lambda r: self._finish(request, r, call, True)):
-            yield chunk
+        return async_stream(self.hosted, request, lambda r: self._finish(request, r, call, True),
+                            on_miss=lambda: _flag_miss(request, call))
 
     def streaming(self, **call: Any) -> Iterator[Any]:
         request = self._request(call)
@@ -164,6 +165,15 @@ class CacheSaverLLM(CustomLLM):
         return response
 
 
+def _flag_miss(request: LiteLLMRequest, call: Mapping[str, Any]) -> None:
+    """Before a live stream's first chunk: what is known (not a full hit; flags per choice
+    follow when it ends), for whoever reads the call's logging details first (proxy headers)."""
+    details = getattr(call.get("logging_obj"), "model_call_details", None)
+    if isinstance(details, dict):
+        details["cachesaver"] = {"namespace": request.namespace, "request_id": request.request_id,
+                                 "model": request.model, "cached": [], "duplicated": [], "pending": True}
+
+
 def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, Any],
                   litellm_params: Mapping[str, Any], api_key: Any, api_base: Any, headers: Any, timeout: Any,
                   default_namespace: str, key_api_base: bool) -> LiteLLMRequest:
@@ -172,7 +182,9 @@ def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, An
         raise InvalidRequestTypeError("model must be 'cachesaver/<litellm model>', e.g. 'cachesaver/openai/gpt-4o-mini'")
     keyed_model, provider = normalise_model(model)
     n = check_n(optional_params.get("n"))
-    metadata = (litellm_params.get("metadata"), litellm_params.get("litellm_metadata"))
+    # Body metadata first (SDK, Router, proxy body), then the proxy's x-cachesaver-* headers.
+    metadata = (litellm_params.get("metadata"), litellm_params.get("litellm_metadata"),
+                identity_from_headers(litellm_params))
     if not any(isinstance(m, Mapping) and m.get(NAMESPACE_KEY) is not None for m in metadata):
         warn_no_namespace_once(model, default_namespace)  # once per process (see _namespace_warning)
     namespace, request_id = read_identity(*metadata, default_namespace=default_namespace)

@@ -32,14 +32,28 @@ def _leave(future: Any, sink: ChunkSink) -> None:
         sink.abandon()
 
 
-async def async_stream(hosted: HostedPipeline, request: LiteLLMRequest, finish: Finish) -> AsyncIterator[Any]:
+def async_stream(hosted: HostedPipeline, request: LiteLLMRequest, finish: Finish,
+                 on_miss: Callable[[], None]) -> AsyncIterator[Any]:
+    """The stream of one ``astreaming`` call. The store is checked *now*: a hit is finished
+    before the first chunk is asked for (the LiteLLM Proxy sends its response headers, which
+    say whether it was a hit, before it reads the stream), and ``on_miss()`` says at once that
+    it is not; a miss starts when read."""
+    begun = hosted.begin(request)
+    if begun.response is not None:
+        return _replay(stream_chunks(finish(begun.response)))
+    on_miss()
+    return _live(hosted, begun, request, finish)
+
+
+async def _replay(chunks: Iterator[Any]) -> AsyncIterator[Any]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def _live(hosted: HostedPipeline, begun: Any, request: LiteLLMRequest, finish: Finish) -> AsyncIterator[Any]:
     sink = AsyncChunkSink(hosted.host, asyncio.get_running_loop())
     request = dataclasses.replace(request, sink=sink)
-    future = hosted.submit(request)
-    if future.done():  # a hit, served on this thread
-        for chunk in stream_chunks(finish(future.result())):
-            yield chunk
-        return
+    future = begun.submit(request)
     future.add_done_callback(sink.finish)
     tail = _Tail()
     try:

@@ -31,7 +31,7 @@ from ..stores import Store
 from ..typedefs import Request, Response
 from .host import EngineHost, get_host
 
-__all__ = ["HostedPipeline", "PipelineSettings", "Group", "Member"]
+__all__ = ["HostedPipeline", "PipelineSettings", "Begun", "Group", "Member"]
 
 
 
@@ -71,6 +71,27 @@ class _Entry:
     response: Optional[Response] = None
     error: Optional[BaseException] = None
     remote: "Optional[concurrent.futures.Future[Response]]" = None
+
+
+class Begun:
+    """A request checked against the store (:meth:`HostedPipeline.begin`)."""
+
+    def __init__(self, hosted: "HostedPipeline", pipeline: OnlineAPI, response: Optional[Response],
+                 reservation: Optional[Reservation]) -> None:
+        self.response = response
+        self._hosted = hosted
+        self._pipeline = pipeline
+        self._reservation = reservation
+        if reservation is not None:  # never submitted (a stream nobody read): give the place back
+            weakref.finalize(self, reservation.release)
+
+    def submit(self, request: Request) -> "concurrent.futures.Future[Response]":
+        if self.response is not None:
+            done: concurrent.futures.Future[Response] = concurrent.futures.Future()
+            done.set_result(self.response)
+            return done
+        reservation, self._reservation = self._reservation, None
+        return self._hosted._start_on_host(self._pipeline, [(request, reservation)])[0]
 
 
 class Group:
@@ -225,6 +246,18 @@ class HostedPipeline:
             done.set_result(first)
             return done
         return self._start_on_host(pipeline, [(request, first)])[0]
+
+    def begin(self, request: Request) -> "Begun":
+        """Check ``request`` against the store now, start it later: a stream whose caller must
+        know at once whether it is a hit (to send headers), but can only attach its live-chunk
+        sink where it will be consumed. ``begun.response`` is set for a hit; otherwise
+        ``begun.submit(request)`` (the same request, a sink attached) starts it on the engine's
+        loop in the place the check took."""
+        pipeline = self._open_pipeline()
+        first = pipeline.try_now(request)
+        if isinstance(first, Response):
+            return Begun(self, pipeline, first, None)
+        return Begun(self, pipeline, None, first)
 
     def group(self, size: int) -> "Group":
         """``size`` requests issued together by a framework (a batch), from any threads or tasks:
