@@ -141,3 +141,24 @@ def redis_store_factory(request, tmp_path_factory):
         names = list(r.scan_iter(match=prefix + ":*", count=1000))
         for i in range(0, len(names), 500):
             r.unlink(*names[i:i + 500])
+
+
+@pytest.fixture
+def litellm_globals_restored():
+    """litellm's process-wide state as it was: no cachesaver provider, no ``litellm.cache``, no
+    callbacks a test added (litellm is imported here, so only tests that ask for it pay for it)."""
+    import litellm
+
+    import cachesaver_litellm
+
+    litellm.suppress_debug_info = True
+    callbacks = list(litellm.callbacks)
+    yield
+    cachesaver_litellm.unregister()
+    litellm.cache = None
+    litellm.callbacks = callbacks
+    for name in ("success_callback", "failure_callback", "_async_success_callback",
+                 "_async_failure_callback", "input_callback"):
+        lst = getattr(litellm, name)
+        lst[:] = [cb for cb in lst if not isinstance(cb, litellm.integrations.custom_logger.CustomLogger)
+                  or cb in callbacks]

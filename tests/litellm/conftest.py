@@ -16,19 +16,9 @@ from _litellm_helpers import MESSAGES, MODEL  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def clean_litellm():
+def clean_litellm(litellm_globals_restored):
     """Every test starts and ends without a provider, a litellm.cache or leftover callbacks."""
-    litellm.suppress_debug_info = True
-    callbacks = list(litellm.callbacks)
     yield
-    cachesaver_litellm.unregister()
-    litellm.cache = None
-    litellm.callbacks = callbacks
-    for name in ("success_callback", "failure_callback", "_async_success_callback",
-                 "_async_failure_callback", "input_callback"):
-        lst = getattr(litellm, name)
-        lst[:] = [cb for cb in lst if not isinstance(cb, litellm.integrations.custom_logger.CustomLogger)
-                  or cb in callbacks]
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from typing import AsyncIterator, Optional, Sequence
 
 from ..errors import BundleError, ReadOnlyStoreError
 from ..stores.base import LedgerEntry, Store
+from ..stores.memory import claim_in_memory
 from .format import BundleContents, decode_bundle
 
 __all__ = ["BundleStore", "read_bundle"]
@@ -69,14 +70,8 @@ class BundleStore(Store):
         return len(self.contents.samples.get(key, ()))
 
     async def claim(self, run_id: str, namespace: str, key: str, count: int, *, partial: bool) -> tuple[int, list[bytes]]:
-        slot = (run_id, namespace, key)
-        pos = self._ledger.get(slot, 0)
-        taken = self.contents.samples.get(key, [])[pos: pos + count]
-        if not partial and len(taken) < count:
-            return pos, []
-        if taken:
-            self._ledger[slot] = pos + len(taken)
-        return pos, taken
+        # A shared run's ledger is kept in memory: the bundle itself is never written.
+        return claim_in_memory(self.contents.samples, self._ledger, (run_id, namespace, key), count, partial)
 
     async def iter_keys(self) -> AsyncIterator[str]:
         for key in sorted(self.contents.samples):

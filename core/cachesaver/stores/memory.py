@@ -5,7 +5,7 @@ from typing import AsyncIterator, Optional, Sequence
 
 from .base import LedgerEntry, Store
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "claim_in_memory"]
 
 
 class MemoryStore(Store):
@@ -40,14 +40,7 @@ class MemoryStore(Store):
     async def claim(
         self, run_id: str, namespace: str, key: str, count: int, *, partial: bool
     ) -> tuple[int, list[bytes]]:
-        slot = (run_id, namespace, key)
-        pos = self._ledger.get(slot, 0)
-        taken = self._samples.get(key, [])[pos : pos + count]
-        if not partial and len(taken) < count:
-            return pos, []
-        if taken:
-            self._ledger[slot] = pos + len(taken)
-        return pos, taken
+        return claim_in_memory(self._samples, self._ledger, (run_id, namespace, key), count, partial)
 
     async def iter_keys(self) -> AsyncIterator[str]:
         for key in list(self._samples):
@@ -71,3 +64,15 @@ class MemoryStore(Store):
         self._samples.clear()
         self._meta.clear()
         self._ledger.clear()
+
+
+def claim_in_memory(samples: "dict[str, list[bytes]]", ledger: "dict[tuple[str, str, str], int]",
+                    slot: "tuple[str, str, str]", count: int, partial: bool) -> tuple[int, list[bytes]]:
+    """``Store.claim`` over in-process dicts (atomic because nothing here suspends)."""
+    pos = ledger.get(slot, 0)
+    taken = samples.get(slot[2], [])[pos : pos + count]
+    if not partial and len(taken) < count:
+        return pos, []
+    if taken:
+        ledger[slot] = pos + len(taken)
+    return pos, taken
