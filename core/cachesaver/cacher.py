@@ -15,6 +15,7 @@ import dataclasses
 import logging
 from typing import Awaitable, Callable, Optional
 
+from .appends import Appends
 from .codec import decode_sample, encode_sample
 from .deduplicator import Demand
 from .errors import CacheSaverError, CorruptSampleError, ModelOutputError
@@ -49,6 +50,7 @@ class Cacher:
     def __init__(self, store: Store, ledger: Ledger, generate: Generate, stats: Stats,
                  model_name: str = "model") -> None:
         self.store = store
+        self._appends = Appends(store)
         self.ledger = ledger
         self._generate = generate
         self.stats = stats
@@ -158,16 +160,14 @@ class Cacher:
     async def _fill(self, key: str, pending: list[Demand], calls: list[_Call]) -> bool:
         """Generate until the list holds what ``pending`` needs; False if a model call failed.
 
-        Stores shared by several processes (Redis) offer a generation lease: the holder
-        generates, the others wait and then usually find the samples already there.
+        Stores shared by several processes (disk, Redis) make the generation lease exclusive
+        across them: the holder generates, the others wait and then usually find the samples
+        already there (a no-op for single-process stores).
         """
         missing = await self._missing(key, pending)
         if missing <= 0:
             return True
-        lease = getattr(self.store, "generation_lease", None)
-        if lease is None:
-            return await self._generate_missing(key, pending, missing, calls)
-        async with lease(key):
+        async with self.store.generation_lease(key):
             return await self._generate_missing(key, pending, await self._missing(key, pending), calls)
 
     async def _generate_missing(self, key: str, pending: list[Demand], missing: int, calls: list[_Call]) -> bool:
@@ -239,7 +239,7 @@ class Cacher:
             )
             for i, sample in enumerate(samples)
         ]
-        start = await self.store.append(key, encoded, meta)
+        start = await self._appends.append(key, encoded, meta)
         self._unbilled.setdefault(key, set()).update(range(start, start + k))
         self.stats.samples_returned += k
         return _Call(start, start + k)

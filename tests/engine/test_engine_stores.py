@@ -11,6 +11,8 @@ from cachesaver.codec import decode_sample, encode_sample
 from cachesaver.errors import CorruptSampleError, NotSerializableError
 from cachesaver.stores import DiskStore, MemoryStore, open_store
 
+from _disk_rows import all_values, set_sample
+
 K = "k" * 64
 K2 = "j" * 64
 
@@ -94,14 +96,20 @@ async def test_planted_pickle_is_never_unpickled(tmp_path):
     store = DiskStore(directory)
     await store.append(K, [rec(0)])
     store.close()
-    # An attacker writes a pickle payload over sample 0 with plain diskcache (pickle mode).
+    # An attacker writes a pickle payload over sample 0 (straight into the SQLite file), and
+    # pickles into diskcache's own table of the same file (entries the store never reads).
+    set_sample(directory, K, 0, pickle.dumps(Exploit(str(canary))))
     with diskcache.Cache(directory) as foreign:
         foreign.set(f"cs1:s:{K}:0", Exploit(str(canary)))
         foreign.set(Exploit(str(canary)), "pickled key")  # a pickled *key* too
     store = DiskStore(directory)
-    with pytest.raises(CorruptSampleError, match="refusing to unpickle"):
-        await store.read(K, 0, 1)
-    assert await collect(store.iter_keys()) == [K]  # iteration skips the foreign key unharmed
+    raw = await store.read(K, 0, 1)
+    with pytest.raises(CorruptSampleError, match=f"sample 0 of key {K}"):
+        decode_sample(raw[0], key=K, index=0)  # bytes are only ever parsed as JSON
+    set_sample(directory, K, 0, 12345)  # not even bytes
+    with pytest.raises(CorruptSampleError, match="is a int, not JSON bytes"):
+        decode_sample((await store.read(K, 0, 1))[0], key=K, index=0)
+    assert await collect(store.iter_keys()) == [K]  # the foreign entries are not ours: unseen
     assert not canary.exists()
     store.close()
 
@@ -114,14 +122,25 @@ async def test_disk_store_refuses_non_json_types(tmp_path):
     store.close()
 
 
-async def test_user_diskcache_is_opened_without_eviction(tmp_path):
-    user_cache = diskcache.Cache(str(tmp_path / "seed"), size_limit=1)  # culls aggressively
+async def test_user_diskcache_eviction_never_touches_samples(tmp_path):
+    """The seed passes its own diskcache.Cache; its size limit and eviction policy apply to the
+    user's own entries only: samples live in tables diskcache never culls (issue 12, item 2)."""
+    user_cache = diskcache.Cache(str(tmp_path / "seed"), size_limit=10_000)  # culls hard
     store = open_store(user_cache)
     assert isinstance(store, DiskStore) and store.directory == user_cache.directory
     for i in range(50):
         await store.append(K, [rec(i) + b" " * 1000])
+    for i in range(200):  # the user fills their Cache far past its limit: it evicts
+        user_cache.set(f"user-{i}", b"x" * 2000)
+    assert len(user_cache) < 200  # eviction did run
     assert await store.length(K) == 50
-    assert len(await store.read(K, 0, 50)) == 50  # nothing evicted
+    assert len(await store.read(K, 0, 50)) == 50  # nothing of ours evicted
+    user_cache.clear()  # even the user's clear() leaves the samples alone
+    assert len(await store.read(K, 0, 50)) == 50
+    # and opening the store changed none of the user's settings
+    assert user_cache.eviction_policy == "least-recently-stored"
+    with diskcache.Cache(user_cache.directory) as again:
+        assert again.size_limit == 10_000 and again.eviction_policy == "least-recently-stored"
     store.close()
     user_cache.close()
 
@@ -153,17 +172,15 @@ def test_codec_rejects_non_json_and_flags_garbage():
 
 
 def test_store_directory_holds_no_pickles(tmp_path):
-    """Everything the disk store writes is stored raw (mode 1/2), never pickled (mode 4)."""
+    """Everything the disk store writes is bytes it encoded or a plain int, never a pickle."""
     import asyncio
-    import sqlite3
 
     directory = str(tmp_path / "c")
     store = DiskStore(directory)
     asyncio.run(store.append(K, [rec(0), encode_sample("x" * 100_000)], meta=b"{}"))
     asyncio.run(store.claim("r", "A", K, 1, partial=False))
     store.close()
-    con = sqlite3.connect(os.path.join(directory, "cache.db"))
-    modes = {row[0] for row in con.execute("SELECT mode FROM Cache")}
-    raws = {row[0] for row in con.execute("SELECT raw FROM Cache")}
-    con.close()
-    assert modes <= {1, 2} and raws == {1}
+    values = all_values(directory)
+    assert len(values) == 5  # two samples, count and meta, one ledger position
+    for value in values:
+        assert type(value) is int or (type(value) is bytes and not value.startswith(b"\x80"))

@@ -1,0 +1,145 @@
+"""The generation lease of a directory store: one byte-range lock per key, across processes.
+
+Why: processes that share a directory and miss the same key at the same time would each pay
+for the missing samples (over-generation, G2), and the flags would lie (G8: a process would
+report as cached the samples another one paid for, while its own stay unclaimed). Whoever
+holds a key's lease generates; the others wait, then re-read the list and find the samples.
+
+How: the lease of a key is an exclusive POSIX record lock on one byte of a lock file, at an
+offset hashed from the key; the keys are spread over ``STRIPES`` files in ``cachesaver.locks/``
+(the kernel scans a file's held locks on every request, so one file holding the leases of
+thousands of keys generating at once would make each acquisition cost ~100 us). The kernel releases a process's
+record locks when it dies, whatever the cause (``kill -9`` included), so a crashed holder can
+never wedge the others and nothing needs to expire. A live holder that is stuck (a model call
+that never returns) makes waiters give up after ``max_wait`` seconds; they then generate
+anyway: the lease only prevents paying twice, correctness (G1, G6) never depends on it.
+
+Record locks belong to a process, so inside one process a set of held keys makes tasks and
+threads wait for each other too; one descriptor per lock file is kept open for the life of the
+process (closing any descriptor of a file drops all of the process's locks on it). Acquiring
+and releasing a free lease is two system calls, no SQL. Waiting polls (1 ms doubling to 50 ms),
+never blocking the event loop. Local file systems only (record locks on network file systems
+are unreliable, and SQLite is not safe there either).
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import logging
+import os
+import threading
+from typing import Any, Optional
+
+__all__ = ["DiskLease", "LOCK_DIR", "STRIPES"]
+
+log = logging.getLogger("cachesaver.stores.disk")
+
+LOCK_DIR = "cachesaver.locks"
+STRIPES = 64
+
+_mutex = threading.Lock()
+_fds: dict[str, int] = {}                 # lock file -> descriptor, for this process
+_held: set[tuple[int, int]] = set()       # (descriptor, offset) held by a task of this process
+_owner_pid = os.getpid()
+
+
+def _slot(key: str) -> tuple[int, int]:
+    """(stripe, byte offset) of ``key``'s lease."""
+    h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=7).digest(), "big")
+    return h % STRIPES, h
+
+
+class DiskLease:
+    """Per-key generation leases for the processes that share ``directory``."""
+
+    def __init__(self, directory: str, *, max_wait: float) -> None:
+        self.path = os.path.join(directory, LOCK_DIR)
+        self.max_wait = max_wait
+
+    def hold(self, key: str) -> "_Hold":
+        """``async with lease.hold(key): ...`` holds ``key``'s lease while the body runs."""
+        return _Hold(self, key)
+
+    # -- the locks ---------------------------------------------------------------------------
+    def _fd(self, stripe: int) -> Optional[int]:
+        global _owner_pid
+        path = os.path.join(self.path, str(stripe))
+        with _mutex:
+            if os.getpid() != _owner_pid:  # a forked child inherits no record lock
+                _held.clear()
+                _owner_pid = os.getpid()
+            fd = _fds.get(path)
+            if fd is None:
+                try:
+                    os.makedirs(self.path, exist_ok=True)
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                except OSError as exc:
+                    log.warning("no generation lease in %s (%s): processes sharing it may pay "
+                                "twice for samples missed at the same moment", self.path, exc)
+                    return None
+                _fds[path] = fd
+            return fd
+
+    def _try(self, fd: int, offset: int) -> bool:
+        with _mutex:
+            if (fd, offset) in _held:
+                return False
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+            except OSError:  # EAGAIN / EACCES: another process holds it
+                return False
+            _held.add((fd, offset))
+            return True
+
+    def _release(self, fd: int, offset: int) -> None:
+        with _mutex:
+            _held.discard((fd, offset))
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+            except OSError as exc:  # pragma: no cover - unlocking a lock we hold does not fail
+                log.warning("could not release a generation lease in %s: %s", self.path, exc)
+
+
+class _Hold:
+    """The async context manager of one acquisition (a class: cheaper than a generator)."""
+
+    __slots__ = ("lease", "key", "fd", "offset", "acquired", "waited")
+
+    def __init__(self, lease: DiskLease, key: str) -> None:
+        self.lease = lease
+        self.key = key
+        self.fd: Optional[int] = None
+        self.offset = 0
+        self.acquired = False
+        self.waited = 0.0
+
+    async def __aenter__(self) -> "_Hold":
+        lease = self.lease
+        stripe, self.offset = _slot(self.key)
+        fd = self.fd = lease._fd(stripe)
+        if fd is None:
+            return self
+        if lease._try(fd, self.offset):
+            self.acquired = True
+            return self
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delay = 0.001
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            if lease._try(fd, self.offset):
+                self.acquired = True
+                break
+            if loop.time() - started >= lease.max_wait:
+                log.warning("gave up waiting %.0fs for the generation lease of key %s in %s; "
+                            "generating without it", lease.max_wait, self.key, lease.path)
+                break
+        self.waited = loop.time() - started
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self.acquired and self.fd is not None:
+            self.acquired = False
+            self.lease._release(self.fd, self.offset)
