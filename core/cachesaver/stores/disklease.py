@@ -15,8 +15,7 @@ that never returns) makes waiters give up after ``max_wait`` seconds; they then 
 anyway: the lease only prevents paying twice, correctness (G1, G6) never depends on it.
 
 Record locks belong to a process, so inside one process a set of held keys makes tasks and
-threads wait for each other too; one descriptor per lock file is kept open for the life of the
-process (closing any descriptor of a file drops all of the process's locks on it). Acquiring
+threads wait for each other too. Acquiring
 and releasing a free lease is two system calls, no SQL. Waiting polls (1 ms doubling to 50 ms),
 never blocking the event loop. Local file systems only (record locks on network file systems
 are unreliable, and SQLite is not safe there either).
@@ -24,6 +23,7 @@ are unreliable, and SQLite is not safe there either).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -39,8 +39,8 @@ LOCK_DIR = "cachesaver.locks"
 STRIPES = 64
 
 _mutex = threading.Lock()
-_fds: dict[str, int] = {}                 # lock file -> descriptor, for this process
-_held: set[tuple[int, int]] = set()       # (descriptor, offset) held by a task of this process
+_files: dict[str, list[int]] = {}         # lock file -> [descriptor, users], for this process
+_held: set[tuple[str, int]] = set()       # (lock file, offset) held by a task of this process
 _owner_pid = os.getpid()
 
 
@@ -61,16 +61,23 @@ class DiskLease:
         """``async with lease.hold(key): ...`` holds ``key``'s lease while the body runs."""
         return _Hold(self, key)
 
-    # -- the locks ---------------------------------------------------------------------------
-    def _fd(self, stripe: int) -> Optional[int]:
+    # -- the lock files ----------------------------------------------------------------------
+    # A descriptor is open while some task of this process waits for or holds a lease in its
+    # file, and closed when the last one is done (never while a lock on it is held: closing
+    # would drop the lock), so a process that touches many directories keeps no descriptors.
+    def _open(self, stripe: int) -> Optional[str]:
         global _owner_pid
         path = os.path.join(self.path, str(stripe))
         with _mutex:
             if os.getpid() != _owner_pid:  # a forked child inherits no record lock
+                for fd, _ in _files.values():
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                _files.clear()
                 _held.clear()
                 _owner_pid = os.getpid()
-            fd = _fds.get(path)
-            if fd is None:
+            entry = _files.get(path)
+            if entry is None:
                 try:
                     os.makedirs(self.path, exist_ok=True)
                     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -78,38 +85,53 @@ class DiskLease:
                     log.warning("no generation lease in %s (%s): processes sharing it may pay "
                                 "twice for samples missed at the same moment", self.path, exc)
                     return None
-                _fds[path] = fd
-            return fd
+                entry = _files[path] = [fd, 0]
+            entry[1] += 1
+            return path
 
-    def _try(self, fd: int, offset: int) -> bool:
+    @staticmethod
+    def _done(path: str) -> None:
         with _mutex:
-            if (fd, offset) in _held:
+            entry = _files.get(path)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del _files[path]
+                with contextlib.suppress(OSError):
+                    os.close(entry[0])
+
+    @staticmethod
+    def _try(path: str, offset: int) -> bool:
+        with _mutex:
+            if (path, offset) in _held:
                 return False
             try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+                fcntl.lockf(_files[path][0], fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
             except OSError:  # EAGAIN / EACCES: another process holds it
                 return False
-            _held.add((fd, offset))
+            _held.add((path, offset))
             return True
 
-    def _release(self, fd: int, offset: int) -> None:
+    @staticmethod
+    def _release(path: str, offset: int) -> None:
         with _mutex:
-            _held.discard((fd, offset))
+            _held.discard((path, offset))
             try:
-                fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
-            except OSError as exc:  # pragma: no cover - unlocking a lock we hold does not fail
-                log.warning("could not release a generation lease in %s: %s", self.path, exc)
+                fcntl.lockf(_files[path][0], fcntl.LOCK_UN, 1, offset)
+            except (OSError, KeyError) as exc:  # pragma: no cover - we hold it: cannot fail
+                log.warning("could not release a generation lease in %s: %s", path, exc)
 
 
 class _Hold:
     """The async context manager of one acquisition (a class: cheaper than a generator)."""
 
-    __slots__ = ("lease", "key", "fd", "offset", "acquired", "waited")
+    __slots__ = ("lease", "key", "path", "offset", "acquired", "waited")
 
     def __init__(self, lease: DiskLease, key: str) -> None:
         self.lease = lease
         self.key = key
-        self.fd: Optional[int] = None
+        self.path: Optional[str] = None
         self.offset = 0
         self.acquired = False
         self.waited = 0.0
@@ -117,29 +139,38 @@ class _Hold:
     async def __aenter__(self) -> "_Hold":
         lease = self.lease
         stripe, self.offset = _slot(self.key)
-        fd = self.fd = lease._fd(stripe)
-        if fd is None:
+        path = self.path = lease._open(stripe)
+        if path is None:
             return self
-        if lease._try(fd, self.offset):
+        if lease._try(path, self.offset):
             self.acquired = True
             return self
         loop = asyncio.get_running_loop()
         started = loop.time()
         delay = 0.001
-        while True:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-            if lease._try(fd, self.offset):
-                self.acquired = True
-                break
-            if loop.time() - started >= lease.max_wait:
-                log.warning("gave up waiting %.0fs for the generation lease of key %s in %s; "
-                            "generating without it", lease.max_wait, self.key, lease.path)
-                break
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                if lease._try(path, self.offset):
+                    self.acquired = True
+                    break
+                if loop.time() - started >= lease.max_wait:
+                    log.warning("gave up waiting %.0fs for the generation lease of key %s in %s; "
+                                "generating without it", lease.max_wait, self.key, lease.path)
+                    break
+        except BaseException:
+            lease._done(path)
+            self.path = None
+            raise
         self.waited = loop.time() - started
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        if self.acquired and self.fd is not None:
+        path, self.path = self.path, None
+        if path is None:
+            return
+        if self.acquired:
             self.acquired = False
-            self.lease._release(self.fd, self.offset)
+            self.lease._release(path, self.offset)
+        self.lease._done(path)
