@@ -184,3 +184,36 @@ def test_store_directory_holds_no_pickles(tmp_path):
     assert len(values) == 5  # two samples, count and meta, one ledger position
     for value in values:
         assert type(value) is int or (type(value) is bytes and not value.startswith(b"\x80"))
+
+
+def test_redis_store_is_importable_from_stores_lazily():
+    """`from cachesaver.stores import RedisStore` works (the module documents it), and
+    `import cachesaver` / `import cachesaver.stores` still never import redis."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cachesaver, cachesaver.stores, cachesaver.pipelines; "
+            "before = 'redis' in sys.modules; "
+            "from cachesaver.stores import RedisStore; "
+            "from cachesaver.stores.redis import RedisStore as direct; "
+            "print(before, RedisStore is direct, 'RedisStore' in cachesaver.stores.__all__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "True"]
+
+
+def test_request_subclass_may_add_fields_without_defaults():
+    """The seed's `class Request(Request): temperature: float` (issue 12, item 8)."""
+    import dataclasses
+
+    from cachesaver.keys import request_key
+    from cachesaver.typedefs import Request
+
+    @dataclasses.dataclass(frozen=True)
+    class Hot(Request):
+        temperature: float
+
+    a = Hot("p", 0.5, n=2, namespace="A")
+    assert (a.prompt, a.temperature, a.n, a.namespace, a.request_id) == ("p", 0.5, 2, "A", "")
+    assert request_key(a) != request_key(Hot("p", 0.9)) and request_key(a) == request_key(Hot("p", 0.5, n=7))
+    with pytest.raises(TypeError):
+        Hot("p")  # temperature is required
