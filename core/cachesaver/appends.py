@@ -37,9 +37,9 @@ class Appends:
             task = asyncio.ensure_future(self._write())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        # Shielded: the group is written whatever happens to this caller, and its samples are
-        # then stored (paid for, and available to the next request).
-        return await asyncio.shield(future)
+        # A caller cancelled while waiting cancels only its future: the group is still written
+        # (its samples were paid for, and the next request can use them).
+        return await future
 
     async def _write(self) -> None:
         group, self._group = self._group, []

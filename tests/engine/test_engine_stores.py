@@ -217,3 +217,33 @@ def test_request_subclass_may_add_fields_without_defaults():
     assert request_key(a) != request_key(Hot("p", 0.9)) and request_key(a) == request_key(Hot("p", 0.5, n=7))
     with pytest.raises(TypeError):
         Hot("p")  # temperature is required
+
+
+def test_disk_store_in_a_forked_child_and_from_other_threads(tmp_path):
+    """A forked child opens its own SQLite connection (never the parent's); read_now serves
+    synchronous reads from any thread."""
+    import asyncio
+    import threading
+
+    store = DiskStore(str(tmp_path / "c"))
+    asyncio.run(store.append(K, [rec(0)]))
+    assert store.read_now(K, 0, 1) == [rec(0)]
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(store.read_now(K, 0, 5)))
+    thread.start()
+    thread.join()
+    assert seen == [[rec(0)]]
+    pid = os.fork()
+    if pid == 0:  # the child: read and write through the inherited store object
+        try:
+            ok = asyncio.run(store.read(K, 0, 1)) == [rec(0)] and asyncio.run(store.append(K, [rec(1)])) == 1
+            store.close()
+            os._exit(0 if ok else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.read_now(K, 0, 5) == [rec(0), rec(1)]  # the parent's connection still works
+    asyncio.run(store.append(K, [rec(2)]))
+    assert asyncio.run(store.length(K)) == 3
+    store.close()

@@ -64,6 +64,16 @@ CREATE TABLE IF NOT EXISTS cachesaver_ledger (
 """
 _TABLES = ("cachesaver_keys", "cachesaver_samples", "cachesaver_ledger")
 
+#: Reserve ``k`` indexes of a key in one statement: insert its row (with its meta, stored once),
+#: or add ``k`` to a count that is a valid count (no row comes back for a garbage count).
+_RESERVE = (
+    "INSERT INTO cachesaver_keys (key, count, meta) VALUES (?1, ?2, ?3) "
+    "ON CONFLICT (key) DO UPDATE SET count = cachesaver_keys.count + excluded.count "
+    "WHERE typeof(cachesaver_keys.count) = 'integer' AND cachesaver_keys.count >= 0 "
+    "RETURNING count"
+)
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
 
 def _count(value: Any, what: str, key: str) -> int:
     """A stored counter, checked: garbage there must name the key, not raise a bare TypeError."""
@@ -116,7 +126,7 @@ class DiskStore(Store):
             read_only = _not_writable(directory, self.path)
         self.read_only = bool(read_only)
         self._local = _Conn()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: list[tuple[int, sqlite3.Connection]] = []  # (opening pid, connection)
         self._conns_lock = threading.Lock()
         #: Why writing is impossible (a StoreError), once known: misses then fail at once.
         self._write_error: Optional[StoreError] = None
@@ -163,7 +173,7 @@ class DiskStore(Store):
             local.ready = _has_tables(con)
         local.con, local.pid = con, os.getpid()
         with self._conns_lock:
-            self._conns.append(con)
+            self._conns.append((os.getpid(), con))
         if create and not local.ready:
             self._create_tables(con)
         return con
@@ -247,25 +257,48 @@ class DiskStore(Store):
         con = self._reader()
         if con is None:
             return []
-        with self._guard(f"reading samples of key {key} from"):
+        try:  # (inline rather than self._guard: this is the hit path)
             return self._read_sync(con, key, start, count)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, f"reading samples of key {key} from", self.path, self.timeout) from exc
 
     @staticmethod
     def _append_in(con: sqlite3.Connection, key: str, samples: Sequence[bytes], meta: Optional[bytes]) -> int:
-        row = con.execute("SELECT count FROM cachesaver_keys WHERE key = ?", (key,)).fetchone()
-        start = 0 if row is None else _count(row[0], "sample count", key)
-        values = []
-        for offset, raw in enumerate(samples):
+        k = len(samples)
+        for raw in samples:
             if type(raw) not in (bytes, bytearray, memoryview):
                 raise TypeError(f"store value for key {key} must be bytes, not {type(raw).__name__}")
-            values.append((key, start + offset, bytes(raw)))
-        con.executemany("INSERT INTO cachesaver_samples (key, idx, value) VALUES (?, ?, ?)", values)
-        if row is None:
-            con.execute("INSERT INTO cachesaver_keys (key, count, meta) VALUES (?, ?, ?)",
-                        (key, len(values), None if meta is None else bytes(meta)))
+        if _RETURNING:  # one statement reserves the indexes and creates the key row if needed
+            row = con.execute(_RESERVE, (key, k, None if meta is None else bytes(meta))).fetchone()
+            if row is None:  # the stored count is not a count: say so, naming the key
+                bad = con.execute("SELECT count FROM cachesaver_keys WHERE key = ?", (key,)).fetchone()
+                _count(bad[0] if bad else None, "sample count", key)
+            start = row[0] - k
+        else:  # pragma: no cover - SQLite < 3.35 (no RETURNING)
+            row = con.execute("SELECT count FROM cachesaver_keys WHERE key = ?", (key,)).fetchone()
+            start = 0 if row is None else _count(row[0], "sample count", key)
+            if row is None:
+                con.execute("INSERT INTO cachesaver_keys (key, count, meta) VALUES (?, ?, ?)",
+                            (key, k, None if meta is None else bytes(meta)))
+            else:
+                con.execute("UPDATE cachesaver_keys SET count = ? WHERE key = ?", (start + k, key))
+        if k == 1:
+            con.execute("INSERT INTO cachesaver_samples (key, idx, value) VALUES (?, ?, ?)",
+                        (key, start, bytes(samples[0])))
         else:
-            con.execute("UPDATE cachesaver_keys SET count = ? WHERE key = ?", (start + len(values), key))
+            con.executemany("INSERT INTO cachesaver_samples (key, idx, value) VALUES (?, ?, ?)",
+                            [(key, start + i, bytes(raw)) for i, raw in enumerate(samples)])
         return start
+
+    def read_now(self, key: str, start: int, count: int) -> list[bytes]:
+        """``read`` without an event loop, from any thread (each thread has its own connection)."""
+        con = self._reader()
+        if con is None:
+            return []
+        try:
+            return self._read_sync(con, key, start, count)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, f"reading samples of key {key} from", self.path, self.timeout) from exc
 
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
         with self._transaction(f"appending samples of key {key} to") as con:
@@ -280,8 +313,10 @@ class DiskStore(Store):
         con = self._reader()
         if con is None:
             return 0
-        with self._guard(f"reading the sample count of key {key} from"):
+        try:
             row = con.execute("SELECT count FROM cachesaver_keys WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise _store_error(exc, f"reading the sample count of key {key} from", self.path, self.timeout) from exc
         return 0 if row is None else _count(row[0], "sample count", key)
 
     # -- generation lease --------------------------------------------------------------------
@@ -361,13 +396,24 @@ class DiskStore(Store):
             for table in _TABLES:
                 con.execute(f"DELETE FROM {table}")
 
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's connections without closing them (closing a
+        SQLite connection inherited across fork can disturb the parent's locks and WAL); the
+        child opens its own on first use."""
+        with self._conns_lock:
+            self._conns = []
+        self._local = _Conn()
+
     def close(self) -> None:
+        pid = os.getpid()
         with self._conns_lock:
             conns, self._conns = self._conns, []
-        for con in conns:
-            with contextlib.suppress(sqlite3.Error):
-                con.close()
+        for owner, con in conns:
+            if owner == pid:  # never close a connection inherited from a parent process
+                with contextlib.suppress(sqlite3.Error):
+                    con.close()
         self._local = _Conn()
+        self._lease.close()
 
     async def aclose(self) -> None:
         self.close()

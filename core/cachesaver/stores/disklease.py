@@ -36,7 +36,7 @@ __all__ = ["DiskLease", "LOCK_DIR", "STRIPES"]
 log = logging.getLogger("cachesaver.stores.disk")
 
 LOCK_DIR = "cachesaver.locks"
-STRIPES = 64
+STRIPES = 128
 
 _mutex = threading.Lock()
 _files: dict[str, list[int]] = {}         # lock file -> [descriptor, users], for this process
@@ -56,37 +56,55 @@ class DiskLease:
     def __init__(self, directory: str, *, max_wait: float) -> None:
         self.path = os.path.join(directory, LOCK_DIR)
         self.max_wait = max_wait
+        self._paths = [os.path.join(self.path, str(i)) for i in range(STRIPES)]
+        #: Lock files this lease keeps open, and the process that opened them.
+        self._kept: dict[str, int] = {}
 
     def hold(self, key: str) -> "_Hold":
         """``async with lease.hold(key): ...`` holds ``key``'s lease while the body runs."""
         return _Hold(self, key)
 
+    def close(self) -> None:
+        """Let go of the lock files this lease kept open (the store is closing)."""
+        kept, self._kept = self._kept, {}
+        for path, pid in kept.items():
+            if pid == os.getpid():
+                self._done(path)
+
     # -- the lock files ----------------------------------------------------------------------
-    # A descriptor is open while some task of this process waits for or holds a lease in its
-    # file, and closed when the last one is done (never while a lock on it is held: closing
-    # would drop the lock), so a process that touches many directories keeps no descriptors.
+    # A descriptor counts its users: each lease (store) that used the file, until it closes,
+    # and each acquisition in progress. It is closed when the count drops to zero, never while
+    # a lock on it is held (closing would drop the lock), so a process that is done with a
+    # directory keeps no descriptor of it.
     def _open(self, stripe: int) -> Optional[str]:
         global _owner_pid
-        path = os.path.join(self.path, str(stripe))
+        path = self._paths[stripe]
+        pid = os.getpid()
         with _mutex:
-            if os.getpid() != _owner_pid:  # a forked child inherits no record lock
+            if pid != _owner_pid:  # a forked child inherits no record lock
                 for fd, _ in _files.values():
                     with contextlib.suppress(OSError):
                         os.close(fd)
                 _files.clear()
                 _held.clear()
-                _owner_pid = os.getpid()
+                _owner_pid = pid
             entry = _files.get(path)
             if entry is None:
                 try:
-                    os.makedirs(self.path, exist_ok=True)
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    try:
+                        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    except FileNotFoundError:
+                        os.makedirs(self.path, exist_ok=True)
+                        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
                 except OSError as exc:
                     log.warning("no generation lease in %s (%s): processes sharing it may pay "
                                 "twice for samples missed at the same moment", self.path, exc)
                     return None
                 entry = _files[path] = [fd, 0]
-            entry[1] += 1
+            entry[1] += 1  # this acquisition
+            if self._kept.get(path) != pid:
+                self._kept[path] = pid
+                entry[1] += 1  # this lease keeps it open until it closes
             return path
 
     @staticmethod
