@@ -247,3 +247,25 @@ def test_disk_store_in_a_forked_child_and_from_other_threads(tmp_path):
     asyncio.run(store.append(K, [rec(2)]))
     assert asyncio.run(store.length(K)) == 3
     store.close()
+
+
+def test_a_cache_in_the_earlier_diskcache_layout_is_named_not_silently_empty(tmp_path, caplog):
+    """Samples written by the earlier layout (diskcache entries 'cs1:...') are not read: opening
+    such a directory says so, and how to move them, instead of silently paying for them again."""
+    import logging
+
+    directory = str(tmp_path / "old")
+    with diskcache.Cache(directory) as old:
+        old.set(f"cs1:n:{K}", 1)
+        old.set(f"cs1:s:{K}:0", rec(0))
+    with caplog.at_level(logging.WARNING, logger="cachesaver.stores.disk"):
+        store = DiskStore(directory)
+    assert "earlier development version" in caplog.text and "cachesaver export" in caplog.text
+    store.close()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cachesaver.stores.disk"):
+        DiskStore(str(tmp_path / "fresh")).close()
+        with diskcache.Cache(str(tmp_path / "user")) as user:
+            user.set("their own", b"x")
+        DiskStore(str(tmp_path / "user")).close()
+    assert caplog.text == ""

@@ -40,7 +40,6 @@ import sqlite3
 import threading
 from typing import Any, AsyncIterator, Iterator, Optional, Sequence
 
-import orjson
 
 from ..errors import CorruptSampleError, StoreError
 from .base import LedgerEntry, Store
@@ -205,9 +204,17 @@ class DiskStore(Store):
     def _check_readable(self) -> None:
         """Open at once (no write) so a garbage or truncated file fails here, with its path."""
         con = self._connect(create=False)
-        if con is not None and self._local.ready:
-            with self._guard("reading"):
+        if con is None:
+            return
+        with self._guard("reading"):
+            if self._local.ready:
                 con.execute("SELECT count(*) FROM cachesaver_keys WHERE key = ''").fetchone()
+            elif _has_legacy_rows(con):
+                log.warning(
+                    "%s holds samples in the layout of an earlier development version "
+                    "(diskcache entries named 'cs1:...'), which this version does not read: "
+                    "export them with that version (`cachesaver export`), then `cachesaver "
+                    "import` the file here", self.path)
 
     @contextlib.contextmanager
     def _guard(self, what: str, *, write: bool = False) -> Iterator[None]:
@@ -431,6 +438,12 @@ def _directory_of(cache: Any) -> str:
     if diskcache is not None and isinstance(cache, diskcache.Cache) and isinstance(directory, str):
         return directory
     raise TypeError(f"cache must be a directory path or a diskcache.Cache, not {type(cache).__name__}")
+
+
+def _has_legacy_rows(con: sqlite3.Connection) -> bool:
+    if con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'Cache'").fetchone() is None:
+        return False
+    return con.execute("SELECT 1 FROM Cache WHERE key >= 'cs1:' AND key < 'cs1;' LIMIT 1").fetchone() is not None
 
 
 def _has_tables(con: sqlite3.Connection) -> bool:
