@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Optional, Sequence
 
+from .errors import CorruptSampleError
 from .stores.base import Store
 
 __all__ = ["Appends"]
@@ -47,7 +48,13 @@ class Appends:
             if len(group) == 1:
                 starts = [await self.store.append(*group[0][0])]
             else:
-                starts = await self.store.append_many([item for item, _ in group])
+                try:
+                    starts = await self.store.append_many([item for item, _ in group])
+                except (CorruptSampleError, TypeError):
+                    # One key's own rows (or values) are bad: the group's transaction stored
+                    # nothing; append each on its own so only that key's callers fail.
+                    await self._write_each(group)
+                    return
         except BaseException as exc:
             for _, future in group:
                 if not future.done():
@@ -56,5 +63,16 @@ class Appends:
                 raise
             return
         for (_, future), start in zip(group, starts):
+            if not future.done():
+                future.set_result(start)
+
+    async def _write_each(self, group: list) -> None:
+        for item, future in group:
+            try:
+                start = await self.store.append(*item)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                continue
             if not future.done():
                 future.set_result(start)

@@ -269,3 +269,53 @@ def test_a_cache_in_the_earlier_diskcache_layout_is_named_not_silently_empty(tmp
             user.set("their own", b"x")
         DiskStore(str(tmp_path / "user")).close()
     assert caplog.text == ""
+
+
+async def test_a_corrupt_key_fails_alone_when_appends_are_batched(tmp_path):
+    """Appends of one moment share a transaction; a key whose count is garbage must fail only
+    its own callers, and the other keys' freshly paid samples must still be stored."""
+    import asyncio
+
+    from _disk_rows import set_count
+
+    from cachesaver.pipelines import OnlineAPI
+    from cachesaver.testing import FakeModel
+    from cachesaver.typedefs import Request
+
+    directory = str(tmp_path / "c")
+    model = FakeModel()
+    async with OnlineAPI(model=model, cache=directory, batch_size=1, timeout=0) as p:
+        await p.request(Request(prompt="bad", n=1, request_id="w", namespace="A"))
+        bad_key = next(iter([k async for k in p.store.iter_keys()]))
+    set_count(directory, bad_key, b"garbage")
+    async with OnlineAPI(model=model, cache=directory, batch_size=8, timeout=0.001) as p:
+        results = await asyncio.gather(
+            p.request(Request(prompt="bad", n=2, request_id="a", namespace="B")),
+            *(p.request(Request(prompt=f"good {i}", n=1, request_id=f"g{i}", namespace="B")) for i in range(5)),
+            return_exceptions=True)
+        assert isinstance(results[0], CorruptSampleError) and bad_key in str(results[0])
+        assert [r.cached for r in results[1:]] == [[False]] * 5
+        for i in range(5):
+            assert (await p.request(Request(prompt=f"good {i}", n=1, request_id=f"r{i}", namespace="C"))).cached == [True]
+
+
+async def test_batched_appends_fail_only_the_key_whose_rows_are_bad(tmp_path):
+    import asyncio
+
+    from _disk_rows import set_count
+
+    from cachesaver.appends import Appends
+
+    directory = str(tmp_path / "c")
+    store = DiskStore(directory)
+    await store.append(K, [rec(0)])
+    set_count(directory, K, b"garbage")
+    appends = Appends(store)
+    others = [f"{i}" * 64 for i in range(1, 4)]
+    results = await asyncio.gather(appends.append(K, [rec(1)], None),
+                                   *(appends.append(k, [rec(9)], None) for k in others),
+                                   return_exceptions=True)
+    assert isinstance(results[0], CorruptSampleError) and K in str(results[0])
+    assert results[1:] == [0, 0, 0]
+    assert [await store.read(k, 0, 5) for k in others] == [[rec(9)]] * 3
+    store.close()

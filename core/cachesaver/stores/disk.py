@@ -72,6 +72,10 @@ _RESERVE = (
     "RETURNING count"
 )
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+#: ``OR REPLACE``: a row at an index the count says is unused can only be a leftover of someone
+#: deleting a key's count row by hand; the new sample takes its place instead of failing the
+#: whole transaction (which would also fail every other key appended with it).
+_INSERT_SAMPLE = "INSERT OR REPLACE INTO cachesaver_samples (key, idx, value) VALUES (?, ?, ?)"
 
 
 def _count(value: Any, what: str, key: str) -> int:
@@ -290,10 +294,10 @@ class DiskStore(Store):
             else:
                 con.execute("UPDATE cachesaver_keys SET count = ? WHERE key = ?", (start + k, key))
         if k == 1:
-            con.execute("INSERT INTO cachesaver_samples (key, idx, value) VALUES (?, ?, ?)",
+            con.execute(_INSERT_SAMPLE,
                         (key, start, bytes(samples[0])))
         else:
-            con.executemany("INSERT INTO cachesaver_samples (key, idx, value) VALUES (?, ?, ?)",
+            con.executemany(_INSERT_SAMPLE,
                             [(key, start + i, bytes(raw)) for i, raw in enumerate(samples)])
         return start
 
