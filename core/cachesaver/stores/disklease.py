@@ -17,14 +17,14 @@ anyway: the lease only prevents paying twice, correctness (G1, G6) never depends
 Record locks belong to a process, so inside one process a set of held keys makes tasks and
 threads wait for each other too. Acquiring
 and releasing a free lease is two system calls, no SQL. Waiting polls (1 ms doubling to 50 ms),
-never blocking the event loop. Local file systems only (record locks on network file systems
+never blocking the event loop. Where ``fcntl`` does not exist (Windows) leases exclude tasks
+and threads of one process only. Local file systems only (record locks on network file systems
 are unreliable, and SQLite is not safe there either).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -34,6 +34,11 @@ from typing import Any, Optional
 __all__ = ["DiskLease", "LOCK_DIR", "STRIPES"]
 
 log = logging.getLogger("cachesaver.stores.disk")
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no record locks; leases hold in-process only
+    fcntl = None  # type: ignore[assignment]
 
 LOCK_DIR = "cachesaver.locks"
 STRIPES = 128
@@ -125,7 +130,8 @@ class DiskLease:
             if (path, offset) in _held:
                 return False
             try:
-                fcntl.lockf(_files[path][0], fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+                if fcntl is not None:
+                    fcntl.lockf(_files[path][0], fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
             except OSError:  # EAGAIN / EACCES: another process holds it
                 return False
             _held.add((path, offset))
@@ -136,7 +142,8 @@ class DiskLease:
         with _mutex:
             _held.discard((path, offset))
             try:
-                fcntl.lockf(_files[path][0], fcntl.LOCK_UN, 1, offset)
+                if fcntl is not None:
+                    fcntl.lockf(_files[path][0], fcntl.LOCK_UN, 1, offset)
             except (OSError, KeyError) as exc:  # pragma: no cover - we hold it: cannot fail
                 log.warning("could not release a generation lease in %s: %s", path, exc)
 
