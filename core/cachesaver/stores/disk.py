@@ -171,8 +171,6 @@ class DiskStore(Store):
                 con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
                                       check_same_thread=False)
                 con.execute("PRAGMA synchronous=NORMAL")
-                if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                    con.execute("PRAGMA journal_mode=WAL")
             local.ready = _has_tables(con)
         local.con, local.pid = con, os.getpid()
         with self._conns_lock:
@@ -182,7 +180,11 @@ class DiskStore(Store):
         return con
 
     def _create_tables(self, con: sqlite3.Connection) -> None:
+        """The first write: WAL (readers never wait for writers; diskcache uses it too) and
+        our tables. Opening for reading never does either."""
         with self._guard("creating the CacheSaver tables in", write=True):
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
         self._local.ready = True
 
