@@ -20,22 +20,10 @@ def set_sample(directory: str, key: str, index: int, value: Any) -> None:
     con.close()
 
 
-def delete_sample(directory: str, key: str, index: int) -> None:
-    con = _con(directory)
-    con.execute("DELETE FROM cachesaver_samples WHERE key = ? AND idx = ?", (key, index))
-    con.close()
-
-
 def set_count(directory: str, key: str, value: Any, meta: Any = None) -> None:
     con = _con(directory)
     con.execute("INSERT INTO cachesaver_keys (key, count, meta) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET count = excluded.count", (key, value, meta))
-    con.close()
-
-
-def set_meta(directory: str, key: str, value: Any) -> None:
-    con = _con(directory)
-    con.execute("UPDATE cachesaver_keys SET meta = ? WHERE key = ?", (value, key))
     con.close()
 
 
