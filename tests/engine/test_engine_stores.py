@@ -319,3 +319,19 @@ async def test_batched_appends_fail_only_the_key_whose_rows_are_bad(tmp_path):
     assert results[1:] == [0, 0, 0]
     assert [await store.read(k, 0, 5) for k in others] == [[rec(9)]] * 3
     store.close()
+
+
+def test_threads_that_end_leave_no_open_connection(tmp_path):
+    import asyncio
+    import gc
+    import threading
+
+    store = DiskStore(str(tmp_path / "c"))
+    asyncio.run(store.append(K, [rec(0)]))
+    for _ in range(50):
+        t = threading.Thread(target=store.read_now, args=(K, 0, 1))
+        t.start()
+        t.join()
+    gc.collect()
+    assert len(store._conns) <= 2  # this thread's, and at most one not yet collected
+    store.close()

@@ -38,6 +38,7 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from typing import Any, AsyncIterator, Iterator, Optional, Sequence
 
 
@@ -88,6 +89,10 @@ def _count(value: Any, what: str, key: str) -> int:
     return value
 
 
+class _Connection(sqlite3.Connection):
+    """A plain connection that can be weakly referenced (the C type cannot)."""
+
+
 class _Conn(threading.local):
     con: Optional[sqlite3.Connection] = None
     pid: int = 0
@@ -129,7 +134,9 @@ class DiskStore(Store):
             read_only = _not_writable(directory, self.path)
         self.read_only = bool(read_only)
         self._local = _Conn()
-        self._conns: list[tuple[int, sqlite3.Connection]] = []  # (opening pid, connection)
+        # Every open connection -> the pid that opened it. Weak: a thread that ends drops its
+        # connection (closed when collected), so threads that come and go leak no file handles.
+        self._conns: "weakref.WeakKeyDictionary[sqlite3.Connection, int]" = weakref.WeakKeyDictionary()
         self._conns_lock = threading.Lock()
         #: Why writing is impossible (a StoreError), once known: misses then fail at once.
         self._write_error: Optional[StoreError] = None
@@ -169,12 +176,12 @@ class DiskStore(Store):
                 con = _open_read_only(self.path)
             else:
                 con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
-                                      check_same_thread=False)
+                                      check_same_thread=False, factory=_Connection)
                 con.execute("PRAGMA synchronous=NORMAL")
             local.ready = _has_tables(con)
         local.con, local.pid = con, os.getpid()
         with self._conns_lock:
-            self._conns.append((os.getpid(), con))
+            self._conns[con] = os.getpid()
         if create and not local.ready:
             self._create_tables(con)
         return con
@@ -414,14 +421,14 @@ class DiskStore(Store):
         SQLite connection inherited across fork can disturb the parent's locks and WAL); the
         child opens its own on first use."""
         with self._conns_lock:
-            self._conns = []
+            self._conns = weakref.WeakKeyDictionary()
         self._local = _Conn()
 
     def close(self) -> None:
         pid = os.getpid()
         with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for owner, con in conns:
+            conns, self._conns = list(self._conns.items()), weakref.WeakKeyDictionary()
+        for con, owner in conns:
             if owner == pid:  # never close a connection inherited from a parent process
                 with contextlib.suppress(sqlite3.Error):
                     con.close()
@@ -474,11 +481,13 @@ def _open_read_only(path: str) -> sqlite3.Connection:
     WAL index, ``immutable=1`` (nobody can be writing a file on a read-only mount)."""
     uri = "file:" + os.path.abspath(path).replace("?", "%3f").replace("#", "%23")
     try:
-        con = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        con = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False,
+                              factory=_Connection)
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return con
     except sqlite3.OperationalError:
-        con = sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        con = sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None, check_same_thread=False,
+                              factory=_Connection)
         con.execute("PRAGMA query_only=1")
         return con
 
