@@ -38,6 +38,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from typing import Any, AsyncIterator, Iterator, Optional, Sequence
 
@@ -87,6 +88,12 @@ def _count(value: Any, what: str, key: str) -> int:
             "remove the key with `cachesaver prune --key`"
         )
     return value
+
+
+#: This process's id, kept current across fork without a system call per store operation.
+_PID = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 class _Connection(sqlite3.Connection):
@@ -163,7 +170,7 @@ class DiskStore(Store):
         """This thread's connection; None if the file does not exist and ``create`` is False."""
         local = self._local
         con = local.con
-        if con is not None and local.pid == os.getpid():
+        if con is not None and local.pid == _PID[0]:
             if create and not local.ready:
                 self._create_tables(con)
             return con
@@ -179,9 +186,9 @@ class DiskStore(Store):
                                       check_same_thread=False, factory=_Connection)
                 con.execute("PRAGMA synchronous=NORMAL")
             local.ready = _has_tables(con)
-        local.con, local.pid = con, os.getpid()
+        local.con, local.pid = con, _PID[0]
         with self._conns_lock:
-            self._conns[con] = os.getpid()
+            self._conns[con] = _PID[0]
         if create and not local.ready:
             self._create_tables(con)
         return con
@@ -190,13 +197,32 @@ class DiskStore(Store):
         """The first write: WAL (readers never wait for writers; diskcache uses it too) and
         our tables. Opening for reading never does either."""
         with self._guard("creating the CacheSaver tables in", write=True):
-            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
+            # Switching to WAL needs the file to itself, and SQLite does not wait for that: when
+            # several processes create the store at once, retry until one of them has switched.
+            deadline = time.monotonic() + self.timeout
+            while con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                try:
+                    con.execute("PRAGMA journal_mode=WAL")
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.005)
+            con.execute("BEGIN IMMEDIATE")  # waits for other writers (busy timeout)
+            try:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
         self._local.ready = True
 
     def _reader(self) -> Optional[sqlite3.Connection]:
         """A connection for reading, or None if nothing was ever stored here."""
+        local = self._local
+        if local.ready and local.pid == _PID[0]:  # the usual case, first
+            return local.con
         con = self._connect(create=False)
         if con is None:
             return None
@@ -508,8 +534,8 @@ def _store_error(exc: sqlite3.Error, what: str, path: str, timeout: float) -> St
         fix = ("the file is not a valid SQLite database (truncated or overwritten): move it aside "
                "and restore it from a backup, or export what is readable with `sqlite3 cache.db .recover`")
     elif _is_busy(exc):
-        fix = (f"another process held a write transaction for more than {timeout:g}s; retry, or "
-               "pass a larger timeout")
+        fix = (f"another process kept the database locked (waited up to {timeout:g}s); retry, "
+               "or pass a larger timeout")
     elif "unable to open" in low:
         fix = "check that the directory exists and is readable"
     else:
