@@ -16,6 +16,7 @@ import dataclasses
 import logging
 from typing import Any, Awaitable, Callable, ContextManager, Optional
 
+from .appends import Appends
 from .codec import decode_sample, encode_sample
 from .deduplicator import Demand
 from .errors import CacheSaverError, CorruptSampleError, ModelOutputError
@@ -62,6 +63,7 @@ class Cacher:
                  offline: bool = False) -> None:
         self.store = store
         self.offline = offline  # True: a miss raises OfflineMissError instead of generating
+        self._appends = Appends(store)
         self.ledger = ledger
         self._generate = generate
         self.stats = stats
@@ -206,18 +208,17 @@ class Cacher:
     async def _fill(self, key: str, pending: list[Demand], calls: list[_Call]) -> bool:
         """Generate until the list holds what ``pending`` needs; False if a model call failed.
 
-        Stores shared by several processes (Redis) offer a generation lease: the holder
-        generates, the others wait and then usually find the samples already there.
+        Stores shared by several processes (disk, Redis) make the generation lease exclusive
+        across them: the holder generates, the others wait and then usually find the samples
+        already there (a no-op for single-process stores).
         """
         missing, generation = await self._plan(key, pending)
         if missing <= 0:
             return True
         if self.offline:
             raise await offline_miss(self.store, self.ledger, key, pending)
-        lease = getattr(self.store, "generation_lease", None)
-        if lease is None:
-            return await self._generate_missing(key, pending, calls, missing, generation)
-        async with lease(key):
+        async with self.store.generation_lease(key):
+            # Another process may have generated while this one waited for the lease.
             return await self._generate_missing(key, pending, calls, *await self._plan(key, pending))
 
     async def _generate_missing(self, key: str, pending: list[Demand], calls: list[_Call],
@@ -300,7 +301,7 @@ class Cacher:
             )
             for i, (sample, share) in enumerate(zip(samples, shares))
         ]
-        start = await self.store.append(key, encoded, meta)
+        start = await self._appends.append(key, encoded, meta)
         with self.lock:
             self._unbilled.setdefault(key, set()).update(range(start, start + k))
             self.stats.samples_returned += k

@@ -510,11 +510,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"cachesaver {args.command}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the CLI reports, it does not crash with a traceback
-        from .errors import CacheSaverError
+        from .errors import CacheSaverError, StoreError
 
         if isinstance(exc, CacheSaverError):
             print(f"cachesaver {args.command}: {exc}", file=sys.stderr)
-            return 1
+            # A store that cannot be opened or written (corrupt, full, read-only, unreachable)
+            # is a problem with what was passed to --cache: a usage error, like a missing path.
+            return 2 if isinstance(exc, StoreError) else 1
         raise
 
 

@@ -63,9 +63,10 @@ class PipelineClosedError(CacheSaverError, RuntimeError):
     """A request was made on a pipeline that is closed or closing."""
 
 
-class OfflineMissError(CacheSaverError, LookupError):
-    """An offline pipeline (``offline=True``, or a read-only store such as a bundle) was asked for
-    a sample it does not hold. No model was called; the message names the prompt, the key, the
+class OfflineMissError(StoreError, LookupError):
+    """An offline pipeline (``offline=True``, or a read-only store: a bundle, a cache on a
+    read-only mount) was asked for a sample it does not hold (a ``StoreError``: the store cannot
+    keep a new one). No model was called; the message names the prompt, the key, the
     namespace, the position asked for and how many samples the store holds.
     """
 

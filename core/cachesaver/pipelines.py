@@ -235,6 +235,28 @@ class Pipeline:
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
+
+
+    # -- a pipeline is a model too (the seed's BatchRequestModel interface) ------------------
+    async def batch_request(self, batch: Batch) -> list[Response]:
+        """One ``Response`` per request of ``batch``, in order, all served concurrently.
+
+        With :meth:`request`, this makes every pipeline a ``SingleRequestModel`` and a
+        ``BatchRequestModel``, so pipelines compose as the seed's do (for example an
+        ``OnlineAPI`` in front of a ``LocalAPI``). The requests meet in one tick, so they are
+        batched and merged like any concurrent requests. The first failure is raised, after
+        every request has finished (none is left running).
+        """
+        if not isinstance(batch, Batch):
+            raise InvalidRequestTypeError(
+                f"batch must be a cachesaver.typedefs.Batch, got {type(batch).__name__}"
+            )
+        results = await asyncio.gather(*(self.request(r) for r in batch.requests), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return list(results)
+
     async def consumption(self) -> "dict[str, dict[str, int]]":
         """What this run handed out so far: ``{namespace: {key: samples consumed}}``.
 

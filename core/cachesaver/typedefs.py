@@ -50,12 +50,15 @@ class Request:
 
     ``request_id`` must be unique among requests in flight; inside a batch, samples are handed
     out in ``request_id`` order, which is what makes concurrent runs replay exactly.
+
+    ``n``, ``request_id`` and ``namespace`` are keyword-only, so a subclass may add fields
+    without defaults (the seed README's ``temperature: float``); ``prompt`` stays positional.
     """
 
     prompt: Any
-    n: int = 1
-    request_id: str = ""
-    namespace: str = "default"
+    n: int = field(default=1, kw_only=True)
+    request_id: str = field(default="", kw_only=True)
+    namespace: str = field(default="default", kw_only=True)
 
 
 @dataclass(frozen=True)

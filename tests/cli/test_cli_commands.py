@@ -5,7 +5,6 @@ import asyncio
 import json
 import os
 
-import diskcache
 import pytest
 
 from cachesaver.cli import main
@@ -13,6 +12,8 @@ from cachesaver.pipelines import OnlineAPI
 from cachesaver.stores import DiskStore
 from cachesaver.testing import FakeModel
 from cachesaver.typedefs import Request
+
+from _disk_rows import set_sample
 
 
 @pytest.fixture
@@ -104,8 +105,7 @@ def test_prune_and_clear(cache, capsys):
 
 def test_prune_corrupt_removes_only_planted_garbage(cache, capsys):
     keys = keys_of(cache)
-    with diskcache.Cache(cache) as raw:
-        raw.set(f"cs1:s:{keys[1]}:0", b"\x00garbage")
+    set_sample(cache, keys[1], 0, b"\x00garbage")
     assert main(["inspect", "--cache", cache, keys[1][:12]]) == 0
     assert f"sample 0 of key {keys[1]}" in capsys.readouterr().out  # shown, named, no crash
     assert main(["prune", "--cache", cache, "--corrupt"]) == 0

@@ -7,7 +7,6 @@ import logging
 import os
 import pickle
 
-import diskcache
 import orjson
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
@@ -20,6 +19,7 @@ from cachesaver.errors import CorruptSampleError
 from cachesaver.runtime import get_host
 from cachesaver_langchain import CacheSaverChatModel
 
+from _disk_rows import set_count, set_sample
 from _lc_helpers import ns, sample_no
 
 PROMPT = "Store me"
@@ -59,15 +59,8 @@ def test_a_sample_is_a_json_dumped_aimessage_without_id_or_secrets(make_chat, fa
 def _plant(chat, store_dir: str, value, *, raw_pickle: bool = False) -> None:
     """Append ``value`` as sample 1 of the only key, behind the engine's back."""
     (key,) = _keys(chat)
-    cache = diskcache.Cache(store_dir)
-    try:
-        if raw_pickle:
-            cache.set(f"cs1:s:{key}:1", value)  # diskcache pickles it
-        else:
-            cache.set(f"cs1:s:{key}:1", encode_sample(value))
-        cache.set(f"cs1:n:{key}", 2)
-    finally:
-        cache.close()
+    set_sample(store_dir, key, 1, pickle.dumps(value) if raw_pickle else encode_sample(value))
+    set_count(store_dir, key, 2)
 
 
 class _Canary:

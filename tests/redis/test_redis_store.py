@@ -89,6 +89,27 @@ async def test_every_key_of_one_list_shares_a_cluster_slot(redis_store_factory, 
     await store.aclose()
 
 
+async def test_clear_of_a_prefix_keeps_a_longer_prefix_under_it(redis_store_factory, raw_redis, redis_prefix):
+    """Issue 12, item 7: clear() on prefix X deleted the cache of prefix X:v2 (pattern X:*)."""
+    outer = RedisStore(redis_store_factory.url, prefix=redis_prefix)
+    inner = RedisStore(redis_store_factory.url, prefix=redis_prefix + ":v2")
+    try:
+        await outer.append(K, [rec(0)])
+        await inner.append(K, [rec(1), rec(2)], meta=b"{}")
+        await inner.claim("run", "A", K, 1, partial=False)
+        await outer.clear()
+        assert await outer.length(K) == 0
+        assert await inner.read(K, 0, 5) == [rec(1), rec(2)]
+        assert await inner.get_meta(K) == b"{}"
+        assert [e async for e in inner.iter_ledger()] == [("run", "A", K, 1)]
+        await inner.clear()
+        assert raw_redis.keys(f"{redis_prefix}:*") == []
+    finally:
+        await inner.clear()
+        await outer.aclose()
+        await inner.aclose()
+
+
 async def test_clear_and_scans_touch_only_our_prefix(redis_store_factory, raw_redis, redis_prefix):
     ours = redis_store_factory()
     neighbour = RedisStore(redis_store_factory.url, prefix=redis_prefix + "-x")  # shares a head

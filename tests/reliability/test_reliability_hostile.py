@@ -18,7 +18,6 @@ import sys
 import textwrap
 import time
 
-import diskcache
 import orjson
 import pytest
 import redis as redis_sync
@@ -29,6 +28,8 @@ from cachesaver.pipelines import OnlineAPI
 from cachesaver.stores import DiskStore, MemoryStore
 from cachesaver.testing import FakeModel
 from cachesaver.typedefs import Request, Response, SingleRequestModel, Usage
+
+from _disk_rows import set_count, set_ledger, set_sample
 
 EVERY_PLANE = "".join(chr((plane << 16) | 0x100 | plane) for plane in range(17)) + (
     "\x00\x1f\u00e9\u0301\u200f\u2028\ufeff\ufffd\uffff\U0001F600\U0001F3F3\uFE0F\u200D\U0001F308"
@@ -200,25 +201,20 @@ async def _fill(cache, prompt="q", n=3):
     return stored
 
 
-@pytest.mark.parametrize("where", ["sqlite row", "value file"])
+@pytest.mark.parametrize("where", ["garbage bytes", "a text value"])
 async def test_garbage_in_a_disk_sample_names_key_and_index_and_the_rest_works(where, tmp_path, leftovers):
     directory = str(tmp_path / "c")
-    big = "x" * 100_000  # diskcache keeps values this large in files
+    big = "x" * 100_000
     prompt = "q"
     model = ScriptedModel({prompt: ["s0", big, "s2"], "other": ["o0"], "fresh": ["f0"]})
     async with OnlineAPI(model=model, cache=directory, batch_size=1, timeout=0) as p:
         await p.request(req("w", ns="W", n=3, prompt=prompt))
         await p.request(req("w2", ns="W", prompt="other"))
     key = key_of(prompt)
-    if where == "sqlite row":
-        with diskcache.Cache(directory) as raw:
-            raw.set(f"cs1:s:{key}:1", b"\x80\x04\x95 not json \xff")
+    if where == "garbage bytes":
+        set_sample(directory, key, 1, b"\x80\x04\x95 not json \xff")
     else:
-        files = [os.path.join(d, f) for d, _, fs in os.walk(directory) for f in fs if f.endswith(".val")]
-        assert len(files) == 1
-        with open(files[0], "r+b") as fh:
-            fh.seek(50_000)
-            fh.write(b"\x00\xffgarbage\x00")
+        set_sample(directory, key, 1, "x" * 50_000 + "\x00garbage")
     async with OnlineAPI(model=model, cache=directory, batch_size=100, timeout=0.01) as p:
         results = await asyncio.gather(
             p.request(req("a", ns="A", n=1, prompt=prompt)),   # sample 0 only: fine
@@ -236,7 +232,7 @@ async def test_garbage_in_a_disk_sample_names_key_and_index_and_the_rest_works(w
 
 
 _HOLE_SCRIPT = textwrap.dedent("""
-    import asyncio, sys, diskcache, orjson, os
+    import asyncio, sys, sqlite3, os
     from cachesaver.pipelines import OnlineAPI
     from cachesaver.testing import FakeModel
     from cachesaver.typedefs import Request
@@ -244,19 +240,19 @@ _HOLE_SCRIPT = textwrap.dedent("""
 
     directory, how = sys.argv[1], sys.argv[2]
     async def main():
-        model = FakeModel(seed=1, answers=["x" * 100_000])  # large: diskcache keeps them in files
+        model = FakeModel(seed=1, answers=["x" * 100_000])
         run = "exp" if how == "negative ledger" else None
         async with OnlineAPI(model=model, cache=directory, batch_size=1, timeout=0, run_id=run) as p:
             await p.request(Request(prompt="q", n=3, request_id="w", namespace="A"))
         key = request_key(Request(prompt="q"))
-        with diskcache.Cache(directory) as raw:
-            if how == "deleted row":
-                raw.delete(f"cs1:s:{key}:1")
-            elif how == "deleted value file":
-                name = raw._sql("SELECT filename FROM Cache WHERE key = ?", (f"cs1:s:{key}:1",)).fetchone()[0]
-                os.remove(os.path.join(directory, name))
-            else:
-                raw.set("cs1:l:" + orjson.dumps(["exp", "A", key]).decode(), -5)
+        raw = sqlite3.connect(os.path.join(directory, "cache.db"), isolation_level=None)
+        if how == "deleted row":
+            raw.execute("DELETE FROM cachesaver_samples WHERE key = ? AND idx = 1", (key,))
+        elif how == "deleted first row":
+            raw.execute("DELETE FROM cachesaver_samples WHERE key = ? AND idx = 0", (key,))
+        else:
+            raw.execute("UPDATE cachesaver_ledger SET pos = -5 WHERE run = 'exp' AND ns = 'A' AND key = ?", (key,))
+        raw.close()
         async with OnlineAPI(model=model, cache=directory, batch_size=1, timeout=0, run_id=run) as p:
             try:
                 await p.request(Request(prompt="q", n=3, request_id="a", namespace="B" if run is None else "A"))
@@ -267,7 +263,7 @@ _HOLE_SCRIPT = textwrap.dedent("""
             print("OTHER", len(r.data))
     asyncio.run(main())
 """)
-HOLES = ["deleted row", "deleted value file", "negative ledger"]
+HOLES = ["deleted row", "deleted first row", "negative ledger"]
 
 
 def test_missing_stored_sample_is_an_error_not_a_hang_on_disk(tmp_path):
@@ -299,9 +295,10 @@ async def test_garbage_in_disk_counters_names_the_key(row, tmp_path, fake_model)
     async with OnlineAPI(model=fake_model, cache=directory, batch_size=1, timeout=0, run_id=run) as p:
         await p.request(req("w", n=2))
     key = key_of("q")
-    with diskcache.Cache(directory) as raw:
-        name = f"cs1:n:{key}" if row == "length" else "cs1:l:" + orjson.dumps(["exp", "A", key]).decode()
-        raw.set(name, b"garbage")
+    if row == "length":
+        set_count(directory, key, b"garbage")
+    else:
+        set_ledger(directory, "exp", "A", key, b"garbage")
     async with OnlineAPI(model=fake_model, cache=directory, batch_size=1, timeout=0, run_id=run) as p:
         with pytest.raises(CorruptSampleError, match=key):
             await p.request(req("a", n=5))
@@ -374,14 +371,13 @@ async def _ledger_outcome(store) -> str:
     return f"skipped foreign rows ({len(entries)} entries)"
 
 
-@pytest.mark.parametrize("row", ["disk: name not JSON", "redis: field not JSON", "redis: position not int"])
+@pytest.mark.parametrize("row", ["disk: position not a count", "redis: field not JSON", "redis: position not int"])
 async def test_foreign_ledger_rows_never_crash_iteration_and_keys_can_still_be_removed(row, tmp_path, request):
     if row.startswith("disk"):
         directory = str(tmp_path / "c")
         store = DiskStore(directory)
         await _fill_with(store, "exp")
-        with diskcache.Cache(directory) as raw:
-            raw.set("cs1:l:{not json", 1)
+        set_ledger(directory, "exp", "X", key_of("q"), b"{not a count")
     else:
         store = request.getfixturevalue("redis_store_factory")()
         await _fill_with(store, "exp")

@@ -79,7 +79,7 @@ _PLANTED = textwrap.dedent(r'''
         for name in ("load", "loads", "Unpickler"):
             setattr(module, name, tripwire(f"{module.__name__}.{name}"))
 
-    import diskcache, orjson, redis
+    import diskcache, orjson, redis, sqlite3
     from cachesaver.cli import main as cli
     from cachesaver.errors import CacheSaverError
     from cachesaver.keys import request_key
@@ -135,16 +135,20 @@ _PLANTED = textwrap.dedent(r'''
         r.hset(base(K["fine"]) + "c", orjson.dumps(["exp", "W"]), PAYLOAD)
         r.rpush(f"{prefix}:{{planted}}:s", PAYLOAD)
     else:
-        with diskcache.Cache(spec) as raw:  # plain diskcache: pickles what is not bytes
-            raw.set(f"cs1:s:{K['q']}:1", Exploit())
-            raw.set(f"cs1:s:{K['q']}:2", PAYLOAD)  # pickle bytes stored as raw bytes
-            raw.set(f"cs1:s:{K['big']}:0", [Exploit(), "x" * 200_000])
-            raw.set(f"cs1:n:{K['counter']}", Exploit())
-            raw.set(f"cs1:m:{K['meta']}", Exploit())
-            raw.set("cs1:l:" + orjson.dumps(["exp", "A", K["q"]]).decode(), Exploit())
-            raw.set("cs1:l:{not json", 1)  # a foreign ledger row name
-            raw.set(Exploit(), "a pickled key")
-            raw.set(("tuple", "key"), Exploit())
+        # Pickles written straight into the store's rows (what an attacker with the file does)...
+        raw = sqlite3.connect(os.path.join(spec, "cache.db"), isolation_level=None)
+        raw.execute("UPDATE cachesaver_samples SET value = ? WHERE key = ? AND idx = 1", (PAYLOAD, K["q"]))
+        raw.execute("UPDATE cachesaver_samples SET value = ? WHERE key = ? AND idx = 0", (BIG, K["big"]))
+        raw.execute("UPDATE cachesaver_keys SET count = ? WHERE key = ?", (PAYLOAD, K["counter"]))
+        raw.execute("UPDATE cachesaver_keys SET meta = ? WHERE key = ?", (PAYLOAD, K["meta"]))
+        raw.execute("UPDATE cachesaver_ledger SET pos = ? WHERE key = ?", (PAYLOAD, K["q"]))
+        raw.execute("INSERT INTO cachesaver_ledger VALUES (?, ?, ?, ?)", ("exp", PAYLOAD, K["fine"], 1))
+        raw.close()
+        # ... and into diskcache's own table of the same file, with plain diskcache (pickle mode).
+        with diskcache.Cache(spec) as foreign:
+            foreign.set(f"cs1:s:{K['q']}:1", Exploit())
+            foreign.set(Exploit(), "a pickled key")
+            foreign.set(("tuple", "key"), Exploit())
 
 
     async def requests(run_id):

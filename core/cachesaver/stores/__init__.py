@@ -15,7 +15,21 @@ from .disk import DiskStore
 from .memory import MemoryStore
 from .urls import redact_url
 
-__all__ = ["Store", "LedgerEntry", "MemoryStore", "DiskStore", "open_store", "check_store_spec"]
+__all__ = ["Store", "LedgerEntry", "MemoryStore", "DiskStore", "RedisStore", "open_store", "check_store_spec"]
+
+
+def __getattr__(name: str) -> Any:
+    """``from cachesaver.stores import RedisStore``: imported on first use, so that
+    ``import cachesaver`` never imports redis (an optional extra)."""
+    if name == "RedisStore":
+        try:
+            from .redis import RedisStore
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "RedisStore needs the redis extra: pip install 'cachesaver-integrations[redis]'"
+            ) from exc
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 

@@ -7,6 +7,12 @@ appended sample; sample ``i`` never changes once written (G6). ``read`` returns 
 exist in ``[start, start + count)``; because appends are atomic, if sample ``i`` exists, so do all
 samples before it.
 
+Generation lease: before generating the samples a key lacks, the pipeline holds that key's
+lease (:meth:`Store.generation_lease`). Stores shared by several processes (disk, Redis) make
+it exclusive across them, so two processes missing one key do not both pay (G2) and each
+generated sample is flagged ``cached=False`` in the process that paid for it (G8). Stores
+that live in one process need nothing more than the pipeline's own per-key turns.
+
 Ledgers: only *shared* runs (an explicit ``run_id``) keep their ledger in the store; a private
 run keeps it in memory (see :mod:`cachesaver.ledger`). ``claim`` is atomic across every process
 that shares the store: it is what makes G1 hold when several workers run one experiment.
@@ -14,9 +20,9 @@ that shares the store: it is what makes G1 hold when several workers run one exp
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import AsyncIterator, Optional, Sequence
+from typing import Any, AsyncIterator, Optional, Sequence
 
-__all__ = ["Store", "LedgerEntry"]
+__all__ = ["Store", "LedgerEntry", "NO_LEASE"]
 
 LedgerEntry = tuple[str, str, str, int]  # (run_id, namespace, key, samples consumed)
 
@@ -29,6 +35,9 @@ class Store(ABC):
     #: True if no method ever suspends (its awaits complete synchronously): the pipeline may
     #: then run store checks inline, where no cancellation can interrupt them.
     inline_io: bool = False
+    #: True if :meth:`append_many` of several keys costs about as much as one :meth:`append`
+    #: (one transaction): the pipeline then gathers the appends of one moment into one call.
+    coalesce_appends: bool = False
 
     # -- sample lists ------------------------------------------------------------------------
     @abstractmethod
@@ -50,9 +59,28 @@ class Store(ABC):
         ``meta`` (the canonical request JSON) is stored once per key, for ``inspect``/export.
         """
 
+    async def append_many(self, items: Sequence[tuple[str, Sequence[bytes], Optional[bytes]]]) -> list[int]:
+        """``append`` for several ``(key, samples, meta)``; the first index of each, in order.
+
+        Stores that set ``coalesce_appends`` do it in one transaction (all stored or none).
+        """
+        return [await self.append(key, samples, meta) for key, samples, meta in items]
+
     @abstractmethod
     async def length(self, key: str) -> int:
         """How many samples ``key`` holds."""
+
+    # -- generation lease --------------------------------------------------------------------
+    def generation_lease(self, key: str) -> Any:
+        """An async context manager held while the samples ``key`` lacks are generated.
+
+        The default is a no-op, right for stores that live in one process. Shared stores
+        return a lease exclusive across processes (with an expiry or kernel release, so a
+        crashed holder cannot wedge the others). A store that knows it cannot keep new samples
+        (read-only, a failed write) raises :class:`~cachesaver.errors.StoreError` here, before
+        anything is paid for. Correctness (G1, G6) never depends on the lease, only G2/G8 do.
+        """
+        return NO_LEASE
 
     # -- shared ledgers ----------------------------------------------------------------------
     @abstractmethod
@@ -95,3 +123,19 @@ class Store(ABC):
 
     def close(self) -> None:
         """Synchronous close for stores that hold no async resources."""
+
+
+class _NoLease:
+    """The lease of single-process stores: holds nothing, costs nothing."""
+
+    __slots__ = ()
+    acquired = True
+
+    async def __aenter__(self) -> "_NoLease":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+
+NO_LEASE = _NoLease()

@@ -1,41 +1,83 @@
-"""The default store: diskcache (SQLite + files) in a directory, shared safely by processes.
+"""The default store: SQLite tables in a diskcache directory, shared safely by processes.
 
-Layout (every key we write starts with ``cs1:``, so one directory can also hold other data and
-``clear`` removes only ours)::
+Layout: three tables of our own inside the directory's ``cache.db`` (the file a
+``diskcache.Cache`` on that directory uses)::
 
-    cs1:n:<key>           number of samples of <key>            (int)
-    cs1:s:<key>:<i>       sample i of <key>                     (JSON bytes)
-    cs1:m:<key>           canonical request JSON of <key>       (JSON bytes)
-    cs1:l:<[run,ns,key]>  shared-run ledger position            (int)
+    cachesaver_keys     (key, count, meta)      one row per key: its sample count and request JSON
+    cachesaver_samples  (key, idx, value)       sample ``idx`` of ``key`` (JSON bytes)
+    cachesaver_ledger   (run, ns, key, pos)     shared-run ledger positions
 
-Appending writes one sample row and bumps the counter inside one SQLite transaction, so it costs
-the same at 1 or 100,000 samples and a crash can never leave a half-written list (G6).
+Why tables of our own rather than diskcache entries: diskcache's eviction (every ``Cache`` has
+a size limit and an eviction policy, 1 GB and least-recently-stored by default) only ever
+deletes from diskcache's own ``Cache`` table, so a user who passes their own ``diskcache.Cache``
+and stores other data in it can never evict a sample (G6, G4); an append is one short SQL
+transaction instead of a dozen statements with culling and statistics triggers; and the store
+can be opened without writing anything (diskcache's constructor writes its settings), which is
+what read-only commands and read-only media need.
 
-No pickle, ever (G7): :class:`SafeDisk` refuses to store anything but bytes/str/int/float and
-refuses to unpickle a value or key that someone planted in the directory.
+Guarantees:
+
+- ``append`` is one transaction (``append_many``: one for several keys), so a crash never leaves
+  a half-written list and appends cost the same at 1 or 100,000 samples (G6).
+- Nothing is created or written until the first write: ``stats``/``inspect``/``export`` and a
+  replay that only hits change nothing in the directory.
+- Read-only mode (``read_only=True``, or automatic when the directory or ``cache.db`` is not
+  writable) replays what is stored; a miss fails at once with :class:`StoreError`.
+- Every SQLite failure becomes a :class:`StoreError` naming the path and the fix. After a failed
+  write (disk full, read-only, corrupt) the store refuses new generations at once, so no more
+  samples are paid for and then thrown away.
+- :meth:`DiskStore.generation_lease` coordinates processes on one directory (see
+  :mod:`cachesaver.stores.disklease`), so they do not pay for the same samples twice (G2).
+
+Values are bytes we wrote (JSON records), never pickles (G7).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Any, AsyncIterator, Optional, Sequence
+import sqlite3
+import threading
+import time
+import weakref
+from typing import Any, AsyncIterator, Iterator, Optional, Sequence
 
-import diskcache
-import orjson
-from diskcache.core import MODE_PICKLE
 
-from ..errors import CorruptSampleError
+from ..errors import CorruptSampleError, StoreError
 from .base import LedgerEntry, Store
+from .disklease import DiskLease
 
-__all__ = ["DiskStore", "SafeDisk"]
+__all__ = ["DiskStore", "DB_FILE"]
 
 log = logging.getLogger("cachesaver.stores.disk")
 
-_PREFIX = "cs1:"
-_LEN = "cs1:n:"
-_SAMPLE = "cs1:s:"
-_META = "cs1:m:"
-_LEDGER = "cs1:l:"
+#: The SQLite file inside the directory (the same file diskcache uses, so one path is one cache).
+DB_FILE = "cache.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cachesaver_keys (
+    key TEXT PRIMARY KEY, count INTEGER NOT NULL, meta BLOB);
+CREATE TABLE IF NOT EXISTS cachesaver_samples (
+    key TEXT NOT NULL, idx INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY (key, idx));
+CREATE TABLE IF NOT EXISTS cachesaver_ledger (
+    run TEXT NOT NULL, ns TEXT NOT NULL, key TEXT NOT NULL, pos INTEGER NOT NULL,
+    PRIMARY KEY (run, ns, key));
+"""
+_TABLES = ("cachesaver_keys", "cachesaver_samples", "cachesaver_ledger")
+
+#: Reserve ``k`` indexes of a key in one statement: insert its row (with its meta, stored once),
+#: or add ``k`` to a count that is a valid count (no row comes back for a garbage count).
+_RESERVE = (
+    "INSERT INTO cachesaver_keys (key, count, meta) VALUES (?1, ?2, ?3) "
+    "ON CONFLICT (key) DO UPDATE SET count = cachesaver_keys.count + excluded.count "
+    "WHERE typeof(cachesaver_keys.count) = 'integer' AND cachesaver_keys.count >= 0 "
+    "RETURNING count"
+)
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+#: ``OR REPLACE``: a row at an index the count says is unused can only be a leftover of someone
+#: deleting a key's count row by hand; the new sample takes its place instead of failing the
+#: whole transaction (which would also fail every other key appended with it).
+_INSERT_SAMPLE = "INSERT OR REPLACE INTO cachesaver_samples (key, idx, value) VALUES (?, ?, ?)"
 
 
 def _count(value: Any, what: str, key: str) -> int:
@@ -48,184 +90,455 @@ def _count(value: Any, what: str, key: str) -> int:
     return value
 
 
-class ForeignKey(bytes):
-    """A key in the directory that was pickled by someone else; never unpickled."""
+#: This process's id, kept current across fork without a system call per store operation.
+_PID = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
-class SafeDisk(diskcache.Disk):
-    """A diskcache ``Disk`` that cannot pickle or unpickle (G7)."""
+class _Connection(sqlite3.Connection):
+    """A plain connection that can be weakly referenced (the C type cannot)."""
 
-    def put(self, key: Any):  # noqa: D401 - diskcache API
-        if type(key) not in (str, bytes, int, float):
-            raise TypeError(f"store key {key!r} must be str, not {type(key).__name__}")
-        return super().put(key)
 
-    def get(self, key: Any, raw: bool):
-        if not raw:
-            return ForeignKey(bytes(key))
-        return super().get(key, raw)
-
-    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN):
-        if not read and type(value) not in (bytes, str, int, float):
-            raise TypeError(
-                f"store value for {key!r} must be bytes/str/int/float, not {type(value).__name__}"
-            )
-        return super().store(value, read, key=key)
-
-    def fetch(self, mode: int, filename: Any, value: Any, read: bool):
-        if mode == MODE_PICKLE:
-            raise CorruptSampleError(
-                "refusing to unpickle a value found in the cache directory (G7): it was not "
-                "written by CacheSaver; remove it with `cachesaver prune`"
-            )
-        return super().fetch(mode, filename, value, read)
+class _Conn(threading.local):
+    con: Optional[sqlite3.Connection] = None
+    pid: int = 0
+    ready: bool = False  # our tables exist in the file this connection has open
 
 
 class DiskStore(Store):
-    """Sample lists and shared ledgers in a diskcache directory.
+    """Sample lists and shared ledgers in a directory (``cache.db``), safe across processes.
 
-    ``DiskStore("./.cachesaver")`` or ``DiskStore(diskcache.Cache(...))`` (the seed passes one;
-    we open the same directory again with :class:`SafeDisk` and eviction off, because an evicted
-    sample would be a lost sample).
+    ``DiskStore("./.cachesaver")`` or ``DiskStore(diskcache.Cache(...))`` (the seed passes one:
+    we use its directory; its eviction never touches our tables, and its settings are left alone).
+
+    - ``read_only``: ``None`` (default) detects it: a directory or ``cache.db`` that cannot be
+      written opens read-only. ``True`` never writes, whatever the permissions.
+    - ``timeout``: seconds to wait for another process's write transaction before failing.
+    - ``lease_max_wait``: seconds a miss waits for another process generating the same key
+      before generating anyway (only a live but stuck holder makes anyone wait that long; a dead
+      one releases at once).
     """
 
-    inline_io = True  # diskcache is synchronous: nothing here ever suspends
+    inline_io = True        # SQLite calls are synchronous: nothing here ever suspends
+    coalesce_appends = True  # one transaction for several keys costs about as much as one
 
-    def __init__(self, cache: "str | os.PathLike[str] | diskcache.Cache", *, timeout: float = 60.0):
-        if isinstance(cache, diskcache.Cache):
-            directory = cache.directory
-        elif isinstance(cache, (str, os.PathLike)):
-            directory = os.fspath(cache)
-        else:
-            raise TypeError(
-                f"cache must be a directory path or a diskcache.Cache, not {type(cache).__name__}"
-            )
+    def __init__(
+        self,
+        cache: "str | os.PathLike[str] | Any",
+        *,
+        timeout: float = 60.0,
+        read_only: Optional[bool] = None,
+        lease_max_wait: float = 300.0,
+    ):
+        directory = _directory_of(cache)
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise ValueError(f"cache path {directory!r} is a file; give a directory path")
         self.location = directory
-        self._cache = diskcache.Cache(
-            directory, disk=SafeDisk, eviction_policy="none", timeout=timeout
-        )
+        self.path = os.path.join(directory, DB_FILE)
+        self.timeout = float(timeout)
+        if read_only is None:
+            read_only = _not_writable(directory, self.path)
+        self.read_only = bool(read_only)
+        self._local = _Conn()
+        # Every open connection -> the pid that opened it. Weak: a thread that ends drops its
+        # connection (closed when collected), so threads that come and go leak no file handles.
+        self._conns: "weakref.WeakKeyDictionary[sqlite3.Connection, int]" = weakref.WeakKeyDictionary()
+        self._conns_lock = threading.Lock()
+        #: Why writing is impossible (a StoreError), once known: misses then fail at once.
+        self._write_error: Optional[StoreError] = None
+        if self.read_only:
+            self._write_error = StoreError(
+                f"the cache at {directory} is open read-only (the directory or {DB_FILE} is not "
+                "writable, or read_only=True): it replays what it holds, but this request needs "
+                "new samples; open a writable copy of the directory to generate them"
+            )
+        self._lease = DiskLease(directory, max_wait=float(lease_max_wait))
+        if os.path.exists(self.path):
+            self._check_readable()
 
     @property
     def directory(self) -> str:
         return self.location
 
+    def __repr__(self) -> str:
+        mode = ", read_only=True" if self.read_only else ""
+        return f"DiskStore({self.location!r}{mode})"
+
+    # -- connections and errors --------------------------------------------------------------
+    def _connect(self, create: bool) -> Optional[sqlite3.Connection]:
+        """This thread's connection; None if the file does not exist and ``create`` is False."""
+        local = self._local
+        con = local.con
+        if con is not None and local.pid == _PID[0]:
+            if create and not local.ready:
+                self._create_tables(con)
+            return con
+        if not os.path.exists(self.path):
+            if not create:
+                return None
+            os.makedirs(self.location, exist_ok=True)
+        with self._guard("opening"):
+            if self.read_only:
+                con = _open_read_only(self.path)
+            else:
+                con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                                      check_same_thread=False, factory=_Connection)
+                con.execute("PRAGMA synchronous=NORMAL")
+            local.ready = _has_tables(con)
+        local.con, local.pid = con, _PID[0]
+        with self._conns_lock:
+            self._conns[con] = _PID[0]
+        if create and not local.ready:
+            self._create_tables(con)
+        return con
+
+    def _create_tables(self, con: sqlite3.Connection) -> None:
+        """The first write: WAL (readers never wait for writers; diskcache uses it too) and
+        our tables. Opening for reading never does either."""
+        with self._guard("creating the CacheSaver tables in", write=True):
+            # Switching to WAL needs the file to itself, and SQLite does not wait for that: when
+            # several processes create the store at once, retry until one of them has switched.
+            deadline = time.monotonic() + self.timeout
+            while con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                try:
+                    con.execute("PRAGMA journal_mode=WAL")
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.005)
+            con.execute("BEGIN IMMEDIATE")  # waits for other writers (busy timeout)
+            try:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        self._local.ready = True
+
+    def _reader(self) -> Optional[sqlite3.Connection]:
+        """A connection for reading, or None if nothing was ever stored here."""
+        local = self._local
+        if local.ready and local.pid == _PID[0]:  # the usual case, first
+            return local.con
+        con = self._connect(create=False)
+        if con is None:
+            return None
+        if not self._local.ready:  # another process may have created the tables since
+            with self._guard("reading"):
+                self._local.ready = _has_tables(con)
+            if not self._local.ready:
+                return None
+        return con
+
+    def _writer(self) -> sqlite3.Connection:
+        if self._write_error is not None:
+            raise self._write_error
+        con = self._connect(create=True)
+        assert con is not None
+        return con
+
+    def _check_readable(self) -> None:
+        """Open at once (no write) so a garbage or truncated file fails here, with its path."""
+        con = self._connect(create=False)
+        if con is None:
+            return
+        with self._guard("reading"):
+            if self._local.ready:
+                con.execute("SELECT count(*) FROM cachesaver_keys WHERE key = ''").fetchone()
+            elif _has_legacy_rows(con):
+                log.warning(
+                    "%s holds samples in the layout of an earlier development version "
+                    "(diskcache entries named 'cs1:...'), which this version does not read: "
+                    "export them with that version (`cachesaver export`), then `cachesaver "
+                    "import` the file here", self.path)
+
+    @contextlib.contextmanager
+    def _guard(self, what: str, *, write: bool = False) -> Iterator[None]:
+        """Turn SQLite errors into a StoreError that names the file and the fix."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            error = _store_error(exc, what, self.path, self.timeout)
+            if write and not _is_busy(exc):
+                # The store cannot take samples: refuse new generations at once from now on.
+                self._write_error = error
+            raise error from exc
+
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        con = self._writer()
+        with self._guard(what, write=True):
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
     # -- sample lists ------------------------------------------------------------------------
-    def _read_sync(self, key: str, start: int, count: int) -> list[bytes]:
-        get = self._cache.get
+    def _read_sync(self, con: sqlite3.Connection, key: str, start: int, count: int) -> list[bytes]:
+        if count <= 0:
+            return []
+        if count == 1:
+            row = con.execute(
+                "SELECT value FROM cachesaver_samples WHERE key = ? AND idx = ?", (key, start)
+            ).fetchone()
+            return [] if row is None else [row[0]]
         out: list[bytes] = []
-        for i in range(start, start + count):
-            raw = get(f"{_SAMPLE}{key}:{i}")
-            if raw is None:
-                break
-            out.append(raw)
+        for idx, raw in con.execute(
+            "SELECT idx, value FROM cachesaver_samples WHERE key = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            (key, start, start + count),
+        ):
+            if idx != start + len(out):
+                break  # a hole (a row someone deleted): the list ends before it
+            out.append(raw)  # anything not ours fails in decode_sample, naming key and index
         return out
 
     async def read(self, key: str, start: int, count: int) -> list[bytes]:
-        return self._read_sync(key, start, count)
+        con = self._reader()
+        if con is None:
+            return []
+        try:  # (inline rather than self._guard: this is the hit path)
+            return self._read_sync(con, key, start, count)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, f"reading samples of key {key} from", self.path, self.timeout) from exc
 
-    def read_now(self, key: str, start: int, count: int) -> list[bytes]:
-        # diskcache keeps one SQLite connection per thread: reads from any thread are safe.
-        return self._read_sync(key, start, count)
-
-    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
-        cache = self._cache
-        with cache.transact(retry=True):
-            start = _count(cache.get(_LEN + key, 0), "sample count", key)
-            for offset, raw in enumerate(samples):
-                cache.set(f"{_SAMPLE}{key}:{start + offset}", bytes(raw))
-            cache.set(_LEN + key, start + len(samples))
-            if meta is not None and start == 0:
-                cache.set(_META + key, bytes(meta))
+    @staticmethod
+    def _append_in(con: sqlite3.Connection, key: str, samples: Sequence[bytes], meta: Optional[bytes]) -> int:
+        k = len(samples)
+        for raw in samples:
+            if type(raw) not in (bytes, bytearray, memoryview):
+                raise TypeError(f"store value for key {key} must be bytes, not {type(raw).__name__}")
+        if _RETURNING:  # one statement reserves the indexes and creates the key row if needed
+            row = con.execute(_RESERVE, (key, k, None if meta is None else bytes(meta))).fetchone()
+            if row is None:  # the stored count is not a count: say so, naming the key
+                bad = con.execute("SELECT count FROM cachesaver_keys WHERE key = ?", (key,)).fetchone()
+                _count(bad[0] if bad else None, "sample count", key)
+            start = row[0] - k
+        else:  # pragma: no cover - SQLite < 3.35 (no RETURNING)
+            row = con.execute("SELECT count FROM cachesaver_keys WHERE key = ?", (key,)).fetchone()
+            start = 0 if row is None else _count(row[0], "sample count", key)
+            if row is None:
+                con.execute("INSERT INTO cachesaver_keys (key, count, meta) VALUES (?, ?, ?)",
+                            (key, k, None if meta is None else bytes(meta)))
+            else:
+                con.execute("UPDATE cachesaver_keys SET count = ? WHERE key = ?", (start + k, key))
+        if k == 1:
+            con.execute(_INSERT_SAMPLE,
+                        (key, start, bytes(samples[0])))
+        else:
+            con.executemany(_INSERT_SAMPLE,
+                            [(key, start + i, bytes(raw)) for i, raw in enumerate(samples)])
         return start
 
+    def read_now(self, key: str, start: int, count: int) -> list[bytes]:
+        """``read`` without an event loop, from any thread (each thread has its own connection)."""
+        con = self._reader()
+        if con is None:
+            return []
+        try:
+            return self._read_sync(con, key, start, count)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, f"reading samples of key {key} from", self.path, self.timeout) from exc
+
+    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
+        with self._transaction(f"appending samples of key {key} to") as con:
+            return self._append_in(con, key, samples, meta)
+
+    async def append_many(self, items: Sequence[tuple[str, Sequence[bytes], Optional[bytes]]]) -> list[int]:
+        """All appends in one transaction: all are stored or none is."""
+        with self._transaction(f"appending samples of {len(items)} keys to") as con:
+            return [self._append_in(con, key, samples, meta) for key, samples, meta in items]
+
     async def length(self, key: str) -> int:
-        return _count(self._cache.get(_LEN + key, 0), "sample count", key)
+        con = self._reader()
+        if con is None:
+            return 0
+        try:
+            row = con.execute("SELECT count FROM cachesaver_keys WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise _store_error(exc, f"reading the sample count of key {key} from", self.path, self.timeout) from exc
+        return 0 if row is None else _count(row[0], "sample count", key)
+
+    # -- generation lease --------------------------------------------------------------------
+    def generation_lease(self, key: str):
+        """Hold ``key``'s cross-process generation lease (see :class:`DiskLease`).
+
+        Raises :class:`StoreError` at once if this store cannot take new samples (read-only,
+        or a write already failed), before anyone pays for a sample that could not be kept.
+        """
+        if self._write_error is not None:
+            raise self._write_error
+        return self._lease.hold(key)
 
     # -- shared ledgers ----------------------------------------------------------------------
-    @staticmethod
-    def _ledger_key(run_id: str, namespace: str, key: str) -> str:
-        return _LEDGER + orjson.dumps([run_id, namespace, key]).decode()
-
     async def claim(
         self, run_id: str, namespace: str, key: str, count: int, *, partial: bool
     ) -> tuple[int, list[bytes]]:
-        cache = self._cache
-        slot = self._ledger_key(run_id, namespace, key)
-        with cache.transact(retry=True):
-            pos = _count(cache.get(slot, 0), f"ledger position of {namespace!r} in run {run_id!r}", key)
-            taken = self._read_sync(key, pos, count)
-            if not partial and len(taken) < count:
+        what = f"ledger position of {namespace!r} in run {run_id!r}"
+        with self._transaction(f"claiming samples of key {key} in") as con:
+            row = con.execute("SELECT pos FROM cachesaver_ledger WHERE run = ? AND ns = ? AND key = ?",
+                              (run_id, namespace, key)).fetchone()
+            pos = 0 if row is None else _count(row[0], what, key)
+            taken = self._read_sync(con, key, pos, count)
+            if not taken or (not partial and len(taken) < count):
                 return pos, []
-            if taken:
-                cache.set(slot, pos + len(taken))
+            con.execute(
+                "INSERT INTO cachesaver_ledger (run, ns, key, pos) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (run, ns, key) DO UPDATE SET pos = excluded.pos",
+                (run_id, namespace, key, pos + len(taken)),
+            )
         return pos, taken
 
     # -- administration ----------------------------------------------------------------------
-    def _keys_with(self, prefix: str) -> list[str]:
-        return [k for k in self._cache.iterkeys() if isinstance(k, str) and k.startswith(prefix)]
-
     async def iter_keys(self) -> AsyncIterator[str]:
-        for k in self._keys_with(_LEN):
-            yield k[len(_LEN):]
+        con = self._reader()
+        if con is None:
+            return
+        with self._guard("listing keys of"):
+            keys = [k for (k,) in con.execute("SELECT key FROM cachesaver_keys ORDER BY key")]
+        for key in keys:
+            yield key
 
     async def get_meta(self, key: str) -> Optional[bytes]:
-        return self._cache.get(_META + key)
-
-    def _ledger_rows(self) -> list[tuple[str, tuple[str, str, str]]]:
-        """(row name, (run, namespace, key)) of every ledger row we can read; others skipped."""
-        rows = []
-        for name in self._keys_with(_LEDGER):
-            try:
-                run_id, namespace, key = orjson.loads(name[len(_LEDGER):])
-                if not all(isinstance(x, str) for x in (run_id, namespace, key)):
-                    raise ValueError("not three strings")
-            except (orjson.JSONDecodeError, ValueError, TypeError):
-                log.warning("skipping ledger row %r in %s: not written by CacheSaver", name, self.location)
-                continue
-            rows.append((name, (run_id, namespace, key)))
-        return rows
+        con = self._reader()
+        if con is None:
+            return None
+        with self._guard(f"reading the meta of key {key} from"):
+            row = con.execute("SELECT meta FROM cachesaver_keys WHERE key = ?", (key,)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     async def iter_ledger(self) -> AsyncIterator[LedgerEntry]:
-        for name, (run_id, namespace, key) in self._ledger_rows():
-            pos = self._cache.get(name)
-            if type(pos) is int:
+        con = self._reader()
+        if con is None:
+            return
+        with self._guard("reading the ledgers of"):
+            rows = con.execute("SELECT run, ns, key, pos FROM cachesaver_ledger ORDER BY run, ns, key").fetchall()
+        for run_id, namespace, key, pos in rows:
+            if type(pos) is int and pos >= 0 and all(isinstance(x, str) for x in (run_id, namespace, key)):
                 yield run_id, namespace, key, pos
-            elif pos is not None:
-                log.warning("skipping ledger row %r in %s: position %r is not a count", name, self.location, pos)
+            else:
+                log.warning("skipping a ledger row of key %r in %s: not written by CacheSaver", key, self.location)
 
     async def delete(self, key: str) -> int:
-        cache = self._cache
-        ledger_keys = [name for name, slot in self._ledger_rows() if slot[2] == key]
-        try:
-            n = _count(cache.get(_LEN + key, 0), "sample count", key)
-            sample_keys = [f"{_SAMPLE}{key}:{i}" for i in range(n)]
-        except CorruptSampleError:  # a garbage counter: find the samples by name instead
-            sample_keys = self._keys_with(f"{_SAMPLE}{key}:")
-            n = len(sample_keys)
-        with cache.transact(retry=True):
-            for sample_key in sample_keys:
-                cache.delete(sample_key)
-            cache.delete(_LEN + key)
-            cache.delete(_META + key)
-            for k in ledger_keys:
-                cache.delete(k)
-        return n
+        if self._reader() is None:
+            return 0
+        with self._transaction(f"deleting key {key} from") as con:
+            removed = con.execute("DELETE FROM cachesaver_samples WHERE key = ?", (key,)).rowcount
+            con.execute("DELETE FROM cachesaver_keys WHERE key = ?", (key,))
+            con.execute("DELETE FROM cachesaver_ledger WHERE key = ?", (key,))
+        return removed
 
     async def clear(self) -> None:
-        cache = self._cache
-        for k in self._keys_with(_PREFIX):
-            cache.delete(k)
+        """Remove every sample, meta and ledger row (the directory's other data is untouched)."""
+        if self._reader() is None:
+            return
+        with self._transaction("clearing") as con:
+            for table in _TABLES:
+                con.execute(f"DELETE FROM {table}")
 
     def after_fork(self) -> None:
-        # diskcache keeps a connection per thread: the child's main thread would inherit the
-        # parent's. A new Cache object on the same directory has none yet.
-        self._cache = diskcache.Cache(self.location, disk=SafeDisk, eviction_policy="none",
-                                      timeout=self._cache._timeout)
+        """In a forked child: forget the parent's connections without closing them (closing a
+        SQLite connection inherited across fork can disturb the parent's locks and WAL); the
+        child opens its own on first use."""
+        with self._conns_lock:
+            self._conns = weakref.WeakKeyDictionary()
+        self._local = _Conn()
 
     def close(self) -> None:
-        self._cache.close()
+        pid = os.getpid()
+        with self._conns_lock:
+            conns, self._conns = list(self._conns.items()), weakref.WeakKeyDictionary()
+        for con, owner in conns:
+            if owner == pid:  # never close a connection inherited from a parent process
+                with contextlib.suppress(sqlite3.Error):
+                    con.close()
+        self._local = _Conn()
+        self._lease.close()
 
     async def aclose(self) -> None:
         self.close()
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _directory_of(cache: Any) -> str:
+    if isinstance(cache, (str, os.PathLike)):
+        return os.fspath(cache)
+    directory = getattr(cache, "directory", None)
+    try:
+        import diskcache
+    except ImportError:  # pragma: no cover
+        diskcache = None  # type: ignore[assignment]
+    if diskcache is not None and isinstance(cache, diskcache.Cache) and isinstance(directory, str):
+        return directory
+    raise TypeError(f"cache must be a directory path or a diskcache.Cache, not {type(cache).__name__}")
+
+
+def _has_legacy_rows(con: sqlite3.Connection) -> bool:
+    if con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'Cache'").fetchone() is None:
+        return False
+    return con.execute("SELECT 1 FROM Cache WHERE key >= 'cs1:' AND key < 'cs1;' LIMIT 1").fetchone() is not None
+
+
+def _has_tables(con: sqlite3.Connection) -> bool:
+    names = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return all(table in names for table in _TABLES)
+
+
+def _not_writable(directory: str, path: str) -> bool:
+    if os.path.exists(path):
+        return not os.access(path, os.W_OK) or not os.access(directory, os.W_OK)
+    parent = directory
+    while not os.path.exists(parent):  # the directory will be created: can it be?
+        up = os.path.dirname(os.path.abspath(parent))
+        if up == os.path.abspath(parent):
+            break
+        parent = up
+    return os.path.isdir(parent) and not os.access(parent, os.W_OK)
+
+
+def _open_read_only(path: str) -> sqlite3.Connection:
+    """Open without any write: ``mode=ro``; on read-only media, where SQLite cannot create the
+    WAL index, ``immutable=1`` (nobody can be writing a file on a read-only mount)."""
+    uri = "file:" + os.path.abspath(path).replace("?", "%3f").replace("#", "%23")
+    try:
+        con = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False,
+                              factory=_Connection)
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return con
+    except sqlite3.OperationalError:
+        con = sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None, check_same_thread=False,
+                              factory=_Connection)
+        con.execute("PRAGMA query_only=1")
+        return con
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _store_error(exc: sqlite3.Error, what: str, path: str, timeout: float) -> StoreError:
+    text = str(exc)
+    low = text.lower()
+    if "full" in low:
+        fix = "the disk is full: free space, then open the store again"
+    elif "readonly" in low or "read-only" in low:
+        fix = ("it is read-only: open it with read_only=True (DiskStore(path, read_only=True)) to "
+               "replay what it holds, or make it writable")
+    elif "not a database" in low or "malformed" in low or "corrupt" in low:
+        fix = ("the file is not a valid SQLite database (truncated or overwritten): move it aside "
+               "and restore it from a backup, or export what is readable with `sqlite3 cache.db .recover`")
+    elif _is_busy(exc):
+        fix = (f"another process kept the database locked (waited up to {timeout:g}s); retry, "
+               "or pass a larger timeout")
+    elif "unable to open" in low:
+        fix = "check that the directory exists and is readable"
+    else:
+        fix = "check the file and its directory"
+    return StoreError(f"{what} the cache at {path} failed ({type(exc).__name__}: {text}): {fix}")
+

@@ -537,12 +537,20 @@ class RedisStore(Store):
             raise self._error(exc, f"deleting key {key}") from exc
 
     async def clear(self) -> None:
-        """Delete every Redis key under ``prefix:`` (and nothing else)."""
+        """Delete every key of this store, ``P:{K}:<kind>``, and nothing else.
+
+        The match is ``P:{*`` (not ``P:*``): prefixes cannot contain braces, so no key of another
+        prefix starts with ``P:{``, while the cache of prefix ``P:v2`` (``P:v2:{K}:s``) does
+        start with ``P:``.
+        """
         client = await self._ready()
-        pattern = _glob_escape(self.prefix) + ":*"
+        head = f"{self.prefix}:{{".encode()
+        pattern = _glob_escape(self.prefix) + ":{*"
         try:
             batch: list[bytes] = []
             async for raw in client.redis.scan_iter(match=pattern, count=_SCAN_COUNT):
+                if not raw.startswith(head):
+                    continue
                 batch.append(raw)
                 if len(batch) >= _SCAN_COUNT:
                     await self._unlink(client, batch)

@@ -1,0 +1,78 @@
+"""Gathers the appends of one moment into one store call (one transaction on disk).
+
+Why: a batch of misses over many keys finishes its model calls at about the same time, and
+each key's samples must be committed before they are handed out (G6). On SQLite one commit per
+key is most of a miss's cost; one ``append_many`` for all of them is about the cost of one.
+
+How: an append made while another is waiting joins it; the group is written by one task at the
+next turn of the loop. Every caller gets its own first index back, or the group's error (the
+group is one transaction, so then none of its samples was stored: G5). Stores that do not set
+``coalesce_appends`` are called directly, with no added hop.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Optional, Sequence
+
+from .errors import CorruptSampleError
+from .stores.base import Store
+
+__all__ = ["Appends"]
+
+_Item = tuple[str, Sequence[bytes], Optional[bytes]]
+
+
+class Appends:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._group: list[tuple[_Item, "asyncio.Future[int]"]] = []
+        self._tasks: set[asyncio.Task] = set()
+
+    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes]) -> int:
+        """Append ``samples`` to ``key``; return the index of the first one once committed."""
+        if not self.store.coalesce_appends:
+            return await self.store.append(key, samples, meta)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._group.append(((key, samples, meta), future))
+        if len(self._group) == 1:
+            task = asyncio.ensure_future(self._write())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        # A caller cancelled while waiting cancels only its future: the group is still written
+        # (its samples were paid for, and the next request can use them).
+        return await future
+
+    async def _write(self) -> None:
+        group, self._group = self._group, []
+        try:
+            if len(group) == 1:
+                starts = [await self.store.append(*group[0][0])]
+            else:
+                try:
+                    starts = await self.store.append_many([item for item, _ in group])
+                except (CorruptSampleError, TypeError):
+                    # One key's own rows (or values) are bad: the group's transaction stored
+                    # nothing; append each on its own so only that key's callers fail.
+                    await self._write_each(group)
+                    return
+        except BaseException as exc:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), start in zip(group, starts):
+            if not future.done():
+                future.set_result(start)
+
+    async def _write_each(self, group: list) -> None:
+        for item, future in group:
+            try:
+                start = await self.store.append(*item)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            if not future.done():
+                future.set_result(start)
