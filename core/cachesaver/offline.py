@@ -58,9 +58,14 @@ async def offline_miss(store: Store, ledger: Ledger, key: str, pending: list) ->
     where = getattr(store, "location", "") or type(store).__name__
     wanted = f"sample {pos}" if n == 1 else f"samples {pos}..{pos + n - 1}"
     more = f" (and {len(short) - 1} other namespace(s) of this key)" if len(short) > 1 else ""
+    if getattr(store, "read_only", False) and not getattr(store, "is_bundle", False):
+        why = (f"{where} is read-only, so it replays what it holds and cannot keep a new sample: "
+               "make the directory writable to extend the run, or copy it somewhere writable")
+    else:
+        why = ("the run asks for more than was recorded: replay the same namespaces and requests, or "
+               "import the bundle into a cache (`cachesaver bundle import`) and run online to extend it")
     return OfflineMissError(
         f"offline replay: prompt {preview!r} (key {key}) in namespace {demand.namespace!r} asks for "
         f"{wanted}, but {where} holds {held} sample(s) of this key{more}; the model was not called. "
-        "The run asks for more than was recorded: replay the same namespaces and requests, or "
-        "import the bundle into a cache (`cachesaver bundle import`) and run online to extend it"
+        f"{why[0].upper()}{why[1:]}"
     )

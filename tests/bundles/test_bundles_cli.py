@@ -53,6 +53,6 @@ def test_create_from_a_shared_run_and_from_a_saved_consumption(tmp_path, capsys)
     assert "0 samples added, 6 already present" in capsys.readouterr().out
     # A bundle is read-only: clearing it through the CLI is refused and changes nothing.
     before = (tmp_path / "all.csbundle").read_bytes()
-    assert main(["clear", "--cache", str(tmp_path / "all.csbundle"), "--yes"]) == 1
+    assert main(["clear", "--cache", str(tmp_path / "all.csbundle"), "--yes"]) == 2  # a store error: one line, exit 2
     assert "read-only" in capsys.readouterr().err
     assert (tmp_path / "all.csbundle").read_bytes() == before

@@ -35,6 +35,7 @@ class BundleStore(Store):
 
     inline_io = True
     read_only = True
+    is_bundle = True
 
     def __init__(self, path: "str | os.PathLike[str]") -> None:
         self.location = os.fspath(path)
