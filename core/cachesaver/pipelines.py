@@ -183,7 +183,9 @@ class Pipeline:
             self._spawn(self._check_tick(self._take_tick()))
             raise
         items = self._take_tick()
-        if self.store.inline_io:
+        # A shared run's check claims in the store (a write, which may wait off the loop for
+        # another process): only a private run's check, reads alone, runs inline.
+        if self.store.inline_io and not self.shared_run:
             await self._check_tick(items)
         else:
             await asyncio.shield(self._spawn(self._check_tick(items)))

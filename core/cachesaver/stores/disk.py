@@ -33,6 +33,7 @@ Values are bytes we wrote (JSON records), never pickles (G7).
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -40,7 +41,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from typing import Any, AsyncIterator, Iterator, Optional, Sequence
+from typing import Any, AsyncIterator, Callable, Iterator, Optional, Sequence, TypeVar
 
 
 from ..errors import CorruptSampleError, StoreError
@@ -48,6 +49,8 @@ from .base import LedgerEntry, Store
 from .disklease import DiskLease
 
 __all__ = ["DiskStore", "DB_FILE"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("cachesaver.stores.disk")
 
@@ -120,7 +123,9 @@ class DiskStore(Store):
       one releases at once).
     """
 
-    inline_io = True        # SQLite calls are synchronous: nothing here ever suspends
+    # Reads never suspend (WAL: readers never wait for writers). A write suspends only while
+    # another process holds the write lock: it then waits in a worker thread (``_write``).
+    inline_io = True
     coalesce_appends = True  # one transaction for several keys costs about as much as one
 
     def __init__(
@@ -268,10 +273,22 @@ class DiskStore(Store):
             raise error from exc
 
     @contextlib.contextmanager
-    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, what: str, *, quick: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction on this thread's connection. ``quick``: wait at most
+        ``LOOP_WAIT`` for another process's write lock, then raise ``_Busy`` (see ``_write``)."""
         con = self._writer()
         with self._guard(what, write=True):
-            con.execute("BEGIN IMMEDIATE")
+            if quick:
+                con.execute(f"PRAGMA busy_timeout = {int(LOOP_WAIT * 1000)}")
+            try:
+                con.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if quick and _is_busy(exc):
+                    raise _Busy from exc
+                raise
+            finally:
+                if quick:
+                    con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             try:
                 yield con
             except BaseException:
@@ -279,6 +296,22 @@ class DiskStore(Store):
                     con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+
+    async def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(con)`` in a write transaction, without stalling the event loop: on the loop while
+        the database is free (the common case: microseconds); while another process holds the
+        write lock, the wait (up to ``timeout``) happens in a worker thread instead, so the
+        loop's other requests keep being served."""
+        try:
+            with self._transaction(what, quick=True) as con:
+                return fn(con)
+        except _Busy:
+            pass
+        return await asyncio.to_thread(self._write_waiting, what, fn)
+
+    def _write_waiting(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._transaction(what) as con:
+            return fn(con)
 
     # -- sample lists ------------------------------------------------------------------------
     def _read_sync(self, con: sqlite3.Connection, key: str, start: int, count: int) -> list[bytes]:
@@ -347,13 +380,13 @@ class DiskStore(Store):
             raise _store_error(exc, f"reading samples of key {key} from", self.path, self.timeout) from exc
 
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
-        with self._transaction(f"appending samples of key {key} to") as con:
-            return self._append_in(con, key, samples, meta)
+        return await self._write(f"appending samples of key {key} to",
+                                 lambda con: self._append_in(con, key, samples, meta))
 
     async def append_many(self, items: Sequence[tuple[str, Sequence[bytes], Optional[bytes]]]) -> list[int]:
         """All appends in one transaction: all are stored or none is."""
-        with self._transaction(f"appending samples of {len(items)} keys to") as con:
-            return [self._append_in(con, key, samples, meta) for key, samples, meta in items]
+        return await self._write(f"appending samples of {len(items)} keys to",
+                                 lambda con: [self._append_in(con, key, samples, meta) for key, samples, meta in items])
 
     async def length(self, key: str) -> int:
         con = self._reader()
@@ -381,7 +414,8 @@ class DiskStore(Store):
         self, run_id: str, namespace: str, key: str, count: int, *, partial: bool
     ) -> tuple[int, list[bytes]]:
         what = f"ledger position of {namespace!r} in run {run_id!r}"
-        with self._transaction(f"claiming samples of key {key} in") as con:
+
+        def claim_in(con: sqlite3.Connection) -> tuple[int, list[bytes]]:
             row = con.execute("SELECT pos FROM cachesaver_ledger WHERE run = ? AND ns = ? AND key = ?",
                               (run_id, namespace, key)).fetchone()
             pos = 0 if row is None else _count(row[0], what, key)
@@ -393,7 +427,9 @@ class DiskStore(Store):
                 "ON CONFLICT (run, ns, key) DO UPDATE SET pos = excluded.pos",
                 (run_id, namespace, key, pos + len(taken)),
             )
-        return pos, taken
+            return pos, taken
+
+        return await self._write(f"claiming samples of key {key} in", claim_in)
 
     # -- administration ----------------------------------------------------------------------
     async def iter_keys(self) -> AsyncIterator[str]:
@@ -516,6 +552,15 @@ def _open_read_only(path: str) -> sqlite3.Connection:
                               factory=_Connection)
         con.execute("PRAGMA query_only=1")
         return con
+
+
+#: Seconds a write may wait for another process's lock on the event loop's own thread; past
+#: that it waits in a worker thread (issue: a shared run froze the caller's loop for seconds).
+LOOP_WAIT = 0.02
+
+
+class _Busy(Exception):
+    """Another process holds the write lock (internal: ``_write`` then waits off the loop)."""
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
