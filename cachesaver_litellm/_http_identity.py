@@ -17,7 +17,8 @@ Only these two headers are ever read; no header enters a cache key or the store.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from cachesaver.errors import InvalidRequestError
 

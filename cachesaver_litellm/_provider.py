@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from typing import Any, AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
+from typing import Any, AsyncIterator, Iterator
 
 import litellm
 from litellm import CustomLLM

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from collections.abc import Mapping
+from typing import Any, Iterator, Optional, Sequence
 
 from cachesaver.typedefs import Response
 

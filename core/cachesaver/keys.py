@@ -12,7 +12,8 @@ import dataclasses
 import enum
 import hashlib
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 

@@ -13,7 +13,8 @@ share their samples (as they should: the same model, the same prompt).
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["is_secret_name", "is_secret_value", "without_secrets", "url_without_userinfo"]

@@ -8,7 +8,8 @@ own error classes, with the field named and the fix given.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from ..errors import InvalidRequestError, InvalidRequestTypeError
 
