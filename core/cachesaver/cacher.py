@@ -26,7 +26,7 @@ from .ledger import Ledger
 from .offline import offline_miss
 from .pending import Pending
 from .stats import Stats
-from .stores.base import Store
+from .stores.base import NO_LEASE, Store
 from .typedefs import Request, Response, Usage, request_fields
 
 __all__ = ["Cacher"]
@@ -217,7 +217,10 @@ class Cacher:
             return True
         if self.offline:
             raise await offline_miss(self.store, self.ledger, key, pending)
-        async with self.store.generation_lease(key):
+        lease = self.store.generation_lease(key)
+        if lease is NO_LEASE:  # nobody else generates into this store: the plan stands
+            return await self._generate_missing(key, pending, calls, missing, generation)
+        async with lease:
             # Another process may have generated while this one waited for the lease.
             return await self._generate_missing(key, pending, calls, *await self._plan(key, pending))
 
