@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 
 import cachesaver_litellm  # noqa: E402
 
-MODEL = "cachesaver/openai/gpt-4o-mini"
+from _fw_helpers import MODEL  # noqa: E402,F401  (re-exported for older imports)
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import pytest
 
 import cachesaver_litellm
 
-from conftest import MODEL
+from _fw_helpers import MODEL
 
 PROMPTS = ["Name a colour.", "Name a river."]
 

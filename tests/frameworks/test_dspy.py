@@ -16,7 +16,7 @@ from cachesaver.errors import InvalidRequestError  # noqa: E402
 from cachesaver_litellm import _dspy_guard  # noqa: E402
 from cachesaver_litellm.dspy import CacheSaverLM, Evaluate, namespace  # noqa: E402
 
-from conftest import MODEL  # noqa: E402
+from _fw_helpers import MODEL  # noqa: E402
 
 
 class Answer(pydantic.BaseModel):

@@ -16,7 +16,7 @@ from langchain_litellm import ChatLiteLLM  # noqa: E402
 import cachesaver_litellm  # noqa: E402
 from cachesaver_litellm import _namespace_warning  # noqa: E402
 
-from conftest import MODEL  # noqa: E402
+from _fw_helpers import MODEL  # noqa: E402
 
 WARNING_LOGGER = "cachesaver.litellm.namespace"
 
