@@ -162,3 +162,15 @@ def litellm_globals_restored():
         lst = getattr(litellm, name)
         lst[:] = [cb for cb in lst if not isinstance(cb, litellm.integrations.custom_logger.CustomLogger)
                   or cb in callbacks]
+
+
+@pytest.fixture
+def store_path(tmp_path) -> str:
+    """A fresh store directory (the adapters' tests register on it)."""
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def server(fake_server):
+    """The local OpenAI-compatible server, under the name the adapter tests use."""
+    return fake_server

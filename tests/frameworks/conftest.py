@@ -32,16 +32,6 @@ def clean_litellm(litellm_globals_restored):
 
 
 @pytest.fixture
-def store_path(tmp_path) -> str:
-    return str(tmp_path / "store")
-
-
-@pytest.fixture
 def provider(store_path):
     """``cachesaver/`` registered on a diskcache store in tmp_path; batch window 20 ms."""
     return cachesaver_litellm.register(store=store_path, timeout=0.02)
-
-
-@pytest.fixture
-def server(fake_server):
-    return fake_server

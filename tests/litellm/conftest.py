@@ -22,19 +22,11 @@ def clean_litellm(litellm_globals_restored):
 
 
 @pytest.fixture
-def store_path(tmp_path) -> str:
-    return str(tmp_path / "store")
-
-
-@pytest.fixture
 def provider(store_path):
     """``cachesaver/`` registered on a diskcache store in tmp_path; batch window 50 ms."""
     return cachesaver_litellm.register(store=store_path, timeout=0.05)
 
 
-@pytest.fixture
-def server(fake_server):
-    return fake_server
 
 
 @pytest.fixture
@@ -42,4 +34,3 @@ def call_kwargs(server) -> dict:
     """What every test call passes: real HTTP to the fake server, no SDK retries."""
     return {"model": MODEL, "messages": MESSAGES, "api_base": server.base_url, "api_key": "sk-test",
             "max_retries": 0}
-
