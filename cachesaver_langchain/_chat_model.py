@@ -2,10 +2,8 @@
 
 Namespace and request id come from the run's metadata (``cachesaver_namespace``,
 ``cachesaver_request_id``), wherever LangChain put it: ``config=``, ``with_config``, a chain, a
-LangGraph graph. ``_generate``/``_agenerate`` could read it from their run manager, but
-``_stream``/``_astream`` get none, so ``invoke``/``ainvoke``/``stream``/``astream`` read
-``ensure_config(config)["metadata"]`` themselves and pass it down as a private call keyword,
-which never reaches the key, the inner model or the traced invocation parameters.
+LangGraph graph (read by the entry points in ``_entrypoints``). Calls run through the engine
+runtime's ``HostedPipeline``: a hit is answered on the caller's own thread.
 """
 from __future__ import annotations
 
@@ -17,9 +15,9 @@ from typing import Any, AsyncIterator, Iterator, Mapping, Optional, Sequence, Un
 
 from langchain_core.caches import BaseCache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from cachesaver.errors import InvalidRequestError
@@ -33,7 +31,8 @@ from ._codec import message_payload
 from ._inner import FORWARDED, InnerView, configure_inner
 from ._model import ChatRequest, InnerFactory, LiveCall
 from ._runnables import repoint
-from ._batching import arun_batch, leave_group, member_of, run_batch
+from ._batching import leave_group, member_of
+from ._entrypoints import RunMetadataEntryPoints
 from ._streaming import async_stream, sync_stream
 
 __all__ = ["CacheSaverChatModel", "NAMESPACE_KEY", "REQUEST_ID_KEY", "STORE_ENV", "cachesaver_config"]
@@ -58,7 +57,7 @@ def _default_store() -> str:
     return os.environ.get(STORE_ENV) or "./.cachesaver"
 
 
-class CacheSaverChatModel(BaseChatModel):
+class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
     """Wrap any chat model so that its samples are cached per namespace.
 
     Within a namespace every stored sample is handed out once (fresh samples on every call);
@@ -202,53 +201,7 @@ class CacheSaverChatModel(BaseChatModel):
         runnable = self.chat_model.with_structured_output(schema, include_raw=include_raw, **kwargs)
         return repoint(runnable, self.chat_model, self)
 
-    # -- entry points that know the run's metadata -------------------------------------------
-    def invoke(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,
-               stop: Optional[list[str]] = None, **kwargs: Any) -> AIMessage:
-        config = ensure_config(config)
-        kwargs.setdefault(SCOPE_KW, Scope(config.get("metadata") or {}))
-        return super().invoke(input, config, stop=stop, **kwargs)
-
-    async def ainvoke(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,
-                      stop: Optional[list[str]] = None, **kwargs: Any) -> AIMessage:
-        config = ensure_config(config)
-        kwargs.setdefault(SCOPE_KW, Scope(config.get("metadata") or {}))
-        return await super().ainvoke(input, config, stop=stop, **kwargs)
-
-    def stream(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,
-               stop: Optional[list[str]] = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
-        config = ensure_config(config)
-        kwargs.setdefault(SCOPE_KW, Scope(config.get("metadata") or {}))
-        yield from super().stream(input, config, stop=stop, **kwargs)
-
-    async def astream(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,
-                      stop: Optional[list[str]] = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
-        config = ensure_config(config)
-        scope = kwargs.setdefault(SCOPE_KW, Scope(config.get("metadata") or {}))
-        stream = super().astream(input, config, stop=stop, **kwargs)
-        try:
-            async for chunk in stream:
-                yield chunk
-        finally:
-            if isinstance(scope, Scope) and scope.leave is not None:
-                scope.leave()  # at once, not when the garbage collector closes _astream
-            await stream.aclose()
-
-    # -- generation --------------------------------------------------------------------------
-    def batch(self, inputs: list[LanguageModelInput], config: Any = None, *, return_exceptions: bool = False,
-              **kwargs: Any) -> list[Any]:
-        """LangChain's ``batch``, with the inputs served in input order (see ``_batching``)."""
-        if len(inputs) < 2:
-            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
-        return run_batch(self._get_hosted(), self.invoke, inputs, config, return_exceptions, kwargs)
-
-    async def abatch(self, inputs: list[LanguageModelInput], config: Any = None, *,
-                     return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
-        """LangChain's ``abatch``, with the inputs served in input order (see ``_batching``)."""
-        if len(inputs) < 2:
-            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
-        return await arun_batch(self._get_hosted(), self.ainvoke, inputs, config, return_exceptions, kwargs)
-
+    # -- generation (the entry points that read the run's metadata: _entrypoints) -----------
     def _generate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
         member = member_of(kwargs)
