@@ -214,3 +214,13 @@ async def test_a_task_that_once_swallowed_a_cancellation_is_still_served(fake_mo
         task.cancel()
         resp = await task
     assert resp.cached == [True]
+
+
+async def test_the_fake_model_is_a_pure_function_of_seed_prompt_and_sample_index():
+    """Fakes must not depend on arrival order: the same prompts asked in another order (or
+    interleaved with others) give each prompt the same samples."""
+    one, other = FakeModel(seed=5), FakeModel(seed=5)
+    first = [(await one.request(Request(prompt=p, n=2))).data for p in ("a", "b", "a")]
+    second = [(await other.request(Request(prompt=p, n=2))).data for p in ("b", "a", "c", "a")]
+    assert first[0] == second[1] and first[1] == second[0] and first[2] == second[3]
+    assert len({s for batch in first + second for s in batch}) == 8  # distinct across prompts

@@ -38,9 +38,10 @@ class CallRecord:
 class FakeModel(SingleRequestModel, BatchRequestModel):
     """A stochastic model you can count.
 
-    Sample k (k = 0, 1, ... over the model's lifetime) is ``f"{answer} #{k}"`` where ``answer``
-    is drawn from ``answers`` (or random words) with a generator seeded by ``(seed, prompt, k)``,
-    so two models with one seed produce the same stream and every sample is distinct.
+    Sample k of a prompt (k = 0, 1, ... per prompt) is ``f"{answer} <{tag}> #{k}"``: ``answer``
+    is drawn from ``answers`` (or random words) with a generator seeded by ``(seed, prompt, k)``
+    and ``tag`` is a short digest of the prompt. A sample is a pure function of (seed, prompt,
+    sample index), whatever order the prompts arrive in, and no two samples are equal.
 
     Usage: ``prompt_tokens`` = words in the prompt (billed once per call), ``completion_tokens``
     = words per sample; ``cost`` at ``price_per_token`` dollars.
@@ -57,6 +58,7 @@ class FakeModel(SingleRequestModel, BatchRequestModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     _failures: List[BaseException] = field(default_factory=list, repr=False)
+    _per_prompt: dict = field(default_factory=dict, repr=False)  # next sample index per prompt
 
     # -- failure injection -------------------------------------------------------------------
     def fail_next(self, count: int = 1, exc: Optional[BaseException] = None) -> None:
@@ -76,7 +78,8 @@ class FakeModel(SingleRequestModel, BatchRequestModel):
         digest = hashlib.sha256(f"{self.seed}|{prompt}|{k}".encode()).digest()
         rng = random.Random(digest)
         answer = rng.choice(list(self.answers)) if self.answers else " ".join(rng.choices(_WORDS, k=3))
-        return f"{answer} #{k}"
+        tag = hashlib.sha256(str(prompt).encode()).hexdigest()[:6]
+        return f"{answer} <{tag}> #{k}"
 
     async def request(self, request: Request) -> Response:
         if self.latency:
@@ -86,8 +89,11 @@ class FakeModel(SingleRequestModel, BatchRequestModel):
             raise self._failures.pop(0)
         count = max(1, request.n - self.short_by)
         data = []
+        prompt_key = str(request.prompt)
         for _ in range(count):
-            data.append(self.sample_text(request.prompt, self.samples_generated))
+            k = self._per_prompt.get(prompt_key, 0)
+            self._per_prompt[prompt_key] = k + 1
+            data.append(self.sample_text(request.prompt, k))
             self.samples_generated += 1
         prompt_tokens = len(str(request.prompt).split())
         completion_tokens = sum(len(s.split()) for s in data)
