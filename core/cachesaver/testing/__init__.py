@@ -1,8 +1,8 @@
 """Test doubles for the engine, the adapters, the benchmarks and the docs.
 
 - :class:`FakeModel`: a seeded stochastic model whose samples are distinct and traceable
-  (``"<answer> #<k>"``, k = the model's global sample counter), counting calls, samples and
-  tokens, with optional latency, failure injection and short answers.
+  (``"<answer> <prompt tag> #<k>"``, k = the sample's index among its prompt's samples),
+  counting calls, samples and tokens, with optional latency, failure injection and short answers.
 - ``FakeOpenAIServer`` (in :mod:`cachesaver.testing.server`): a real OpenAI-compatible HTTP
   server on 127.0.0.1 for litellm and LangChain tests.
 """
