@@ -24,9 +24,11 @@ from ._calls import SCOPE_KW, Scope
 __all__ = ["run_batch", "arun_batch", "member_of", "leave_group"]
 
 
-def _scopes(hosted: HostedPipeline, configs: list[RunnableConfig]) -> list[Scope]:
+def _scopes(hosted: HostedPipeline, configs: list[RunnableConfig], limit: Optional[int]) -> list[Scope]:
+    """Each input's place: consecutive groups of at most ``limit`` (the calls that can run at
+    once), so no input waits for one that cannot start."""
     size = len(configs)
-    limit = configs[0].get("max_concurrency") or size
+    limit = limit or size
     scopes = []
     for start in range(0, size, limit):
         group = hosted.group(min(limit, size - start))
@@ -39,26 +41,32 @@ def _scopes(hosted: HostedPipeline, configs: list[RunnableConfig]) -> list[Scope
 def run_batch(hosted: HostedPipeline, invoke: Callable[..., Any], inputs: Sequence[Any],
               config: Any, return_exceptions: bool, kwargs: dict[str, Any]) -> list[Any]:
     configs = get_config_list(config, len(inputs))
-    scopes = _scopes(hosted, configs)
-
-    def one(i: int) -> Any:
-        try:
-            return invoke(inputs[i], configs[i], **{**kwargs, SCOPE_KW: scopes[i]})
-        except Exception as exc:
-            if return_exceptions:
-                return exc
-            raise
-        finally:
-            scopes[i].member.leave()  # failed before reaching the model: others stop waiting
-
     with get_executor_for_config(configs[0]) as executor:
-        return list(executor.map(one, range(len(inputs))))
+        # A thread pool runs at most its worker count at once (LangChain's default pool has
+        # os.cpu_count() + 4 workers whatever max_concurrency says).
+        workers = getattr(executor, "_max_workers", None) or configs[0].get("max_concurrency")
+        scopes = _scopes(hosted, configs, workers)
+        return list(executor.map(lambda i: _one(i, invoke, inputs, configs, scopes, return_exceptions, kwargs),
+                                 range(len(inputs))))
+
+
+def _one(i: int, invoke: Callable[..., Any], inputs: Sequence[Any], configs: list[RunnableConfig],
+         scopes: list[Scope], return_exceptions: bool, kwargs: dict[str, Any]) -> Any:
+    try:
+        return invoke(inputs[i], configs[i], **{**kwargs, SCOPE_KW: scopes[i]})
+    except Exception as exc:
+        if return_exceptions:
+            return exc
+        raise
+    finally:
+        scopes[i].member.leave()  # failed before reaching the model: others stop waiting
 
 
 async def arun_batch(hosted: HostedPipeline, ainvoke: Callable[..., Any], inputs: Sequence[Any],
                      config: Any, return_exceptions: bool, kwargs: dict[str, Any]) -> list[Any]:
     configs = get_config_list(config, len(inputs))
-    scopes = _scopes(hosted, configs)
+    limit: Optional[int] = configs[0].get("max_concurrency")
+    scopes = _scopes(hosted, configs, limit)
 
     async def one(i: int) -> Any:
         try:
@@ -70,7 +78,6 @@ async def arun_batch(hosted: HostedPipeline, ainvoke: Callable[..., Any], inputs
         finally:
             scopes[i].member.leave()
 
-    limit: Optional[int] = configs[0].get("max_concurrency")
     return await gather_with_concurrency(limit, *(one(i) for i in range(len(inputs))))
 
 

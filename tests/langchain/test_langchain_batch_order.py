@@ -45,3 +45,18 @@ async def test_async_batch_replays_each_input_its_own_sample_even_with_sync_call
         again = [sample_no(m) for m in await chat.abatch([PROMPT] * 4, config=config)]
         assert again == first
     assert fake_server.request_count == 1
+
+
+def test_a_batch_larger_than_the_thread_pool_completes_and_replays_in_order(make_chat, fake_server):
+    """LangChain's thread pool has os.cpu_count() + 4 workers: a batch larger than that must
+    not wait for inputs that cannot start (they form the next group)."""
+    from langchain_core.runnables.config import get_executor_for_config
+
+    with get_executor_for_config({}) as executor:
+        size = executor._max_workers + 3
+    chat = make_chat(batch_size=64, batch_timeout=0.05)
+    first = [sample_no(m) for m in chat.batch([PROMPT] * size, config=ns("A"))]
+    assert sorted(first) == list(range(1, size + 1))
+    again = [sample_no(m) for m in chat.batch([PROMPT] * size, config=ns("B"))]
+    limited = [sample_no(m) for m in chat.batch([PROMPT] * size, config={**ns("C"), "max_concurrency": 2})]
+    assert again == first and limited == first
