@@ -283,16 +283,19 @@ class HostedPipeline:
 
     def _serve_in_order(self, entries: list[_Entry]) -> None:
         """Hits now, on this thread; misses together to the engine's loop, in the same order
-        (requests without an id first, by arrival, as the engine's reorder puts them)."""
+        (requests without an id first, by arrival, as the engine's reorder puts them).
+
+        No caller is released before every request here has taken its samples: a released
+        caller's thread may go on to issue the next group, which must not claim in between.
+        """
         entries.sort(key=lambda e: e.order)
-        misses: list[tuple[_Entry, Optional[Reservation]]] = []
         try:
             pipeline = self._open_pipeline()
         except BaseException as exc:
             for entry in entries:
                 entry.error = exc
-                _set(entry.ready)
-            return
+            return _release(entries)
+        misses: list[tuple[_Entry, Optional[Reservation]]] = []
         for entry in entries:
             if entry.ready.done():  # the caller left before its turn: it takes nothing
                 continue
@@ -300,25 +303,21 @@ class HostedPipeline:
                 first = pipeline.try_now(entry.request)
             except BaseException as exc:  # a bad request, a corrupt sample, a closed pipeline
                 entry.error = exc
-                _set(entry.ready)
                 continue
             if isinstance(first, Response):
                 entry.response = first
-                _set(entry.ready)
             else:
                 misses.append((entry, first))
-        if not misses:
-            return
-        try:
-            remotes = self._start_on_host(pipeline, [(entry.request, res) for entry, res in misses])
-        except BaseException as exc:
-            for entry, _ in misses:
-                entry.error = exc
-                _set(entry.ready)
-            return
-        for (entry, _), remote in zip(misses, remotes):
-            entry.remote = remote
-            _set(entry.ready)
+        if misses:
+            try:
+                remotes = self._start_on_host(pipeline, [(entry.request, res) for entry, res in misses])
+            except BaseException as exc:
+                for entry, _ in misses:
+                    entry.error = exc
+            else:
+                for (entry, _), remote in zip(misses, remotes):
+                    entry.remote = remote
+        _release(entries)
 
     # -- the engine host ----------------------------------------------------------------------------
     def _start_on_host(self, pipeline: OnlineAPI, items: list[tuple[Request, Optional[Reservation]]],
@@ -443,3 +442,8 @@ async def _settle_async(entry: _Entry) -> Response:
         raise entry.error
     assert entry.remote is not None
     return await asyncio.wrap_future(entry.remote)
+
+
+def _release(entries: list[_Entry]) -> None:
+    for entry in entries:
+        _set(entry.ready)
