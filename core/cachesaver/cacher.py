@@ -54,7 +54,7 @@ class Cacher:
 
     ``lock`` guards what a synchronous hit on another thread also touches (ledger positions,
     the unbilled set, the counters): the pipeline passes a real lock when it offers that hit
-    path (see ``Pipeline.serve_now``), else a no-op. It is only ever held around code that does
+    path (see ``OnlineAPI.try_now``), else a no-op. It is only ever held around code that does
     not suspend.
     """
 

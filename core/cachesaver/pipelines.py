@@ -237,8 +237,6 @@ class Pipeline:
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
-
-
     # -- a pipeline is a model too (the seed's BatchRequestModel interface) ------------------
     async def batch_request(self, batch: Batch) -> list[Response]:
         """One ``Response`` per request of ``batch``, in order, all served concurrently.
