@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["is_secret_name", "is_secret_value", "without_secrets", "url_without_userinfo"]
+__all__ = ["is_secret_name", "is_secret_value", "holds_credentials", "without_secrets", "url_without_userinfo"]
 
 # Names: anywhere in the name for unambiguous words; whole words for "token"/"auth" (max_tokens
 # and author are not credentials).
@@ -33,6 +33,7 @@ _SECRET_VALUE = re.compile(
     re.I,
 )
 _URL_WITH_USERINFO = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#]*@", re.I)
+_PASSWORD_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
 
 def is_secret_name(name: Any) -> bool:
@@ -41,6 +42,11 @@ def is_secret_name(name: Any) -> bool:
 
 def is_secret_value(value: Any) -> bool:
     return isinstance(value, str) and bool(_SECRET_VALUE.search(value.strip()))
+
+
+def holds_credentials(value: Any) -> bool:
+    """A string that is a credential, or quotes a URL with a password anywhere in it."""
+    return is_secret_value(value) or (isinstance(value, str) and bool(_PASSWORD_IN_URL.search(value)))
 
 
 def url_without_userinfo(value: str) -> str:

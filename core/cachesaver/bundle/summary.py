@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional
 import orjson
 
 from ..codec import decode_sample
+from ..display import request_model
 
 __all__ = ["summarize", "render_summary", "model_of"]
 
@@ -29,14 +30,7 @@ def model_of(meta: Optional[bytes]) -> str:
         obj = orjson.loads(meta)
     except orjson.JSONDecodeError:
         return "-"
-    if isinstance(obj, dict):
-        for field in ("model", "model_name"):
-            if isinstance(obj.get(field), str):
-                return obj[field]
-        params = obj.get("params")
-        if isinstance(params, dict) and isinstance(params.get("model"), str):
-            return params["model"]
-    return "-"
+    return request_model(obj)  # the CLI's rule, so `inspect` and a bundle's summary agree
 
 
 def _usage(raws: list[bytes], key: str, count: int) -> tuple[float, float, float]:

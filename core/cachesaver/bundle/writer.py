@@ -11,7 +11,6 @@ write leaves nothing behind; the same samples always give the same bytes.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from typing import Any, Mapping, Optional
 
@@ -19,20 +18,15 @@ import orjson
 
 from ..codec import decode_sample
 from ..errors import BundleError, CorruptSampleError
+from ..secrets import holds_credentials, is_secret_name
 from ..stores import Store, open_store
 from .consumption import Consumption
 from .format import BundleContents, encode_bundle, installed_versions
 
 __all__ = ["write_bundle", "write_contents", "collect", "refuse_secrets"]
 
-#: Parameter names whose non-empty string value is a credential (compared case-insensitively).
-_SECRET_NAMES = frozenset({
-    "api_key", "apikey", "x-api-key", "api-key", "authorization", "proxy-authorization", "password",
-    "passwd", "secret", "client_secret", "token", "access_token", "auth_token", "api_token",
-    "bearer_token", "private_key", "aws_secret_access_key", "aws_session_token", "refresh_token",
-})
+#: Fields holding prompt text: it may quote anything, so only parameters are checked there.
 _TEXT_FIELDS = frozenset({"prompt", "content", "text", "messages"})
-_SECRET_VALUE = re.compile(r"^(bearer\s+\S|sk-[A-Za-z0-9_\-]{16,})|://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
 
 
 async def write_bundle(store: Any, consumption: Mapping[str, Mapping[str, int]], path: "str | os.PathLike[str]") -> BundleContents:
@@ -115,7 +109,7 @@ def refuse_secrets(meta: bytes, key: str) -> None:
 def _secret_path(value: Any, path: str) -> Optional[str]:
     if isinstance(value, dict):
         for name, item in value.items():
-            if isinstance(name, str) and name.lower() in _SECRET_NAMES and isinstance(item, str) and item:
+            if is_secret_name(name) and isinstance(item, str) and item:
                 return f"{path}.{name}"
             found = _secret_path(item, f"{path}.{name}")
             if found:
@@ -125,7 +119,7 @@ def _secret_path(value: Any, path: str) -> Optional[str]:
             found = _secret_path(item, f"{path}[{i}]")
             if found:
                 return found
-    elif isinstance(value, str) and _SECRET_VALUE.search(value):
+    elif isinstance(value, str) and holds_credentials(value):
         # Prompt text may quote anything; every other string (URLs, headers, params) is checked.
         if path.rsplit(".", 1)[-1].split("[")[0] not in _TEXT_FIELDS:
             return path
