@@ -174,3 +174,12 @@ def store_path(tmp_path) -> str:
 def server(fake_server):
     """The local OpenAI-compatible server, under the name the adapter tests use."""
     return fake_server
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, keep each heavy session fixture on one worker: every test of the
+    LiteLLM Proxy fleet (two proxy processes per worker otherwise) runs on the same worker."""
+    for item in items:
+        if "/tests/proxy/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.xdist_group("proxy"))
