@@ -221,13 +221,17 @@ class Pipeline:
         if self._closed:
             return
         self._closed = True
-        while self._tasks or self._tick:
+        while True:
             if self._tick:
                 await self._check_tick(self._take_tick())
+            # Always flushed, even with no task running: a batch whose callers all left still
+            # holds their requests and a timer on the loop that would keep this pipeline (and
+            # its store) alive until the batch window ends.
             self._flush_batchers()
             if self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
-            self._flush_batchers()
+            elif not self._tick:
+                break
         if self._owns_store:
             await self.store.aclose()
 

@@ -182,6 +182,28 @@ async def test_cancelled_caller_does_not_disturb_others(fake_model):
     assert len(set(rc.data + follow.data)) == 2
 
 
+async def test_close_releases_a_batch_whose_callers_all_left(fake_model):
+    """A batch window still open at close, holding only a cancelled request: close ends it, calls
+    nothing, and leaves nothing on the loop that keeps the pipeline alive (before, its timer held
+    the pipeline, its store and the request until the window ended)."""
+    import weakref
+
+    p = OnlineAPI(model=fake_model, cache="memory", batch_size=100, timeout=30.0)
+    task = asyncio.ensure_future(p.request(req("a")))
+    await asyncio.sleep(0.01)  # the request waits in the 30 s batch window
+    assert len(p._batcher) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await p.aclose()
+    assert len(p._batcher) == 0 and p._batcher._timer is None
+    assert fake_model.call_count == 0
+    gone = weakref.ref(p)
+    del p, task
+    gc.collect()
+    assert gone() is None
+
+
 @dataclass(frozen=True)
 class TempRequest(Request):
     temperature: float = 0.7
