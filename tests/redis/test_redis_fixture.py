@@ -23,7 +23,8 @@ def _closed_port() -> int:
 def test_no_redis_skips_unless_required(require, outcome):
     env = dict(os.environ, PATH="", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", CACHESAVER_REQUIRE_REDIS=require,
                CACHESAVER_REDIS_URL=f"redis://127.0.0.1:{_closed_port()}/0")
-    command = [sys.executable, "-m", "pytest", "-p", "pytest_asyncio", "-q", "-rs", A_REDIS_TEST]
+    command = [sys.executable, "-m", "pytest", "-p", "pytest_asyncio", "-p", "xdist", "-n", "0", "-q", "-rs",
+               A_REDIS_TEST]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert outcome in result.stdout, result.stdout[-2000:]
     assert "no Redis server reachable" in result.stdout
