@@ -72,6 +72,45 @@ async def test_an_async_hit_stays_on_the_callers_loop_while_the_engine_loop_is_b
     assert hit.data == first.data and hit.cached == [True]
 
 
+async def test_an_async_hit_without_a_request_id_is_served_without_yielding_to_the_loop(hosted):
+    first = await hosted.request_async(Ask("q", namespace="A"))
+    coro = hosted.request_async(Ask("q", namespace="B"))
+    with pytest.raises(StopIteration) as done:  # finished in its first step: no loop turn
+        coro.send(None)
+    assert done.value.value.data == first.data and done.value.value.cached == [True]
+    with_id = hosted.request_async(Ask("q", namespace="C", request_id="r1"))
+    assert with_id.send(None) is not None  # an id waits for its tick (ordered among its tick)
+    with_id.close()
+
+
+async def test_a_request_that_missed_on_arrival_and_left_before_its_tick_gives_its_place_back(hosted):
+    pipeline = hosted.pipeline
+    task = asyncio.ensure_future(hosted.request_async(Ask("q", namespace="A")))
+    await asyncio.sleep(0)  # the task ran: it missed at once and holds its place; its tick is next
+    assert sum(pipeline._queued.values()) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.05)
+    assert pipeline._queued == {}  # nobody queues behind a caller that left
+    assert hosted.fake.call_count == 0
+    later = await hosted.request_async(Ask("q", namespace="A"))
+    assert later.cached == [False] and hosted.fake.call_count == 1
+
+
+async def test_a_caller_cancelled_after_its_miss_started_but_before_it_resumed_costs_nothing(hosted):
+    task = asyncio.ensure_future(hosted.request_async(Ask("q", namespace="A")))
+    await asyncio.sleep(0)  # the task missed and joined its tick
+    await asyncio.sleep(0)  # the tick started the miss on the engine and released the caller
+    task.cancel()           # ... which has not resumed yet
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.2)  # ten batch windows
+    assert hosted.fake.call_count == 0  # nobody waits: no call, no sample taken in A
+    later = await hosted.request_async(Ask("q", namespace="A"))
+    assert later.cached == [False] and hosted.fake.call_count == 1
+
+
 async def test_concurrent_async_hits_replay_in_request_id_order_whatever_the_arrival(hosted):
     ids = ["r1", "r2", "r3"]
     run_a = await asyncio.gather(*(hosted.request_async(Ask("q", request_id=i, namespace="A")) for i in ids))

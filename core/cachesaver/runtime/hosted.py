@@ -4,9 +4,11 @@ The call path every adapter shares:
 
 1. **Full hit, synchronously, where the caller is.** For a private run on a memory or disk store
    the pipeline serves a hit on the calling thread (``OnlineAPI.try_now``): no hop to the
-   engine's loop, no event loop needed at all. Async callers first gather the requests of one
-   event-loop tick on their own loop and check them in ``request_id`` order, as the engine does
-   on its own loop, so concurrent requests replay in the same order (G4).
+   engine's loop, no event loop needed at all. Async callers with a ``request_id`` first gather
+   the requests of one event-loop tick on their own loop and check them in ``request_id``
+   order, as the engine does on its own loop, so concurrent requests replay in the same order
+   (G4); a request without one is ordered by arrival, ahead of the ids, so it is checked at
+   once (an async hit then costs no turn of the caller's loop).
 2. **Everything else on the engine host** (:mod:`cachesaver.runtime.host`): misses, merging,
    shared runs, remote stores. A request that missed on the synchronous path keeps its place in
    its (namespace, key) queue (a ``Reservation``), so a later request never overtakes it.
@@ -71,6 +73,9 @@ class _Entry:
     response: Optional[Response] = None
     error: Optional[BaseException] = None
     remote: "Optional[concurrent.futures.Future[Response]]" = None
+    #: Checked on arrival (a request without an id), missed, and holding its place: its tick
+    #: only starts it (or gives the place back if its caller left).
+    reserved: Optional[Reservation] = None
 
 
 class Begun:
@@ -225,13 +230,21 @@ class HostedPipeline:
         """Samples for ``request`` from any event loop (a hit stays on the caller's loop)."""
         if member is not None:
             entry = member.arrive(request)
-            await asyncio.wrap_future(entry.ready)
+            await _turn(asyncio.wrap_future(entry.ready), entry)
             return await _settle_async(entry)
         pipeline = self._open_pipeline()
         if not pipeline.sync_hits:
             return await self.host.arun(pipeline.request(request))
-        entry = self._join_tick(request)
-        await entry.ready
+        if request.request_id:
+            entry = self._join_tick(request)
+        else:
+            # Without an id a request's place is its arrival, ahead of every id in its tick
+            # (the order the tick sorts into): it is checked now, and a hit costs no loop turn.
+            first = pipeline.try_now(request)
+            if isinstance(first, Response):
+                return first
+            entry = self._join_tick(request, first)  # a miss starts with its tick's misses (G3)
+        await _turn(entry.ready, entry)
         return await _settle_async(entry)
 
     def submit(self, request: Request) -> "concurrent.futures.Future[Response]":
@@ -266,9 +279,10 @@ class HostedPipeline:
         return Group(self, size)
 
     # -- serving requests in order ----------------------------------------------------------------
-    def _join_tick(self, request: Request) -> _Entry:
+    def _join_tick(self, request: Request, reserved: Optional[Reservation] = None) -> _Entry:
         loop = asyncio.get_running_loop()
-        entry = _Entry(request, (request.request_id, next(self._arrivals)), loop.create_future())
+        entry = _Entry(request, (request.request_id, next(self._arrivals)), loop.create_future(),
+                       reserved=reserved)
         entries = self._ticks.get(loop)
         if entries is None:
             self._ticks[loop] = [entry]
@@ -294,10 +308,17 @@ class HostedPipeline:
         except BaseException as exc:
             for entry in entries:
                 entry.error = exc
+                if entry.reserved is not None:
+                    entry.reserved.release()
             return _release(entries)
         misses: list[tuple[_Entry, Optional[Reservation]]] = []
         for entry in entries:
             if entry.ready.done():  # the caller left before its turn: it takes nothing
+                if entry.reserved is not None:
+                    entry.reserved.release()
+                continue
+            if entry.reserved is not None:  # checked on arrival: a miss
+                misses.append((entry, entry.reserved))
                 continue
             try:
                 first = pipeline.try_now(entry.request)
@@ -433,6 +454,18 @@ def _settle_sync(entry: _Entry) -> Response:
         raise entry.error
     assert entry.remote is not None
     return entry.remote.result()
+
+
+async def _turn(ready: "asyncio.Future[None]", entry: _Entry) -> None:
+    """Wait for ``entry``'s turn. A caller cancelled here may already have been started on the
+    engine (its turn came, its task had not resumed yet): that request is cancelled too, so it
+    takes no sample and makes no call for nobody."""
+    try:
+        await ready
+    except asyncio.CancelledError:
+        if entry.remote is not None:
+            entry.remote.cancel()
+        raise
 
 
 async def _settle_async(entry: _Entry) -> Response:
