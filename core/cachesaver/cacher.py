@@ -22,7 +22,7 @@ from .deduplicator import Demand
 from .errors import CacheSaverError, CorruptSampleError, ModelOutputError
 from .generation import Generation, reset_generation, set_generation
 from .keys import canonical_json
-from .ledger import Ledger
+from .ledger import Ledger, PrivateLedger
 from .offline import offline_miss
 from .pending import Pending
 from .stats import Stats
@@ -70,7 +70,7 @@ class Cacher:
         self._model_name = model_name
         self.lock: ContextManager[Any] = lock if lock is not None else contextlib.nullcontext()
         # Per key, the batches waiting for their turn, in the order they were formed.
-        self._turns: dict[str, collections.deque[asyncio.Future[None]]] = {}
+        self._turns: dict[str, Optional[collections.deque[asyncio.Future[None]]]] = {}
         # Samples this pipeline generated that no response has claimed yet (G8 billing).
         self._unbilled: dict[str, set[int]] = {}
 
@@ -114,28 +114,43 @@ class Cacher:
         else:
             await asyncio.gather(*jobs)
 
-    def _take_turn(self, key: str) -> "asyncio.Future[None]":
-        queue = self._turns.get(key)
-        if queue is None:
-            queue = self._turns[key] = collections.deque()
+    def _take_turn(self, key: str) -> "Optional[asyncio.Future[None]]":
+        """This batch's turn on ``key``: None if the key is free (the turn is taken at once, and
+        nothing is allocated: the common case), else a future set when the turn comes.
+
+        ``_turns[key]`` exists while someone holds the key; it holds the waiters (a deque, made
+        when the first one arrives), in the order they will get it.
+        """
+        turns = self._turns
+        if key not in turns:
+            turns[key] = None
+            return None
+        waiters = turns[key]
+        if waiters is None:
+            waiters = turns[key] = collections.deque()
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not queue:
-            turn.set_result(None)
-        queue.append(turn)
+        waiters.append(turn)
         return turn
 
-    def _end_turn(self, key: str, turn: "asyncio.Future[None]") -> None:
-        queue = self._turns[key]
-        was_head = queue[0] is turn
-        queue.remove(turn)
-        if not queue:
-            del self._turns[key]
-        elif was_head and not queue[0].done():
-            queue[0].set_result(None)
+    def _end_turn(self, key: str, turn: "Optional[asyncio.Future[None]]") -> None:
+        waiters = self._turns.get(key)
+        if turn is not None and not (turn.done() and not turn.cancelled()):
+            # A waiter that left before its turn came: it only leaves the line.
+            if waiters is not None and turn in waiters:
+                waiters.remove(turn)
+            return
+        # The holder is done: the next waiter still waiting gets the key, or nobody holds it.
+        while waiters:
+            following = waiters.popleft()
+            if not following.done():
+                following.set_result(None)
+                return
+        del self._turns[key]
 
-    async def _serve_key(self, key: str, demands: list[Demand], turn: "asyncio.Future[None]") -> None:
+    async def _serve_key(self, key: str, demands: list[Demand], turn: "Optional[asyncio.Future[None]]") -> None:
         try:
-            await turn
+            if turn is not None:
+                await turn
             await self._serve_locked(key, demands)
         except BaseException as exc:  # never leave a caller waiting
             for demand in demands:
@@ -197,7 +212,7 @@ class Cacher:
                 pos += item.request.n
         first: Optional[Pending] = None
         representative = _first_live(pending)
-        if representative is not None and any(item is representative for item in receivers):
+        if representative is not None and _holds(receivers, representative):
             first = representative
         elif receivers:
             first = min(receivers, key=lambda item: item.request.request_id)
@@ -221,8 +236,12 @@ class Cacher:
         if lease is NO_LEASE:  # nobody else generates into this store: the plan stands
             return await self._generate_missing(key, pending, calls, missing, generation)
         async with lease:
-            # Another process may have generated while this one waited for the lease.
-            return await self._generate_missing(key, pending, calls, *await self._plan(key, pending))
+            # Another process may have generated since the plan: plan again, unless the list
+            # is as long as planned and the positions are this process's own (a private ledger,
+            # whose positions of these namespaces only this key's turn moves).
+            if not isinstance(self.ledger, PrivateLedger) or await self.store.length(key) != generation.first_index:
+                missing, generation = await self._plan(key, pending)
+            return await self._generate_missing(key, pending, calls, missing, generation)
 
     async def _generate_missing(self, key: str, pending: list[Demand], calls: list[_Call],
                                 missing: int, generation: Generation) -> bool:
@@ -273,14 +292,25 @@ class Cacher:
     async def _call_model(self, key: str, template: Request, n: int, meta: bytes,
                           generation: Generation) -> _Call:
         """One model call for ``n`` samples; returns where its samples were appended."""
-        request = dataclasses.replace(template, n=n)
+        request = template if template.n == n else dataclasses.replace(template, n=n)
         self.stats.model_calls += 1
         self.stats.samples_requested += n
         token = set_generation(generation)
         try:
-            response = await self._generate(request)
+            encoded = self._encode(key, n, await self._generate(request))
         finally:
             reset_generation(token)
+        # Only the encoded samples stay referenced while the append waits (with thousands of
+        # keys generating at once, what each waiting frame holds is the collector's work).
+        k = len(encoded)
+        start = await self._appends.append(key, encoded, meta)
+        with self.lock:
+            self._unbilled.setdefault(key, set()).update(range(start, start + k))
+            self.stats.samples_returned += k
+        return _Call(start, start + k)
+
+    def _encode(self, key: str, n: int, response: Any) -> list[bytes]:
+        """The model's samples as stored records, each with its share of the call's usage."""
         if not isinstance(response, Response) or not isinstance(response.data, list):
             raise ModelOutputError(
                 f"{self._model_name}.request() must return cachesaver.typedefs.Response with a "
@@ -297,18 +327,11 @@ class Cacher:
         shares = response.sample_usage
         if not (isinstance(shares, list) and len(shares) == k and all(isinstance(u, Usage) for u in shares)):
             shares = usage.split(k)  # a model that made several calls gives each call's split
-        encoded = [
-            encode_sample(
-                sample, share.prompt_tokens, share.completion_tokens, share.cost,
-                where=f"sample {i} returned by {self._model_name} for key {key}",
-            )
+        return [
+            encode_sample(sample, share.prompt_tokens, share.completion_tokens, share.cost,
+                          where=f"sample {i} returned by {self._model_name} for key {key}")
             for i, (sample, share) in enumerate(zip(samples, shares))
         ]
-        start = await self._appends.append(key, encoded, meta)
-        with self.lock:
-            self._unbilled.setdefault(key, set()).update(range(start, start + k))
-            self.stats.samples_returned += k
-        return _Call(start, start + k)
 
     # -- delivery and flags (G8) -------------------------------------------------------------
     def _deliver(self, deliveries: list[tuple[Demand, int, list[bytes]]], calls: list[_Call]) -> None:
@@ -384,6 +407,14 @@ class Cacher:
                 self._unbilled.pop(key, None)
         return Response(data=data, cached=cached, duplicated=duplicated, usage=billed,
                         sample_usage=shares, key=key, model_calls=originals)
+
+
+def _holds(items: list[Pending], wanted: Pending) -> bool:
+    """``wanted`` is one of ``items`` (by identity)."""
+    for item in items:
+        if item is wanted:
+            return True
+    return False
 
 
 def _first_live(demands: list[Demand]) -> Optional[Pending]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import itertools
 import logging
@@ -113,7 +114,7 @@ class Pipeline:
             raise
         if reservation is not None:
             item.reservation = reservation
-            item.future.add_done_callback(lambda _f: reservation.release())
+            item.future.add_done_callback(reservation.on_done)
         request = item.request
         self._inflight_ids.add(request.request_id)
         try:
@@ -293,6 +294,11 @@ class Reservation:
         self.slot = slot
         self._released = False
 
+    def on_done(self, _future: Any) -> None:
+        """``release`` as a done-callback (a method: a lambda in ``request`` would make every
+        request's frame keep a closure cell while it waits)."""
+        self.release()
+
     def release(self) -> None:
         pipeline = self._pipeline
         with pipeline._lock or contextlib.nullcontext():
@@ -324,6 +330,9 @@ class OnlineAPI(Pipeline):
             spawn=self._spawn,
         )
         self._queued: dict[tuple[str, str], int] = {}  # (namespace, key) -> requests waiting
+        #: The context the queue's done-callbacks run in: they read no context variable, and
+        #: without one each callback would keep a copy of the caller's context while it waits.
+        self._bare = contextvars.Context()
 
     def _offers_sync_hits(self) -> bool:
         store = self.store
@@ -378,7 +387,7 @@ class OnlineAPI(Pipeline):
                         continue
                 if item.reservation is None:
                     queued[slot] = queued.get(slot, 0) + 1
-                    item.future.add_done_callback(lambda _f, slot=slot: self._unqueue(slot))
+                    item.future.add_done_callback(lambda _f, slot=slot: self._unqueue(slot), context=self._bare)
             misses.append(item)
         # Added together, after the check: with a store that suspends, a batch window closing
         # mid-check would otherwise split one tick's requests of one key over two calls (G3).
