@@ -36,7 +36,7 @@ import math
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from cachesaver.errors import InvalidRequestError
 from cachesaver.stores.urls import redact_url
@@ -140,36 +140,32 @@ def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> ProxySetti
     run_id = _text(env, ENV_RUN_ID)
     namespace = _text(env, ENV_NAMESPACE) or DEFAULT_NAMESPACE
 
-    raw_timeout = _text(env, ENV_BATCH_TIMEOUT)
-    batch_timeout = DEFAULT_BATCH_TIMEOUT
-    if raw_timeout is not None:
-        try:
-            batch_timeout = float(raw_timeout)
-        except ValueError:
-            raise ProxyConfigError(
-                f"{ENV_BATCH_TIMEOUT}={raw_timeout!r} is not a number; give the batch window in "
-                f"seconds, e.g. {ENV_BATCH_TIMEOUT}=0.02"
-            ) from None
-        if not math.isfinite(batch_timeout) or batch_timeout < 0 or batch_timeout > MAX_BATCH_TIMEOUT:
-            raise ProxyConfigError(
-                f"{ENV_BATCH_TIMEOUT}={raw_timeout!r} must be between 0 and {MAX_BATCH_TIMEOUT:g} "
-                f"seconds (it is in seconds, not milliseconds), e.g. {ENV_BATCH_TIMEOUT}=0.02"
-            )
-
-    raw_size = _text(env, ENV_BATCH_SIZE)
-    batch_size = DEFAULT_BATCH_SIZE
-    if raw_size is not None:
-        try:
-            batch_size = int(raw_size)
-        except ValueError:
-            raise ProxyConfigError(
-                f"{ENV_BATCH_SIZE}={raw_size!r} is not a whole number; e.g. {ENV_BATCH_SIZE}=64"
-            ) from None
-        if batch_size < 1:
-            raise ProxyConfigError(f"{ENV_BATCH_SIZE}={raw_size!r} must be >= 1, e.g. {ENV_BATCH_SIZE}=64")
+    batch_timeout = _env_number(
+        env, ENV_BATCH_TIMEOUT, float, DEFAULT_BATCH_TIMEOUT, example="0.02",
+        what="a number (the batch window in seconds)",
+        valid=lambda t: math.isfinite(t) and 0 <= t <= MAX_BATCH_TIMEOUT,
+        rule=f"must be between 0 and {MAX_BATCH_TIMEOUT:g} seconds (it is in seconds, not milliseconds)")
+    batch_size = _env_number(env, ENV_BATCH_SIZE, int, DEFAULT_BATCH_SIZE, example="64",
+                             what="a whole number", valid=lambda n: n >= 1, rule="must be >= 1")
 
     return ProxySettings(store=store, run_id=run_id, namespace=namespace, batch_timeout=batch_timeout,
                          batch_size=batch_size)
+
+
+def _env_number(env: Mapping[str, str], name: str, parse: Callable[[str], Any], default: Any, *,
+                example: str, what: str, valid: Callable[[Any], bool], rule: str) -> Any:
+    """A numeric setting from the environment: ``default`` if unset, else parsed and checked,
+    with an error that names the variable, the value and an example."""
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise ProxyConfigError(f"{name}={raw!r} is not {what}; e.g. {name}={example}") from None
+    if not valid(value):
+        raise ProxyConfigError(f"{name}={raw!r} {rule}; e.g. {name}={example}")
+    return value
 
 
 # -- the handler the proxy imports ------------------------------------------------------------------
