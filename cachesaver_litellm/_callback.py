@@ -11,7 +11,7 @@ every later identical call, collapsing fresh samples into one. Two levers stop t
 
 :class:`CostCallback` keeps engine ``Stats`` tables of ``cachesaver/`` calls, one per model:
 ``cost_billed`` is what the engine billed each call (litellm's price of the real call, split
-over its samples), ``cost_saved`` litellm's price of what was delivered minus that. The
+over its samples), ``cost_saved`` the stored price of the samples reused from the store. The
 provider records each call *when it answers* (:meth:`CostCallback.record`), not from litellm's
 logging, which runs later in the background: a summary read right after the calls returned is
 complete, and agrees with ``cachesaver_litellm.stats()``.
@@ -52,9 +52,9 @@ class CostCallback(CustomLogger):
     """Cost ledger of ``cachesaver/`` calls per model, from litellm's own cost figures.
 
     ``stats[model]`` is an engine :class:`~cachesaver.stats.Stats` (namespaces as rows) where
-    ``cost_billed`` is litellm's ``response_cost`` of each call and ``cost_saved`` is litellm's
-    ``saved_cache_cost`` of full hits (for partial hits: litellm's price of the whole response
-    minus what was billed). ``register()`` installs one; add more with
+    ``cost_billed`` is litellm's ``response_cost`` of each call (the caller's share of it, G8) and
+    ``cost_saved`` what the samples reused from the store cost when litellm priced them at
+    generation, the same figure as the engine's own ``cost_saved``. ``register()`` installs one; add more with
     ``litellm.callbacks.append(CostCallback())``.
     """
 
@@ -74,13 +74,17 @@ class CostCallback(CustomLogger):
 
     # -- cost tally ------------------------------------------------------------------------------
     def record(self, flags: Mapping[str, Any], response_obj: Any) -> None:
-        """Tally one answered ``cachesaver/`` call (its ``_hidden_params["cachesaver"]`` flags)."""
+        """Tally one answered ``cachesaver/`` call (its ``_hidden_params["cachesaver"]`` flags).
+
+        Costs come from the flags: what the engine billed this caller, and what the reused
+        samples cost when they were generated. Nothing is priced here, so a hit stays cheap.
+        """
         try:
             billed = float(flags.get("cost_billed") or 0.0)
             full_hit = bool(flags.get("cached")) and all(flags["cached"])
             if full_hit:
                 billed = 0.0
-            saved = max(0.0, _price(response_obj, flags) - billed)
+            saved = float(flags.get("cost_saved") or 0.0)
             with self._lock:
                 self._add(flags, response_obj, billed, saved)
         except Exception as exc:  # a tally must never break the caller
@@ -132,23 +136,3 @@ def record_call(flags: Mapping[str, Any], response_obj: Any) -> None:
     for callback in list(litellm.callbacks):
         if isinstance(callback, CostCallback):
             callback.record(flags, response_obj)
-
-
-def _price(response_obj: Any, flags: Mapping[str, Any]) -> float:
-    """litellm's price of the whole response under the real model (what it would have cost)."""
-    try:
-        import litellm
-
-        from ._samples import is_priced
-
-        usage = getattr(response_obj, "usage", None)
-        if usage is None or not is_priced(litellm, str(flags.get("model") or "")):
-            return 0.0
-        prompt_cost, completion_cost = litellm.cost_per_token(
-            model=str(flags.get("model") or ""),
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        )
-        return float(prompt_cost or 0.0) + float(completion_cost or 0.0)
-    except Exception:  # unpriced model
-        return 0.0

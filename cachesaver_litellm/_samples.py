@@ -151,6 +151,9 @@ def hidden_params(result: Response, *, namespace: str, request_id: str, key: str
     cached = list(result.cached or [])
     usage = result.usage
     billed_cost = float(usage.cost) if usage is not None else 0.0
+    # What the reused samples cost when they were generated (litellm's price then, stored with
+    # each sample): the engine's own saved figure, so no re-pricing on the hit path.
+    saved_cost = sum(float(share.cost) for share, hit in zip(result.sample_usage or (), cached) if hit)
     full_hit = bool(cached) and all(cached)
     return {
         "cache_hit": full_hit,
@@ -166,6 +169,7 @@ def hidden_params(result: Response, *, namespace: str, request_id: str, key: str
             "prompt_tokens_billed": float(usage.prompt_tokens) if usage is not None else 0.0,
             "completion_tokens_billed": float(usage.completion_tokens) if usage is not None else 0.0,
             "cost_billed": billed_cost,
+            "cost_saved": saved_cost,
             "model_calls": result.model_calls,
         },
     }

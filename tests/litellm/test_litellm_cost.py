@@ -111,3 +111,28 @@ async def test_cost_callback_bills_nothing_for_a_streamed_full_hit(spy, provider
     replay = callback.stats[REAL_MODEL].ns("replay")
     # litellm prices a replayed stream as if it were real; the callback must not bill it
     assert replay.samples_from_store == 1 and replay.cost_billed == 0
+
+
+async def test_saved_cost_is_what_the_reused_samples_cost_when_generated(provider, server, call_kwargs):
+    # Generated at one price...
+    miss = await litellm.acompletion(n=2, metadata=ns("paid"), **call_kwargs)
+    paid = miss._hidden_params["response_cost"]
+    assert paid > 0
+    # ...replayed after litellm's price map changed (a price update, a user's register_model):
+    # the replay saved what those samples cost, not a re-priced figure, and the hit prices nothing.
+    entry = dict(litellm.model_cost["gpt-4o-mini"])
+    litellm.register_model({"gpt-4o-mini": dict(entry, input_cost_per_token=entry["input_cost_per_token"] * 10,
+                                                 output_cost_per_token=entry["output_cost_per_token"] * 10)})
+    try:
+        await litellm.acompletion(n=2, metadata=ns("replay"), **call_kwargs)
+        partial = await litellm.acompletion(n=3, metadata=ns("partial"), **call_kwargs)
+    finally:
+        litellm.register_model({"gpt-4o-mini": entry})
+    assert server.request_count == 2
+    table = cachesaver_litellm.get_callback().stats[REAL_MODEL]
+    engine = cachesaver_litellm.stats()
+    assert table.ns("replay").cost_saved == pytest.approx(paid) == engine.ns("replay").cost_saved
+    assert table.ns("replay").cost_billed == 0
+    # The partial hit reused the two paid samples and paid (at the new price) for its third.
+    assert table.ns("partial").cost_saved == pytest.approx(paid) == engine.ns("partial").cost_saved
+    assert table.ns("partial").cost_billed == pytest.approx(partial._hidden_params["response_cost"])
