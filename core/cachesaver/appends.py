@@ -25,7 +25,10 @@ _Item = tuple[str, Sequence[bytes], Optional[bytes]]
 class Appends:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._group: list[tuple[_Item, "asyncio.Future[int]"]] = []
+        # The waiting group, as two parallel lists (no pair per append: with thousands of keys
+        # waiting, every object they hold is the garbage collector's work).
+        self._items: list[_Item] = []
+        self._futures: list["asyncio.Future[int]"] = []
         self._tasks: set[asyncio.Task] = set()
 
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes]) -> int:
@@ -33,8 +36,9 @@ class Appends:
         if not self.store.coalesce_appends:
             return await self.store.append(key, samples, meta)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._group.append(((key, samples, meta), future))
-        if len(self._group) == 1:
+        self._items.append((key, samples, meta))
+        self._futures.append(future)
+        if len(self._items) == 1:
             task = asyncio.ensure_future(self._write())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -43,31 +47,32 @@ class Appends:
         return await future
 
     async def _write(self) -> None:
-        group, self._group = self._group, []
+        items, futures = self._items, self._futures
+        self._items, self._futures = [], []
         try:
-            if len(group) == 1:
-                starts = [await self.store.append(*group[0][0])]
+            if len(items) == 1:
+                starts = [await self.store.append(*items[0])]
             else:
                 try:
-                    starts = await self.store.append_many([item for item, _ in group])
+                    starts = await self.store.append_many(items)
                 except (CorruptSampleError, TypeError):
                     # One key's own rows (or values) are bad: the group's transaction stored
                     # nothing; append each on its own so only that key's callers fail.
-                    await self._write_each(group)
+                    await self._write_each(items, futures)
                     return
         except BaseException as exc:
-            for _, future in group:
+            for future in futures:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), start in zip(group, starts):
+        for future, start in zip(futures, starts):
             if not future.done():
                 future.set_result(start)
 
-    async def _write_each(self, group: list) -> None:
-        for item, future in group:
+    async def _write_each(self, items: list[_Item], futures: list["asyncio.Future[int]"]) -> None:
+        for item, future in zip(items, futures):
             try:
                 start = await self.store.append(*item)
             except Exception as exc:

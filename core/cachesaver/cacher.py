@@ -164,7 +164,7 @@ class Cacher:
     async def _serve_locked(self, key: str, demands: list[Demand]) -> None:
         calls: list[_Call] = []
         deliveries: list[tuple[Demand, int, list[bytes]]] = []
-        pending = [d for d in demands if d.n > 0]
+        pending = demands if all(d.n > 0 for d in demands) else [d for d in demands if d.n > 0]
         stalled = 0
         try:
             while pending:
@@ -258,7 +258,9 @@ class Cacher:
             if representative is None:
                 return True  # every caller left: generate nothing more
             if meta is None:
-                meta = canonical_json(request_fields(representative.request))
+                meta = representative.meta
+                if meta is None:
+                    meta = canonical_json(request_fields(representative.request))
             try:
                 call = await self._call_model(key, representative.request, missing, meta, generation)
             except Exception as exc:

@@ -20,7 +20,7 @@ import orjson
 from .errors import NotSerializableError
 from .typedefs import Request, request_fields
 
-__all__ = ["canonical", "canonical_json", "make_key", "request_key"]
+__all__ = ["canonical", "canonical_json", "keyed_json", "make_key", "request_key"]
 
 _MAX_DEPTH = 64
 
@@ -145,6 +145,13 @@ def _bad_string_path(value: Any, path: str) -> "str | None":
 def make_key(payload: Mapping[str, Any]) -> str:
     """SHA-256 hex key of a request payload. Adapters call this with what they hashed."""
     return hashlib.sha256(canonical_json(payload)).hexdigest()
+
+
+def keyed_json(request: Request) -> tuple[str, bytes]:
+    """``request_key(request)`` and the canonical JSON it hashes (what the store keeps as the
+    key's meta): one walk of the request for both."""
+    raw = canonical_json(request_fields(request))
+    return hashlib.sha256(raw).hexdigest(), raw
 
 
 def request_key(request: Request) -> str:

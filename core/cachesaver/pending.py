@@ -16,9 +16,13 @@ class Pending:
     key: str
     future: "asyncio.Future[Response]"
     task: "Optional[asyncio.Task[object]]" = None  # the caller's task
-    #: Set when the synchronous hit path already queued this request's (namespace, key)
-    #: (``OnlineAPI.try_now``); released when the request is done.
+    #: This request's place in its (namespace, key) queue, once it has one: taken by the
+    #: synchronous hit path's miss (``OnlineAPI.try_now``) or by the tick's check; released
+    #: when the request is done.
     reservation: "Optional[object]" = None
+    #: The canonical JSON of the request's keyed fields (its key is their hash), kept from
+    #: admission for the store's key meta, so a miss does not walk the request twice.
+    meta: Optional[bytes] = None
     _cancel_baseline: int = 0
 
     def __post_init__(self) -> None:

@@ -35,7 +35,7 @@ from .errors import (
     ModelOutputError,
     PipelineClosedError,
 )
-from .keys import request_key
+from .keys import keyed_json, request_key
 from .ledger import Ledger, PrivateLedger, SharedLedger
 from .pending import Pending
 from .reorderer import reorder
@@ -165,11 +165,12 @@ class Pipeline:
                 f"request.request_id {request.request_id!r} is already in flight; give every "
                 "concurrent request a unique request_id"
             )
-        key = request_key(request)
+        key, meta = keyed_json(request)
         counters = self.stats.ns(request.namespace)
         counters.requests += 1
         counters.samples_asked += n
-        return Pending(request, key, asyncio.get_running_loop().create_future(), asyncio.current_task())
+        return Pending(request, key, asyncio.get_running_loop().create_future(), asyncio.current_task(),
+                       meta=meta)
 
     async def _lead_tick(self) -> None:
         """The first request of a tick yields once so its siblings join, then checks them all.
@@ -387,7 +388,8 @@ class OnlineAPI(Pipeline):
                         continue
                 if item.reservation is None:
                     queued[slot] = queued.get(slot, 0) + 1
-                    item.future.add_done_callback(lambda _f, slot=slot: self._unqueue(slot), context=self._bare)
+                    item.reservation = Reservation(self, slot)
+                    item.future.add_done_callback(item.reservation.on_done, context=self._bare)
             misses.append(item)
         # Added together, after the check: with a store that suspends, a batch window closing
         # mid-check would otherwise split one tick's requests of one key over two calls (G3).

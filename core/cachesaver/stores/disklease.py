@@ -81,7 +81,9 @@ class DiskLease:
     # and each acquisition in progress. It is closed when the count drops to zero, never while
     # a lock on it is held (closing would drop the lock), so a process that is done with a
     # directory keeps no descriptor of it.
-    def _open(self, stripe: int) -> Optional[str]:
+    def _open(self, stripe: int, offset: int) -> tuple[Optional[str], bool]:
+        """Open (or count another user of) ``stripe``'s lock file and try the lease once, under
+        one hold of the mutex: (the file, or None if it cannot be opened; whether acquired)."""
         global _owner_pid
         path = self._paths[stripe]
         pid = os.getpid()
@@ -104,17 +106,25 @@ class DiskLease:
                 except OSError as exc:
                     log.warning("no generation lease in %s (%s): processes sharing it may pay "
                                 "twice for samples missed at the same moment", self.path, exc)
-                    return None
+                    return None, False
                 entry = _files[path] = [fd, 0]
             entry[1] += 1  # this acquisition
             if self._kept.get(path) != pid:
                 self._kept[path] = pid
                 entry[1] += 1  # this lease keeps it open until it closes
-            return path
+            return path, _try_held(path, offset)
 
     @staticmethod
-    def _done(path: str) -> None:
+    def _done(path: str, offset: Optional[int] = None) -> None:
+        """One user less of ``path``; with ``offset``, release that lease first (one mutex hold)."""
         with _mutex:
+            if offset is not None:
+                _held.discard((path, offset))
+                try:
+                    if fcntl is not None:
+                        fcntl.lockf(_files[path][0], fcntl.LOCK_UN, 1, offset)
+                except (OSError, KeyError) as exc:  # pragma: no cover - we hold it: cannot fail
+                    log.warning("could not release a generation lease in %s: %s", path, exc)
             entry = _files.get(path)
             if entry is None:
                 return
@@ -127,25 +137,20 @@ class DiskLease:
     @staticmethod
     def _try(path: str, offset: int) -> bool:
         with _mutex:
-            if (path, offset) in _held:
-                return False
-            try:
-                if fcntl is not None:
-                    fcntl.lockf(_files[path][0], fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
-            except OSError:  # EAGAIN / EACCES: another process holds it
-                return False
-            _held.add((path, offset))
-            return True
+            return _try_held(path, offset)
 
-    @staticmethod
-    def _release(path: str, offset: int) -> None:
-        with _mutex:
-            _held.discard((path, offset))
-            try:
-                if fcntl is not None:
-                    fcntl.lockf(_files[path][0], fcntl.LOCK_UN, 1, offset)
-            except (OSError, KeyError) as exc:  # pragma: no cover - we hold it: cannot fail
-                log.warning("could not release a generation lease in %s: %s", path, exc)
+
+def _try_held(path: str, offset: int) -> bool:
+    """Try ``(path, offset)``'s lease once; the caller holds ``_mutex``."""
+    if (path, offset) in _held:
+        return False
+    try:
+        if fcntl is not None:
+            fcntl.lockf(_files[path][0], fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+    except OSError:  # EAGAIN / EACCES: another process holds it
+        return False
+    _held.add((path, offset))
+    return True
 
 
 class _Hold:
@@ -164,11 +169,9 @@ class _Hold:
     async def __aenter__(self) -> "_Hold":
         lease = self.lease
         stripe, self.offset = _slot(self.key)
-        path = self.path = lease._open(stripe)
-        if path is None:
-            return self
-        if lease._try(path, self.offset):
-            self.acquired = True
+        path, self.acquired = lease._open(stripe, self.offset)
+        self.path = path
+        if path is None or self.acquired:
             return self
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -197,5 +200,6 @@ class _Hold:
             return
         if self.acquired:
             self.acquired = False
-            self.lease._release(path, self.offset)
-        self.lease._done(path)
+            self.lease._done(path, self.offset)
+        else:
+            self.lease._done(path)
