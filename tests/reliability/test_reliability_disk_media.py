@@ -102,6 +102,22 @@ async def test_a_full_disk_fails_clearly_and_stops_paying(tmp_path):
     assert paid - len(ok) <= 8
 
 
+async def test_a_fresh_directory_on_a_full_disk_fails_before_the_model_call(tmp_path):
+    # The database is created when the first generation takes its lease, before the model
+    # call: a directory that cannot hold it costs nothing (it used to pay for the sample first).
+    with tmpfs(tmp_path, "8k") as mount:
+        if mount is None:
+            pytest.skip("needs the privilege to mount a small tmpfs")
+        directory = str(mount / "cache")
+        model = FakeModel()
+        async with OnlineAPI(model=model, cache=directory, batch_size=4, timeout=0.001) as p:
+            for i in range(3):
+                with pytest.raises(StoreError, match="the disk is full") as info:
+                    await p.request(req(f"first {i}"))
+                assert directory in str(info.value)
+        assert model.call_count == 0
+
+
 async def _write_cache(directory: str) -> None:
     async with OnlineAPI(model=FakeModel(), cache=directory, batch_size=1, timeout=0) as p:
         for i in range(5):

@@ -404,9 +404,15 @@ class DiskStore(Store):
 
         Raises :class:`StoreError` at once if this store cannot take new samples (read-only,
         or a write already failed), before anyone pays for a sample that could not be kept.
+        A generation is about to write: a fresh directory's database is created here, so a
+        directory that cannot hold one fails before the model call, and the reads that follow
+        (under the lease, and every other key's) find it instead of checking for the file.
         """
         if self._write_error is not None:
             raise self._write_error
+        local = self._local
+        if not (local.ready and local.pid == _PID[0]):
+            self._writer()
         return self._lease.hold(key)
 
     # -- shared ledgers ----------------------------------------------------------------------
@@ -570,7 +576,9 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 def _store_error(exc: sqlite3.Error, what: str, path: str, timeout: float) -> StoreError:
     text = str(exc)
     low = text.lower()
-    if "full" in low:
+    if "full" in low or ("disk i/o error" in low and _no_space_left(path)):
+        # (SQLite reports a full disk as an I/O error when the WAL's shared memory file cannot
+        # be extended, as on a full tmpfs: the free space tells the two apart.)
         fix = "the disk is full: free space, then open the store again"
     elif "readonly" in low or "read-only" in low:
         fix = ("it is read-only: open it with read_only=True (DiskStore(path, read_only=True)) to "
@@ -587,3 +595,11 @@ def _store_error(exc: sqlite3.Error, what: str, path: str, timeout: float) -> St
         fix = "check the file and its directory"
     return StoreError(f"{what} the cache at {path} failed ({type(exc).__name__}: {text}): {fix}")
 
+
+def _no_space_left(path: str) -> bool:
+    """Whether the file system holding ``path`` has (next to) no free space left."""
+    try:
+        st = os.statvfs(os.path.dirname(path) or ".")
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
