@@ -156,4 +156,4 @@ def keyed_json(request: Request) -> tuple[str, bytes]:
 
 def request_key(request: Request) -> str:
     """Key of an engine ``Request``: all keyed fields (prompt and any user-added decoding field)."""
-    return make_key(request_fields(request))
+    return keyed_json(request)[0]
