@@ -9,13 +9,8 @@ await chat.ainvoke(messages, config=cachesaver_config("agent-1"))
 """
 from __future__ import annotations
 
-from ._chat_model import (
-    NAMESPACE_KEY,
-    REQUEST_ID_KEY,
-    STORE_ENV,
-    CacheSaverChatModel,
-    cachesaver_config,
-)
+from ._calls import cachesaver_config
+from ._chat_model import NAMESPACE_KEY, REQUEST_ID_KEY, STORE_ENV, CacheSaverChatModel
 from ._codec import SAMPLE_FORMAT
 
 __all__ = [

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from langchain_core.outputs import ChatResult
+from langchain_core.runnables import RunnableConfig
 
 from cachesaver.errors import CorruptSampleError
 from cachesaver.keys import request_key
@@ -15,11 +16,20 @@ from cachesaver.typedefs import Response
 from ._codec import to_generation
 from ._model import ChatRequest
 
-__all__ = ["NAMESPACE_KEY", "REQUEST_ID_KEY", "SCOPE_KW", "Scope", "identity", "flags", "chat_result"]
+__all__ = ["NAMESPACE_KEY", "REQUEST_ID_KEY", "SCOPE_KW", "Scope", "cachesaver_config", "identity", "flags",
+           "chat_result"]
 
 #: Private call keyword carrying a :class:`Scope` from ``invoke``/``stream`` to ``_generate``/
 #: ``_stream``; removed before anything is keyed, traced or sent.
 SCOPE_KW = "__cachesaver_scope__"
+
+
+def cachesaver_config(namespace: str, request_id: Optional[str] = None) -> RunnableConfig:
+    """``config=`` for one call (or ``.with_config(**...)``): ``{"metadata": {...}}``."""
+    metadata: dict[str, Any] = {NAMESPACE_KEY: namespace}
+    if request_id is not None:
+        metadata[REQUEST_ID_KEY] = request_id
+    return {"metadata": metadata}
 
 
 @dataclass

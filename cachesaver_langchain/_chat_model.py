@@ -17,7 +17,7 @@ from langchain_core.caches import BaseCache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from cachesaver.errors import InvalidRequestError
@@ -35,7 +35,7 @@ from ._batching import leave_group, member_of
 from ._entrypoints import RunMetadataEntryPoints
 from ._streaming import async_stream, sync_stream
 
-__all__ = ["CacheSaverChatModel", "NAMESPACE_KEY", "REQUEST_ID_KEY", "STORE_ENV", "cachesaver_config"]
+__all__ = ["CacheSaverChatModel", "NAMESPACE_KEY", "REQUEST_ID_KEY", "STORE_ENV"]
 
 log = logging.getLogger("cachesaver.langchain")
 
@@ -43,14 +43,6 @@ log = logging.getLogger("cachesaver.langchain")
 STORE_ENV = "CACHESAVER_STORE"
 
 _HOSTED_LOCK = threading.Lock()
-
-
-def cachesaver_config(namespace: str, request_id: Optional[str] = None) -> RunnableConfig:
-    """``config=`` for one call (or ``.with_config(**...)``): ``{"metadata": {...}}``."""
-    metadata: dict[str, Any] = {NAMESPACE_KEY: namespace}
-    if request_id is not None:
-        metadata[REQUEST_ID_KEY] = request_id
-    return {"metadata": metadata}
 
 
 def _default_store() -> str:
