@@ -35,7 +35,7 @@ from .errors import (
     ModelOutputError,
     PipelineClosedError,
 )
-from .keys import keyed_json, request_key
+from .keys import keyed_json
 from .ledger import Ledger, PrivateLedger, SharedLedger
 from .pending import Pending
 from .reorderer import reorder
@@ -107,7 +107,7 @@ class Pipeline:
         the request then keeps the place in its (namespace, key) queue that it took there.
         """
         try:
-            item = self._admit(request)
+            item = self._admit(request, reservation)
         except BaseException:
             if reservation is not None:
                 reservation.release()
@@ -154,7 +154,7 @@ class Pipeline:
                 f"request.request_id must be a str, got {type(request.request_id).__name__}"
             )
 
-    def _admit(self, request: Request) -> Pending:
+    def _admit(self, request: Request, reservation: Optional["Reservation"] = None) -> Pending:
         self._check(request)
         n = request.n
         if not request.request_id:
@@ -165,7 +165,10 @@ class Pipeline:
                 f"request.request_id {request.request_id!r} is already in flight; give every "
                 "concurrent request a unique request_id"
             )
-        key, meta = keyed_json(request)
+        if reservation is not None and reservation.meta is not None:
+            key, meta = reservation.slot[1], reservation.meta  # try_now hashed this request
+        else:
+            key, meta = keyed_json(request)
         counters = self.stats.ns(request.namespace)
         counters.requests += 1
         counters.samples_asked += n
@@ -288,11 +291,14 @@ class Reservation:
     as if it had been admitted on the engine's loop. Released once, by whoever finishes last.
     """
 
-    __slots__ = ("_pipeline", "slot", "_released")
+    __slots__ = ("_pipeline", "slot", "meta", "_released")
 
-    def __init__(self, pipeline: "OnlineAPI", slot: tuple[str, str]) -> None:
+    def __init__(self, pipeline: "OnlineAPI", slot: tuple[str, str], meta: Optional[bytes] = None) -> None:
         self._pipeline = pipeline
         self.slot = slot
+        #: The canonical JSON the key was hashed from, when the miss computed it (``try_now``):
+        #: the request it reserves for is admitted with it instead of walking the request again.
+        self.meta = meta
         self._released = False
 
     def on_done(self, _future: Any) -> None:
@@ -352,7 +358,7 @@ class OnlineAPI(Pipeline):
         if not self.sync_hits:
             return None
         self._check(request)
-        key = request_key(request)
+        key, meta = keyed_json(request)
         slot = (request.namespace, key)
         with self._lock:  # type: ignore[union-attr]
             if self._closed:
@@ -365,7 +371,7 @@ class OnlineAPI(Pipeline):
                     counters.samples_asked += request.n
                     return response
             self._queued[slot] = self._queued.get(slot, 0) + 1
-        return Reservation(self, slot)
+        return Reservation(self, slot, meta)
 
     async def _check_tick(self, items: list[Pending]) -> None:
         queued = self._queued

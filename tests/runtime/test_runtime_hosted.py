@@ -217,3 +217,22 @@ def test_the_same_hosted_pipeline_object_works_in_a_forked_child(tmp_path):
     assert child.exitcode == 0 and pid != os.getpid()
     assert data == stored.data and miss_cached == [False]
     hp.close()
+
+
+def test_a_hosted_miss_canonicalises_its_request_once(tmp_path, monkeypatch):
+    # The key try_now hashed (and its canonical JSON, the key's stored meta) travels with the
+    # miss's reservation: admitting the request on the engine's loop does not walk it again.
+    import cachesaver.keys as keys
+
+    walks = []
+    real = keys.canonical_json
+    monkeypatch.setattr(keys, "canonical_json", lambda value: walks.append(1) or real(value))
+    model = FakeModel()
+    hosted = HostedPipeline(lambda: model, PipelineSettings(str(tmp_path), batch_size=1, timeout=0.0))
+    try:
+        miss = hosted.request_sync(Request(prompt="once", n=1, namespace="a"))
+        assert miss.cached == [False] and model.call_count == 1 and len(walks) == 1
+        hit = hosted.request_sync(Request(prompt="once", n=1, namespace="b"))
+        assert hit.cached == [True] and hit.data == miss.data and len(walks) == 2
+    finally:
+        hosted.close()
