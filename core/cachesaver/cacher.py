@@ -21,13 +21,13 @@ from .codec import decode_sample, encode_sample
 from .deduplicator import Demand
 from .errors import CacheSaverError, CorruptSampleError, ModelOutputError
 from .generation import Generation, reset_generation, set_generation
-from .keys import canonical_json
+from .keys import keyed_json
 from .ledger import Ledger, PrivateLedger
 from .offline import offline_miss
 from .pending import Pending
 from .stats import Stats
 from .stores.base import NO_LEASE, Store
-from .typedefs import Request, Response, Usage, request_fields
+from .typedefs import Request, Response, Usage
 
 __all__ = ["Cacher"]
 
@@ -60,8 +60,9 @@ class Cacher:
 
     def __init__(self, store: Store, ledger: Ledger, generate: Generate, stats: Stats,
                  model_name: str = "model", lock: Optional[ContextManager[Any]] = None, *,
-                 offline: bool = False) -> None:
+                 offline: bool = False, model_id: Optional[str] = None) -> None:
         self.store = store
+        self._model_id = model_id  # keyed with every request (Pipeline.model_id)
         self.offline = offline  # True: a miss raises OfflineMissError instead of generating
         self._appends = Appends(store)
         self.ledger = ledger
@@ -260,7 +261,7 @@ class Cacher:
             if meta is None:
                 meta = representative.meta
                 if meta is None:
-                    meta = canonical_json(request_fields(representative.request))
+                    meta = keyed_json(representative.request, self._model_id)[1]
             try:
                 call = await self._call_model(key, representative.request, missing, meta, generation)
             except Exception as exc:

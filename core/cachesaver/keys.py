@@ -1,6 +1,7 @@
 """Canonical cache keys.
 
-A key is the SHA-256 of the canonical JSON of everything that shapes the output distribution.
+A key is the SHA-256 of the canonical JSON of everything that shapes the output distribution
+(what that is: :mod:`cachesaver.keypolicy`).
 Canonical means: object keys sorted, ``None`` values dropped (``stop=None`` is the same request as
 no ``stop``), integral floats written as integers (``temperature=1`` is ``temperature=1.0``),
 tuples as lists, pydantic classes as their JSON schema and pydantic objects as their dump. The
@@ -13,11 +14,12 @@ import enum
 import hashlib
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 import orjson
 
-from .errors import NotSerializableError
+from .errors import InvalidRequestTypeError, NotSerializableError
+from .keypolicy import MODEL_FIELD, MODEL_IN_REQUEST
 from .typedefs import Request, request_fields
 
 __all__ = ["canonical", "canonical_json", "keyed_json", "make_key", "request_key"]
@@ -147,13 +149,22 @@ def make_key(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
-def keyed_json(request: Request) -> tuple[str, bytes]:
-    """``request_key(request)`` and the canonical JSON it hashes (what the store keeps as the
-    key's meta): one walk of the request for both."""
-    raw = canonical_json(request_fields(request))
+def keyed_json(request: Request, model_id: Optional[str] = None) -> tuple[str, bytes]:
+    """``request_key(request, model_id)`` and the canonical JSON it hashes (what the store keeps
+    as the key's meta): one walk of the request for both."""
+    fields = request_fields(request)
+    if model_id is not None and model_id is not MODEL_IN_REQUEST:
+        if MODEL_FIELD in fields:
+            raise InvalidRequestTypeError(
+                f"{type(request).__name__} has a keyed field named {MODEL_FIELD!r}, which the "
+                "pipeline uses for its model's identity; rename the field"
+            )
+        fields[MODEL_FIELD] = model_id
+    raw = canonical_json(fields)
     return hashlib.sha256(raw).hexdigest(), raw
 
 
-def request_key(request: Request) -> str:
-    """Key of an engine ``Request``: all keyed fields (prompt and any user-added decoding field)."""
-    return keyed_json(request)[0]
+def request_key(request: Request, model_id: Optional[str] = None) -> str:
+    """Key of an engine ``Request``: all keyed fields (prompt and any user-added decoding field)
+    and, when given, the identity of the model that answers it (``Pipeline.model_id``)."""
+    return keyed_json(request, model_id)[0]

@@ -35,6 +35,7 @@ from .errors import (
     ModelOutputError,
     PipelineClosedError,
 )
+from .keypolicy import model_identity
 from .keys import keyed_json
 from .ledger import Ledger, PrivateLedger, SharedLedger
 from .pending import Pending
@@ -48,6 +49,8 @@ __all__ = ["OnlineAPI", "LocalAPI", "Pipeline", "Reservation"]
 log = logging.getLogger("cachesaver.pipelines")
 
 _AUTO_ID = "\x00auto-"
+#: Misses per pipeline that look for samples stored under a request's key policy 1 key.
+_LEGACY_CHECKS = 16
 
 
 class Pipeline:
@@ -64,6 +67,7 @@ class Pipeline:
         run_id: Optional[str] = None,
         namespace: str = "default",
         offline: bool = False,
+        model_id: Optional[str] = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidRequestError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -72,6 +76,16 @@ class Pipeline:
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise InvalidRequestTypeError(f"run_id must be a non-empty str or None, got {run_id!r}")
         self.model = model
+        #: The model identity keyed into every request's key (see :meth:`model_id`).
+        self._model_id = model_identity(model, model_id)
+        if self._model_id is None and model is not None:
+            log.warning(
+                "%s declares no model identity, so its samples are keyed without the model and "
+                "would be shared with any other model on the same store; set a model_id attribute "
+                "on the model or pass OnlineAPI(..., model_id='provider/name')", type(model).__name__)
+        # Misses first look for samples of the same request keyed before models were keyed
+        # (key policy 1), to say how to carry them over; a few misses are enough to tell.
+        self._legacy_checks = _LEGACY_CHECKS if isinstance(self._model_id, str) else 0
         self._owns_store = not isinstance(cache, Store)
         self.store: Store = open_store(cache)
         self.batch_size = batch_size
@@ -92,7 +106,7 @@ class Pipeline:
         self.sync_hits = self._offers_sync_hits()
         self._lock: Optional[threading.RLock] = threading.RLock() if self.sync_hits else None
         self.cacher = Cacher(self.store, self.ledger, self._generate, self.stats, self._model_name,
-                             lock=self._lock, offline=self.offline)
+                             lock=self._lock, offline=self.offline, model_id=self._model_id)
         self._inflight_ids: set[str] = set()
         self._tick: list[Pending] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -128,6 +142,32 @@ class Pipeline:
             raise
         finally:
             self._inflight_ids.discard(request.request_id)
+
+    @property
+    def model_id(self) -> Optional[str]:
+        """The model identity this pipeline keys (``None``: none declared; see
+        :func:`cachesaver.keypolicy.model_identity`). A pipeline used as another pipeline's
+        model declares it, so composed pipelines key the same model."""
+        return self._model_id
+
+    def key_of(self, request: Request) -> str:
+        """The key this pipeline stores ``request``'s samples under (its model included)."""
+        return keyed_json(request, self._model_id)[0]
+
+    async def _note_legacy_key(self, request: Request) -> None:
+        """Warn once if samples of ``request`` are stored under its key policy 1 key (before the
+        model was keyed): they are not served under the new key until migrated."""
+        self._legacy_checks -= 1
+        try:
+            found = await self.store.length(keyed_json(request)[0])
+        except Exception:  # a hint only; the miss goes on
+            return
+        if found:
+            self._legacy_checks = 0
+            log.warning(
+                "this store holds samples keyed before models were part of keys (key policy 1); "
+                "they are not served to %r. Carry them over with: cachesaver migrate-keys --cache "
+                "<store> --model %s", self._model_id, self._model_id)
 
     def _offers_sync_hits(self) -> bool:
         return False
@@ -168,7 +208,7 @@ class Pipeline:
         if reservation is not None and reservation.meta is not None:
             key, meta = reservation.slot[1], reservation.meta  # try_now hashed this request
         else:
-            key, meta = keyed_json(request)
+            key, meta = keyed_json(request, self._model_id)
         counters = self.stats.ns(request.namespace)
         counters.requests += 1
         counters.samples_asked += n
@@ -358,7 +398,7 @@ class OnlineAPI(Pipeline):
         if not self.sync_hits:
             return None
         self._check(request)
-        key, meta = keyed_json(request)
+        key, meta = keyed_json(request, self._model_id)
         slot = (request.namespace, key)
         with self._lock:  # type: ignore[union-attr]
             if self._closed:
@@ -414,6 +454,8 @@ class OnlineAPI(Pipeline):
         await self.cacher.serve(deduplicate(reorder(items)))
 
     async def _generate(self, request: Request) -> Response:
+        if self._legacy_checks > 0:
+            await self._note_legacy_key(request)
         model = self.model
         if callable(getattr(model, "request", None)):
             return await model.request(request)
@@ -453,6 +495,8 @@ class LocalAPI(Pipeline):
             self._spawn(self.cacher.serve(deduplicate(live)))
 
     async def _generate(self, request: Request) -> Response:
+        if self._legacy_checks > 0:
+            await self._note_legacy_key(request)
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._batcher.add((request, future))
         return await future

@@ -24,6 +24,7 @@ import logging
 from typing import Any, Optional
 
 from ..generation import current_generation
+from ..keypolicy import MODEL_IN_REQUEST
 from ..typedefs import Request, Response, SingleRequestModel, Usage
 from .sink import ChunkSink
 
@@ -41,6 +42,8 @@ def sink_of(request: Optional[Request]) -> Optional[ChunkSink]:
 class FanOutModel(SingleRequestModel):
     """A provider behind an adapter (see the module docstring)."""
 
+    #: Adapters' requests name their model in their own keyed fields (cachesaver.keypolicy).
+    model_id: Any = MODEL_IN_REQUEST
     #: Provider calls made, and how many failed (for tests and stats; one per HTTP request).
     real_calls: int = 0
     failed_real_calls: int = 0
