@@ -37,6 +37,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk
 from pydantic import BaseModel
 
 from cachesaver.errors import CorruptSampleError, NotSerializableError
+from cachesaver.keypolicy import TRANSPORT
 
 __all__ = [
     "SAMPLE_FORMAT",
@@ -53,20 +54,19 @@ __all__ = [
 #: Keyed into every request: samples of this adapter are never shared with another adapter's.
 SAMPLE_FORMAT = "langchain-aimessage/1"
 
-#: Invocation parameters that do not shape the output distribution (transport, sampling count,
-#: streaming mode, client objects, tracing). Everything else is keyed, unknown names included.
-TRANSPORT_PARAMS = frozenset(
+#: Invocation parameters that do not shape the output distribution: the engine's transport fields
+#: (:data:`cachesaver.keypolicy.TRANSPORT`) plus LangChain's and its providers' names for
+#: credentials, endpoints, proxies, timeouts, client objects and tracing. Everything else is
+#: keyed verbatim, unknown names included (:mod:`cachesaver.keypolicy`).
+TRANSPORT_PARAMS = TRANSPORT | frozenset(
     {
-        "n", "stream", "streaming", "stream_usage", "stream_options",
-        "api_key", "openai_api_key", "anthropic_api_key", "google_api_key",
-        "base_url", "openai_api_base", "api_base", "anthropic_api_url", "endpoint",
-        "organization", "openai_organization", "openai_proxy", "proxy",
-        "timeout", "request_timeout", "default_request_timeout", "stream_chunk_timeout",
-        "max_retries", "default_headers", "default_query", "extra_headers",
-        "http_client", "http_async_client", "http_socket_options",
-        "client", "async_client", "root_client", "root_async_client",
-        "callbacks", "callback_manager", "tags", "metadata", "run_manager", "run_name",
-        "verbose", "cache", "rate_limiter", "disable_streaming",
+        "stream_usage",
+        "openai_api_key", "anthropic_api_key", "google_api_key",
+        "openai_api_base", "anthropic_api_url", "endpoint",
+        "openai_organization", "openai_proxy", "proxy",
+        "default_request_timeout", "stream_chunk_timeout",
+        "http_socket_options", "root_client", "root_async_client",
+        "callback_manager", "run_manager", "verbose", "cache", "rate_limiter", "disable_streaming",
     }
 )
 

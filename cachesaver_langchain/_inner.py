@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional
 
 from langchain_core.language_models import BaseChatModel
 
-from cachesaver.secrets import without_secrets
+from cachesaver.keypolicy import split_transport
 
 from ._codec import TRANSPORT_PARAMS
 
@@ -109,7 +109,7 @@ class InnerView:
         self.inner = inner
         self._values = tuple(inner.__dict__.values())
         params = inner._get_invocation_params(stop=None)
-        self.params = without_secrets({k: v for k, v in params.items() if k not in TRANSPORT_PARAMS})
+        self.params = split_transport(params, TRANSPORT_PARAMS)[0]
         self.ls_params = dict(inner._get_ls_params(stop=None))
         self.identifying = {"_type": inner._llm_type, **inner._identifying_params}
         self.has_stop = field_for(type(inner).model_fields, "stop") is not None
@@ -129,7 +129,7 @@ class InnerView:
         params = dict(self.params)
         if stop is not None:
             params["stop"] = stop
-        params.update(without_secrets({k: v for k, v in kwargs.items() if k not in TRANSPORT_PARAMS}))
+        params.update(split_transport(kwargs, TRANSPORT_PARAMS)[0])
         return params
 
 

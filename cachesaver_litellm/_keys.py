@@ -5,12 +5,16 @@ The key is the engine's canonical SHA-256 of ``{prompt: messages, model, params}
 - ``model``: the real model as ``provider/name`` (``gpt-4o-mini`` and ``openai/gpt-4o-mini`` are
   one model), never the ``cachesaver/`` prefix, so a Router deployment and a direct call share samples;
 - ``messages``: plain dicts with ``None`` values dropped (pydantic messages dumped);
-- ``params``: litellm's ``optional_params`` minus what never shapes the output distribution:
-  ``n`` (the engine's business), stream flags, retries and transport settings. Unknown
-  parameters *are* keyed (a parameter we do not know might change the answer).
+- ``params``: litellm's ``optional_params`` minus the transport fields of
+  :data:`LITELLM_TRANSPORT` (the engine's :data:`cachesaver.keypolicy.TRANSPORT` plus litellm's
+  own: caching switches, retries and fallbacks, logging and tracing ids, ``mock_response``,
+  and the provider credential fields litellm declares in ``CredentialLiteLLMParams``),
+  everything else verbatim at any depth: ``extra_body``, tools, ``response_format``, ``stop`` and
+  unknown parameters (a parameter we do not know might change the answer).
 
-Credentials never enter a key (G7): by name or by value, at any depth (``extra_body``
-included), with the engine's one rule (``cachesaver.secrets``); the real call still gets them.
+Credentials travel in transport fields (``api_key``, ``headers``, ``api_base``, litellm's
+``azure_ad_token`` and friends), so they never enter a key; nothing else is dropped because of
+how it looks (:mod:`cachesaver.keypolicy`).
 """
 from __future__ import annotations
 
@@ -19,42 +23,45 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Iterable
 
-from cachesaver.secrets import is_secret_name, without_secrets
+from cachesaver.keypolicy import TRANSPORT, split_transport
 
 __all__ = [
     "split_params",
     "normalise_messages",
     "normalise_model",
-    "NOT_KEYED_PARAMS",
+    "LITELLM_TRANSPORT",
 ]
 
 log = logging.getLogger("cachesaver.litellm.keys")
 
-#: Optional params that never shape the output distribution (see module docstring).
-NOT_KEYED_PARAMS = frozenset(
+def _litellm_credentials() -> frozenset[str]:
+    """The provider credential and endpoint fields litellm itself declares (Azure AD, AWS,
+    Vertex, Watsonx, workload identity ...): they may arrive among ``optional_params``."""
+    names: set[str] = set()
+    try:
+        from litellm.types.router import CredentialLiteLLMParams
+
+        names.update(CredentialLiteLLMParams.model_fields)
+    except ImportError:  # pragma: no cover - other litellm versions
+        log.debug("litellm.types.router.CredentialLiteLLMParams is missing")
+    try:
+        from litellm.litellm_core_utils.get_litellm_params import AWS_CREDENTIAL_KWARGS_KEYS
+
+        names.update(AWS_CREDENTIAL_KWARGS_KEYS)
+    except ImportError:  # pragma: no cover - other litellm versions
+        log.debug("litellm's AWS_CREDENTIAL_KWARGS_KEYS is missing")
+    return frozenset(names | {"azure_ad_token", "azure_ad_token_provider"})
+
+
+#: litellm's transport fields beyond the engine's (see module docstring): never keyed.
+LITELLM_TRANSPORT = TRANSPORT | frozenset(
     {
-        "n",
-        "stream",
-        "stream_options",
-        "max_retries",
-        "num_retries",
-        "timeout",
-        "request_timeout",
-        "api_key",
-        "api_base",
-        "base_url",
-        "api_version",
-        "organization",
-        "headers",
-        "extra_headers",
-        "metadata",
         "litellm_metadata",
         "caching",
         "cache",
         "drop_params",
         "additional_drop_params",
         "ssl_verify",
-        "client",
         "litellm_logging_obj",
         "litellm_call_id",
         "litellm_trace_id",
@@ -63,36 +70,25 @@ NOT_KEYED_PARAMS = frozenset(
         "mock_response",
         "fallbacks",
         "context_window_fallback_dict",
+        "disable_fallbacks",
     }
-)
+) | _litellm_credentials()
 
-def is_transport(name: str) -> bool:
-    """True for parameters that go to the real call but never into the key."""
-    return name in NOT_KEYED_PARAMS or is_secret_name(name)
+#: Parameters the engine owns: ``n`` is the missing count, streaming is the adapter's choice.
+#: Fallbacks are never sent to the inner call: its samples are stored under the keyed model, so
+#: that model alone must answer (a Router or CacheSaverRouter applies fallbacks above the cache).
+_NOT_SENT = frozenset({"n", "stream", "stream_options", "fallbacks", "context_window_fallback_dict"})
 
 
 def split_params(optional_params: Mapping[str, Any], extra_unkeyed: Iterable[str] = ()) -> tuple[dict, dict]:
     """``(keyed, sent)`` from litellm's ``optional_params`` (never mutated).
 
-    ``keyed``: what shapes the output, with every credential removed at any depth (the
-    engine's one rule, :func:`cachesaver.secrets.without_secrets`); ``sent``: every parameter
-    the real call receives (all of them but the engine's ``n`` and the stream flags).
+    ``keyed``: what shapes the output, verbatim (everything but :data:`LITELLM_TRANSPORT` and
+    ``extra_unkeyed``); ``sent``: every parameter the real call receives (all but the engine's
+    ``n``, the stream flags and fallbacks).
     """
-    extra = frozenset(extra_unkeyed)
-    keyed: dict[str, Any] = {}
-    sent: dict[str, Any] = {}
-    for name, value in optional_params.items():
-        if value is None:
-            continue
-        if name not in _NOT_SENT:
-            sent[name] = value
-        if not (is_transport(name) or name in extra):
-            keyed[name] = value
-    return without_secrets(keyed), sent
-
-
-#: Parameters the engine owns: ``n`` is the missing count, streaming is the adapter's choice.
-_NOT_SENT = frozenset({"n", "stream", "stream_options"})
+    transport = LITELLM_TRANSPORT | frozenset(extra_unkeyed) if extra_unkeyed else LITELLM_TRANSPORT
+    return split_transport(optional_params, transport, _NOT_SENT)
 
 
 def normalise_messages(messages: Any) -> list:
