@@ -10,6 +10,13 @@ own cache hit. Misses call ``router.acompletion(model=<group>, n=<missing>)`` on
 the caller they are made for; those real calls are logged and costed by litellm as usual
 (there is no outer call to double them). Everything the wrapper does not define is delegated
 to the wrapped router.
+
+Fallbacks run *above* the cache: the inner call is made with ``disable_fallbacks=True``, so a
+group's samples are only ever its own deployments' answers. When a group's call fails, the
+router's fallback groups (``fallbacks``, ``default_fallbacks``, and ``context_window_fallbacks``
+/ ``content_policy_fallbacks`` for those errors; or the call's own ``fallbacks=``) are asked in
+order, each as a request keyed on that group: a fallback's sample is stored as that group's
+sample and never served to a later request for the primary group.
 """
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Mapping, Optional
 
-from cachesaver.errors import InvalidRequestTypeError, PipelineClosedError
+from cachesaver.errors import CacheSaverError, InvalidRequestTypeError, PipelineClosedError
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, check_namespace, read_identity
 from cachesaver.stats import Stats
@@ -76,9 +83,28 @@ class CacheSaverRouter:
 
         The engine runs on the shared background loop; the routed real call of a miss runs on
         the loop of the caller it is made for, so litellm logs it where the user's other calls
-        are logged.
+        are logged. A failed group falls back to the next group (module docstring).
         """
-        prepared = self._prepare(model, messages, kwargs, home_loop=asyncio.get_running_loop())
+        home = asyncio.get_running_loop()
+        call_fallbacks = kwargs.pop("fallbacks", None)
+        try:
+            return await self._acompletion_of(model, messages, kwargs, home)
+        except Exception as first:
+            error: Exception = first
+            for group in self._fallbacks_for(model, first, call_fallbacks):
+                try:
+                    return await self._acompletion_of(group, messages, kwargs, home)
+                except Exception as exc:
+                    if not _may_fall_back(exc):
+                        raise
+                    error = exc
+            if error is first:
+                raise
+            raise error from first
+
+    async def _acompletion_of(self, group: Any, messages: Any, kwargs: dict,
+                              home: asyncio.AbstractEventLoop) -> Any:
+        prepared = self._prepare(group, messages, dict(kwargs), home_loop=home)
         response = self._finish(prepared, await self._hosted.request_async(prepared.request))
         if prepared.stream:
             return _ReplayStream(response, prepared.include_usage)
@@ -91,11 +117,35 @@ class CacheSaverRouter:
         merged real call was sent to, and would wait for itself.
         """
         _refuse_inside_running_loop("completion", "acompletion")
-        prepared = self._prepare(model, messages, kwargs)
+        call_fallbacks = kwargs.pop("fallbacks", None)
+        try:
+            return self._completion_of(model, messages, kwargs)
+        except Exception as first:
+            error: Exception = first
+            for group in self._fallbacks_for(model, first, call_fallbacks):
+                try:
+                    return self._completion_of(group, messages, kwargs)
+                except Exception as exc:
+                    if not _may_fall_back(exc):
+                        raise
+                    error = exc
+            if error is first:
+                raise
+            raise error from first
+
+    def _completion_of(self, group: Any, messages: Any, kwargs: dict) -> Any:
+        prepared = self._prepare(group, messages, dict(kwargs))
         response = self._finish(prepared, self._hosted.request_sync(prepared.request))
         if prepared.stream:
             return _ReplayStream(response, prepared.include_usage)
         return response
+
+    def _fallbacks_for(self, group: Any, error: Exception, call_fallbacks: Any) -> list[str]:
+        """The groups to ask after ``group`` failed with ``error`` (none for cachesaver's own
+        errors: a bad request or a closed router is the same in every group)."""
+        if not _may_fall_back(error) or not isinstance(group, str):
+            return []
+        return fallback_groups(self.router, group, error, call_fallbacks)
 
     @property
     def pipeline(self) -> OnlineAPI:
@@ -124,6 +174,8 @@ class CacheSaverRouter:
         namespace, request_id = read_identity(kwargs.get("metadata"), kwargs.get("litellm_metadata"),
                                               default_namespace=self.default_namespace)
         keyed, call_kwargs = split_params(kwargs)
+        # The group's own deployments answer; fallbacks are this wrapper's (see module docstring).
+        call_kwargs["disable_fallbacks"] = True
         call = RealCall(
             invoke=self.router.acompletion,
             model=group,
@@ -202,6 +254,51 @@ def _deployments(router: Any, group: str) -> list:
         return list(found or [])
     except Exception:  # unknown group or another Router version: no n, one call per sample
         return []
+
+
+def fallback_groups(router: Any, group: str, error: Exception, call_fallbacks: Any = None) -> list[str]:
+    """The fallback groups litellm's Router would try for ``group`` after ``error``, in order.
+
+    ``context_window_fallbacks`` / ``content_policy_fallbacks`` for those errors, else the
+    call's ``fallbacks=`` (group names, or ``[{group: [...]}]``), else the router's
+    ``fallbacks`` (its ``default_fallbacks`` are the ``"*"`` entry there).
+    """
+    import litellm
+
+    settings = router.settings() if callable(getattr(router, "settings", None)) else router
+    tables: list[Any] = []
+    if isinstance(error, litellm.ContextWindowExceededError):
+        tables.append(getattr(settings, "context_window_fallbacks", None))
+    if isinstance(error, litellm.ContentPolicyViolationError):
+        tables.append(getattr(settings, "content_policy_fallbacks", None))
+    tables.append(call_fallbacks if call_fallbacks is not None else getattr(settings, "fallbacks", None))
+    for table in tables:
+        found = _groups_in(table, group)
+        if found:
+            limit = getattr(settings, "max_fallbacks", None)
+            return found[:limit] if isinstance(limit, int) and limit > 0 else found
+    return []
+
+
+def _groups_in(table: Any, group: str) -> list[str]:
+    if not isinstance(table, (list, tuple)):
+        return []
+    if all(isinstance(entry, str) for entry in table):
+        return [g for g in table if g != group]
+    wildcard: list[str] = []
+    for entry in table:
+        if isinstance(entry, Mapping):
+            if isinstance(entry.get(group), (list, tuple)):
+                return [g for g in entry[group] if isinstance(g, str) and g != group]
+            if isinstance(entry.get("*"), (list, tuple)):
+                wildcard = [g for g in entry["*"] if isinstance(g, str) and g != group]
+    return wildcard
+
+
+def _may_fall_back(error: Exception) -> bool:
+    """Provider and routing errors may be answered by another group; cachesaver's own errors
+    (a bad request, a closed router, an offline miss) would fail the same way there."""
+    return not isinstance(error, CacheSaverError)
 
 
 def _refuse_inside_running_loop(name: str, async_name: str) -> None:

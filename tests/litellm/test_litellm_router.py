@@ -131,7 +131,10 @@ async def test_cache_above_routing_merges_concurrent_calls(cs_router, servers):
     assert sum(not c for r in results for c in r._hidden_params["cachesaver"]["cached"]) == 2  # G8
 
 
-async def test_routing_errors_are_not_stored_and_fallbacks_run_below_the_cache(servers, store_path):
+async def test_routing_errors_are_not_stored_and_a_fallbacks_sample_is_that_fallbacks(servers, store_path):
+    """Issue 20 item 4: fallbacks run above the cache, each group keyed on itself. Before, the
+    backup's answer was stored under the primary group and served to a later primary request
+    (in a new namespace, with the primary healthy again) as a cached primary sample."""
     a, b = servers
     router = litellm.Router(
         model_list=[deployment("primary", "openai/gpt-4o-mini", a, "sk-a"),
@@ -140,18 +143,57 @@ async def test_routing_errors_are_not_stored_and_fallbacks_run_below_the_cache(s
     )
     async with CacheSaverRouter(router, store=store_path, timeout=0.05) as wrapped:
         a.fail_next(500)
-        served = ids(await wrapped.acompletion(model="primary", messages=MESSAGES, metadata=ns("a")))
-        assert served == [("south", 1)]  # the router fell back below the cache ...
-        again = ids(await wrapped.acompletion(model="primary", messages=MESSAGES, metadata=ns("b")))
-        assert again == served and a.request_count == 1 and b.request_count == 1  # ... and it was stored
+        fell_back = await wrapped.acompletion(model="primary", messages=MESSAGES, metadata=ns("a"))
+        assert ids(fell_back) == [("south", 1)]
+        assert fell_back._hidden_params["cachesaver"]["model"] == "model_group:backup"  # who answered
 
+        healthy = await wrapped.acompletion(model="primary", messages=MESSAGES, metadata=ns("b"))
+        assert ids(healthy) == [("north", 1)], "the primary group was served the backup's sample"
+        assert healthy._hidden_params["cachesaver"]["cached"] == [False]
+        assert a.request_count == 2 and b.request_count == 1
+
+        backup = await wrapped.acompletion(model="backup", messages=MESSAGES, metadata=ns("c"))
+        assert ids(backup) == [("south", 1)] and b.request_count == 1  # stored as the backup's sample
+
+        # Namespace "c" has had both groups' stored samples: both must generate, and both fail.
+        await wrapped.acompletion(model="primary", messages=MESSAGES, metadata=ns("c"))
         b.fail_next(500)
         a.fail_next(500)
         with pytest.raises(Exception):
-            await wrapped.acompletion(model="primary", messages=MESSAGES, metadata=ns("a"))
-        assert wrapped.stats.failed_calls == 1 and wrapped.stats.samples_returned == 1  # G5
-        ok = ids(await wrapped.acompletion(model="primary", messages=MESSAGES, metadata=ns("a")))
-        assert ok == [("north", 1)]
+            await wrapped.acompletion(model="primary", messages=MESSAGES, metadata=ns("c"))
+        assert wrapped.stats.failed_calls == 3  # the first primary failure, then both groups (G5)
+        ok = ids(await wrapped.acompletion(model="primary", messages=MESSAGES, metadata=ns("c")))
+        assert ok == [("north", 2)]
+
+
+async def test_a_router_of_cachesaver_deployments_stores_a_fallbacks_sample_under_its_model(provider, servers):
+    a, b = servers
+    router = litellm.Router(
+        model_list=[deployment("primary", "cachesaver/openai/model-a", a, "sk-a"),
+                    deployment("backup", "cachesaver/openai/model-b", b, "sk-b")],
+        fallbacks=[{"primary": ["backup"]}], num_retries=0,
+    )
+    a.fail_next(500)
+    fell_back = await router.acompletion(model="primary", messages=MESSAGES, metadata=ns("a"))
+    assert ids(fell_back) == [("south", 1)]
+    assert fell_back._hidden_params["cachesaver"]["model"] == "openai/model-b"
+    healthy = await router.acompletion(model="primary", messages=MESSAGES, metadata=ns("b"))
+    assert ids(healthy) == [("north", 1)] and healthy._hidden_params["cachesaver"]["cached"] == [False]
+    assert (a.request_count, b.request_count) == (2, 1)
+
+
+def test_call_level_fallbacks_and_sync_completion_fall_back_above_the_cache(servers, store_path):
+    a, b = servers
+    router = litellm.Router(model_list=[deployment("primary", "openai/gpt-4o-mini", a, "sk-a"),
+                                        deployment("backup", "openai/gpt-4o-mini", b, "sk-b")], num_retries=0)
+    with CacheSaverRouter(router, store=store_path, timeout=0.05) as wrapped:
+        a.fail_next(500)
+        sync = wrapped.completion(model="primary", messages=MESSAGES, fallbacks=["backup"], metadata=ns("a"))
+        assert ids(sync) == [("south", 1)]
+        assert ids(wrapped.completion(model="primary", messages=MESSAGES, metadata=ns("b"))) == [("north", 1)]
+        a.fail_next(500)
+        with pytest.raises(Exception):  # no fallbacks configured: the error reaches the caller
+            wrapped.completion(model="primary", messages=MESSAGES, metadata=ns("b"))
 
 
 def test_cache_above_routing_sync_stream_and_delegation(cs_router, servers):
