@@ -117,3 +117,38 @@ async def test_samples_keyed_before_models_were_keyed_are_pointed_out(tmp_path, 
     assert model.call_count == 1  # never served another model's (or an unknown model's) sample
     hints = [r.getMessage() for r in caplog.records if "migrate-keys" in r.getMessage()]
     assert len(hints) == 1 and "--model gpt-4o-mini" in hints[0]
+
+
+async def test_migrate_keys_carries_policy_1_samples_over_for_one_model(tmp_path):
+    from cachesaver.migrate import migrate_keys
+
+    store = str(tmp_path / "cache")
+    async with OnlineAPI(model=FakeModel(seed=1), cache=store, timeout=0) as old:   # policy 1 keys
+        before = (await old.request(Request("Name a colour.", n=3, namespace="old"))).data
+    dry = await migrate_keys(store, "gpt-4o-mini", dry_run=True)
+    assert [count for _, _, count in dry.moved] == [3]
+    report = await migrate_keys(store, "gpt-4o-mini")
+    assert report.samples == 3 and report.moved[0][1] == make_key({"prompt": "Name a colour.", MODEL_FIELD: "gpt-4o-mini"})
+    again = await migrate_keys(store, "gpt-4o-mini")          # idempotent: nothing mixed or duplicated
+    assert again.samples == 0 and again.already_keyed == 1 and len(again.target_taken) == 1
+
+    model = OnlineLLM("gpt-4o-mini")
+    async with OnlineAPI(model=model, cache=store, timeout=0) as new:
+        after = (await new.request(Request("Name a colour.", n=3, namespace="new"))).data
+    assert after == before and model.call_count == 0          # replayed, in order, with 0 calls
+
+
+async def test_migrate_keys_leaves_adapter_requests_alone(tmp_path):
+    from cachesaver.migrate import migrate_keys
+    from cachesaver.stores import open_store
+
+    store = open_store(str(tmp_path / "cache"))
+    for request in ({"model": "openai/gpt-4o-mini", "prompt": [], "params": {}},        # litellm's shape
+                    {"format": "langchain-aimessage/1", "prompt": [], "params": {"model": "m"}}):
+        from cachesaver.keys import canonical_json
+        meta = canonical_json(request)
+        await store.append(make_key(request), [b'{"v":1}'], meta)
+    report = await migrate_keys(store, "gpt-4o-mini", move=True)
+    assert report.moved == [] and report.already_keyed == 2
+    assert len([k async for k in store.iter_keys()]) == 2
+    await store.aclose()
