@@ -186,3 +186,24 @@ def test_the_proxys_accounting_sees_zero_for_hits_and_the_real_price_for_what_wa
     assert full["cached"] == [True] and full["cache_hit"] is True and full["response_cost"] == 0.0
     assert part["cached"] == [True, False] and part["response_cost"] == pytest.approx(partial_cost)
     assert full["model_group"] == MODEL
+
+
+@pytest.mark.parametrize("a,b", [
+    ({"allowed_token_ids": [1, 2]}, {"allowed_token_ids": [3, 4]}),
+    ({"stop": ["sk-learnmodel"]}, {"stop": ["sk-othermodel"]}),
+    ({"tools": [{"type": "function", "function": {"name": "calc", "description": "Basic arithmetic calculator",
+                                                  "parameters": {"type": "object", "properties": {}}}}]},
+     {"tools": [{"type": "function", "function": {"name": "calc", "description": "Basic statistics calculator",
+                                                  "parameters": {"type": "object", "properties": {}}}}]}),
+], ids=["extra_body token ids", "stop sk-", "Basic description"])
+def test_content_that_looks_like_a_credential_is_keyed_through_the_proxy(client, upstream, a, b):
+    """Issue 20 through the proxy: B differs from A only in credential-looking content, and
+    reaches the model (before key policy 2 it was answered with A's sample)."""
+    prompt = unique_prompt("keypolicy")
+    messages = [{"role": "user", "content": prompt}]
+    client.chat.completions.create(model=MODEL, messages=messages, extra_body={**_ns("K1"), **a})
+    client.chat.completions.create(model=MODEL, messages=messages, extra_body={**_ns("K2"), **b})
+    sent = upstream_requests(upstream, prompt)
+    assert len(sent) == 2, "B was answered from A's sample"
+    for name, value in b.items():
+        assert sent[-1][name] == value
