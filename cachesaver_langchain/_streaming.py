@@ -3,8 +3,8 @@
 A stream whose caller the engine hands the first new sample of a miss to receives the inner
 model's chunks as they arrive, then a closing chunk that only adds
 ``response_metadata["cachesaver"]``. Any other stream (a hit, or a request merged into another's
-call) replays its delivered sample as chunks. A caller that leaves cancels its request first and
-then releases the producer (see ``cachesaver.runtime.sink``).
+call) replays its delivered sample as chunks. A caller that leaves after any chunk reached it has
+consumed its sample; one that saw nothing takes none (``cachesaver.runtime.ChunkSink.leave``).
 """
 from __future__ import annotations
 
@@ -22,16 +22,9 @@ from ._calls import Scope, chat_result, flags
 from ._codec import closing_chunk, replay_chunks, usage_metadata
 from ._model import ChatRequest
 
-__all__ = ["leave", "sync_stream", "async_stream"]
+__all__ = ["sync_stream", "async_stream"]
 
 log = logging.getLogger("cachesaver.langchain")
-
-
-def leave(future: Any, sink: ChunkSink) -> None:
-    """The caller left a stream: its request takes no sample (G5), the producer stops waiting."""
-    if not future.done():
-        future.cancel()  # cancels the engine task before the producer is released (FIFO)
-        sink.abandon()
 
 
 def sync_stream(hosted: HostedPipeline, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
@@ -43,10 +36,11 @@ def sync_stream(hosted: HostedPipeline, request: ChatRequest) -> Iterator[ChatGe
     try:
         while (item := sink.get()) is not END:
             live = True
+            sink.delivered_one()
             yield item
         response = future.result()
     finally:
-        leave(future, sink)
+        sink.leave(future)
     yield from _tail(response, request, sink, live)
 
 
@@ -61,15 +55,16 @@ async def async_stream(hosted: HostedPipeline, request: ChatRequest,
         return
     future.add_done_callback(sink.finish)
     if scope is not None:
-        scope.leave = lambda: leave(future, sink)
+        scope.leave = lambda: sink.leave(future)
     live = False
     try:
         while (item := await sink.get()) is not END:
             live = True
+            sink.delivered_one()
             yield item
         response = future.result()
     finally:
-        leave(future, sink)
+        sink.leave(future)
     for chunk in _tail(response, request, sink, live):
         yield chunk
 

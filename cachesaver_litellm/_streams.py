@@ -4,7 +4,8 @@ The engine hands the first new sample of a miss to one caller; when that caller 
 real call is streamed into its sink as the provider sends it (time to first token of a miss is
 the provider's) and stored whole when it ends, even if the caller stops reading. Every other
 stream (a hit, or a request merged into another's call) replays its delivered sample as chunks.
-A caller that leaves cancels its request first and then releases the producer.
+A caller that leaves after any chunk reached it has consumed its sample; one that saw nothing
+takes none (:meth:`cachesaver.runtime.ChunkSink.leave`).
 """
 from __future__ import annotations
 
@@ -24,12 +25,6 @@ __all__ = ["async_stream", "sync_stream"]
 log = logging.getLogger("cachesaver.litellm.streams")
 
 Finish = Callable[[Response], Any]
-
-
-def _leave(future: Any, sink: ChunkSink) -> None:
-    if not future.done():
-        future.cancel()  # the request takes no sample (G5) before the producer is released
-        sink.abandon()
 
 
 def async_stream(hosted: HostedPipeline, request: LiteLLMRequest, finish: Finish,
@@ -59,10 +54,11 @@ async def _live(hosted: HostedPipeline, begun: Any, request: LiteLLMRequest, fin
     try:
         while (item := await sink.get()) is not END:
             for chunk in tail.push(item):
+                sink.delivered_one()
                 yield chunk
         result = future.result()
     finally:
-        _leave(future, sink)
+        sink.leave(future)
     for chunk in tail.close(result, request, sink, finish):
         yield chunk
 
@@ -75,10 +71,12 @@ def sync_stream(hosted: HostedPipeline, request: LiteLLMRequest, finish: Finish)
     tail = _Tail()
     try:
         while (item := sink.get()) is not END:
-            yield from tail.push(item)
+            for chunk in tail.push(item):
+                sink.delivered_one()
+                yield chunk
         result = future.result()
     finally:
-        _leave(future, sink)
+        sink.leave(future)
     yield from tail.close(result, request, sink, finish)
 
 

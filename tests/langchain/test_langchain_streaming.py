@@ -1,7 +1,9 @@
-"""Streaming: live misses, replayed hits, tool-call chunks, abandoned streams (G5)."""
+"""Streaming: live misses, replayed hits, tool-call chunks, abandoned streams (G1, G5)."""
 from __future__ import annotations
 
 import asyncio
+
+import pytest
 
 from langchain_core.tools import tool
 
@@ -62,7 +64,9 @@ async def test_live_tool_call_stream_is_stored_whole(make_chat, fake_server):
     assert replay.tool_calls == live.tool_calls and fake_server.request_count == 1
 
 
-async def test_abandoned_async_stream_leaves_the_whole_sample_for_the_namespace(make_chat, fake_server):
+async def test_an_abandoned_async_stream_consumed_its_sample_and_stored_it_whole(make_chat, fake_server):
+    """Consumption is delivery (G1): a sample the caller was shown, even in part, is not handed
+    out again in its namespace; it is stored whole for other namespaces."""
     chat = make_chat()
     stream = chat.astream(PROMPT, config=ns("A"))
     seen = ""
@@ -73,14 +77,12 @@ async def test_abandoned_async_stream_leaves_the_whole_sample_for_the_namespace(
     await stream.aclose()
     assert seen
     nxt = await chat.ainvoke(PROMPT, config=ns("A"))
-    assert fake_server.request_count == 1  # the abandoned stream's sample, read to its end
-    assert nxt.content.startswith(seen)
-    assert nxt.response_metadata["cachesaver"]["cached"] is False  # nobody was billed for it yet
-    other = await chat.ainvoke(PROMPT, config=ns("A"))
-    assert fake_server.request_count == 2 and sample_no(other) != sample_no(nxt)
+    assert fake_server.request_count == 2 and not nxt.content.startswith(seen)  # a fresh sample
+    other = await chat.ainvoke(PROMPT, config=ns("B"))  # another namespace reuses the whole sample
+    assert fake_server.request_count == 2 and other.content.startswith(seen)
 
 
-def test_abandoned_sync_stream_leaves_the_whole_sample_for_the_namespace(make_chat, fake_server):
+def test_an_abandoned_sync_stream_consumed_its_sample(make_chat, fake_server):
     chat = make_chat()
     stream = chat.stream(PROMPT, config=ns("A"))
     seen = ""
@@ -88,7 +90,43 @@ def test_abandoned_sync_stream_leaves_the_whole_sample_for_the_namespace(make_ch
         seen += next(stream).content
     stream.close()
     nxt = chat.invoke(PROMPT, config=ns("A"))
-    assert fake_server.request_count == 1 and nxt.content.startswith(seen)
+    assert fake_server.request_count == 2 and not nxt.content.startswith(seen)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_streams_that_stop_early_each_get_a_fresh_sample(make_chat, fake_server, mode):
+    """Issue 21: four streams in one namespace, each reading two chunks and stopping (what
+    self-consistency that stops at the answer does), made 2 upstream calls: samples were handed
+    out twice. Now each stream's sample is its own."""
+    chat = make_chat()
+    heads = []
+    for _ in range(4):
+        head = ""
+        if mode == "sync":
+            stream = chat.stream(PROMPT, config=ns("sc"))
+            for _, chunk in zip(range(2), stream):
+                head += chunk.content
+            stream.close()
+        else:
+            stream = chat.astream(PROMPT, config=ns("sc"))
+            count = 0
+            async for chunk in stream:
+                head += chunk.content
+                count += 1
+                if count == 2:
+                    break
+            await stream.aclose()
+        heads.append(head)
+    assert fake_server.request_count == 4
+    assert len(set(heads)) == 4
+
+
+async def test_a_stream_cancelled_before_any_chunk_takes_nothing(make_chat, fake_server):
+    chat = make_chat()
+    stream = chat.astream(PROMPT, config=ns("A"))
+    await stream.aclose()  # never read
+    first = await chat.ainvoke(PROMPT, config=ns("A"))
+    assert sample_no(first) == 1 and fake_server.request_count == 1
 
 
 async def test_merged_streams_get_distinct_replayed_samples(make_chat, fake_server):

@@ -139,3 +139,37 @@ async def test_a_streamed_miss_reaches_the_caller_while_the_provider_is_still_ge
     server.chunk_delay = 0.0
     replay = await litellm.acompletion(metadata=ns("replay"), **call_kwargs)
     assert replay.choices[0].message.content == text and server.request_count == 1  # stored whole
+
+
+async def test_streams_that_stop_after_two_chunks_each_consume_their_sample(provider, server, call_kwargs):
+    """Consumption is delivery (G1, issue 21): five streams in one namespace each read two
+    chunks and stop. Before, a stopped stream took no sample, so 3 upstream calls served 5
+    streams and samples were handed out twice."""
+    heads = []
+    for _ in range(5):
+        stream = await litellm.acompletion(stream=True, metadata=ns("sc"), **call_kwargs)
+        head = ""
+        count = 0
+        async for chunk in stream:
+            head += chunk.choices[0].delta.content or "" if chunk.choices else ""
+            count += 1
+            if count == 2:
+                break
+        await stream.aclose()
+        heads.append(head)
+    assert server.request_count == 5
+    assert len(set(heads)) == 5
+    # Each stopped stream's sample was stored whole: another namespace replays all five, free.
+    replay = await litellm.acompletion(n=5, metadata=ns("other"), **call_kwargs)
+    assert sample_ids(replay) == [1, 2, 3, 4, 5] and server.request_count == 5
+
+
+def test_sync_streams_that_stop_early_each_consume_their_sample(provider, server, call_kwargs):
+    for _ in range(3):
+        stream = litellm.completion(stream=True, metadata=ns("sc"), **call_kwargs)
+        for count, _chunk in enumerate(stream, 1):
+            if count == 2:
+                break
+        stream.close()  # the caller stops reading
+    plain = litellm.completion(metadata=ns("sc"), **call_kwargs)
+    assert sample_ids(plain) == [4] and server.request_count == 4
