@@ -207,3 +207,26 @@ def test_content_that_looks_like_a_credential_is_keyed_through_the_proxy(client,
     assert len(sent) == 2, "B was answered from A's sample"
     for name, value in b.items():
         assert sent[-1][name] == value
+
+
+def test_a_client_that_disconnects_mid_stream_consumed_its_sample(proxy, upstream):
+    """Consumption is delivery (G1, issue 21): a client that read two chunks and hung up was
+    shown its sample; the next request of its namespace gets a fresh one."""
+    prompt = unique_prompt("disconnect")
+    messages = [{"role": "user", "content": prompt}]
+    body = {"model": MODEL, "messages": messages, "stream": True, **_ns("D1")}
+    seen = []
+    with httpx.stream("POST", f"{proxy.base_url}/v1/chat/completions", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {MASTER_KEY}"}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                seen.append(json.loads(line[len("data: "):]))
+            if len(seen) == 2:
+                break  # leaving the block closes the connection
+    head = "".join(c["choices"][0]["delta"].get("content") or "" for c in seen if c["choices"])
+    assert head
+    nxt = httpx.post(f"{proxy.base_url}/v1/chat/completions", timeout=60,
+                     json={"model": MODEL, "messages": messages, **_ns("D1")},
+                     headers={"Authorization": f"Bearer {MASTER_KEY}"}).json()
+    assert not nxt["choices"][0]["message"]["content"].startswith(head)
+    assert len(upstream_requests(upstream, prompt)) == 2
