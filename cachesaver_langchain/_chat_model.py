@@ -20,7 +20,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from cachesaver.errors import InvalidRequestError
+from cachesaver.errors import InvalidRequestError, PipelineClosedError
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, check_namespace
 from cachesaver.stats import Stats
@@ -107,6 +107,7 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
     """LangChain's own response cache; it would replay one answer for every call, so it stays off."""
 
     _hosted: Optional[HostedPipeline] = PrivateAttr(default=None)
+    _closed: bool = PrivateAttr(default=False)
     _view: Optional[InnerView] = PrivateAttr(default=None)
 
     # -- validation --------------------------------------------------------------------------
@@ -233,6 +234,8 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
         hosted = _private(self, "_hosted")
         if hosted is None:
             with _HOSTED_LOCK:
+                if self._closed:
+                    raise PipelineClosedError("this CacheSaverChatModel is closed; create a new one")
                 if self._hosted is None:
                     settings = PipelineSettings(self.store, batch_size=self.batch_size,
                                                 timeout=self.batch_timeout, run_id=self.run_id,
@@ -300,13 +303,22 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
         return self._get_hosted().consumption()
 
     def close(self) -> None:
-        """Finish in-flight work and release the store (if this instance opened it)."""
-        hosted, self._hosted = self._hosted, None
+        """Finish in-flight work and release the store (if this instance opened it).
+
+        Final: a later call raises ``PipelineClosedError`` (a new run would hand out, in the
+        same namespace, samples this one already handed out); ``stats`` stay readable.
+        """
+        with _HOSTED_LOCK:
+            self._closed = True
+            hosted = self._hosted
         if hosted is not None:
             hosted.close()
 
     async def aclose(self) -> None:
-        hosted, self._hosted = self._hosted, None
+        """Async :meth:`close`."""
+        with _HOSTED_LOCK:
+            self._closed = True
+            hosted = self._hosted
         if hosted is not None:
             await hosted.aclose()
 

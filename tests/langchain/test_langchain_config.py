@@ -6,6 +6,7 @@ import threading
 import pytest
 from langchain_core.messages import HumanMessage
 
+from cachesaver.errors import PipelineClosedError
 from cachesaver_langchain import CacheSaverChatModel
 
 from _lc_helpers import ns, sample_no
@@ -103,8 +104,23 @@ def test_stats_and_close(make_chat, fake_server):
     chat.invoke("Hi", config=ns("B"))
     assert chat.stats.ns("A").samples_generated == 1 and chat.stats.ns("B").samples_from_store == 1
     chat.close()
-    # a closed instance starts a new run on next use
-    assert sample_no(chat.invoke("Hi", config=ns("A"))) == 1 and fake_server.request_count == 1
+    # close() is final (issue 21): a new run here would hand namespace A its sample 1 again
+    for call in (lambda: chat.invoke("Hi", config=ns("A")), lambda: list(chat.stream("Hi", config=ns("A"))),
+                 lambda: chat.batch(["Hi"], config=ns("A"))):
+        with pytest.raises(PipelineClosedError):
+            call()
+    assert fake_server.request_count == 1 and chat.stats.ns("A").samples_generated == 1  # stats still read
+
+
+async def test_aclose_is_final_and_close_before_use_too(make_chat):
+    chat = make_chat()
+    await chat.aclose()
+    with pytest.raises(PipelineClosedError):
+        await chat.ainvoke("Hi", config=ns("A"))
+    unused = make_chat()
+    unused.close()
+    with pytest.raises(PipelineClosedError):
+        unused.invoke("Hi", config=ns("A"))
 
 
 def test_reassigning_an_inner_parameter_changes_the_key(make_chat, fake_server):
