@@ -23,6 +23,8 @@ class Pending:
     #: The canonical JSON of the request's keyed fields (its key is their hash), kept from
     #: admission for the store's key meta, so a miss does not walk the request twice.
     meta: Optional[bytes] = None
+    #: The pipeline tick this request was checked in (batches are served tick by tick).
+    tick: int = 0
     _cancel_baseline: int = 0
 
     def __post_init__(self) -> None:

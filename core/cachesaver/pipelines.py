@@ -111,6 +111,7 @@ class Pipeline:
         self._tick: list[Pending] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count()
+        self._tick_numbers = itertools.count(1)
         self._closed = False
 
     # -- entry -------------------------------------------------------------------------------
@@ -237,6 +238,9 @@ class Pipeline:
 
     def _take_tick(self) -> list[Pending]:
         items, self._tick = self._tick, []
+        tick = next(self._tick_numbers)
+        for item in items:
+            item.tick = tick
         return reorder(items)
 
     async def _check_tick(self, items: list[Pending]) -> None:

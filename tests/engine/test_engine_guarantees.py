@@ -125,6 +125,25 @@ async def test_g4_local_api_replays_online_api(tmp_path):
     assert len(model.calls) == calls
 
 
+async def test_g4_a_batch_spanning_two_ticks_replays_as_hits_in_the_same_order(tmp_path):
+    """Issue 21: "9" then, 5 ms later in the same batch window, "10". The batch used to serve
+    them in id order ("10" < "9": 10 got sample 0) while the replay, all hits, served each on
+    arrival (9 got sample 0). Batches now serve tick by tick, ids ordering one tick."""
+
+    async def run(model):
+        async with OnlineAPI(model=model, cache=str(tmp_path / "c"), batch_size=5, timeout=0.05) as p:
+            async def late(request_id, delay):
+                await asyncio.sleep(delay)
+                return request_id, (await p.request(Request("p", request_id=request_id, namespace="A"))).data[0]
+            return dict(await asyncio.gather(late("9", 0), late("10", 0.005)))
+
+    model = FakeModel(seed=5)
+    first = await run(model)
+    assert model.call_count == 1 and model.calls[0].n == 2  # one batch, one n=2 call
+    assert first["9"].endswith("#0") and first["10"].endswith("#1")
+    assert await run(model) == first and model.call_count == 1
+
+
 # -- G5 failure atomicity --------------------------------------------------------------------
 async def test_g5_failed_call_stores_nothing_and_reaches_exactly_its_waiters(store, fake_model):
     async with OnlineAPI(model=fake_model, cache=store, batch_size=100, timeout=0.02) as p:
