@@ -270,6 +270,8 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
         metadata = scope.metadata if scope is not None else getattr(run_manager, "metadata", None) or {}
         n = kwargs.pop("n", None)
         kwargs.pop("stream", None)
+        if n is not None:
+            check_n(n)  # refused as everywhere, even where one sample is served
         if streaming or (scope is not None and scope.single):
             n = 1
         elif n is None:

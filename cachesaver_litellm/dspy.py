@@ -76,10 +76,9 @@ def current_namespace() -> Optional[str]:
 
 
 def _check_namespace(value: Any, field: str) -> None:
-    from cachesaver.errors import InvalidRequestTypeError
+    from cachesaver.checks import check_namespace
 
-    if not isinstance(value, str) or not value:
-        raise InvalidRequestTypeError(f"{field} must be a non-empty str, got {value!r}")
+    check_namespace(value, field)
 
 
 class CacheSaverLM(dspy.LM):

@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Optional, Union
 
 from .batcher import Batcher
 from .cacher import Cacher
+from .checks import check_n, check_namespace, check_request_id
 from .deduplicator import deduplicate
 from .errors import (
     DuplicateRequestIdError,
@@ -181,19 +182,9 @@ class Pipeline:
             raise InvalidRequestTypeError(
                 f"request must be a cachesaver.typedefs.Request, got {type(request).__name__}"
             )
-        n = request.n
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise InvalidRequestTypeError(f"request.n must be an int, got {type(n).__name__}")
-        if n < 1:
-            raise InvalidRequestError(f"request.n must be >= 1, got {n}")
-        if not isinstance(request.namespace, str):
-            raise InvalidRequestTypeError(
-                f"request.namespace must be a str, got {type(request.namespace).__name__}"
-            )
-        if not isinstance(request.request_id, str):
-            raise InvalidRequestTypeError(
-                f"request.request_id must be a str, got {type(request.request_id).__name__}"
-            )
+        check_n(request.n, "request.n", optional=False)
+        check_namespace(request.namespace, "request.namespace")
+        check_request_id(request.request_id, "request.request_id", optional=False)
 
     def _admit(self, request: Request, reservation: Optional["Reservation"] = None) -> Pending:
         self._check(request)

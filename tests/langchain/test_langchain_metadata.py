@@ -109,13 +109,13 @@ async def test_request_id_is_reported_and_must_be_unique_in_flight(make_chat, fa
 
 
 @pytest.mark.parametrize(
-    "metadata, match",
-    [({"cachesaver_namespace": 3}, "cachesaver_namespace"),
-     ({"cachesaver_namespace": ""}, "cachesaver_namespace"),
-     ({"cachesaver_request_id": 5}, "cachesaver_request_id")],
+    "metadata, match, error",
+    [({"cachesaver_namespace": 3}, "cachesaver_namespace", TypeError),
+     ({"cachesaver_namespace": ""}, "cachesaver_namespace", ValueError),  # a bad value, as everywhere
+     ({"cachesaver_request_id": 5}, "cachesaver_request_id", TypeError)],
 )
-def test_bad_metadata_is_a_clear_error(make_chat, fake_server, metadata, match):
+def test_bad_metadata_is_a_clear_error(make_chat, fake_server, metadata, match, error):
     chat = make_chat()
-    with pytest.raises(TypeError, match=match):
+    with pytest.raises(error, match=match):
         chat.invoke(PROMPT, config={"metadata": metadata})
     assert fake_server.request_count == 0

@@ -3,15 +3,15 @@
 Frameworks carry per-call metadata in different places (litellm's ``metadata`` and
 ``litellm_metadata``, LangChain's run config, the proxy's request body), but the keys and the
 rules are one: ``cachesaver_namespace`` (a non-empty str; default: the adapter's namespace) and
-``cachesaver_request_id`` (a str; empty means "arrival order"). Bad values raise the engine's
-own error classes, with the field named and the fix given.
+``cachesaver_request_id`` (a str; empty means "arrival order"). Bad values are checked by the
+engine's one validation (:mod:`cachesaver.checks`), so they raise the same class as everywhere.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from ..errors import InvalidRequestError, InvalidRequestTypeError
+from ..checks import check_n, check_namespace, check_request_id
 
 __all__ = ["NAMESPACE_KEY", "REQUEST_ID_KEY", "read_identity", "check_n", "check_namespace"]
 
@@ -38,37 +38,7 @@ def read_identity(*sources: Optional[Mapping[str, Any]], default_namespace: str,
             request_id = source.get(REQUEST_ID_KEY)
     if namespace is None:
         namespace = default_namespace
-    if not isinstance(namespace, str) or not namespace:
-        raise InvalidRequestTypeError(
-            f"{where}[{NAMESPACE_KEY!r}] must be a non-empty str, got {namespace!r}; pass e.g. "
-            f"{where}={{'{NAMESPACE_KEY}': 'agent-1'}}"
-        )
-    if request_id is None:
-        request_id = ""
-    if not isinstance(request_id, str):
-        raise InvalidRequestTypeError(
-            f"{where}[{REQUEST_ID_KEY!r}] must be a str, got {type(request_id).__name__}; pass e.g. "
-            f"{where}={{'{REQUEST_ID_KEY}': 'q-17'}}"
-        )
+    example = f"{where}={{'{NAMESPACE_KEY}': 'agent-1'}}"
+    check_namespace(namespace, f"{where}[{NAMESPACE_KEY!r}]", example)
+    request_id = check_request_id(request_id, f"{where}[{REQUEST_ID_KEY!r}]", f"{where}={{'{REQUEST_ID_KEY}': 'q-17'}}")
     return namespace, request_id
-
-
-def check_n(n: Any, field: str = "n") -> int:
-    """``n`` as a number of samples: ``None`` means 1; anything but an int >= 1 is refused."""
-    if n is None:
-        return 1
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise InvalidRequestTypeError(f"{field} must be an int >= 1, got {type(n).__name__} {n!r}")
-    if n < 1:
-        raise InvalidRequestError(f"{field} must be an int >= 1, got {n}")
-    return n
-
-
-def check_namespace(namespace: Any, field: str = "namespace") -> str:
-    """A default namespace given to an adapter's constructor (a wrong type is a ``TypeError``,
-    an empty string a ``ValueError``, in every adapter)."""
-    if not isinstance(namespace, str):
-        raise InvalidRequestTypeError(f"{field} must be a non-empty str, e.g. 'default'; got {namespace!r}")
-    if not namespace:
-        raise InvalidRequestError(f"{field} must be a non-empty str, e.g. 'default'; got ''")
-    return namespace

@@ -1,0 +1,49 @@
+"""The engine's one validation of a request's identity fields: ``n``, namespace, request id.
+
+Every entry point checks them here (``Pipeline``, the adapters' metadata via
+:func:`cachesaver.runtime.read_identity`, adapters' constructors, the proxy), so the same bad
+value raises the same class everywhere: a wrong *type* is an
+:class:`~cachesaver.errors.InvalidRequestTypeError` (a ``TypeError``), a wrong *value* of the
+right type (``n=0``, an empty namespace) an :class:`~cachesaver.errors.InvalidRequestError` (a
+``ValueError``). Each message names the field and shows a good value.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InvalidRequestError, InvalidRequestTypeError
+
+__all__ = ["check_n", "check_namespace", "check_request_id"]
+
+
+def check_n(n: Any, field: str = "n", *, optional: bool = True) -> int:
+    """``n`` as a number of samples: ``None`` means 1 where ``optional`` (framework arguments);
+    anything else but an int >= 1 is refused."""
+    if n is None and optional:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise InvalidRequestTypeError(f"{field} must be an int >= 1, got {type(n).__name__} {n!r}")
+    if n < 1:
+        raise InvalidRequestError(f"{field} must be an int >= 1, got {n}")
+    return n
+
+
+def check_namespace(namespace: Any, field: str = "namespace", example: str = "'agent-1'") -> str:
+    """A namespace: a non-empty str."""
+    if not isinstance(namespace, str):
+        raise InvalidRequestTypeError(
+            f"{field} must be a non-empty str, e.g. {example}; got {type(namespace).__name__} {namespace!r}")
+    if not namespace:
+        raise InvalidRequestError(f"{field} must be a non-empty str, e.g. {example}; got ''")
+    return namespace
+
+
+def check_request_id(request_id: Any, field: str = "request_id", example: str = "'q-17'", *,
+                     optional: bool = True) -> str:
+    """A request id: a str (``""``, or ``None`` where ``optional``, mean "none": arrival order)."""
+    if request_id is None and optional:
+        return ""
+    if not isinstance(request_id, str):
+        raise InvalidRequestTypeError(
+            f"{field} must be a str, e.g. {example}; got {type(request_id).__name__} {request_id!r}")
+    return request_id
