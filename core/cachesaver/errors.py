@@ -18,6 +18,8 @@ __all__ = [
     "OfflineMissError",
     "ReadOnlyStoreError",
     "BundleError",
+    "SecretFoundError",
+    "BundleSecretError",
 ]
 
 
@@ -78,3 +80,20 @@ class ReadOnlyStoreError(StoreError):
 class BundleError(CacheSaverError, ValueError):
     """A bundle file is damaged, tampered with or not a bundle; the message names what failed
     (the key and sample, the manifest field or the file member)."""
+
+
+class SecretFoundError(CacheSaverError, ValueError):
+    """Samples were about to leave the machine (an export, a bundle) while the secret scanner
+    flags what looks like a credential in a key's canonical request (G7); nothing was written.
+
+    The message names each key, JSON path and detector and how to fix it, never the value;
+    ``findings`` holds them as ``(key, path, detector)`` tuples.
+    """
+
+    def __init__(self, message: str, findings: "tuple | list" = ()) -> None:
+        super().__init__(message)
+        self.findings = tuple(findings)
+
+
+class BundleSecretError(BundleError, SecretFoundError):
+    """A bundle (create or merge) refused because of a flagged credential (see ``SecretFoundError``)."""

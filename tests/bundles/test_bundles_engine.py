@@ -229,31 +229,67 @@ def test_merge_unions_runs_and_refuses_diverged_bundles(tmp_path):
     assert not (tmp_path / "bad.csbundle").exists()
 
 
+def _meta(obj) -> tuple[str, bytes]:
+    """A canonical request and its key (the SHA-256 of its bytes), as the engine stores them."""
+    import hashlib
+
+    raw = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest(), raw
+
+
+BEARER = "Bearer ya29SENTINELa0AfH6SMBx3jLq9vZ7"
+
+
 def test_bundle_refuses_a_request_carrying_a_credential(tmp_path):
+    """The secret scanner (detect-secrets) decides by the value, at any depth, prompt included:
+    the bundle is refused naming the key and path, and nothing is written."""
+    from cachesaver.stores import MemoryStore
+
+    sample = b'{"d":"x","u":[1,1,0.1]}'
+
+    async def main():
+        store = MemoryStore()
+        k1, m1 = _meta({"prompt": "hi", "extra": {"api_key": "sk-live"}})
+        await store.append(k1, [sample], m1)
+        with pytest.raises(BundleError, match=rf"key {k1}: \$\.extra\.api_key \(Secret Keyword\)"):
+            await write_bundle(store, Consumption({"ns": {k1: 1}}), tmp_path / "x.csbundle")
+        k2, m2 = _meta({"prompt": "hi", "api_base": "https://user:hunter2@proxy.example/v1"})
+        await store.append(k2, [sample], m2)
+        with pytest.raises(BundleError, match=r"\$\.api_base \(Basic Auth Credentials\)") as caught:
+            await write_bundle(store, Consumption({"ns": {k2: 1}}), tmp_path / "x.csbundle")
+        assert "hunter2" not in str(caught.value)
+        # Prompt text is scanned too, but talking about credentials is not holding one.
+        k3, m3 = _meta({"prompt": "Bearer tokens look like Bearer abc"})
+        await store.append(k3, [sample], m3)
+        await write_bundle(store, Consumption({"ns": {k3: 1}}), tmp_path / "ok.csbundle")
+        k4, m4 = _meta({"prompt": f"call it with {BEARER}"})
+        await store.append(k4, [sample], m4)
+        with pytest.raises(BundleError, match=r"\$\.prompt \(Authorization Header Credentials\)"):
+            await write_bundle(store, Consumption({"ns": {k4: 1}}), tmp_path / "x.csbundle")
+        # A bundle made by another tool with a credential inside: merging it is refused too.
+        from cachesaver.bundle.format import BundleContents, encode_bundle
+        k5, m5 = _meta({"prompt": "hi", "headers": {"Authorization": BEARER}})
+        crafted = BundleContents({k5: [sample]}, {k5: m5}, Consumption({"ns": {k5: 1}}))
+        (tmp_path / "crafted.csbundle").write_bytes(encode_bundle(crafted))
+        with pytest.raises(BundleError, match=r"\$\.headers\.Authorization"):
+            merge_bundles([tmp_path / "crafted.csbundle"], tmp_path / "merged.csbundle")
+        assert not (tmp_path / "merged.csbundle").exists()
+        with pytest.raises(BundleError, match="holds 1"):
+            await write_bundle(store, Consumption({"ns": {k1: 2}}), tmp_path / "x.csbundle")
+    asyncio.run(main())
+    assert not (tmp_path / "x.csbundle").exists()
+
+
+def test_bundle_refuses_a_store_whose_request_does_not_hash_to_its_key(tmp_path):
+    """A bundle that could not be verified is never written."""
     from cachesaver.stores import MemoryStore
 
     async def main():
         store = MemoryStore()
-        await store.append("k1", [b'{"d":"x","u":[1,1,0.1]}'], orjson.dumps({"prompt": "hi", "extra": {"api_key": "sk-live"}}))
-        with pytest.raises(BundleError, match=r"credential at \$\.extra\.api_key"):
-            await write_bundle(store, Consumption({"ns": {"k1": 1}}), tmp_path / "x.csbundle")
-        await store.append("k2", [b'{"d":"x","u":[1,1,0.1]}'],
-                           orjson.dumps({"prompt": "hi", "api_base": "https://user:hunter2@proxy.example/v1"}))
-        with pytest.raises(BundleError, match=r"credential at \$\.api_base"):
-            await write_bundle(store, Consumption({"ns": {"k2": 1}}), tmp_path / "x.csbundle")
-        # Prompt text may quote anything: only parameters are checked by value.
-        await store.append("k3", [b'{"d":"x","u":[1,1,0.1]}'], orjson.dumps({"prompt": "Bearer tokens look like Bearer abc"}))
-        await write_bundle(store, Consumption({"ns": {"k3": 1}}), tmp_path / "ok.csbundle")
-        # A bundle made by another tool with a credential inside: merging it is refused too.
-        from cachesaver.bundle.format import BundleContents, encode_bundle
-        crafted = BundleContents({"k1": [b'{"d":"x","u":[1,1,0.1]}']},
-                                 {"k1": orjson.dumps({"prompt": "hi", "headers": {"Authorization": "Bearer abc"}})},
-                                 Consumption({"ns": {"k1": 1}}))
-        (tmp_path / "crafted.csbundle").write_bytes(encode_bundle(crafted))
-        with pytest.raises(BundleError, match=r"credential at \$\.headers\.Authorization"):
-            merge_bundles([tmp_path / "crafted.csbundle"], tmp_path / "merged.csbundle")
-        with pytest.raises(BundleError, match="holds 1"):
-            await write_bundle(store, Consumption({"ns": {"k1": 2}}), tmp_path / "x.csbundle")
+        key, _ = _meta({"prompt": "what was asked"})
+        await store.append(key, [b'{"d":"x","u":[1,1,0.1]}'], orjson.dumps({"prompt": "something else"}))
+        with pytest.raises(BundleError, match=f"canonical request stored for key {key} does not hash to that key"):
+            await write_bundle(store, Consumption({"ns": {key: 1}}), tmp_path / "x.csbundle")
     asyncio.run(main())
     assert not (tmp_path / "x.csbundle").exists()
 

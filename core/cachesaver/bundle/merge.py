@@ -3,7 +3,9 @@
 ``merge_bundles(["table1.csbundle", "table2.csbundle"], "paper.csbundle")``: the union of the
 keys; where two bundles hold one key, their sample lists must agree sample by sample on the
 common prefix (they come from one store), and the longer one is kept; consumption is the
-union. Bundles of diverged caches are refused naming the key and sample.
+union. Bundles of diverged caches are refused naming the key and sample, and so is a merged
+bundle whose canonical requests the secret scanner flags (bundles made by other tools or older
+versions are checked again, :func:`.writer.check_metas`).
 
 ``await import_bundle("paper.csbundle", "./.cachesaver")``: appends only what the cache lacks
 and refuses a conflicting sample (the rules of :mod:`cachesaver.transfer`), so an imported
@@ -18,13 +20,18 @@ from ..errors import BundleError
 from ..transfer import TransferReport, _Applier, _opened
 from .format import BundleContents, installed_versions
 from .store import read_bundle
-from .writer import refuse_secrets, write_contents
+from .writer import check_metas, write_contents
 
 __all__ = ["merge_bundles", "import_bundle"]
 
 
-def merge_bundles(paths: Iterable["str | os.PathLike[str]"], out: "str | os.PathLike[str]") -> BundleContents:
-    """Verify every bundle in ``paths`` and write their union to ``out``."""
+def merge_bundles(paths: Iterable["str | os.PathLike[str]"], out: "str | os.PathLike[str]", *,
+                  allow: Iterable[str] = ()) -> BundleContents:
+    """Verify every bundle in ``paths`` and write their union to ``out``.
+
+    ``allow``: JSON paths (or patterns) the scanner flags that are not credentials. Raises
+    ``BundleError`` (``BundleSecretError`` for a flagged credential); then nothing is written.
+    """
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise BundleError("merge needs at least one bundle")
@@ -51,9 +58,7 @@ def merge_bundles(paths: Iterable["str | os.PathLike[str]"], out: "str | os.Path
                 merged.samples[key], origin[key] = raws, path
         merged.consumption = merged.consumption.merged(contents.consumption)
     assert merged is not None
-    for key, meta in merged.metas.items():  # bundles made by other tools are checked too (G7)
-        if meta is not None:
-            refuse_secrets(meta, key)
+    check_metas(merged.metas, allow=allow)  # bundles made by other tools are checked too (G7)
     merged.versions = installed_versions()
     write_contents(merged, out)
     return merged

@@ -3,44 +3,49 @@
 ``info = await write_bundle("./.cachesaver", await pipeline.consumption(), "paper.csbundle")``
 
 Per key the bundle holds samples ``0 .. m-1``, ``m`` the most any namespace consumed; nothing
-else of the store (other experiments, extra samples) leaves the machine. A key's canonical
-request is checked for anything that looks like a credential first (G7): such a bundle is
-refused, never written. The file is written to a temporary name and renamed, so a failed
-write leaves nothing behind; the same samples always give the same bytes.
+else of the store (other experiments, extra samples) leaves the machine. Before anything is
+written, every key's canonical request must hash to its key (a bundle that could not be
+verified is never made) and is given to the secret scanner (:mod:`cachesaver.secrets`, G7): if
+it flags a credential, the bundle is refused with the key, the JSON path and the detector, and
+the fix; ``allow=`` names paths the author vouches are not credentials. The file is written to a
+temporary name and renamed, so a failed write leaves nothing behind; the same samples always
+give the same bytes.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import orjson
 
 from ..codec import decode_sample
-from ..errors import BundleError, CorruptSampleError
-from ..secrets import holds_credentials, is_secret_name
+from ..errors import BundleError, BundleSecretError, CorruptSampleError
+from ..secrets import find_secrets_in_metas, refusal_message
 from ..stores import Store, open_store
 from .consumption import Consumption
 from .format import BundleContents, encode_bundle, installed_versions
 
-__all__ = ["write_bundle", "write_contents", "collect", "refuse_secrets"]
-
-#: Fields holding prompt text: it may quote anything, so only parameters are checked there.
-_TEXT_FIELDS = frozenset({"prompt", "content", "text", "messages"})
+__all__ = ["write_bundle", "write_contents", "collect", "check_metas"]
 
 
-async def write_bundle(store: Any, consumption: Mapping[str, Mapping[str, int]], path: "str | os.PathLike[str]") -> BundleContents:
+async def write_bundle(store: Any, consumption: Mapping[str, Mapping[str, int]], path: "str | os.PathLike[str]",
+                       *, allow: Iterable[str] = ()) -> BundleContents:
     """Write the samples ``consumption`` names, read from ``store``, to the bundle ``path``.
 
     ``store`` is a Store or what ``cache=`` takes; ``consumption`` is what
-    ``await pipeline.consumption()`` returns (or any ``{namespace: {key: count}}``). Returns the
-    contents written, with ``.sha256`` (of the file) and ``.summary``. Raises ``BundleError``
-    if the store lacks a consumed sample or a request carries a credential.
+    ``await pipeline.consumption()`` returns (or any ``{namespace: {key: count}}``); ``allow``:
+    JSON paths (or ``*`` patterns) of request fields the scanner flags but that are not
+    credentials. Returns the contents written, with ``.sha256`` (of the file) and ``.summary``.
+    Raises ``BundleError`` if the store lacks a consumed sample or a canonical request does not
+    hash to its key, and ``BundleSecretError`` (a ``BundleError``) naming key, path and detector
+    if the scanner flags a credential; then nothing is written.
     """
     owned = not isinstance(store, Store)
     opened = open_store(store)
     try:
-        contents = await collect(opened, consumption)
+        contents = await collect(opened, consumption, allow=allow)
     finally:
         if owned:
             await opened.aclose()
@@ -48,8 +53,10 @@ async def write_bundle(store: Any, consumption: Mapping[str, Mapping[str, int]],
     return contents
 
 
-async def collect(store: Store, consumption: Mapping[str, Mapping[str, int]]) -> BundleContents:
-    """Read (and check) what a bundle of ``consumption`` holds from ``store``."""
+async def collect(store: Store, consumption: Mapping[str, Mapping[str, int]], *,
+                  allow: Iterable[str] = ()) -> BundleContents:
+    """Read what a bundle of ``consumption`` holds from ``store`` and check it may be published
+    (see :func:`write_bundle` for what is checked and raised)."""
     if not isinstance(consumption, Consumption):
         consumption = Consumption(consumption)
     if not consumption:
@@ -68,10 +75,8 @@ async def collect(store: Store, consumption: Mapping[str, Mapping[str, int]]) ->
             except CorruptSampleError as exc:
                 raise BundleError(f"{exc} (refusing to publish it)") from None
         meta = await store.get_meta(key)
-        if meta is not None:
-            meta = bytes(meta)
-            refuse_secrets(meta, key)
-        samples[key], metas[key] = raws, meta
+        samples[key], metas[key] = raws, None if meta is None else bytes(meta)
+    check_metas(metas, allow=allow)
     return BundleContents(samples, metas, consumption, installed_versions())
 
 
@@ -93,34 +98,20 @@ def write_contents(contents: BundleContents, path: "str | os.PathLike[str]") -> 
             os.unlink(tmp)
 
 
-def refuse_secrets(meta: bytes, key: str) -> None:
-    try:
-        obj = orjson.loads(meta)
-    except orjson.JSONDecodeError:
-        raise BundleError(f"the canonical request of key {key} is not JSON; remove the key (cachesaver prune)") from None
-    found = _secret_path(obj, "$")
-    if found:
-        raise BundleError(
-            f"the canonical request of key {key} holds what looks like a credential at {found}; a bundle is "
-            "published, so it is refused. Re-run without passing credentials as request parameters"
-        )
-
-
-def _secret_path(value: Any, path: str) -> Optional[str]:
-    if isinstance(value, dict):
-        for name, item in value.items():
-            if is_secret_name(name) and isinstance(item, str) and item:
-                return f"{path}.{name}"
-            found = _secret_path(item, f"{path}.{name}")
-            if found:
-                return found
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _secret_path(item, f"{path}[{i}]")
-            if found:
-                return found
-    elif isinstance(value, str) and holds_credentials(value):
-        # Prompt text may quote anything; every other string (URLs, headers, params) is checked.
-        if path.rsplit(".", 1)[-1].split("[")[0] not in _TEXT_FIELDS:
-            return path
-    return None
+def check_metas(metas: Mapping[str, Optional[bytes]], *, allow: Iterable[str] = ()) -> None:
+    """Refuse canonical requests that may not be published: not JSON, not hashing to their key
+    (``BundleError``), or holding what the secret scanner flags (``BundleSecretError``)."""
+    for key, meta in metas.items():
+        if meta is None:
+            continue
+        try:
+            orjson.loads(meta)
+        except orjson.JSONDecodeError:
+            raise BundleError(f"the canonical request of key {key} is not JSON; remove the key (cachesaver prune)") from None
+        if hashlib.sha256(meta).hexdigest() != key:
+            raise BundleError(f"the canonical request stored for key {key} does not hash to that key (its SHA-256 "
+                              "differs): the store was edited or written by another tool; remove the key "
+                              "(cachesaver prune --key) and record it again")
+    findings = find_secrets_in_metas(sorted(metas.items()), allow=allow)
+    if findings:
+        raise BundleSecretError(refusal_message(findings, "the bundle"), findings)
