@@ -219,3 +219,87 @@ def test_cli_verify_exit_codes_and_published_digest(recorded):
     failed = verify()
     assert failed.returncode == 2
     assert _key_of(path, "samples/000004.jsonl") in failed.stderr and "FAILED" in failed.stderr
+
+
+def _resealed(path, edit) -> bytes:
+    """The bundle re-encoded after ``edit(contents)``: every digest, the manifest digest, the
+    summary and the file's seal recomputed, as a careful tamperer would, so that only what
+    ``edit`` broke can give it away."""
+    from cachesaver.bundle.format import _seal_ok, encode_bundle
+
+    contents = read_bundle(path)
+    edit(contents)
+    data = encode_bundle(contents)
+    assert _seal_ok(data)
+    path.write_bytes(data)
+    return data
+
+
+def _first_key(path) -> str:
+    return _key_of(path, "samples/000000.jsonl")
+
+
+def test_a_request_edited_under_its_key_is_refused_by_verify_import_and_replay(recorded, tmp_path):
+    """A key is the SHA-256 of its canonical request: a bundle whose request was edited (its
+    samples would answer another prompt) is refused even with every other digest re-sealed."""
+    from cachesaver.bundle import BundleStore, import_bundle
+
+    path, _, _ = recorded
+    key = _first_key(path)
+
+    def edit(contents):
+        meta = json.loads(contents.metas[key])
+        meta["prompt"] = meta["prompt"] + " (edited)"
+        contents.metas[key] = json.dumps(meta).encode()
+
+    _resealed(path, edit)
+    with pytest.raises(BundleError, match=f"key {key}: its canonical request \\(meta\\) hashes to [0-9a-f]{{64}}, "
+                                          "not to the key"):
+        verify_bundle(path)
+    with pytest.raises(BundleError, match=key):
+        BundleStore(path)
+
+    import asyncio
+
+    with pytest.raises(BundleError, match=key):
+        asyncio.run(import_bundle(path, str(tmp_path / "target")))
+    assert not (tmp_path / "target" / "cache.db").exists() or not os.listdir(tmp_path / "target")
+
+
+def test_a_renamed_key_is_refused(recorded):
+    import hashlib
+
+    from cachesaver.bundle import Consumption
+
+    path, _, _ = recorded
+    key = _first_key(path)
+    renamed = hashlib.sha256(b"some other request").hexdigest()
+
+    def edit(contents):
+        contents.samples[renamed] = contents.samples.pop(key)
+        contents.metas[renamed] = contents.metas.pop(key)
+        contents.consumption = Consumption(
+            {ns: {(renamed if k == key else k): n for k, n in keys.items()} for ns, keys in contents.consumption.items()},
+            run_ids=contents.consumption.run_ids)
+
+    _resealed(path, edit)
+    with pytest.raises(BundleError, match=f"key {renamed}: its canonical request \\(meta\\) hashes to {key}"):
+        verify_bundle(path)
+
+
+def test_cli_verify_fails_on_a_key_that_is_not_its_requests_hash(recorded):
+    path, _, _ = recorded
+    key = _first_key(path)
+    before = read_bundle(path).metas[key]
+
+    def edit(contents):
+        contents.metas[key] = contents.metas[key].replace(b'"prompt":"', b'"prompt":"Now: ', 1)
+        assert contents.metas[key] != before
+
+    _resealed(path, edit)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))}
+    failed = subprocess.run([sys.executable, "-m", "cachesaver", "verify", str(path)],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert failed.returncode == 2, failed.stdout + failed.stderr
+    assert "FAILED" in failed.stderr and key in failed.stderr and "not to the key" in failed.stderr
+    assert "OK" not in failed.stdout and "every SHA-256 matches" not in failed.stdout

@@ -9,14 +9,15 @@ Layout::
     zip comment             "cachesaver-bundle-sha256:" + SHA-256 of every byte before the digest
 
 The manifest (``format``, ``version``) holds, per key, its canonical request (``meta``, the
-JSON the store keeps: model, messages, params; never credentials) and the SHA-256 of every
-sample record; the per-namespace ``consumption`` of the recorded runs; ``versions`` of the
+JSON the store keeps and the key is the SHA-256 of: model, messages, params; the secret scanner
+checked it when the bundle was written) and the SHA-256 of every sample record; the per-namespace ``consumption`` of the recorded runs; ``versions`` of the
 package and the frameworks installed; a ``summary`` (see :mod:`.summary`); and
 ``content_sha256``, the SHA-256 of the canonical JSON of all of that. Reading checks, in this
 order, and refuses with :class:`~cachesaver.errors.BundleError` naming what failed: the whole
 file's digest, the archive's members (nothing missing, nothing extra: a planted file is
-refused, never opened), the manifest's fields and digest, every sample's digest and record, and
-the summary recomputed from the samples. The same samples always give the same bytes.
+refused, never opened), the manifest's fields and digest, every sample's digest and record, that each key is
+the SHA-256 of its canonical request (so a sample can only answer the request it was generated
+for), and the summary recomputed from the samples. The same samples always give the same bytes.
 """
 from __future__ import annotations
 
@@ -243,8 +244,13 @@ def _decode_members(archive: zipfile.ZipFile, where: str) -> BundleContents:
                 decode_sample(line, key=key, index=i)
             except CorruptSampleError as exc:
                 raise BundleError(f"{where}: {exc}") from None
+        meta = None if entry["meta"] is None else entry["meta"].encode("utf-8")
+        if meta is not None and sha256(meta) != key:
+            raise BundleError(f"{where}: key {key}: its canonical request (meta) hashes to {sha256(meta)}, not to "
+                              "the key: the request or the key was edited, so its samples would answer another "
+                              "request; refused")
         samples[key] = lines
-        metas[key] = None if entry["meta"] is None else entry["meta"].encode("utf-8")
+        metas[key] = meta
     consumption = Consumption(manifest["consumption"]["namespaces"], run_ids=manifest["consumption"]["run_ids"])
     for namespace, keys in consumption.items():
         for key, count in keys.items():
