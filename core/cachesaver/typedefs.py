@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -44,7 +45,10 @@ def unkeyed(default: Any = None, **kwargs: Any) -> Any:
     return field(default=default, compare=False, repr=False, metadata=metadata, **kwargs)
 
 
-@dataclass(frozen=True)
+_NO_PROMPT: Any = object()
+
+
+@dataclass(frozen=True, init=False)
 class Request:
     """One call for ``n`` samples of ``prompt`` on behalf of ``namespace``.
 
@@ -53,12 +57,29 @@ class Request:
 
     ``n``, ``request_id`` and ``namespace`` are keyword-only, so a subclass may add fields
     without defaults (the seed README's ``temperature: float``); ``prompt`` stays positional.
+
+    cachesaver 0.0.6's form is accepted too: ``Request(args=..., kwargs=..., n=2,
+    request_id="r1", namespace="ns")`` (the positional and keyword arguments of the model call).
+    ``args`` and ``kwargs`` are keyed like ``prompt``; the transport fields among ``kwargs``
+    (``stream``, ``api_key``, ``timeout``, ... :data:`cachesaver.keypolicy.TRANSPORT`) are not.
     """
 
     prompt: Any
     n: int = field(default=1, kw_only=True)
     request_id: str = field(default="", kw_only=True)
     namespace: str = field(default="default", kw_only=True)
+    args: Any = field(default=None, kw_only=True)
+    kwargs: Any = field(default=None, kw_only=True)
+
+    def __init__(self, prompt: Any = _NO_PROMPT, *, n: int = 1, request_id: str = "",
+                 namespace: str = "default", args: Any = None, kwargs: Any = None) -> None:
+        if prompt is _NO_PROMPT:
+            if args is None and kwargs is None:
+                raise TypeError("Request() needs a prompt: Request('...'), or 0.0.6's Request(args=..., kwargs=...)")
+            prompt = None
+        for name, value in (("prompt", prompt), ("n", n), ("request_id", request_id),
+                            ("namespace", namespace), ("args", args), ("kwargs", kwargs)):
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True)
@@ -147,19 +168,48 @@ class Batch:
 
 
 class SingleRequestModel(ABC):
-    """A model the pipeline can ask for ``request.n`` samples of one request."""
+    """A model the pipeline can ask for ``request.n`` samples of one request.
+
+    Subclass it, or just define ``async def request(self, request)``: like cachesaver 0.0.6's
+    runtime-checkable protocol, ``isinstance(model, SingleRequestModel)`` is true for any object
+    with a callable ``request`` (as ``collections.abc`` checks ``__iter__``).
+    """
 
     @abstractmethod
     async def request(self, request: Request) -> Response:
         """Return a ``Response`` whose ``data`` holds up to ``request.n`` JSON-serialisable samples."""
 
+    @classmethod
+    def __subclasshook__(cls, other: type) -> Any:
+        if cls is SingleRequestModel:
+            return _defines(other, "request")
+        return NotImplemented
+
 
 class BatchRequestModel(ABC):
-    """A model that answers several requests in one call (``LocalAPI`` uses it)."""
+    """A model that answers several requests in one call (``LocalAPI`` uses it).
+
+    Subclass it, or just define ``async def batch_request(self, batch)`` (duck typing, as for
+    :class:`SingleRequestModel`).
+    """
 
     @abstractmethod
     async def batch_request(self, batch: Batch) -> List[Response]:
         """Return one ``Response`` per request of ``batch``, in the same order."""
+
+    @classmethod
+    def __subclasshook__(cls, other: type) -> Any:
+        if cls is BatchRequestModel:
+            return _defines(other, "batch_request")
+        return NotImplemented
+
+
+def _defines(other: type, method: str) -> Any:
+    """True if ``other`` (or a base) defines a callable ``method``; else let ABC decide."""
+    for base in other.__mro__:
+        if method in base.__dict__:
+            return True if callable(base.__dict__[method]) else NotImplemented
+    return NotImplemented
 
 
 def request_fields(request: Request) -> dict[str, Any]:
@@ -172,7 +222,13 @@ def request_fields(request: Request) -> dict[str, Any]:
             if f.name not in _NOT_KEYED and not f.metadata.get(UNKEYED)
         )
         _KEYED_FIELDS[type(request)] = names
-    return {name: getattr(request, name) for name in names}
+    fields = {name: getattr(request, name) for name in names}
+    call_kwargs = fields.get("kwargs")
+    if isinstance(call_kwargs, Mapping):  # 0.0.6's call kwargs: their transport is not keyed
+        from .keypolicy import TRANSPORT, split_transport
+
+        fields["kwargs"] = split_transport(call_kwargs, TRANSPORT)[0]
+    return fields
 
 
 _NOT_KEYED = frozenset({"n", "request_id", "namespace"})
