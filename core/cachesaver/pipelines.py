@@ -43,7 +43,7 @@ from .pending import Pending
 from .reorderer import reorder
 from .stats import Stats
 from .stores import Store, open_store
-from .typedefs import Batch, Request, Response
+from .typedefs import Batch, Request, Response, Usage
 
 __all__ = ["OnlineAPI", "LocalAPI", "Pipeline", "Reservation"]
 
@@ -490,11 +490,23 @@ class LocalAPI(Pipeline):
             self._spawn(self.cacher.serve(deduplicate(live)))
 
     async def _generate(self, request: Request) -> Response:
+        """The missing samples as ``request.n`` one-sample items of the hardware batch (as
+        cachesaver 0.0.6 sends them), so a model that answers one sample per item fills its
+        batch instead of being called ``n`` times in a row. Items that fail while others
+        succeed cost only their own sample: the cacher asks again for the rest (G5)."""
         if self._legacy_checks > 0:
             await self._note_legacy_key(request)
-        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._batcher.add((request, future))
-        return await future
+        loop = asyncio.get_running_loop()
+        parts = [request] if request.n == 1 else [
+            dataclasses.replace(request, n=1, request_id=f"{request.request_id}/{i}") for i in range(request.n)]
+        futures: list[asyncio.Future[Response]] = []
+        for part in parts:
+            future: asyncio.Future[Response] = loop.create_future()
+            self._batcher.add((part, future))
+            futures.append(future)
+        if len(futures) == 1:
+            return await futures[0]
+        return _merged(await asyncio.gather(*futures, return_exceptions=True))
 
     async def _run_model_batch(self, pairs: list[tuple[Request, "asyncio.Future[Response]"]]) -> None:
         try:
@@ -516,6 +528,23 @@ class LocalAPI(Pipeline):
 
     def _flush_batchers(self) -> None:
         self._batcher.flush()
+
+
+def _merged(results: list[Any]) -> Response:
+    """One response from the responses of a request's one-sample items (failures left out; all
+    failed: the first error)."""
+    done = [r for r in results if not isinstance(r, BaseException)]
+    if not done:
+        raise results[0]
+    data: list[Any] = []
+    shares: list[Usage] = []
+    usage = Usage()
+    for response in done:
+        data.extend(response.data)
+        own = response.usage or Usage()
+        shares.extend(response.sample_usage or own.split(len(response.data)))
+        usage = usage + own
+    return Response(data=data, usage=usage, sample_usage=shares)
 
 
 def _only_response(responses: Any, model_name: str) -> Response:

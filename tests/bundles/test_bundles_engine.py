@@ -301,8 +301,8 @@ def test_local_api_offline(tmp_path):
     model = FakeModel()
 
     async def main():
-        async with LocalAPI(model=model, cache=str(tmp_path / "c"), timeout=0.001) as p:
-            first = await p.request(Request(prompt="q", n=2))
+        async with LocalAPI(model=model, cache=str(tmp_path / "c"), batch_size=2, timeout=0.001) as p:
+            first = await p.request(Request(prompt="q", n=2))  # two one-sample items, one batch
             await write_bundle(p.store, await p.consumption(), tmp_path / "l.csbundle")
         async with LocalAPI(model=None, cache=str(tmp_path / "l.csbundle"), offline=True, timeout=0.001) as p:
             again = await p.request(Request(prompt="q", n=2))
