@@ -4,17 +4,20 @@
                                                               (from the cachesaver_demo package)
     cachesaver stats   --cache DIR|URL [--by-run] [--detail]  per model; ledgers; largest keys
     cachesaver inspect --cache DIR|URL KEY-PREFIX|--prompt TEXT [--json]
-    cachesaver export  --cache DIR|URL FILE.jsonl[.gz]
+    cachesaver export  --cache DIR|URL FILE.jsonl[.gz] [--allow PATH]
     cachesaver import  --cache DIR|URL FILE.jsonl[.gz]
     cachesaver prune   --cache DIR|URL (--key PREFIX ... | --model NAME | --corrupt) [--dry-run]
     cachesaver clear   --cache DIR|URL --yes
     cachesaver serve-fake [--port P] [--seed S]               the local OpenAI-compatible server
-    cachesaver bundle create --cache DIR|URL (--run-id RUN | --consumption FILE.json) -o OUT
-    cachesaver bundle merge A B ... -o OUT                    several bundles into one
+    cachesaver bundle create --cache DIR|URL (--run-id RUN | --consumption FILE.json) -o OUT [--allow PATH]
+    cachesaver bundle merge A B ... -o OUT [--allow PATH]     several bundles into one
     cachesaver bundle import BUNDLE --cache DIR|URL           extend a published experiment
     cachesaver verify BUNDLE [--sha256 HEX]                   every digest; exit 2 if anything fails
 
-``stats`` and ``inspect`` also take a bundle file as ``--cache``.
+``stats`` and ``inspect`` also take a bundle file as ``--cache``. ``export`` and ``bundle``
+refuse requests in which the secret scanner (``cachesaver.secrets``) flags a credential, naming
+the key and JSON path; ``--allow PATH`` lets through a path that is not a credential.
+``inspect`` shows what the scanner flags as ``***``.
 
 Read-only commands never create anything: a missing or foreign directory is an error.
 """
@@ -166,11 +169,13 @@ async def cmd_inspect(args: argparse.Namespace) -> int:
     """The samples of the matching key(s): plain text for people, JSON lines with ``--json``.
 
     Output is printed as is (never wrapped), so it can be piped to grep, less or jq. Several
-    matches are listed, one per line, unless ``--all`` asks for every one's samples.
+    matches are listed, one per line, unless ``--all`` asks for every one's samples. What the
+    secret scanner flags in a request is shown as ``***``, there and in the samples (G7).
     """
     from .codec import decode_sample
     from .display import sample_text
     from .errors import CorruptSampleError
+    from .secrets import masker_for
 
     store = open_cache(args.cache)
     try:
@@ -186,6 +191,8 @@ async def cmd_inspect(args: argparse.Namespace) -> int:
         if not matches:
             raise CLIError("no key matches; list keys with `cachesaver stats --detail`")
         matches.sort(key=lambda m: m[0])
+        masks = {key: masker_for(meta) for key, meta in matches}
+        matches = [(key, masks[key](meta)) for key, meta in matches]
         out = sys.stdout
         if len(matches) > 1 and not args.all:
             if not args.json:
@@ -213,12 +220,13 @@ async def cmd_inspect(args: argparse.Namespace) -> int:
                     else:
                         out.write(f"#{i} (unreadable) {exc}\n")
                     continue
-                text = sample_text(record.data)
+                data = masks[key](record.data)  # a sample may echo the request
+                text = sample_text(data)
                 if args.json:
                     _json_line(out, {"key": key, "index": i, "model": _model_of(meta), "text": text,
                                      "prompt_tokens": record.prompt_tokens,
                                      "completion_tokens": record.completion_tokens, "cost": record.cost,
-                                     "sample": record.data})
+                                     "sample": data})
                 else:
                     out.write(f"#{i} " + text.replace("\n", "\n   ") + "\n")
             if n > shown and not args.json:
@@ -237,7 +245,7 @@ async def cmd_export(args: argparse.Namespace) -> int:
 
     store = open_cache(args.cache)
     try:
-        report = await export_jsonl(store, args.file, ledger=args.ledgers)
+        report = await export_jsonl(store, args.file, ledger=args.ledgers, allow=args.allow or ())
     finally:
         await store.aclose()
     print(f"exported {report.keys} keys, {report.samples} samples, {report.ledger_entries} ledger entries to {args.file}")
@@ -367,7 +375,7 @@ async def cmd_bundle_create(args: argparse.Namespace) -> int:
             if not os.path.isfile(args.consumption):
                 raise CLIError(f"no consumption file {args.consumption!r}")
             consumption = Consumption.load(args.consumption)
-        contents = await write_bundle(store, consumption, args.output)
+        contents = await write_bundle(store, consumption, args.output, allow=args.allow or ())
     finally:
         await store.aclose()
     print(f"wrote {args.output}: {len(contents.samples)} keys, {contents.sample_count} samples, "
@@ -380,7 +388,7 @@ async def cmd_bundle_create(args: argparse.Namespace) -> int:
 def cmd_bundle_merge(args: argparse.Namespace) -> int:
     from .bundle import merge_bundles, render_summary
 
-    contents = merge_bundles(args.bundles, args.output)
+    contents = merge_bundles(args.bundles, args.output, allow=args.allow or ())
     print(f"merged {len(args.bundles)} bundles into {args.output}: {len(contents.samples)} keys, "
           f"{contents.sample_count} samples, {os.path.getsize(args.output):,} bytes")
     print(f"sha256 {contents.sha256}")
@@ -446,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = with_cache(sub.add_parser("export", help="write the cache as portable JSONL"))
     export.add_argument("file", help="output .jsonl or .jsonl.gz")
     export.add_argument("--ledgers", action="store_true", help="include shared-run ledgers")
+    _add_allow(export)
     export.set_defaults(func=cmd_export)
 
     imp = with_cache(sub.add_parser("import", help="add the samples of a JSONL export (never duplicates)"))
@@ -481,10 +490,12 @@ def _add_bundle_commands(sub: Any, with_cache: Any) -> None:
     create.add_argument("--run-id", action="append", help="a shared run whose ledger is in the cache (repeatable)")
     create.add_argument("--consumption", help="a JSON file saved from `await pipeline.consumption()`")
     create.add_argument("-o", "--output", required=True, help="the bundle file to write (e.g. paper.csbundle)")
+    _add_allow(create)
     create.set_defaults(func=cmd_bundle_create)
     merge = bsub.add_parser("merge", help="combine several bundles into one")
     merge.add_argument("bundles", nargs="+", help="bundle files")
     merge.add_argument("-o", "--output", required=True, help="the bundle file to write")
+    _add_allow(merge)
     merge.set_defaults(func=cmd_bundle_merge)
     imp = with_cache(bsub.add_parser("import", help="add a bundle's samples to a cache (never duplicates)"))
     imp.add_argument("bundle", help="bundle file")
@@ -494,6 +505,19 @@ def _add_bundle_commands(sub: Any, with_cache: Any) -> None:
     verify.add_argument("bundle", help="bundle file")
     verify.add_argument("--sha256", default=None, help="the file digest the author published")
     verify.set_defaults(func=cmd_verify)
+
+
+def _json_path(text: str) -> str:
+    if not text.startswith("$"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON path; paths start with '$' "
+                                         "(e.g. '$.params.extra_body.session_hint'), as the refusal names them")
+    return text
+
+
+def _add_allow(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow", action="append", metavar="PATH", type=_json_path,
+                   help="a JSON path (or pattern with *) in the requests that the secret scanner flags but "
+                        "that is not a credential, e.g. '$.params.extra_body.session_hint' (repeatable)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -11,6 +11,12 @@ Each sample is the exact JSON record the store holds (see :mod:`cachesaver.codec
 a JSON *string* so that export -> import -> export is byte-identical whatever the JSON library.
 Keys come in sorted order, so the same cache always exports to the same bytes.
 
+An export leaves the machine, so every exported key's canonical request is first given to the
+secret scanner (:mod:`cachesaver.secrets`, G7): if it flags a credential, nothing is written and
+:class:`~cachesaver.errors.SecretFoundError` names the key, the JSON path and the detector
+(``allow=`` lets through paths that are not credentials). ``copy_store`` moves samples between
+the user's own stores and does not scan.
+
 Import appends only what the target lacks: if it already holds a prefix of a key's list, that
 prefix is compared sample by sample and only the missing tail is appended, so importing a file
 twice (or a newer export of a growing cache) never duplicates a sample. A sample that differs
@@ -36,7 +42,8 @@ from typing import IO, Any, AsyncIterator, Iterable, Optional, Union
 import orjson
 
 from .codec import decode_sample
-from .errors import CacheSaverError, CorruptSampleError
+from .errors import CacheSaverError, CorruptSampleError, SecretFoundError
+from .secrets import find_secrets_in_metas, refusal_message
 from .stores import Store, open_store
 
 __all__ = [
@@ -81,20 +88,33 @@ class TransferReport:
 
 # -- export ----------------------------------------------------------------------------------
 async def export_jsonl(
-    store: Any, dest: PathOrFile, *, ledger: bool = False, keys: Optional[Iterable[str]] = None
+    store: Any, dest: PathOrFile, *, ledger: bool = False, keys: Optional[Iterable[str]] = None,
+    allow: Iterable[str] = (),
 ) -> TransferReport:
     """Write ``store`` (a Store, path or URL) to ``dest`` (a path or an open file) as JSONL.
 
-    ``ledger=True`` adds the shared-run ledger positions; ``keys`` limits the export. A path is
-    written to a temporary file first and renamed, so a failed export leaves no partial file.
+    ``ledger=True`` adds the shared-run ledger positions; ``keys`` limits the export; ``allow``:
+    JSON paths (or ``*`` patterns) of request fields the secret scanner flags but that are not
+    credentials. Raises :class:`~cachesaver.errors.SecretFoundError` (naming key, path and
+    detector, never the value) before writing anything if the scanner flags a credential. A path
+    is written to a temporary file first and renamed, so a failed export leaves no partial file.
     """
     report = TransferReport()
     async with _opened(store) as source:
+        wanted = sorted(set(keys)) if keys is not None else sorted({k async for k in source.iter_keys()})
+        await _refuse_secrets(source, wanted, allow)
         with _writer(dest) as write:
             write(orjson.dumps({"format": FORMAT, "version": VERSION}) + b"\n")
-            async for line in _lines(source, ledger, keys, report):
+            async for line in _lines(source, ledger, wanted, report):
                 write(orjson.dumps(line) + b"\n")
     return report
+
+
+async def _refuse_secrets(store: Store, keys: list[str], allow: Iterable[str]) -> None:
+    metas = [(key, await store.get_meta(key)) for key in keys]
+    findings = find_secrets_in_metas(metas, allow=allow)
+    if findings:
+        raise SecretFoundError(refusal_message(findings, "the export"), findings)
 
 
 async def _lines(

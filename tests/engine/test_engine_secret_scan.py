@@ -221,3 +221,46 @@ def test_the_custom_detectors_are_detect_secrets_plugins():
 def test_url_without_userinfo_is_kept_for_the_adapters():
     assert url_without_userinfo("https://user:pass@host/v1") == "https://host/v1"
     assert url_without_userinfo("https://host/v1") == "https://host/v1"
+
+
+def test_export_jsonl_refuses_before_writing_a_byte_and_allow_lets_it_through(tmp_path):
+    """The API under ``cachesaver export``: even into an open file, nothing is written before
+    the scan; the error carries the findings (key, path, detector), never the value."""
+    import asyncio
+    import io
+
+    from cachesaver import OnlineAPI, Request
+    from cachesaver.errors import BundleError, BundleSecretError, SecretFoundError
+    from cachesaver.testing import FakeModel
+    from cachesaver.transfer import export_jsonl
+
+    assert issubclass(BundleSecretError, BundleError) and issubclass(BundleSecretError, SecretFoundError)
+
+    async def main():
+        async with OnlineAPI(model=FakeModel(), cache=str(tmp_path / "c"), model_id="fake/model", timeout=0.001) as p:
+            await p.request(Request(prompt="plain question", n=1))
+            await p.request(Request(prompt=f"question with {GROQ}", n=1))
+        sink = io.BytesIO()
+        with pytest.raises(SecretFoundError) as caught:
+            await export_jsonl(str(tmp_path / "c"), sink)
+        assert sink.getvalue() == b""
+        (found,) = caught.value.findings
+        assert (found.path, found.detector) == ("$.prompt", "LLM Provider API Key") and len(found.key) == 64
+        assert GROQ not in str(caught.value) and GROQ not in repr(caught.value.findings)
+        report = await export_jsonl(str(tmp_path / "c"), sink, allow=["$.prompt"])
+        assert report.keys == 2 and GROQ in sink.getvalue().decode()
+        # Exporting only the keys without a credential needs no allow.
+        clean = io.BytesIO()
+        others = [k for k in (await _keys(tmp_path / "c")) if k != found.key]
+        assert (await export_jsonl(str(tmp_path / "c"), clean, keys=others)).keys == 1
+
+    async def _keys(path):
+        from cachesaver.stores import open_store
+
+        store = open_store(str(path))
+        try:
+            return [k async for k in store.iter_keys()]
+        finally:
+            await store.aclose()
+
+    asyncio.run(main())
