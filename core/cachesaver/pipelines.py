@@ -182,8 +182,11 @@ class Pipeline:
             raise InvalidRequestTypeError(
                 f"request must be a cachesaver.typedefs.Request, got {type(request).__name__}"
             )
-        check_n(request.n, "request.n", optional=False)
-        check_namespace(request.namespace, "request.namespace")
+        n, namespace = request.n, request.namespace
+        if type(n) is int and n >= 1 and type(namespace) is str and namespace and type(request.request_id) is str:
+            return  # the common case, without three calls on every hit
+        check_n(n, "request.n", optional=False)
+        check_namespace(namespace, "request.namespace")
         check_request_id(request.request_id, "request.request_id", optional=False)
 
     def _admit(self, request: Request, reservation: Optional["Reservation"] = None) -> Pending:

@@ -77,9 +77,13 @@ class Request:
             if args is None and kwargs is None:
                 raise TypeError("Request() needs a prompt: Request('...'), or 0.0.6's Request(args=..., kwargs=...)")
             prompt = None
-        for name, value in (("prompt", prompt), ("n", n), ("request_id", request_id),
-                            ("namespace", namespace), ("args", args), ("kwargs", kwargs)):
-            object.__setattr__(self, name, value)
+        put = object.__setattr__  # frozen: what the generated __init__ does too
+        put(self, "prompt", prompt)
+        put(self, "n", n)
+        put(self, "request_id", request_id)
+        put(self, "namespace", namespace)
+        put(self, "args", args)
+        put(self, "kwargs", kwargs)
 
 
 @dataclass(frozen=True)
@@ -222,9 +226,11 @@ def request_fields(request: Request) -> dict[str, Any]:
             if f.name not in _NOT_KEYED and not f.metadata.get(UNKEYED)
         )
         _KEYED_FIELDS[type(request)] = names
-    fields = {name: getattr(request, name) for name in names}
+    # None is never keyed (canonical JSON drops it): leaving it out here saves the walk.
+    fields = {name: value for name in names if (value := getattr(request, name)) is not None}
     call_kwargs = fields.get("kwargs")
-    if isinstance(call_kwargs, Mapping):  # 0.0.6's call kwargs: their transport is not keyed
+    if call_kwargs is not None and isinstance(call_kwargs, Mapping):
+        # 0.0.6's call kwargs: their transport fields are not keyed
         from .keypolicy import TRANSPORT, split_transport
 
         fields["kwargs"] = split_transport(call_kwargs, TRANSPORT)[0]
