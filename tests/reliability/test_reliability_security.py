@@ -11,7 +11,9 @@ create a canary file if it were ever executed.
 Secrets: a sentinel API key and Authorization header go through the LiteLLM adapter (plain,
 merged, streamed, failing and Router calls) on disk and on Redis; afterwards every byte
 written (store files, Redis keys and values, JSONL exports, CLI output, log records of every
-logger, stats) is searched for them.
+logger, stats) is searched for them. Credentials a user puts into output-shaping parameters
+are keyed like any content (key policy 2) and never leave the machine: exports and bundles
+refuse with the path, ``inspect`` masks them.
 """
 from __future__ import annotations
 
@@ -438,32 +440,62 @@ async def test_langchain_secrets_never_reach_store_exports_logs_or_cli(
     _assert_clean("the log records", "\n".join(r.getMessage() for r in all_logs.records))
 
 
-# Credentials in every shape a user passes them: by name at the top, by name at any depth, by
-# value (an authorization scheme, a provider key prefix). One rule for both adapters
-# (cachesaver.secrets): they reach the provider, never the key, the store or an export.
+# Credentials a user puts into *output-shaping* parameters (key policy 2, issue 20): they reach
+# the provider and are keyed like any content (nothing is dropped for how it looks), so they are
+# in the local store; they never leave the machine: an export or bundle refuses with the JSON
+# path (never the value), ``inspect`` masks them, and no log record holds them.
 CREDENTIAL_FORMS = {
-    "extra_body api_key": {"extra_body": {"api_key": SECRET_KEY}},
-    "api_token": {"api_token": SECRET_KEY},
-    "token": {"token": SECRET_KEY},
-    "private_key": {"private_key": SECRET_KEY},
-    "authorization value": {"authorization": f"Bearer {SECRET_HEADER}"},
-    "nested value": {"extra_body": {"options": {"x": f"Bearer {SECRET_HEADER}"}}},
+    "extra_body api_key": ({"extra_body": {"api_key": SECRET_KEY}}, "$.params.extra_body.api_key"),
+    "api_token": ({"api_token": SECRET_KEY}, "$.params.api_token"),
+    "token": ({"token": SECRET_KEY}, "$.params.token"),
+    "private_key": ({"private_key": SECRET_KEY}, "$.params.private_key"),
+    "authorization value": ({"authorization": f"Bearer {SECRET_HEADER}"}, "$.params.authorization"),
+    "nested value": ({"extra_body": {"options": {"x": f"Bearer {SECRET_HEADER}"}}}, "$.params.extra_body.options.x"),
 }
 
 
-async def test_litellm_credentials_in_any_parameter_form_are_sent_but_never_stored(
-        litellm_provider, fake_server, tmp_path, capsys, request):
+async def _assert_published_nowhere(spec, tmp_path, capsys, paths, all_logs=None):
+    """The store holds the request; exports, bundles, ``inspect`` and logs never show it."""
+    from cachesaver.bundle import write_bundle
+    from cachesaver.cli import main as cli
+    from cachesaver.errors import SecretFoundError
+
+    target = tmp_path / "export.jsonl"
+    with pytest.raises(SecretFoundError) as refused:
+        await export_jsonl(spec, target)
+    message = str(refused.value)
+    assert not target.exists()
+    for path in paths:
+        assert path in message
+    _assert_clean("the export refusal", message)
+    consumption = {"ns": {key: 1 for key, _, _ in refused.value.findings}}
+    with pytest.raises(SecretFoundError):
+        await write_bundle(spec, consumption, tmp_path / "paper.csbundle")
+    assert not (tmp_path / "paper.csbundle").exists()
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli, ["export", str(tmp_path / "cli.jsonl"), "--cache", spec]) != 0
+    assert await asyncio.to_thread(cli, ["inspect", "--prompt", "colour", "--all", "--cache", spec]) == 0
+    shown = capsys.readouterr()
+    _assert_clean("the CLI output", shown.out + shown.err)
+    if all_logs is not None:
+        _assert_clean("the log records", "\n".join(r.getMessage() for r in all_logs.records))
+
+
+async def test_litellm_credentials_in_output_shaping_params_are_sent_and_never_published(
+        litellm_provider, fake_server, tmp_path, capsys, all_logs):
     litellm, cachesaver_litellm = litellm_provider
     spec = str(tmp_path / "store")
     cachesaver_litellm.register(store=spec, timeout=0.01)
-    for i, (name, form) in enumerate(CREDENTIAL_FORMS.items()):
+    for i, (name, (form, _)) in enumerate(CREDENTIAL_FORMS.items()):
         await litellm.acompletion(model="cachesaver/openai/fake-model", api_base=fake_server.base_url,
                                   api_key="sk-test", max_retries=0, metadata={"cachesaver_namespace": "A"},
                                   messages=[{"role": "user", "content": f"colour {i}"}], **form)
         sent = json.dumps(fake_server.requests[-1])
         assert SECRET_KEY in sent or SECRET_HEADER in sent, f"{name} did not reach the provider"
     cachesaver_litellm.unregister()
-    await _assert_nothing_written_holds_a_secret(spec, "disk", tmp_path, capsys, request)
+    ours = [r for r in all_logs.records if r.name.startswith("cachesaver")]
+    _assert_clean("cachesaver's log records", "\n".join(r.getMessage() for r in ours))
+    await _assert_published_nowhere(spec, tmp_path, capsys, [path for _, path in CREDENTIAL_FORMS.values()])
 
 
 def test_credentials_in_an_api_base_are_never_keyed(litellm_provider):
@@ -484,7 +516,7 @@ def test_credentials_in_an_api_base_are_never_keyed(litellm_provider):
     assert meta("https://other.example/v1") != with_password
 
 
-async def test_langchain_credentials_in_model_params_are_never_stored(fake_server, tmp_path, capsys, request):
+async def test_langchain_credentials_in_model_params_are_sent_and_never_published(fake_server, tmp_path, capsys):
     from langchain_openai import ChatOpenAI
 
     from cachesaver_langchain import CacheSaverChatModel
@@ -496,4 +528,5 @@ async def test_langchain_credentials_in_model_params_are_never_stored(fake_serve
     await chat.ainvoke("colour", config={"metadata": {"cachesaver_namespace": "A"}})
     chat.close()
     assert SECRET_KEY in json.dumps(fake_server.requests[-1])  # it reached the provider
-    await _assert_nothing_written_holds_a_secret(spec, "disk", tmp_path, capsys, request)
+    await _assert_published_nowhere(spec, tmp_path, capsys,
+                                    ["$.params.extra_body.token", "$.params.extra_body.options.auth"])
