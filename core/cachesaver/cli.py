@@ -157,8 +157,11 @@ async def cmd_stats(args: argparse.Namespace) -> int:
         keys = Table(title=f"per key (top {args.top} by samples)")
         for col in ("key", "model", "samples", "bytes", "prompt"):
             keys.add_column(col, justify="right" if col in ("samples", "bytes") else "left")
+        from .secrets import mask_secrets
+
         for key, model, n, size, meta in sorted(rows, key=lambda r: (-r[2], r[0]))[: args.top]:
-            keys.add_row(key[:12], model, str(n), f"{size:,}", _preview(meta))
+            # What the secret scanner flags is shown as *** here too, as in inspect (G7).
+            keys.add_row(key[:12], model, str(n), f"{size:,}", _preview(mask_secrets(meta)))
         console.print(keys)
     elif rows:
         console.print("largest keys and their prompts: --detail", soft_wrap=True)

@@ -75,7 +75,7 @@ def sample_text(data: Any) -> str:
 def request_model(meta: Any) -> str:
     """The model a stored request names, or ``-``."""
     if isinstance(meta, dict):
-        for field in ("model", "model_name"):
+        for field in ("cachesaver_model", "model", "model_name"):
             if isinstance(meta.get(field), str):
                 return meta[field]
         params = meta.get("params")

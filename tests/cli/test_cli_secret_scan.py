@@ -251,3 +251,32 @@ def test_inspect_shows_detected_values_as_stars_in_text_and_json(tmp_path, run):
     code, text = run(["inspect", "--cache", str(cache), "--prompt", "Summarise", "--json"])
     assert code == 0 and len(text.splitlines()) == 2 and not any(s in text for s in secrets)
     assert all("key = ***" in json.loads(line)["prompt"] for line in text.splitlines())
+
+
+def test_stats_detail_masks_detected_values_and_names_the_model(tmp_path, run):
+    """``stats --detail`` prints prompt previews: a credential in a prompt shows as ``***``."""
+    cache = tmp_path / "cache"
+    record(cache, {"text": f"key = {GROQ} please", "params": {}}, None)
+    code, text = run(["stats", "--cache", str(cache), "--detail"])
+    assert code == 0, text
+    assert GROQ not in text and "key = ***" in text
+
+
+def test_the_cli_names_the_model_an_engine_pipeline_keyed(tmp_path, run):
+    import asyncio
+
+    from cachesaver import OnlineAPI, Request
+    from cachesaver.testing import FakeModel
+
+    class Named(FakeModel):
+        model_id = "provider/named-model"
+
+    async def write():
+        async with OnlineAPI(model=Named(), cache=str(tmp_path / "cache"), timeout=0) as pipeline:
+            await pipeline.request(Request("Which model?"))
+
+    asyncio.run(write())
+    code, text = run(["inspect", "--cache", str(tmp_path / "cache"), "--prompt", "Which model?"])
+    assert code == 0 and "model provider/named-model" in text, text
+    code, text = run(["stats", "--cache", str(tmp_path / "cache"), "--detail"])
+    assert code == 0 and "provider/named-model" in text, text
