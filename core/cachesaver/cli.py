@@ -8,6 +8,8 @@
     cachesaver import  --cache DIR|URL FILE.jsonl[.gz]
     cachesaver prune   --cache DIR|URL (--key PREFIX ... | --model NAME | --corrupt) [--dry-run]
     cachesaver clear   --cache DIR|URL --yes
+    cachesaver migrate-keys --cache DIR|URL --model NAME [--key PREFIX ...] [--move] [--dry-run]
+                                                              engine keys from before models were keyed
     cachesaver serve-fake [--port P] [--seed S]               the local OpenAI-compatible server
     cachesaver bundle create --cache DIR|URL (--run-id RUN | --consumption FILE.json) -o OUT [--allow PATH]
     cachesaver bundle merge A B ... -o OUT [--allow PATH]     several bundles into one
@@ -304,6 +306,35 @@ async def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_migrate_keys(args: argparse.Namespace) -> int:
+    """Carry engine samples keyed before models were keyed (key policy 1) over to the keys with
+    ``--model`` (:mod:`cachesaver.migrate`)."""
+    from .migrate import migrate_keys
+
+    keys = None
+    if args.key:
+        store = open_cache(args.cache)
+        try:
+            keys = [key async for key in store.iter_keys() if any(key.startswith(p) for p in args.key)]
+        finally:
+            await store.aclose()
+        if not keys:
+            raise CLIError("no key matches --key; list keys with `cachesaver stats --detail`")
+    report = await migrate_keys(open_cache(args.cache), args.model, keys=keys, move=args.move,
+                                dry_run=args.dry_run)
+    verb = "would carry over" if args.dry_run else ("moved" if args.move else "copied")
+    print(f"{verb} {len(report.moved)} keys ({report.samples} samples) to keys with model {args.model!r}")
+    for old, new, count in report.moved:
+        print(f"  {old[:16]} -> {new[:16]}  {count} samples")
+    if report.already_keyed:
+        print(f"left alone: {report.already_keyed} keys whose request already names a model")
+    if report.target_taken:
+        print(f"left alone: {len(report.target_taken)} keys whose new key already holds samples")
+    if report.no_request:
+        print(f"left alone: {len(report.no_request)} keys without a stored request")
+    return 0
+
+
 async def cmd_clear(args: argparse.Namespace) -> int:
     if not args.yes:
         raise CLIError("clear deletes every sample in the cache; add --yes to confirm")
@@ -470,6 +501,14 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--corrupt", action="store_true", help="remove keys holding values CacheSaver did not write")
     prune.add_argument("--dry-run", action="store_true", help="list, remove nothing")
     prune.set_defaults(func=cmd_prune)
+
+    migrate = with_cache(sub.add_parser(
+        "migrate-keys", help="carry engine samples keyed before models were keyed over to keys with the model"))
+    migrate.add_argument("--model", required=True, help="the model_id the pipeline declares, e.g. gpt-4o-mini")
+    migrate.add_argument("--key", action="append", help="only keys with this prefix (repeatable)")
+    migrate.add_argument("--move", action="store_true", help="delete each old key once its samples are copied")
+    migrate.add_argument("--dry-run", action="store_true", help="list, change nothing")
+    migrate.set_defaults(func=cmd_migrate_keys)
 
     clear = with_cache(sub.add_parser("clear", help="remove every sample (asks for --yes)"))
     clear.add_argument("--yes", action="store_true", help="really clear")

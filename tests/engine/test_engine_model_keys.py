@@ -152,3 +152,29 @@ async def test_migrate_keys_leaves_adapter_requests_alone(tmp_path):
     assert report.moved == [] and report.already_keyed == 2
     assert len([k async for k in store.iter_keys()]) == 2
     await store.aclose()
+
+
+def test_the_migrate_keys_command(tmp_path, capsys):
+    import asyncio
+
+    from cachesaver.cli import main
+
+    store = str(tmp_path / "cache")
+
+    async def old_run():
+        async with OnlineAPI(model=FakeModel(seed=1), cache=store, timeout=0) as pipeline:
+            return (await pipeline.request(Request("Name a colour.", n=2))).data
+
+    before = asyncio.run(old_run())
+    assert main(["migrate-keys", "--cache", store, "--model", "gpt-4o-mini", "--dry-run"]) == 0
+    assert "would carry over 1 keys (2 samples)" in capsys.readouterr().out
+    assert main(["migrate-keys", "--cache", store, "--model", "gpt-4o-mini", "--move"]) == 0
+    assert "moved 1 keys (2 samples)" in capsys.readouterr().out
+
+    async def new_run():
+        model = OnlineLLM("gpt-4o-mini")
+        async with OnlineAPI(model=model, cache=store, timeout=0) as pipeline:
+            return (await pipeline.request(Request("Name a colour.", n=2))).data, model.call_count
+
+    assert asyncio.run(new_run()) == (before, 0)
+    assert main(["migrate-keys", "--cache", store, "--model", "x", "--key", "ffff"]) != 0  # no such key
