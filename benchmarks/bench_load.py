@@ -32,7 +32,8 @@ import time
 from typing import Any, Optional
 
 from cachesaver.pipelines import OnlineAPI
-from cachesaver.stores import DiskStore, open_store
+from cachesaver.opening import open_store
+from cachesaver.stores import DiskStore
 from cachesaver.testing import FakeModel
 from cachesaver.typedefs import Request
 

@@ -87,7 +87,7 @@ async def run_experiment(
             cachesaver_litellm.register(store=cache, batch_size=64, timeout=0.02, run_id=f"demo-{tag}-{index}")
             result = ScenarioResult(scenario.name, puzzles=len(puzzles))
 
-            async def llm(prompt: str, n: int, namespace: str) -> list[str]:
+            async def llm(prompt: str, n: int, namespace: str, result: ScenarioResult = result) -> list[str]:
                 result.requests += 1
                 result.samples_asked += n
                 response = await litellm.acompletion(

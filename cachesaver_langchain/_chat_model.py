@@ -26,13 +26,13 @@ from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, check_
 from cachesaver.stats import Stats
 from cachesaver.stores import check_store_spec
 
+from ._batching import leave_group, member_of
 from ._calls import NAMESPACE_KEY, REQUEST_ID_KEY, SCOPE_KW, Scope, chat_result, identity
 from ._codec import message_payload
+from ._entrypoints import RunMetadataEntryPoints
 from ._inner import FORWARDED, InnerView, configure_inner
 from ._model import ChatRequest, InnerFactory, LiveCall
 from ._runnables import repoint
-from ._batching import leave_group, member_of
-from ._entrypoints import RunMetadataEntryPoints
 from ._streaming import async_stream, sync_stream
 
 __all__ = ["CacheSaverChatModel", "NAMESPACE_KEY", "REQUEST_ID_KEY", "STORE_ENV"]

@@ -30,8 +30,7 @@ import warnings
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from langchain_core.load import dumpd, load
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
-from langchain_core.messages import message_chunk_to_message
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk, message_chunk_to_message
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk
 from pydantic import BaseModel

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cachesaver.pipelines import OnlineAPI
-from cachesaver.stores import open_store
+from cachesaver.opening import open_store
 
 from .model import SimModel, SimRequest, price, prompt_id, tokens
 

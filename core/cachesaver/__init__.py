@@ -29,7 +29,7 @@ _EXPORTS = {
     "Store": "stores",
     "MemoryStore": "stores",
     "DiskStore": "stores",
-    "open_store": "stores",
+    "open_store": "opening",
     "make_key": "keys",
     "request_key": "keys",
     "CacheSaverError": "errors",
@@ -62,12 +62,21 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .errors import (CacheSaverError, CorruptSampleError, DuplicateRequestIdError, InvalidRequestError,
-                         InvalidRequestTypeError, ModelOutputError, NotSerializableError, PipelineClosedError,
-                         StoreError)
+    from .errors import (
+        CacheSaverError,
+        CorruptSampleError,
+        DuplicateRequestIdError,
+        InvalidRequestError,
+        InvalidRequestTypeError,
+        ModelOutputError,
+        NotSerializableError,
+        PipelineClosedError,
+        StoreError,
+    )
     from .generation import Generation, current_generation
     from .keys import make_key, request_key
+    from .opening import open_store
     from .pipelines import LocalAPI, OnlineAPI
     from .stats import Stats
-    from .stores import DiskStore, MemoryStore, Store, open_store
+    from .stores import DiskStore, MemoryStore, Store
     from .typedefs import Batch, BatchRequestModel, Request, Response, SingleRequestModel, Usage, unkeyed

@@ -349,7 +349,7 @@ class Cacher:
                     break
                 plan.append((item, pos + offset, part))
                 offset += n
-        for item, pos, part in plan:
+        for _item, pos, part in plan:
             for call in calls:
                 if call.start < pos + len(part) and pos < call.stop:
                     call.receivers += 1
@@ -368,7 +368,7 @@ class Cacher:
         """Decode claimed samples and bill them (G8): the first claimer of a generated sample
         pays for it; everyone else is told it came from the store."""
         counters = self.stats.ns(namespace)
-        unbilled = self._unbilled.get(key)
+        unbilled: Optional[set[int]] = self._unbilled.get(key)
         data, cached, duplicated, shares = [], [], [], []
         billed = Usage()
         originals = 0
@@ -379,7 +379,7 @@ class Cacher:
                 data.append(record.data)
                 shares.append(Usage(record.prompt_tokens, record.completion_tokens, record.cost))
                 is_new = unbilled is not None and index in unbilled
-                if is_new:
+                if is_new and unbilled is not None:
                     unbilled.discard(index)
                     counters.samples_generated += 1
                     counters.prompt_tokens_billed += record.prompt_tokens

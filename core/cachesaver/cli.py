@@ -45,7 +45,7 @@ class CLIError(Exception):
 # -- opening caches --------------------------------------------------------------------------
 def open_cache(spec: str, *, create: bool = False):
     """Open the store at ``spec`` without creating a directory unless ``create``."""
-    from .stores import open_store
+    from .opening import open_store
 
     if spec.startswith(("redis://", "rediss://", "unix://")) or spec == "memory":
         return open_store(spec)
@@ -156,15 +156,15 @@ async def cmd_stats(args: argparse.Namespace) -> int:
             spaces.add_row(run_id, namespace, str(keys), str(pos))
         console.print(spaces)
     if args.detail:
-        keys = Table(title=f"per key (top {args.top} by samples)")
+        largest = Table(title=f"per key (top {args.top} by samples)")
         for col in ("key", "model", "samples", "bytes", "prompt"):
-            keys.add_column(col, justify="right" if col in ("samples", "bytes") else "left")
+            largest.add_column(col, justify="right" if col in ("samples", "bytes") else "left")
         from .secrets import mask_secrets
 
         for key, model, n, size, meta in sorted(rows, key=lambda r: (-r[2], r[0]))[: args.top]:
             # What the secret scanner flags is shown as *** here too, as in inspect (G7).
-            keys.add_row(key[:12], model, str(n), f"{size:,}", _preview(mask_secrets(meta)))
-        console.print(keys)
+            largest.add_row(key[:12], model, str(n), f"{size:,}", _preview(mask_secrets(meta)))
+        console.print(largest)
     elif rows:
         console.print("largest keys and their prompts: --detail", soft_wrap=True)
     return 0

@@ -29,11 +29,11 @@ class SampleRecord(tuple):
         return self[0]
 
     @property
-    def prompt_tokens(self) -> float:
-        return self[1]
+    def prompt_tokens(self) -> int:
+        return self[1]  # whole tokens: shares come from Usage.split
 
     @property
-    def completion_tokens(self) -> float:
+    def completion_tokens(self) -> int:
         return self[2]
 
     @property

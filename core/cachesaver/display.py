@@ -47,7 +47,7 @@ def _content_text(content: Any) -> Optional[str]:
 def _tool_call_text(call: Any) -> Optional[str]:
     if not isinstance(call, dict):
         return None
-    function = call.get("function") if isinstance(call.get("function"), dict) else {}
+    function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
     name = call.get("name") or function.get("name")
     args = call.get("args", function.get("arguments"))
     if not isinstance(name, str):

@@ -30,7 +30,8 @@ import orjson
 from .errors import InvalidRequestTypeError
 from .keypolicy import MODEL_FIELD
 from .keys import canonical_json, make_key
-from .stores import Store, open_store
+from .opening import open_store
+from .stores import Store
 
 __all__ = ["migrate_keys", "MigrationReport", "NAMES_A_MODEL"]
 

@@ -39,10 +39,11 @@ from .errors import (
 from .keypolicy import model_identity
 from .keys import keyed_json
 from .ledger import Ledger, PrivateLedger, SharedLedger
+from .opening import open_store
 from .pending import Pending
 from .reorderer import reorder
 from .stats import Stats
-from .stores import Store, open_store
+from .stores import Store
 from .typedefs import Batch, Request, Response, Usage
 
 __all__ = ["OnlineAPI", "LocalAPI", "Pipeline", "Reservation"]
@@ -299,10 +300,12 @@ class Pipeline:
                 f"batch must be a cachesaver.typedefs.Batch, got {type(batch).__name__}"
             )
         results = await asyncio.gather(*(self.request(r) for r in batch.requests), return_exceptions=True)
+        responses: list[Response] = []
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return list(results)
+            responses.append(result)
+        return responses
 
     async def consumption(self) -> "dict[str, dict[str, int]]":
         """What this run handed out so far: ``{namespace: {key: samples consumed}}``.

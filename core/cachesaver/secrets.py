@@ -94,7 +94,8 @@ def _detectors() -> list[Any]:
 
     from ._secret_plugins import CUSTOM_PLUGINS
 
-    plugins = [cls() for cls in get_mapping_from_secret_type_to_class().values()]
+    native: dict[str, Any] = get_mapping_from_secret_type_to_class()
+    plugins: list[Any] = [plugin() for plugin in native.values()]
     return plugins + [cls() for cls in CUSTOM_PLUGINS]
 
 

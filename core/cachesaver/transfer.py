@@ -43,10 +43,13 @@ import orjson
 
 from .codec import decode_sample
 from .errors import CacheSaverError, CorruptSampleError, SecretFoundError
+from .opening import open_store
 from .secrets import find_secrets_in_metas, refusal_message
-from .stores import Store, open_store
+from .stores import Store
 
 __all__ = [
+    "SampleApplier",
+    "opened_store",
     "export_jsonl",
     "import_jsonl",
     "copy_store",
@@ -100,7 +103,7 @@ async def export_jsonl(
     is written to a temporary file first and renamed, so a failed export leaves no partial file.
     """
     report = TransferReport()
-    async with _opened(store) as source:
+    async with opened_store(store) as source:
         wanted = sorted(set(keys)) if keys is not None else sorted({k async for k in source.iter_keys()})
         await _refuse_secrets(source, wanted, allow)
         with _writer(dest) as write:
@@ -171,8 +174,8 @@ async def import_jsonl(store: Any, source: PathOrFile, *, ledger: bool = True) -
     the file has them and ``ledger`` is true, move positions forward, never back.
     """
     report = TransferReport()
-    async with _opened(store) as target:
-        applier = _Applier(target, report, ledger)
+    async with opened_store(store) as target:
+        applier = SampleApplier(target, report, ledger)
         for lineno, obj in _parse(source):
             await applier.apply(obj, f"line {lineno}")
     return report
@@ -181,14 +184,18 @@ async def import_jsonl(store: Any, source: PathOrFile, *, ledger: bool = True) -
 async def copy_store(source: Any, target: Any, *, ledger: bool = False) -> TransferReport:
     """Copy ``source`` into ``target`` (Stores, paths or URLs) with import's rules, no file."""
     report = TransferReport()
-    async with _opened(source) as src, _opened(target) as dst:
-        applier = _Applier(dst, report, ledger, count_source=False)
+    async with opened_store(source) as src, opened_store(target) as dst:
+        applier = SampleApplier(dst, report, ledger, count_source=False)
         async for line in _lines(src, ledger, None, report):
             await applier.apply(line, f"key {line.get('key', '(ledger)')}")
     return report
 
 
-class _Applier:
+class SampleApplier:
+    """Adds exported lines (a key's samples and meta, or a ledger entry) to a store, appending
+    only what it lacks and refusing a sample that differs from the one stored at its index:
+    what ``import_jsonl``, ``copy_store`` and bundle import share (never duplicates, G6)."""
+
     def __init__(self, store: Store, report: TransferReport, ledger: bool, count_source: bool = True) -> None:
         self.store, self.report, self.ledger = store, report, ledger
         self.count_source = count_source  # False when _lines() already counts what it reads
@@ -305,8 +312,9 @@ def _parse(source: PathOrFile) -> Iterable[tuple[int, Any]]:
 
 
 # -- files and stores ------------------------------------------------------------------------
-class _opened:
-    """``async with _opened(spec) as store``: open a store from a spec, close it if we opened it."""
+class opened_store:
+    """``async with opened_store(spec) as store``: a store from what ``cache=`` takes, closed on
+    exit if it was opened here (a Store object passed in stays open)."""
 
     def __init__(self, spec: Any) -> None:
         self.spec = spec
@@ -363,7 +371,7 @@ class _reader:
 
     def __init__(self, source: PathOrFile) -> None:
         self.source = source
-        self.handle: Optional[IO[Any]] = None
+        self.handle: Any = None  # a gzip or plain binary file, once opened
 
     def __enter__(self) -> Iterable[Any]:
         source = self.source

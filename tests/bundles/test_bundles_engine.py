@@ -18,7 +18,7 @@ from cachesaver import OnlineAPI, Request
 from cachesaver.bundle import (BundleStore, Consumption, import_bundle, merge_bundles, read_bundle,
                                verify_bundle, write_bundle)
 from cachesaver.errors import BundleError, OfflineMissError, ReadOnlyStoreError
-from cachesaver.stores import open_store
+from cachesaver.opening import open_store
 from cachesaver.testing import FakeModel
 
 from _experiment import NAMESPACES, PROMPTS, run_experiment

@@ -140,7 +140,7 @@ async def test_migrate_keys_carries_policy_1_samples_over_for_one_model(tmp_path
 
 async def test_migrate_keys_leaves_adapter_requests_alone(tmp_path):
     from cachesaver.migrate import migrate_keys
-    from cachesaver.stores import open_store
+    from cachesaver.opening import open_store
 
     store = open_store(str(tmp_path / "cache"))
     for request in ({"model": "openai/gpt-4o-mini", "prompt": [], "params": {}},        # litellm's shape

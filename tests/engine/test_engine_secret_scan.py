@@ -255,7 +255,7 @@ def test_export_jsonl_refuses_before_writing_a_byte_and_allow_lets_it_through(tm
         assert (await export_jsonl(str(tmp_path / "c"), clean, keys=others)).keys == 1
 
     async def _keys(path):
-        from cachesaver.stores import open_store
+        from cachesaver.opening import open_store
 
         store = open_store(str(path))
         try:

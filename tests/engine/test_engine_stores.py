@@ -9,7 +9,8 @@ import pytest
 
 from cachesaver.codec import decode_sample, encode_sample
 from cachesaver.errors import CorruptSampleError, NotSerializableError
-from cachesaver.stores import DiskStore, MemoryStore, open_store
+from cachesaver.opening import open_store
+from cachesaver.stores import DiskStore, MemoryStore
 
 from _disk_rows import all_values, set_sample
 

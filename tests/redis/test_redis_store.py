@@ -14,7 +14,7 @@ from cachesaver.codec import decode_sample, encode_sample
 from cachesaver.errors import InvalidRequestError, StoreError
 from cachesaver.keys import request_key
 from cachesaver.pipelines import OnlineAPI
-from cachesaver.stores import open_store
+from cachesaver.opening import open_store
 from cachesaver.stores.redis import RedisStore
 from cachesaver.testing import FakeModel
 from cachesaver.typedefs import Request

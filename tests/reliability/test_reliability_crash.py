@@ -32,7 +32,7 @@ import pytest
 
 from cachesaver.keys import request_key
 from cachesaver.pipelines import OnlineAPI
-from cachesaver.stores import open_store
+from cachesaver.opening import open_store
 from cachesaver.typedefs import Request
 
 KILLS = 12  # per run mode: 24 kills per backend
@@ -58,7 +58,7 @@ def step_requests(i):
 ZYGOTE = WORKLOAD + r'''
 import asyncio, json, os, sys, traceback
 from cachesaver.pipelines import OnlineAPI
-from cachesaver.stores import open_store
+from cachesaver.opening import open_store
 from cachesaver.testing import FakeModel
 import cachesaver.stores.disk, cachesaver.codec, cachesaver.cacher
 try:

@@ -86,7 +86,8 @@ _PLANTED = textwrap.dedent(r'''
     from cachesaver.errors import CacheSaverError
     from cachesaver.keys import request_key
     from cachesaver.pipelines import OnlineAPI
-    from cachesaver.stores import MemoryStore, open_store
+    from cachesaver.opening import open_store
+    from cachesaver.stores import MemoryStore
     from cachesaver.testing import FakeModel
     from cachesaver.transfer import copy_store, export_jsonl
     from cachesaver.typedefs import Request

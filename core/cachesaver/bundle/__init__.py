@@ -15,51 +15,48 @@ into one, or import one into a cache to extend the experiment.
 """
 from __future__ import annotations
 
-from .consumption import Consumption, consumption_of_runs
-from .format import FORMAT, VERSION, BundleContents
-from .merge import import_bundle, merge_bundles
-from .store import BundleStore, read_bundle
-from .summary import render_summary
-from .writer import write_bundle
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "Consumption",
-    "consumption_of_runs",
-    "write_bundle",
-    "read_bundle",
-    "verify_bundle",
-    "merge_bundles",
-    "import_bundle",
-    "BundleStore",
-    "BundleContents",
-    "render_summary",
-    "is_bundle_file",
-    "FORMAT",
-    "VERSION",
-]
+#: Public names and the module of this package that defines each. They load on first use
+#: (PEP 562), so importing one part (``BundleStore`` to open a bundle) does not import the
+#: others (writing, merging): the stores and the JSONL transfer stay below the bundles.
+_EXPORTS = {
+    "Consumption": "consumption",
+    "consumption_of_runs": "consumption",
+    "write_bundle": "writer",
+    "read_bundle": "store",
+    "verify_bundle": "store",
+    "merge_bundles": "merge",
+    "import_bundle": "merge",
+    "BundleStore": "store",
+    "BundleContents": "format",
+    "render_summary": "summary",
+    "is_bundle_file": "store",
+    "FORMAT": "format",
+    "VERSION": "format",
+}
 
-
-def verify_bundle(path, *, sha256: "str | None" = None) -> BundleContents:
-    """Check every digest, the manifest and the summary of the bundle at ``path``.
-
-    ``sha256``: the file digest the author published; checked too. Returns the verified
-    contents; raises :class:`~cachesaver.errors.BundleError` naming what failed.
-    """
-    from ..errors import BundleError
-
-    contents = read_bundle(path)
-    if sha256 is not None and contents.sha256 != sha256.strip().lower():
-        raise BundleError(f"{path}: the file's SHA-256 is {contents.sha256}, not the published {sha256}; "
-                          "this is not the bundle that was published")
-    return contents
+__all__ = list(_EXPORTS)
 
 
-def is_bundle_file(path) -> bool:
-    """True if ``path`` is a file that starts like a zip archive (a bundle candidate)."""
-    import os
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
-    try:
-        with open(path, "rb") as fh:
-            return os.path.isfile(path) and fh.read(4) == b"PK\x03\x04"
-    except OSError:
-        return False
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .consumption import Consumption, consumption_of_runs
+    from .format import FORMAT, VERSION, BundleContents
+    from .merge import import_bundle, merge_bundles
+    from .store import BundleStore, is_bundle_file, read_bundle, verify_bundle
+    from .summary import render_summary
+    from .writer import write_bundle

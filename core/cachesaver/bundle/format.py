@@ -102,7 +102,7 @@ def _member(index: int) -> str:
 def encode_bundle(contents: BundleContents) -> bytes:
     """The bundle file's bytes for ``contents`` (deterministic); sets ``contents``' digests."""
     keys = sorted(contents.samples)
-    entries = []
+    entries: list[dict[str, Any]] = []
     for index, key in enumerate(keys):
         raws = contents.samples[key]
         for i, raw in enumerate(raws):

@@ -17,7 +17,7 @@ import os
 from typing import Any, Iterable
 
 from ..errors import BundleError
-from ..transfer import TransferReport, _Applier, _opened
+from ..transfer import SampleApplier, TransferReport, opened_store
 from .format import BundleContents, installed_versions
 from .store import read_bundle
 from .writer import check_metas, write_contents
@@ -32,12 +32,12 @@ def merge_bundles(paths: Iterable["str | os.PathLike[str]"], out: "str | os.Path
     ``allow``: JSON paths (or patterns) the scanner flags that are not credentials. Raises
     ``BundleError`` (``BundleSecretError`` for a flagged credential); then nothing is written.
     """
-    paths = [os.fspath(p) for p in paths]
-    if not paths:
+    files: list[str] = [os.fspath(p) for p in paths]
+    if not files:
         raise BundleError("merge needs at least one bundle")
     merged: BundleContents | None = None
     origin: dict[str, str] = {}
-    for path in paths:
+    for path in files:
         contents = read_bundle(path)
         if merged is None:
             merged = BundleContents(dict(contents.samples), dict(contents.metas), contents.consumption)
@@ -68,8 +68,8 @@ async def import_bundle(bundle: "str | os.PathLike[str]", store: Any) -> Transfe
     """Add a verified bundle's samples to ``store`` (a Store, path or URL); never duplicates."""
     contents = read_bundle(bundle)
     report = TransferReport()
-    async with _opened(store) as target:
-        applier = _Applier(target, report, ledger=False)
+    async with opened_store(store) as target:
+        applier = SampleApplier(target, report, ledger=False)
         for key in sorted(contents.samples):
             meta = contents.metas.get(key)
             line = {"key": key, "start": 0, "meta": None if meta is None else meta.decode("utf-8"),

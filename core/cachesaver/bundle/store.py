@@ -16,7 +16,7 @@ from ..stores.base import LedgerEntry, Store
 from ..stores.memory import claim_in_memory
 from .format import BundleContents, decode_bundle
 
-__all__ = ["BundleStore", "read_bundle"]
+__all__ = ["BundleStore", "read_bundle", "verify_bundle", "is_bundle_file"]
 
 
 def read_bundle(path: "str | os.PathLike[str]") -> BundleContents:
@@ -93,3 +93,25 @@ class BundleStore(Store):
 
     def __repr__(self) -> str:
         return f"BundleStore({self.location!r}, keys={len(self.contents.samples)}, samples={self.contents.sample_count})"
+
+
+def verify_bundle(path: "str | os.PathLike[str]", *, sha256: "str | None" = None) -> BundleContents:
+    """Check every digest, the manifest and the summary of the bundle at ``path``.
+
+    ``sha256``: the file digest the author published; checked too. Returns the verified
+    contents; raises :class:`~cachesaver.errors.BundleError` naming what failed.
+    """
+    contents = read_bundle(path)
+    if sha256 is not None and contents.sha256 != sha256.strip().lower():
+        raise BundleError(f"{path}: the file's SHA-256 is {contents.sha256}, not the published {sha256}; "
+                          "this is not the bundle that was published")
+    return contents
+
+
+def is_bundle_file(path: "str | os.PathLike[str]") -> bool:
+    """True if ``path`` is a file that starts like a zip archive (a bundle candidate)."""
+    try:
+        with open(path, "rb") as fh:
+            return os.path.isfile(path) and fh.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False

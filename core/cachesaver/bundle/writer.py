@@ -22,8 +22,9 @@ import orjson
 
 from ..codec import decode_sample
 from ..errors import BundleError, BundleSecretError, CorruptSampleError
+from ..opening import open_store
 from ..secrets import find_secrets_in_metas, refusal_message
-from ..stores import Store, open_store
+from ..stores import Store
 from .consumption import Consumption
 from .format import BundleContents, encode_bundle, installed_versions
 

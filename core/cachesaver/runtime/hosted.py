@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import os
 import threading
@@ -177,7 +178,7 @@ class HostedPipeline:
         self._ticks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Entry]]" = weakref.WeakKeyDictionary()
         self._arrivals = itertools.count()
         self.closed = False
-        self.pipeline  # fail fast on bad settings (a bad store spec, a bad batch size)
+        _ = self.pipeline  # fail fast on bad settings (a bad store spec, a bad batch size)
 
     # -- the pipeline of this process ------------------------------------------------------------
     @property
@@ -196,7 +197,7 @@ class HostedPipeline:
 
     @property
     def host(self) -> EngineHost:
-        self.pipeline
+        _ = self.pipeline  # built (or rebuilt after fork) with its host
         assert self._host is not None
         return self._host
 
@@ -354,8 +355,8 @@ class HostedPipeline:
                         reservation.release()
                     continue
                 task = asyncio.ensure_future(pipeline.request(request, reservation=reservation))
-                task.add_done_callback(lambda t, out=out: _copy(t, out))
-                out.add_done_callback(lambda f, t=task: f.cancelled() and host.call_soon(t.cancel))
+                task.add_done_callback(functools.partial(_copy, out=out))
+                out.add_done_callback(functools.partial(_cancel_with, task=task, host=host))
 
         host = self.host
         try:
@@ -435,13 +436,20 @@ def _set(ready: Any) -> None:
         pass  # its caller left: what it would have taken was not claimed for it
 
 
+def _cancel_with(future: "concurrent.futures.Future[Response]", task: "asyncio.Task[Response]",
+                 host: EngineHost) -> None:
+    """A caller's future was cancelled: cancel its engine task too (on the engine's loop)."""
+    if future.cancelled():
+        host.call_soon(task.cancel)
+
+
 def _copy(task: "asyncio.Task[Response]", out: "concurrent.futures.Future[Response]") -> None:
     if out.done():
         return
     if task.cancelled():
         out.cancel()
     elif task.exception() is not None:
-        out.set_exception(task.exception())  # type: ignore[arg-type]
+        out.set_exception(task.exception())
     else:
         out.set_result(task.result())
 

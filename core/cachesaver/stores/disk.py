@@ -43,7 +43,6 @@ import time
 import weakref
 from typing import Any, AsyncIterator, Callable, Iterator, Optional, Sequence, TypeVar
 
-
 from ..errors import CorruptSampleError, StoreError
 from .base import LedgerEntry, Store
 from .disklease import DiskLease

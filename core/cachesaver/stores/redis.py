@@ -45,9 +45,13 @@ try:
     from redis.backoff import ExponentialBackoff
     from redis.exceptions import (
         AuthenticationError,
-        ConnectionError as RedisConnectionError,
         RedisError,
         ResponseError,
+    )
+    from redis.exceptions import (
+        ConnectionError as RedisConnectionError,
+    )
+    from redis.exceptions import (
         TimeoutError as RedisTimeoutError,
     )
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -142,7 +146,7 @@ return 0
 #: nested acquisition of a key whose lease is still held is re-entrant instead of waiting for
 #: itself (a self-deadlock until max_wait).
 _HELD: "contextvars.ContextVar[dict[tuple[str, str, str], Lease]]" = contextvars.ContextVar(
-    "cachesaver_redis_leases", default={})
+    "cachesaver_redis_leases")
 
 #: Connections per event loop, and how long a command waits for a free one (seconds).
 _MAX_CONNECTIONS = 64
@@ -415,7 +419,7 @@ class RedisStore(Store):
             raise InvalidRequestError(f"lease ttl must be > 0 seconds, got {ttl}")
         max_wait = 60 * ttl if max_wait is None else float(max_wait)
         ident = (self._url, self.prefix, key)
-        held = _HELD.get()
+        held = _HELD.get({})  # copied on write, never changed in place
         outer = held.get(ident)
         if outer is not None and not outer.released:
             yield outer

@@ -155,8 +155,8 @@ def _instance(
         return None
     if hints and hints[1] and not schema.get("format"):
         text = f"{hints[1][0]}: {text}"
-    value = _FORMATS.get(schema.get("format", ""), text)
-    return value.ljust(int(schema.get("minLength", 0)), "x")
+    shown = str(_FORMATS.get(schema.get("format", ""), text))
+    return shown.ljust(int(schema.get("minLength", 0)), "x")
 
 
 # --------------------------------------------------------------------------- HTTP layer
