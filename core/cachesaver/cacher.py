@@ -21,6 +21,7 @@ from .codec import decode_sample, encode_sample
 from .deduplicator import Demand
 from .errors import CacheSaverError, CorruptSampleError, ModelOutputError
 from .generation import Generation, reset_generation, set_generation
+from .idpositions import IdPositions
 from .keys import keyed_json
 from .ledger import Ledger, PrivateLedger
 from .offline import offline_miss
@@ -74,16 +75,31 @@ class Cacher:
         self._turns: dict[str, Optional[collections.deque[asyncio.Future[None]]]] = {}
         # Samples this pipeline generated that no response has claimed yet (G8 billing).
         self._unbilled: dict[str, set[int]] = {}
+        #: Where explicit request ids took their samples (private runs on stores that keep it).
+        self.ids: Optional[IdPositions] = (
+            IdPositions(store) if store.keeps_id_positions and isinstance(ledger, PrivateLedger) else None)
 
     # -- full hits (no generation) -----------------------------------------------------------
     async def try_hit(self, item: Pending) -> bool:
-        """Serve ``item`` entirely from the store if its namespace has ``n`` unused samples."""
+        """Serve ``item`` entirely from the store if its namespace has ``n`` unused samples:
+        the positions its id took in an earlier run when they are free, else the next ones."""
         request = item.request
-        pos, raws = await self.ledger.claim(request.namespace, item.key, request.n, item.wanted)
+        namespace, n = request.namespace, request.n
+        ids = self.ids if item.explicit_id else None
+        if ids is not None:
+            record = await ids.lookup(namespace, item.key, request.request_id)
+            if record is not None and record[1] == n:
+                raws = await self.ledger.claim_at(namespace, item.key, record[0], n, item.wanted)
+                if raws:
+                    self._deliver_one(item, record[0], raws, calls=())
+                    return True
+        pos, raws = await self.ledger.claim(namespace, item.key, n, item.wanted)
         if not raws:
             # A caller that left (or is being cancelled) is finished with, not sent on as a
             # miss: its cancellation cancels the future.
             return not item.wanted()
+        if ids is not None:
+            await ids.note(namespace, item.key, request.request_id, pos, n)
         self._deliver_one(item, pos, raws, calls=())
         return True
 
@@ -92,11 +108,23 @@ class Cacher:
 
         For private runs on stores with ``read_now``; the caller holds :attr:`lock`. A corrupt
         sample raises ``CorruptSampleError`` here, as it fails the request on the async path.
+        A request with an id gets the positions its id took in an earlier run when they are
+        free (:mod:`cachesaver.idpositions`).
         """
-        pos, raws = self.ledger.claim_now(request.namespace, key, request.n)  # type: ignore[attr-defined]
+        namespace, n, request_id = request.namespace, request.n, request.request_id
+        ids = self.ids if request_id else None
+        if ids is not None:
+            record = ids.lookup_now(namespace, key, request_id)
+            if record is not None and record[1] == n:
+                raws = self.ledger.claim_at_now(namespace, key, record[0], n)
+                if raws:
+                    return self._response(namespace, key, record[0], raws, calls=())
+        pos, raws = self.ledger.claim_now(namespace, key, n)
         if not raws:
             return None
-        return self._response(request.namespace, key, pos, raws, calls=())
+        if ids is not None:
+            ids.note_now(namespace, key, request_id, pos, n)
+        return self._response(namespace, key, pos, raws, calls=())
 
     # -- misses ------------------------------------------------------------------------------
     async def serve(self, demands: list[Demand]) -> None:
@@ -353,6 +381,11 @@ class Cacher:
             for call in calls:
                 if call.start < pos + len(part) and pos < call.stop:
                     call.receivers += 1
+        ids = self.ids
+        if ids is not None and self.store.inline_io:
+            for item, pos, part in plan:
+                if item.explicit_id:
+                    ids.note_now(item.request.namespace, item.key, item.request.request_id, pos, len(part))
         for item, pos, part in plan:
             self._deliver_one(item, pos, part, calls)
 

@@ -7,6 +7,12 @@ asks for under key K is sample k-1 of K's list) and reusable across namespaces a
   process or a new pipeline replays from sample 0 and a hit writes nothing to disk.
 - :class:`SharedLedger` (``run_id=...``): kept in the store and claimed atomically there, so
   several processes can run one experiment together without handing a sample out twice.
+
+A request with an explicit id may ask for the positions its id took in an earlier run
+(:meth:`Ledger.claim_at`): a private ledger gives them when they are all stored and free in this
+run, which is what makes replays by id exact whatever the timing (G4). Taking positions beyond
+the next free one leaves *holes* below it, which only such claims can fill; every other claim
+goes on from the next position after the highest taken, so no position is handed out twice (G1).
 """
 from __future__ import annotations
 
@@ -43,6 +49,21 @@ class Ledger(ABC):
         a caller cancelled during the round trip may still consume its samples.)
         """
 
+    def claim_now(self, namespace: str, key: str, count: int) -> tuple[int, list[bytes]]:
+        """``claim`` without an event loop (the synchronous hit path; the caller holds the
+        pipeline's lock). Only ledgers whose store reads without suspending offer it."""
+        raise NotImplementedError(f"{type(self).__name__} has no synchronous claim")
+
+    async def claim_at(self, namespace: str, key: str, pos: int, count: int,
+                       wanted: Optional[Callable[[], bool]] = None) -> list[bytes]:
+        """Take exactly positions ``pos .. pos+count-1`` if all are stored and free in this run
+        (else take nothing and return ``[]``). Ledgers that cannot (shared runs) never do."""
+        return []
+
+    def claim_at_now(self, namespace: str, key: str, pos: int, count: int) -> list[bytes]:
+        """``claim_at`` without an event loop (see :meth:`claim_now`)."""
+        return []
+
     @abstractmethod
     async def consumption(self) -> Positions:
         """Every (namespace, key) this run has consumed samples of, with how many (> 0).
@@ -57,7 +78,49 @@ class PrivateLedger(Ledger):
 
     def __init__(self, store: Store, run_id: str) -> None:
         super().__init__(store, run_id)
+        #: The next position of each (namespace, key): one past the highest position taken.
         self._positions: dict[tuple[str, str], int] = {}
+        #: Positions below the next one that no claim took (left by :meth:`claim_at`).
+        self._holes: dict[tuple[str, str], set[int]] = {}
+
+    def _free(self, slot: tuple[str, str], pos: int, count: int) -> bool:
+        following = self._positions.get(slot, 0)
+        holes = self._holes.get(slot, ())
+        return pos >= 0 and all(p >= following or p in holes for p in range(pos, pos + count))
+
+    def _take(self, slot: tuple[str, str], pos: int, count: int) -> None:
+        following = self._positions.get(slot, 0)
+        holes = self._holes.get(slot)
+        if holes is not None:
+            holes.difference_update(range(pos, min(pos + count, following)))
+        if pos > following:
+            self._holes.setdefault(slot, set()).update(range(following, pos))
+        if pos + count > following:
+            self._positions[slot] = pos + count
+        if holes is not None and not holes:
+            del self._holes[slot]
+
+    async def claim_at(self, namespace: str, key: str, pos: int, count: int,
+                       wanted: Optional[Callable[[], bool]] = None) -> list[bytes]:
+        slot = (namespace, key)
+        if not self._free(slot, pos, count):
+            return []
+        taken = await self.store.read(key, pos, count)
+        # Another claim may have run while the store read (Redis): check again (G1).
+        if len(taken) < count or not self._free(slot, pos, count) or (wanted is not None and not wanted()):
+            return []
+        self._take(slot, pos, count)
+        return taken
+
+    def claim_at_now(self, namespace: str, key: str, pos: int, count: int) -> list[bytes]:
+        slot = (namespace, key)
+        if not self._free(slot, pos, count):
+            return []
+        taken = self.store.read_now(key, pos, count)
+        if len(taken) < count:
+            return []
+        self._take(slot, pos, count)
+        return taken
 
     async def position(self, namespace: str, key: str) -> int:
         return self._positions.get((namespace, key), 0)
@@ -91,6 +154,8 @@ class PrivateLedger(Ledger):
         return pos, taken
 
     async def consumption(self) -> Positions:
+        """Per (namespace, key), one past the highest position taken: a bundle of it holds every
+        sample handed out (and any hole below, a stored sample this run skipped)."""
         out: Positions = {}
         for (namespace, key), pos in sorted(self._positions.items()):
             if pos > 0:

@@ -25,6 +25,9 @@ class Pending:
     meta: Optional[bytes] = None
     #: The pipeline tick this request was checked in (batches are served tick by tick).
     tick: int = 0
+    #: Whether the caller gave the request id (else the pipeline numbered it by arrival): only
+    #: a caller's id is remembered with the positions it took (:mod:`cachesaver.idpositions`).
+    explicit_id: bool = True
     _cancel_baseline: int = 0
 
     def __post_init__(self) -> None:

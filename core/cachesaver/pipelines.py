@@ -193,8 +193,9 @@ class Pipeline:
     def _admit(self, request: Request, reservation: Optional["Reservation"] = None) -> Pending:
         self._check(request)
         n = request.n
-        if not request.request_id:
-            # Ids only order requests inside a batch; arrival order is the natural default.
+        explicit_id = bool(request.request_id)
+        if not explicit_id:
+            # Without an id a request's place is its arrival.
             request = dataclasses.replace(request, request_id=f"{_AUTO_ID}{next(self._ids):016d}")
         elif request.request_id in self._inflight_ids:
             raise DuplicateRequestIdError(
@@ -209,7 +210,7 @@ class Pipeline:
         counters.requests += 1
         counters.samples_asked += n
         return Pending(request, key, asyncio.get_running_loop().create_future(), asyncio.current_task(),
-                       meta=meta)
+                       meta=meta, explicit_id=explicit_id)
 
     async def _lead_tick(self) -> None:
         """The first request of a tick yields once so its siblings join, then checks them all.

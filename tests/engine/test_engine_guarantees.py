@@ -144,6 +144,27 @@ async def test_g4_a_batch_spanning_two_ticks_replays_as_hits_in_the_same_order(t
     assert await run(model) == first and model.call_count == 1
 
 
+async def test_g4_requests_with_ids_replay_their_samples_whatever_the_order_they_arrive_in(tmp_path):
+    """Issue 21: a request's samples depend on its namespace, key and id, not on when it arrived:
+    the replay sends "10" first and "9" 5 ms later, the reverse of run 1."""
+
+    async def run(model, order):
+        async with OnlineAPI(model=model, cache=str(tmp_path / "c"), batch_size=5, timeout=0.05) as p:
+            async def late(request_id, delay):
+                await asyncio.sleep(delay)
+                return request_id, (await p.request(Request("p", request_id=request_id, namespace="A"))).data[0]
+            return dict(await asyncio.gather(*(late(rid, 0.005 * i) for i, rid in enumerate(order))))
+
+    model = FakeModel(seed=6)
+    first = await run(model, ["9", "10"])
+    assert first["9"].endswith("#0") and first["10"].endswith("#1")
+    assert await run(model, ["10", "9"]) == first
+    assert await run(model, ["10", "9"]) == first and model.call_count == 1
+    # Another program in the namespace, with ids of its own, still reuses both stored samples.
+    other = await run(model, ["x", "y"])
+    assert sorted(other.values()) == sorted(first.values()) and model.call_count == 1
+
+
 # -- G5 failure atomicity --------------------------------------------------------------------
 async def test_g5_failed_call_stores_nothing_and_reaches_exactly_its_waiters(store, fake_model):
     async with OnlineAPI(model=fake_model, cache=store, batch_size=100, timeout=0.02) as p:

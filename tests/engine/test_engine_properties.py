@@ -7,13 +7,14 @@ replays identically with zero model calls) and G8 (false cached flags add up to 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections import defaultdict
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cachesaver.pipelines import LocalAPI, OnlineAPI
-from cachesaver.stores import MemoryStore
+from cachesaver.stores import DiskStore, MemoryStore
 from cachesaver.testing import FakeModel
 from cachesaver.typedefs import Request
 
@@ -65,3 +66,52 @@ def test_random_traces_are_minimal_unique_and_replay(trace, batch_size, overflow
         assert all(all(r.cached) for rs in second for r in rs)
 
     asyncio.run(main())
+
+
+# -- replays by id, whatever the timing (issue 21) ---------------------------------------------
+timed_st = st.lists(
+    st.tuples(st.sampled_from("AB"), st.sampled_from(["q0", "q1"]), st.integers(1, 2), st.integers(0, 6)),
+    min_size=1, max_size=10)
+
+
+async def _timed_run(pipeline, requests, delays):
+    async def one(i, ns, prompt, n, delay):
+        await asyncio.sleep(delay * 0.004)  # inside and across batch windows of 10 ms
+        return (await pipeline.request(Request(prompt=prompt, n=n, namespace=ns, request_id=f"id-{i}"))).data
+
+    return await asyncio.gather(*(one(i, ns, prompt, n, delay)
+                                  for i, ((ns, prompt, n, _), delay) in enumerate(zip(requests, delays))))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests=timed_st, stored=st.integers(0, 3), batch_size=st.integers(1, 6), disk=st.booleans(),
+       data=st.data())
+def test_requests_with_ids_replay_identically_whatever_their_timing(requests, stored, batch_size, disk, data):
+    """Random ids, random arrival delays inside and across batch windows, a random mix of hits
+    (``stored`` samples per prompt already in the store) and misses; a fresh pipeline replays
+    the same requests with other random delays: every id gets exactly its samples again, with
+    zero model calls."""
+    delays_1 = [r[3] for r in requests]
+    delays_2 = data.draw(st.permutations(delays_1), label="replay delays")
+
+    async def main(store):
+        model = FakeModel(seed=11)
+        if stored:
+            async with OnlineAPI(model=model, cache=store, timeout=0) as p:
+                for prompt in ("q0", "q1"):
+                    await p.request(Request(prompt=prompt, n=stored, namespace="seed"))
+        async with OnlineAPI(model=model, cache=store, batch_size=batch_size, timeout=0.01) as p:
+            first = await _timed_run(p, requests, delays_1)
+        calls = len(model.calls)
+        async with OnlineAPI(model=model, cache=store, batch_size=batch_size, timeout=0.01) as p:
+            again = await _timed_run(p, requests, delays_2)
+        assert again == first
+        assert len(model.calls) == calls
+
+    if disk:  # the default store: the records live in its database, read by a new pipeline
+        with tempfile.TemporaryDirectory() as directory:
+            store = DiskStore(directory)
+            asyncio.run(main(store))
+            store.close()
+    else:
+        asyncio.run(main(MemoryStore()))

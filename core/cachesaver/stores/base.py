@@ -93,6 +93,29 @@ class Store(ABC):
         taken, which are then consumed. With ``partial=False`` it takes ``count`` samples or none.
         """
 
+    # -- where request ids took their samples (exact replays by id) --------------------------
+    #: Which ledger positions each explicit request id took in a (namespace, key), so that a
+    #: later run gives a request with that id the same samples whatever the timing (G4). Stores
+    #: that do not keep them (the default) replay by arrival order instead.
+    keeps_id_positions: bool = False
+
+    async def id_positions(self, namespace: str, key: str) -> "dict[str, tuple[int, int]]":
+        """``{request_id: (first position, count)}`` recorded for ``(namespace, key)``."""
+        return {}
+
+    def id_positions_now(self, namespace: str, key: str) -> "dict[str, tuple[int, int]]":
+        """:meth:`id_positions` without an event loop (stores with ``inline_io``)."""
+        return {}
+
+    async def record_id_positions(self, namespace: str, key: str,
+                                  taken: "Sequence[tuple[str, int, int]]") -> None:
+        """Record ``(request_id, first position, count)`` entries; an id already recorded for
+        ``(namespace, key)`` keeps its first record."""
+
+    def record_id_positions_now(self, namespace: str, key: str,
+                                taken: "Sequence[tuple[str, int, int]]") -> None:
+        """:meth:`record_id_positions` without an event loop (stores with ``inline_io``)."""
+
     # -- administration (CLI, export/import) -------------------------------------------------
     @abstractmethod
     def iter_keys(self) -> AsyncIterator[str]:

@@ -6,6 +6,7 @@ Layout: three tables of our own inside the directory's ``cache.db`` (the file a
     cachesaver_keys     (key, count, meta)      one row per key: its sample count and request JSON
     cachesaver_samples  (key, idx, value)       sample ``idx`` of ``key`` (JSON bytes)
     cachesaver_ledger   (run, ns, key, pos)     shared-run ledger positions
+    cachesaver_ids      (ns, key, rid, pos, n)  the positions each request id took (replays by id)
 
 Why tables of our own rather than diskcache entries: diskcache's eviction (every ``Cache`` has
 a size limit and an eviction policy, 1 GB and least-recently-stored by default) only ever
@@ -66,6 +67,12 @@ CREATE TABLE IF NOT EXISTS cachesaver_ledger (
     PRIMARY KEY (run, ns, key));
 """
 _TABLES = ("cachesaver_keys", "cachesaver_samples", "cachesaver_ledger")
+#: Added after the first three: created on its first write, read as empty where it is missing
+#: (a store written by an earlier version, or read-only media).
+_IDS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS cachesaver_ids (ns TEXT NOT NULL, key TEXT NOT NULL, rid TEXT NOT NULL, "
+    "pos INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (ns, key, rid))"
+)
 
 #: Reserve ``k`` indexes of a key in one statement: insert its row (with its meta, stored once),
 #: or add ``k`` to a count that is a valid count (no row comes back for a garbage count).
@@ -414,6 +421,43 @@ class DiskStore(Store):
             self._writer()
         return self._lease.hold(key)
 
+    # -- where request ids took their samples ------------------------------------------------
+    keeps_id_positions = True
+
+    async def id_positions(self, namespace: str, key: str) -> dict[str, tuple[int, int]]:
+        return self.id_positions_now(namespace, key)
+
+    def id_positions_now(self, namespace: str, key: str) -> dict[str, tuple[int, int]]:
+        con = self._reader()
+        if con is None:
+            return {}
+        try:
+            if not _has_table(con, "cachesaver_ids"):
+                return {}  # nothing recorded yet (or a store of an earlier version)
+            rows = con.execute("SELECT rid, pos, n FROM cachesaver_ids WHERE ns = ? AND key = ?",
+                               (namespace, key)).fetchall()
+        except sqlite3.Error as exc:
+            raise _store_error(exc, f"reading request-id positions of key {key} from", self.path,
+                               self.timeout) from exc
+        return {rid: (int(pos), int(n)) for rid, pos, n in rows
+                if isinstance(pos, int) and isinstance(n, int) and pos >= 0 and n > 0}
+
+    async def record_id_positions(self, namespace: str, key: str, taken: Sequence[tuple[str, int, int]]) -> None:
+        self.record_id_positions_now(namespace, key, taken)
+
+    def record_id_positions_now(self, namespace: str, key: str, taken: Sequence[tuple[str, int, int]]) -> None:
+        """Best effort: a record that cannot be written (read-only media, a busy database) only
+        means a later replay of these requests goes by arrival order; it never fails a call."""
+        if not taken or self.read_only or self._write_error is not None:
+            return
+        try:
+            with self._transaction(f"recording request-id positions of key {key} in", quick=True) as con:
+                con.execute(_IDS_SCHEMA)
+                con.executemany("INSERT OR IGNORE INTO cachesaver_ids (ns, key, rid, pos, n) VALUES (?, ?, ?, ?, ?)",
+                                [(namespace, key, rid, pos, n) for rid, pos, n in taken])
+        except (_Busy, StoreError) as exc:
+            log.debug("request-id positions of key %s not recorded: %s", key, type(exc).__name__)
+
     # -- shared ledgers ----------------------------------------------------------------------
     async def claim(
         self, run_id: str, namespace: str, key: str, count: int, *, partial: bool
@@ -473,6 +517,8 @@ class DiskStore(Store):
             removed = con.execute("DELETE FROM cachesaver_samples WHERE key = ?", (key,)).rowcount
             con.execute("DELETE FROM cachesaver_keys WHERE key = ?", (key,))
             con.execute("DELETE FROM cachesaver_ledger WHERE key = ?", (key,))
+            if _has_table(con, "cachesaver_ids"):
+                con.execute("DELETE FROM cachesaver_ids WHERE key = ?", (key,))
         return removed
 
     async def clear(self) -> None:
@@ -482,6 +528,8 @@ class DiskStore(Store):
         with self._transaction("clearing") as con:
             for table in _TABLES:
                 con.execute(f"DELETE FROM {table}")
+            if _has_table(con, "cachesaver_ids"):
+                con.execute("DELETE FROM cachesaver_ids")
 
     def after_fork(self) -> None:
         """In a forked child: forget the parent's connections without closing them (closing a
@@ -524,6 +572,10 @@ def _has_legacy_rows(con: sqlite3.Connection) -> bool:
     if con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'Cache'").fetchone() is None:
         return False
     return con.execute("SELECT 1 FROM Cache WHERE key >= 'cs1:' AND key < 'cs1;' LIMIT 1").fetchone() is not None
+
+
+def _has_table(con: sqlite3.Connection, name: str) -> bool:
+    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def _has_tables(con: sqlite3.Connection) -> bool:

@@ -18,6 +18,23 @@ class MemoryStore(Store):
         self._samples: dict[str, list[bytes]] = {}
         self._meta: dict[str, bytes] = {}
         self._ledger: dict[tuple[str, str, str], int] = {}
+        self._ids: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
+
+    keeps_id_positions = True
+
+    async def id_positions(self, namespace: str, key: str) -> dict[str, tuple[int, int]]:
+        return self.id_positions_now(namespace, key)
+
+    def id_positions_now(self, namespace: str, key: str) -> dict[str, tuple[int, int]]:
+        return dict(self._ids.get((namespace, key), {}))
+
+    async def record_id_positions(self, namespace: str, key: str, taken: Sequence[tuple[str, int, int]]) -> None:
+        self.record_id_positions_now(namespace, key, taken)
+
+    def record_id_positions_now(self, namespace: str, key: str, taken: Sequence[tuple[str, int, int]]) -> None:
+        known = self._ids.setdefault((namespace, key), {})
+        for request_id, pos, count in taken:
+            known.setdefault(request_id, (pos, count))
 
     async def read(self, key: str, start: int, count: int) -> list[bytes]:
         return self._samples.get(key, [])[start : start + count]
@@ -58,12 +75,15 @@ class MemoryStore(Store):
         self._meta.pop(key, None)
         for slot in [s for s in self._ledger if s[2] == key]:
             del self._ledger[slot]
+        for ids in [s for s in self._ids if s[1] == key]:
+            del self._ids[ids]
         return removed
 
     async def clear(self) -> None:
         self._samples.clear()
         self._meta.clear()
         self._ledger.clear()
+        self._ids.clear()
 
 
 def claim_in_memory(samples: "dict[str, list[bytes]]", ledger: "dict[tuple[str, str, str], int]",
