@@ -77,7 +77,8 @@ class Cacher:
         self._unbilled: dict[str, set[int]] = {}
         #: Where explicit request ids took their samples (private runs on stores that keep it).
         self.ids: Optional[IdPositions] = (
-            IdPositions(store) if store.keeps_id_positions and isinstance(ledger, PrivateLedger) else None)
+            IdPositions(store) if store.keeps_id_positions and store.inline_io and isinstance(ledger, PrivateLedger)
+            else None)
 
     # -- full hits (no generation) -----------------------------------------------------------
     async def try_hit(self, item: Pending) -> bool:
@@ -99,7 +100,7 @@ class Cacher:
             # miss: its cancellation cancels the future.
             return not item.wanted()
         if ids is not None:
-            await ids.note(namespace, item.key, request.request_id, pos, n)
+            ids.note(namespace, item.key, request.request_id, pos, n)
         self._deliver_one(item, pos, raws, calls=())
         return True
 
@@ -123,8 +124,18 @@ class Cacher:
         if not raws:
             return None
         if ids is not None:
-            ids.note_now(namespace, key, request_id, pos, n)
+            ids.note(namespace, key, request_id, pos, n)
         return self._response(namespace, key, pos, raws, calls=())
+
+    def flush_id_positions(self) -> None:
+        """Write the request-id records gathered since the last flush (one store write)."""
+        ids = self.ids
+        if ids is None:
+            return
+        with self.lock:
+            unwritten = ids.take_unwritten()
+        if unwritten:
+            self.store.record_id_positions_now(unwritten)
 
     # -- misses ------------------------------------------------------------------------------
     async def serve(self, demands: list[Demand]) -> None:
@@ -382,10 +393,10 @@ class Cacher:
                 if call.start < pos + len(part) and pos < call.stop:
                     call.receivers += 1
         ids = self.ids
-        if ids is not None and self.store.inline_io:
+        if ids is not None:
             for item, pos, part in plan:
                 if item.explicit_id:
-                    ids.note_now(item.request.namespace, item.key, item.request.request_id, pos, len(part))
+                    ids.note(item.request.namespace, item.key, item.request.request_id, pos, len(part))
         for item, pos, part in plan:
             self._deliver_one(item, pos, part, calls)
 

@@ -11,7 +11,11 @@ ones, as any request. A different program sharing the namespace, with other ids 
 reuses every stored sample.
 
 Records are read once per (namespace, key) and pipeline, and written only for ids not recorded
-yet. Shared runs (``run_id=``) and stores that keep no records serve by arrival order.
+yet, gathered and written in one store transaction per engine tick (and at close, and every
+:data:`FLUSH_EVERY` records), never one per request: a miss costs one store write, as before.
+A record is a hint, not a sample: a process that dies before writing it loses nothing but the
+exact order of that request in a later replay. Shared runs (``run_id=``) and stores that keep
+no records serve by arrival order.
 """
 from __future__ import annotations
 
@@ -23,43 +27,59 @@ __all__ = ["IdPositions"]
 
 Record = tuple[int, int]  # (first position, count)
 
+#: Records gathered before they are written without waiting for the next engine tick.
+FLUSH_EVERY = 256
+
 
 class IdPositions:
-    """The records of one pipeline's store, read once per (namespace, key)."""
+    """The records of one pipeline's store: read once per (namespace, key) when a request with
+    an id looks for its positions; new ones gathered and written together."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self.enabled = store.keeps_id_positions
+        #: Records read from the store, per (namespace, key) (loaded on the first lookup).
         self._known: dict[tuple[str, str], dict[str, Record]] = {}
+        #: Records this pipeline made, written or not (the store keeps an id's first record).
+        self._made: dict[tuple[str, str, str], Record] = {}
+        self._unwritten: list[tuple[str, str, str, int, int]] = []
 
-    def _records_now(self, namespace: str, key: str) -> dict[str, Record]:
+    def lookup_now(self, namespace: str, key: str, request_id: str) -> Optional[Record]:
+        """The positions ``request_id`` took in an earlier run (or earlier in this one)."""
         known = self._known.get((namespace, key))
         if known is None:
             known = self._known[(namespace, key)] = self._store.id_positions_now(namespace, key)
-        return known
+        found = known.get(request_id)
+        return found if found is not None else self._made.get((namespace, key, request_id))
 
-    async def _records(self, namespace: str, key: str) -> dict[str, Record]:
+    async def lookup(self, namespace: str, key: str, request_id: str) -> Optional[Record]:
         known = self._known.get((namespace, key))
         if known is None:
             known = self._known[(namespace, key)] = await self._store.id_positions(namespace, key)
-        return known
+        found = known.get(request_id)
+        return found if found is not None else self._made.get((namespace, key, request_id))
 
-    def lookup_now(self, namespace: str, key: str, request_id: str) -> Optional[Record]:
-        """The positions ``request_id`` took in an earlier run (synchronous stores)."""
-        return self._records_now(namespace, key).get(request_id)
+    def note(self, namespace: str, key: str, request_id: str, pos: int, count: int) -> None:
+        """Remember where ``request_id`` took its samples, if it had no record; the record is
+        written with the next :meth:`flush_now` (the caller holds the pipeline's lock). No
+        store read: a record the store already has for the id stays, the store ignores this one."""
+        slot = (namespace, key, request_id)
+        if slot in self._made:
+            return
+        known = self._known.get((namespace, key))
+        if known is not None and request_id in known:
+            return
+        self._made[slot] = (pos, count)
+        self._unwritten.append((namespace, key, request_id, pos, count))
+        if len(self._unwritten) >= FLUSH_EVERY:
+            self.flush_now()
 
-    async def lookup(self, namespace: str, key: str, request_id: str) -> Optional[Record]:
-        return (await self._records(namespace, key)).get(request_id)
+    def take_unwritten(self) -> list[tuple[str, str, str, int, int]]:
+        """The records not written yet (the caller writes them; call under the pipeline's lock)."""
+        unwritten, self._unwritten = self._unwritten, []
+        return unwritten
 
-    def note_now(self, namespace: str, key: str, request_id: str, pos: int, count: int) -> None:
-        """Record where ``request_id`` took its samples, if it had no record (synchronous)."""
-        known = self._records_now(namespace, key)
-        if request_id not in known:
-            known[request_id] = (pos, count)
-            self._store.record_id_positions_now(namespace, key, [(request_id, pos, count)])
-
-    async def note(self, namespace: str, key: str, request_id: str, pos: int, count: int) -> None:
-        known = await self._records(namespace, key)
-        if request_id not in known:
-            known[request_id] = (pos, count)
-            await self._store.record_id_positions(namespace, key, [(request_id, pos, count)])
+    def flush_now(self) -> None:
+        """Write the gathered records in one store transaction."""
+        unwritten = self.take_unwritten()
+        if unwritten:
+            self._store.record_id_positions_now(unwritten)

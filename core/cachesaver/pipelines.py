@@ -233,6 +233,7 @@ class Pipeline:
             await asyncio.shield(self._spawn(self._check_tick(items)))
 
     def _take_tick(self) -> list[Pending]:
+        self.cacher.flush_id_positions()  # what the last ticks recorded, in one write
         items, self._tick = self._tick, []
         tick = next(self._tick_numbers)
         for item in items:
@@ -277,6 +278,7 @@ class Pipeline:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
             elif not self._tick:
                 break
+        self.cacher.flush_id_positions()
         if self._owns_store:
             await self.store.aclose()
 

@@ -107,13 +107,12 @@ class Store(ABC):
         """:meth:`id_positions` without an event loop (stores with ``inline_io``)."""
         return {}
 
-    async def record_id_positions(self, namespace: str, key: str,
-                                  taken: "Sequence[tuple[str, int, int]]") -> None:
-        """Record ``(request_id, first position, count)`` entries; an id already recorded for
-        ``(namespace, key)`` keeps its first record."""
+    async def record_id_positions(self, taken: "Sequence[tuple[str, str, str, int, int]]") -> None:
+        """Record ``(namespace, key, request_id, first position, count)`` entries in one write;
+        an id already recorded for its ``(namespace, key)`` keeps its first record. Best effort:
+        a record that cannot be written only means a later replay goes by arrival order."""
 
-    def record_id_positions_now(self, namespace: str, key: str,
-                                taken: "Sequence[tuple[str, int, int]]") -> None:
+    def record_id_positions_now(self, taken: "Sequence[tuple[str, str, str, int, int]]") -> None:
         """:meth:`record_id_positions` without an event loop (stores with ``inline_io``)."""
 
     # -- administration (CLI, export/import) -------------------------------------------------

@@ -442,21 +442,22 @@ class DiskStore(Store):
         return {rid: (int(pos), int(n)) for rid, pos, n in rows
                 if isinstance(pos, int) and isinstance(n, int) and pos >= 0 and n > 0}
 
-    async def record_id_positions(self, namespace: str, key: str, taken: Sequence[tuple[str, int, int]]) -> None:
-        self.record_id_positions_now(namespace, key, taken)
+    async def record_id_positions(self, taken: Sequence[tuple[str, str, str, int, int]]) -> None:
+        self.record_id_positions_now(taken)
 
-    def record_id_positions_now(self, namespace: str, key: str, taken: Sequence[tuple[str, int, int]]) -> None:
-        """Best effort: a record that cannot be written (read-only media, a busy database) only
-        means a later replay of these requests goes by arrival order; it never fails a call."""
+    def record_id_positions_now(self, taken: Sequence[tuple[str, str, str, int, int]]) -> None:
+        """One transaction for all of ``taken``. Best effort: records that cannot be written
+        (read-only media, a busy database) only mean a later replay of those requests goes by
+        arrival order; it never fails a call."""
         if not taken or self.read_only or self._write_error is not None:
             return
         try:
-            with self._transaction(f"recording request-id positions of key {key} in", quick=True) as con:
+            with self._transaction(f"recording {len(taken)} request-id positions in", quick=True) as con:
                 con.execute(_IDS_SCHEMA)
                 con.executemany("INSERT OR IGNORE INTO cachesaver_ids (ns, key, rid, pos, n) VALUES (?, ?, ?, ?, ?)",
-                                [(namespace, key, rid, pos, n) for rid, pos, n in taken])
+                                list(taken))
         except (_Busy, StoreError) as exc:
-            log.debug("request-id positions of key %s not recorded: %s", key, type(exc).__name__)
+            log.debug("%d request-id positions not recorded: %s", len(taken), type(exc).__name__)
 
     # -- shared ledgers ----------------------------------------------------------------------
     async def claim(

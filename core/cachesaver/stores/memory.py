@@ -28,13 +28,12 @@ class MemoryStore(Store):
     def id_positions_now(self, namespace: str, key: str) -> dict[str, tuple[int, int]]:
         return dict(self._ids.get((namespace, key), {}))
 
-    async def record_id_positions(self, namespace: str, key: str, taken: Sequence[tuple[str, int, int]]) -> None:
-        self.record_id_positions_now(namespace, key, taken)
+    async def record_id_positions(self, taken: Sequence[tuple[str, str, str, int, int]]) -> None:
+        self.record_id_positions_now(taken)
 
-    def record_id_positions_now(self, namespace: str, key: str, taken: Sequence[tuple[str, int, int]]) -> None:
-        known = self._ids.setdefault((namespace, key), {})
-        for request_id, pos, count in taken:
-            known.setdefault(request_id, (pos, count))
+    def record_id_positions_now(self, taken: Sequence[tuple[str, str, str, int, int]]) -> None:
+        for namespace, key, request_id, pos, count in taken:
+            self._ids.setdefault((namespace, key), {}).setdefault(request_id, (pos, count))
 
     async def read(self, key: str, start: int, count: int) -> list[bytes]:
         return self._samples.get(key, [])[start : start + count]
