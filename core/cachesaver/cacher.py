@@ -104,7 +104,23 @@ class Cacher:
         self._deliver_one(item, pos, raws, calls=())
         return True
 
-    def hit_now(self, request: Request, key: str) -> Optional[Response]:
+    def try_hit_now(self, item: Pending) -> bool:
+        """:meth:`try_hit` for stores that read without suspending (the caller holds
+        :attr:`lock`): nothing here awaits, so the lock is never held across an await."""
+        if not item.wanted():
+            return True  # its caller left: finished with, not sent on as a miss
+        request = item.request
+        try:
+            response = self.hit_now(request, item.key, explicit_id=item.explicit_id)
+        except CacheSaverError as exc:
+            item.fail(exc)
+            return True
+        if response is None:
+            return False
+        item.resolve(response)
+        return True
+
+    def hit_now(self, request: Request, key: str, *, explicit_id: Optional[bool] = None) -> Optional[Response]:
         """The synchronous full hit: ``request``'s samples from the store, or None (a miss).
 
         For private runs on stores with ``read_now``; the caller holds :attr:`lock`. A corrupt
@@ -113,7 +129,7 @@ class Cacher:
         free (:mod:`cachesaver.idpositions`).
         """
         namespace, n, request_id = request.namespace, request.n, request.request_id
-        ids = self.ids if request_id else None
+        ids = self.ids if (bool(request_id) if explicit_id is None else explicit_id) else None
         if ids is not None:
             record = ids.lookup_now(namespace, key, request_id)
             if record is not None and record[1] == n:

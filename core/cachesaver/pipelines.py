@@ -16,15 +16,14 @@ consistent between that path and the loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import dataclasses
 import itertools
 import logging
-import threading
 import uuid
 from typing import Any, Awaitable, Optional, Union
 
+from .admission import Queues, Reservation
 from .batcher import Batcher
 from .cacher import Cacher
 from .checks import check_n, check_namespace, check_request_id
@@ -106,9 +105,10 @@ class Pipeline:
         self.offline = bool(offline) or bool(getattr(self.store, "read_only", False))
         #: Whether ``try_now`` can serve hits synchronously (see the module docstring).
         self.sync_hits = self._offers_sync_hits()
-        self._lock: Optional[threading.RLock] = threading.RLock() if self.sync_hits else None
+        #: Admission: the (namespace, key) queues and the pipeline's only lock (cachesaver.admission).
+        self.queues = Queues(threaded=self.sync_hits)
         self.cacher = Cacher(self.store, self.ledger, self._generate, self.stats, self._model_name,
-                             lock=self._lock, offline=self.offline, model_id=self._model_id)
+                             lock=self.queues.lock, offline=self.offline, model_id=self._model_id)
         self._inflight_ids: set[str] = set()
         self._tick: list[Pending] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -327,37 +327,6 @@ class Pipeline:
         return Consumption(await self.ledger.consumption(), run_id=self.run_id if self.shared_run else None)
 
 
-class Reservation:
-    """A (namespace, key) place taken by a request that missed on the synchronous hit path.
-
-    From the miss until the request is done, later requests of that (namespace, key) queue
-    behind it (G4: a request never overtakes an earlier one of its namespace and key), exactly
-    as if it had been admitted on the engine's loop. Released once, by whoever finishes last.
-    """
-
-    __slots__ = ("_pipeline", "slot", "meta", "_released")
-
-    def __init__(self, pipeline: "OnlineAPI", slot: tuple[str, str], meta: Optional[bytes] = None) -> None:
-        self._pipeline = pipeline
-        self.slot = slot
-        #: The canonical JSON the key was hashed from, when the miss computed it (``try_now``):
-        #: the request it reserves for is admitted with it instead of walking the request again.
-        self.meta = meta
-        self._released = False
-
-    def on_done(self, _future: Any) -> None:
-        """``release`` as a done-callback (a method: a lambda in ``request`` would make every
-        request's frame keep a closure cell while it waits)."""
-        self.release()
-
-    def release(self) -> None:
-        pipeline = self._pipeline
-        with pipeline._lock or contextlib.nullcontext():
-            if not self._released:
-                self._released = True
-                pipeline._unqueue(self.slot)
-
-
 class OnlineAPI(Pipeline):
     """Pipeline for API models: batches misses, merges identical ones, one call per key.
 
@@ -380,7 +349,6 @@ class OnlineAPI(Pipeline):
             size=lambda item: item.request.n,
             spawn=self._spawn,
         )
-        self._queued: dict[tuple[str, str], int] = {}  # (namespace, key) -> requests waiting
         #: The context the queue's done-callbacks run in: they read no context variable, and
         #: without one each callback would keep a copy of the caller's context while it waits.
         self._bare = contextvars.Context()
@@ -404,55 +372,69 @@ class OnlineAPI(Pipeline):
         self._check(request)
         key, meta = keyed_json(request, self._model_id)
         slot = (request.namespace, key)
-        with self._lock:  # type: ignore[union-attr]
+        queues = self.queues
+        with queues.guard():
             if self._closed:
                 raise PipelineClosedError("this pipeline is closed; create a new one")
-            if slot not in self._queued:
+            if not queues.ahead(slot):
                 response = self.cacher.hit_now(request, key)
                 if response is not None:
                     counters = self.stats.ns(request.namespace)
                     counters.requests += 1
                     counters.samples_asked += request.n
                     return response
-            self._queued[slot] = self._queued.get(slot, 0) + 1
-        return Reservation(self, slot, meta)
+            return queues.reserve(slot, meta)
 
     async def _check_tick(self, items: list[Pending]) -> None:
-        queued = self._queued
+        """Each request of the tick, in order: a full hit, or a place in its (namespace, key)
+        queue and a seat in the batch of misses. A request never overtakes an earlier one of its
+        (namespace, key) that waits for the model (a replay gives them samples in that order,
+        G4); a reserved request already holds its own place. The lock is never held across an
+        await: pipelines with a lock (synchronous stores) check hits synchronously."""
+        queues = self.queues
+        synchronous = queues.lock is not None
         misses = []
         for item in items:
             if item.future.done():
                 continue
             slot = (item.request.namespace, item.key)
-            with self.cacher.lock:  # held only where nothing suspends (see Cacher)
-                # A request never overtakes an earlier one of its (namespace, key) that is
-                # waiting for the model: the two must get samples in the order a replay would
-                # give them (G4). A reserved request already holds its own place in that queue.
-                ahead = queued.get(slot, 0) - (1 if item.reservation is not None else 0)
-                if not ahead:
-                    try:
-                        if await self.cacher.try_hit(item):
+            try:
+                if synchronous:
+                    with queues.guard():
+                        if self._hit_or_reserve_now(item, slot):
                             continue
-                    except Exception as exc:
-                        item.fail(exc)
-                        continue
-                if item.reservation is None:
-                    queued[slot] = queued.get(slot, 0) + 1
-                    item.reservation = Reservation(self, slot)
-                    item.future.add_done_callback(item.reservation.on_done, context=self._bare)
+                elif await self._hit_or_reserve(item, slot):
+                    continue
+            except Exception as exc:
+                item.fail(exc)
+                continue
             misses.append(item)
         # Added together, after the check: with a store that suspends, a batch window closing
         # mid-check would otherwise split one tick's requests of one key over two calls (G3).
         for item in misses:
             self._batcher.add(item)
 
-    def _unqueue(self, slot: tuple[str, str]) -> None:
-        with self.cacher.lock:
-            left = self._queued[slot] - 1
-            if left:
-                self._queued[slot] = left
-            else:
-                del self._queued[slot]
+    def _hit_or_reserve_now(self, item: Pending, slot: tuple[str, str]) -> bool:
+        """True if ``item`` was served (or its caller left); else it holds a place (lock held)."""
+        queues = self.queues
+        ahead = queues.ahead(slot) - (1 if item.reservation is not None else 0)
+        if not ahead and self.cacher.try_hit_now(item):
+            return True
+        self._hold_place(item, slot)
+        return False
+
+    async def _hit_or_reserve(self, item: Pending, slot: tuple[str, str]) -> bool:
+        """:meth:`_hit_or_reserve_now` for pipelines without a lock (every hit on this loop)."""
+        ahead = self.queues.ahead(slot) - (1 if item.reservation is not None else 0)
+        if not ahead and await self.cacher.try_hit(item):
+            return True
+        self._hold_place(item, slot)
+        return False
+
+    def _hold_place(self, item: Pending, slot: tuple[str, str]) -> None:
+        if item.reservation is None:
+            item.reservation = self.queues.reserve(slot)
+            item.future.add_done_callback(item.reservation.on_done, context=self._bare)
 
     async def _handle_batch(self, items: list[Pending]) -> None:
         await self.cacher.serve(deduplicate(reorder(items)))

@@ -64,8 +64,10 @@ def pipeline_leftovers(pipeline: Any) -> dict[str, Any]:
         "turns": dict(pipeline.cacher._turns),
         "unbilled": {k: v for k, v in pipeline.cacher._unbilled.items() if v},
     }
-    if hasattr(pipeline, "_queued"):
-        leftovers["queued"] = dict(pipeline._queued)
+    leftovers["queued"] = pipeline.queues.held()
+    from cachesaver.pipelines import OnlineAPI
+
+    if isinstance(pipeline, OnlineAPI):  # LocalAPI's batcher holds model items, checked elsewhere
         leftovers["batcher"] = list(pipeline._batcher._items)
     return {name: value for name, value in leftovers.items() if value}
 

@@ -57,7 +57,7 @@ async def test_five_thousand_requests_over_a_thousand_namespaces_leave_nothing_b
         async def one(r: Request):
             async with gate:
                 resp = await p.request(r)
-                for name, size in (("inflight", len(p._inflight_ids)), ("queued", len(p._queued)),
+                for name, size in (("inflight", len(p._inflight_ids)), ("queued", len(p.queues.held())),
                                    ("turns", len(p.cacher._turns)), ("tasks", len(p._tasks))):
                     peak[name] = max(peak[name], size)
                 return resp

@@ -66,7 +66,7 @@ def engine_leftovers(handler) -> dict:
 
     async def read():
         return {name: value for name, value in {
-            "inflight": set(p._inflight_ids), "tick": list(p._tick), "queued": dict(p._queued),
+            "inflight": set(p._inflight_ids), "tick": list(p._tick), "queued": p.queues.held(),
             "batcher": list(p._batcher._items), "turns": dict(p.cacher._turns),
             "unbilled": {k: v for k, v in p.cacher._unbilled.items() if v},
             "tasks": [t for t in p._tasks if not t.done()],

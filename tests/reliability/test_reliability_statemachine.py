@@ -108,7 +108,7 @@ class EngineMachine(RuleBasedStateMachine):
     def _stop_pipeline(self) -> None:
         if self.pipeline is not None:
             self.run(self.pipeline.aclose())
-            leftovers = [self.pipeline._inflight_ids, self.pipeline._tick, self.pipeline._queued,
+            leftovers = [self.pipeline._inflight_ids, self.pipeline._tick, self.pipeline.queues.held(),
                          self.pipeline.cacher._turns, {k: v for k, v in self.pipeline.cacher._unbilled.items() if v}]
             assert not any(leftovers), leftovers
             self.pipeline = None

@@ -87,12 +87,12 @@ async def test_a_request_that_missed_on_arrival_and_left_before_its_tick_gives_i
     pipeline = hosted.pipeline
     task = asyncio.ensure_future(hosted.request_async(Ask("q", namespace="A")))
     await asyncio.sleep(0)  # the task ran: it missed at once and holds its place; its tick is next
-    assert sum(pipeline._queued.values()) == 1
+    assert sum(pipeline.queues.held().values()) == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.sleep(0.05)
-    assert pipeline._queued == {}  # nobody queues behind a caller that left
+    assert pipeline.queues.held() == {}  # nobody queues behind a caller that left
     assert hosted.fake.call_count == 0
     later = await hosted.request_async(Ask("q", namespace="A"))
     assert later.cached == [False] and hosted.fake.call_count == 1

@@ -29,7 +29,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..pipelines import OnlineAPI, Reservation
+from ..admission import Reservation
+from ..pipelines import OnlineAPI
 from ..stores import Store
 from ..typedefs import Request, Response
 from .host import EngineHost, get_host
