@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any, AsyncIterator, Iterator
 
@@ -32,6 +33,7 @@ from cachesaver.typedefs import Response
 from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
 from ._callback import never_store, record_call
 from ._http_identity import identity_from_headers
+from ._issue_order import issue_request_id
 from ._keys import normalise_messages, normalise_model, split_params
 from ._namespace_warning import warn_no_namespace_once
 from ._samples import build_response
@@ -93,6 +95,16 @@ class CacheSaverLLM(CustomLLM):
         self.hosted = hosted
         self.settings = hosted.settings
         self.key_api_base = key_api_base
+        self._issued: dict[str, int] = {}
+        self._issue_lock = threading.Lock()
+
+    def next_issue(self, namespace: str) -> int:
+        """The issue number of the next async call without an id in ``namespace`` (this run's;
+        see :mod:`cachesaver_litellm._issue_order`)."""
+        with self._issue_lock:
+            number = self._issued.get(namespace, 0)
+            self._issued[namespace] = number + 1
+            return number
 
     @property
     def pipeline(self) -> OnlineAPI:
@@ -189,6 +201,8 @@ def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, An
     if not any(isinstance(m, Mapping) and m.get(NAMESPACE_KEY) is not None for m in metadata):
         warn_no_namespace_once(model, default_namespace)  # once per process (see _namespace_warning)
     namespace, request_id = read_identity(*metadata, default_namespace=default_namespace)
+    if not request_id:  # an async call numbered in issue order (see _issue_order)
+        request_id = issue_request_id(metadata[0])
     keyed, kwargs = split_params(optional_params)
     for name in FORWARDED_LITELLM_PARAMS:
         value = litellm_params.get(name)

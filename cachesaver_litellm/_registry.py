@@ -19,6 +19,7 @@ from cachesaver.runtime.host import SHUTDOWN_TIMEOUT
 from cachesaver.stats import Stats
 
 from ._callback import CostCallback
+from ._issue_order import IssueOrder
 from ._capabilities import mirror_known_models
 from ._dspy_guard import install_if_loaded as guard_dspy_cache
 from ._provider import PROVIDER, CacheSaverLLM, make_backend
@@ -30,6 +31,8 @@ log = logging.getLogger("cachesaver.litellm.provider")
 _lock = threading.RLock()
 _handler: Optional[CacheSaverLLM] = None
 _callback: Optional[CostCallback] = None
+#: Numbers async calls without an id in issue order (G4); installed with the provider.
+_issue_order = IssueOrder(lambda: _handler)
 
 
 def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: float = 0.02,
@@ -78,6 +81,8 @@ def _install(handler: CacheSaverLLM) -> None:
     entries = [e for e in litellm.custom_provider_map if e.get("provider") != PROVIDER]
     entries.append({"provider": PROVIDER, "custom_handler": handler})
     litellm.custom_provider_map = entries
+    if _issue_order not in litellm.callbacks:
+        litellm.logging_callback_manager.add_litellm_callback(_issue_order)
     custom_llm_setup()  # litellm also runs it on every call; running it now makes the name known at once
 
 
@@ -104,6 +109,7 @@ def unregister() -> None:
         litellm.custom_provider_map = [e for e in litellm.custom_provider_map if e.get("provider") != PROVIDER]
         if callback is not None:
             litellm.logging_callback_manager.remove_callback_from_all_lists(callback)
+        litellm.logging_callback_manager.remove_callback_from_all_lists(_issue_order)
     if handler is not None:
         _close_handler(handler)
 

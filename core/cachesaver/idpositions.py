@@ -10,7 +10,7 @@ still free in that run (:meth:`cachesaver.ledger.Ledger.claim_at`), and otherwis
 ones, as any request. A different program sharing the namespace, with other ids or none, still
 reuses every stored sample.
 
-Records are read once per (namespace, key) and pipeline, and written only for ids not recorded
+Records are read once per key and pipeline, and written only for ids not recorded
 yet, gathered and written in one store transaction per engine tick (and at close, and every
 :data:`FLUSH_EVERY` records), never one per request: a miss costs one store write, as before.
 A record is a hint, not a sample: a process that dies before writing it loses nothing but the
@@ -32,30 +32,30 @@ FLUSH_EVERY = 256
 
 
 class IdPositions:
-    """The records of one pipeline's store: read once per (namespace, key) when a request with
+    """The records of one pipeline's store: read once per key when a request with
     an id looks for its positions; new ones gathered and written together."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        #: Records read from the store, per (namespace, key) (loaded on the first lookup).
-        self._known: dict[tuple[str, str], dict[str, Record]] = {}
+        #: Records read from the store, per key (loaded on the first lookup of a key).
+        self._known: dict[str, dict[tuple[str, str], Record]] = {}
         #: Records this pipeline made, written or not (the store keeps an id's first record).
         self._made: dict[tuple[str, str, str], Record] = {}
         self._unwritten: list[tuple[str, str, str, int, int]] = []
 
     def lookup_now(self, namespace: str, key: str, request_id: str) -> Optional[Record]:
         """The positions ``request_id`` took in an earlier run (or earlier in this one)."""
-        known = self._known.get((namespace, key))
+        known = self._known.get(key)
         if known is None:
-            known = self._known[(namespace, key)] = self._store.id_positions_now(namespace, key)
-        found = known.get(request_id)
+            known = self._known[key] = self._store.id_positions_now(key)
+        found = known.get((namespace, request_id))
         return found if found is not None else self._made.get((namespace, key, request_id))
 
     async def lookup(self, namespace: str, key: str, request_id: str) -> Optional[Record]:
-        known = self._known.get((namespace, key))
+        known = self._known.get(key)
         if known is None:
-            known = self._known[(namespace, key)] = await self._store.id_positions(namespace, key)
-        found = known.get(request_id)
+            known = self._known[key] = await self._store.id_positions(key)
+        found = known.get((namespace, request_id))
         return found if found is not None else self._made.get((namespace, key, request_id))
 
     def note(self, namespace: str, key: str, request_id: str, pos: int, count: int) -> None:
@@ -65,8 +65,8 @@ class IdPositions:
         slot = (namespace, key, request_id)
         if slot in self._made:
             return
-        known = self._known.get((namespace, key))
-        if known is not None and request_id in known:
+        known = self._known.get(key)
+        if known is not None and (namespace, request_id) in known:
             return
         self._made[slot] = (pos, count)
         self._unwritten.append((namespace, key, request_id, pos, count))

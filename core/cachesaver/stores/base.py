@@ -99,11 +99,11 @@ class Store(ABC):
     #: that do not keep them (the default) replay by arrival order instead.
     keeps_id_positions: bool = False
 
-    async def id_positions(self, namespace: str, key: str) -> "dict[str, tuple[int, int]]":
-        """``{request_id: (first position, count)}`` recorded for ``(namespace, key)``."""
+    async def id_positions(self, key: str) -> "dict[tuple[str, str], tuple[int, int]]":
+        """``{(namespace, request_id): (first position, count)}`` recorded for ``key``."""
         return {}
 
-    def id_positions_now(self, namespace: str, key: str) -> "dict[str, tuple[int, int]]":
+    def id_positions_now(self, key: str) -> "dict[tuple[str, str], tuple[int, int]]":
         """:meth:`id_positions` without an event loop (stores with ``inline_io``)."""
         return {}
 

@@ -70,8 +70,8 @@ _TABLES = ("cachesaver_keys", "cachesaver_samples", "cachesaver_ledger")
 #: Added after the first three: created on its first write, read as empty where it is missing
 #: (a store written by an earlier version, or read-only media).
 _IDS_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS cachesaver_ids (ns TEXT NOT NULL, key TEXT NOT NULL, rid TEXT NOT NULL, "
-    "pos INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (ns, key, rid))"
+    "CREATE TABLE IF NOT EXISTS cachesaver_ids (key TEXT NOT NULL, ns TEXT NOT NULL, rid TEXT NOT NULL, "
+    "pos INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (key, ns, rid))"
 )
 
 #: Reserve ``k`` indexes of a key in one statement: insert its row (with its meta, stored once),
@@ -424,22 +424,21 @@ class DiskStore(Store):
     # -- where request ids took their samples ------------------------------------------------
     keeps_id_positions = True
 
-    async def id_positions(self, namespace: str, key: str) -> dict[str, tuple[int, int]]:
-        return self.id_positions_now(namespace, key)
+    async def id_positions(self, key: str) -> dict[tuple[str, str], tuple[int, int]]:
+        return self.id_positions_now(key)
 
-    def id_positions_now(self, namespace: str, key: str) -> dict[str, tuple[int, int]]:
+    def id_positions_now(self, key: str) -> dict[tuple[str, str], tuple[int, int]]:
         con = self._reader()
         if con is None:
             return {}
         try:
             if not _has_table(con, "cachesaver_ids"):
                 return {}  # nothing recorded yet (or a store of an earlier version)
-            rows = con.execute("SELECT rid, pos, n FROM cachesaver_ids WHERE ns = ? AND key = ?",
-                               (namespace, key)).fetchall()
+            rows = con.execute("SELECT ns, rid, pos, n FROM cachesaver_ids WHERE key = ?", (key,)).fetchall()
         except sqlite3.Error as exc:
             raise _store_error(exc, f"reading request-id positions of key {key} from", self.path,
                                self.timeout) from exc
-        return {rid: (int(pos), int(n)) for rid, pos, n in rows
+        return {(ns, rid): (pos, n) for ns, rid, pos, n in rows
                 if isinstance(pos, int) and isinstance(n, int) and pos >= 0 and n > 0}
 
     async def record_id_positions(self, taken: Sequence[tuple[str, str, str, int, int]]) -> None:

@@ -18,22 +18,22 @@ class MemoryStore(Store):
         self._samples: dict[str, list[bytes]] = {}
         self._meta: dict[str, bytes] = {}
         self._ledger: dict[tuple[str, str, str], int] = {}
-        self._ids: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
+        self._ids: dict[str, dict[tuple[str, str], tuple[int, int]]] = {}
 
     keeps_id_positions = True
 
-    async def id_positions(self, namespace: str, key: str) -> dict[str, tuple[int, int]]:
-        return self.id_positions_now(namespace, key)
+    async def id_positions(self, key: str) -> dict[tuple[str, str], tuple[int, int]]:
+        return self.id_positions_now(key)
 
-    def id_positions_now(self, namespace: str, key: str) -> dict[str, tuple[int, int]]:
-        return dict(self._ids.get((namespace, key), {}))
+    def id_positions_now(self, key: str) -> dict[tuple[str, str], tuple[int, int]]:
+        return dict(self._ids.get(key, {}))
 
     async def record_id_positions(self, taken: Sequence[tuple[str, str, str, int, int]]) -> None:
         self.record_id_positions_now(taken)
 
     def record_id_positions_now(self, taken: Sequence[tuple[str, str, str, int, int]]) -> None:
         for namespace, key, request_id, pos, count in taken:
-            self._ids.setdefault((namespace, key), {}).setdefault(request_id, (pos, count))
+            self._ids.setdefault(key, {}).setdefault((namespace, request_id), (pos, count))
 
     async def read(self, key: str, start: int, count: int) -> list[bytes]:
         return self._samples.get(key, [])[start : start + count]
@@ -74,8 +74,7 @@ class MemoryStore(Store):
         self._meta.pop(key, None)
         for slot in [s for s in self._ledger if s[2] == key]:
             del self._ledger[slot]
-        for ids in [s for s in self._ids if s[1] == key]:
-            del self._ids[ids]
+        self._ids.pop(key, None)
         return removed
 
     async def clear(self) -> None:
