@@ -29,12 +29,13 @@ ISSUE_KEY = "cachesaver_issue"
 _PREFIX = "cachesaver/"
 
 
-def issue_request_id(metadata: Any) -> str:
-    """The request id a numbered call gets (``""`` if the call was not numbered)."""
+def issue_request_id(metadata: Any, namespace: str) -> str:
+    """The request id a numbered call gets (``""`` if the call was not numbered): its number in
+    its namespace, and the namespace (ids in flight are unique across a pipeline's namespaces)."""
     if isinstance(metadata, Mapping):
         number = metadata.get(ISSUE_KEY)
         if isinstance(number, int) and not isinstance(number, bool) and number >= 0:
-            return f"issue-{number:010d}"
+            return f"issue-{number:010d}@{namespace}"
     return ""
 
 

@@ -202,7 +202,7 @@ def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, An
         warn_no_namespace_once(model, default_namespace)  # once per process (see _namespace_warning)
     namespace, request_id = read_identity(*metadata, default_namespace=default_namespace)
     if not request_id:  # an async call numbered in issue order (see _issue_order)
-        request_id = issue_request_id(metadata[0])
+        request_id = issue_request_id(metadata[0], namespace)
     keyed, kwargs = split_params(optional_params)
     for name in FORWARDED_LITELLM_PARAMS:
         value = litellm_params.get(name)

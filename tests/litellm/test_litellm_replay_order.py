@@ -81,3 +81,14 @@ async def test_gathered_calls_replay_identically_whatever_order_they_arrive_in(s
         assert await _gathered(call_kwargs, pool, order, with_ids) == first, f"replay {replay}, arrival order {order}"
         cachesaver_litellm.unregister()
     assert server.request_count == calls
+
+
+async def test_calls_without_ids_in_several_namespaces_at_once(provider, server, call_kwargs):
+    """Issue numbers count per namespace; the ids they become are unique across namespaces."""
+    extra = {k: v for k, v in call_kwargs.items() if k not in ("model", "messages")}
+    replies = await asyncio.gather(*(
+        litellm.acompletion(model=MODEL, messages=MESSAGES, metadata={"cachesaver_namespace": ns}, **extra)
+        for ns in ("a", "b", "a", "b")))
+    assert [sample_ids(r)[0] for r in replies] == [1, 1, 2, 2]
+    assert sorted(r._hidden_params["cachesaver"]["request_id"] for r in replies) == [
+        "issue-0000000000@a", "issue-0000000000@b", "issue-0000000001@a", "issue-0000000001@b"]
