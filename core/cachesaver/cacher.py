@@ -77,8 +77,7 @@ class Cacher:
         self._unbilled: dict[str, set[int]] = {}
         #: Where explicit request ids took their samples (private runs on stores that keep it).
         self.ids: Optional[IdPositions] = (
-            IdPositions(store) if store.keeps_id_positions and store.inline_io and isinstance(ledger, PrivateLedger)
-            else None)
+            IdPositions(store) if store.keeps_id_positions and isinstance(ledger, PrivateLedger) else None)
 
     # -- full hits (no generation) -----------------------------------------------------------
     async def try_hit(self, item: Pending) -> bool:
@@ -143,15 +142,13 @@ class Cacher:
             ids.note(namespace, key, request_id, pos, n)
         return self._response(namespace, key, pos, raws, calls=())
 
-    def flush_id_positions(self) -> None:
-        """Write the request-id records gathered since the last flush (one store write)."""
+    def take_id_positions(self) -> list[tuple[str, str, str, int, int]]:
+        """The request-id records gathered since the last call, for the pipeline to write."""
         ids = self.ids
         if ids is None:
-            return
+            return []
         with self.lock:
-            unwritten = ids.take_unwritten()
-        if unwritten:
-            self.store.record_id_positions_now(unwritten)
+            return ids.take_unwritten()
 
     # -- misses ------------------------------------------------------------------------------
     async def serve(self, demands: list[Demand]) -> None:

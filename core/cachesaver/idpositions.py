@@ -14,8 +14,8 @@ Records are read once per key and pipeline, and written only for ids not recorde
 yet, gathered and written in one store transaction per engine tick (and at close, and every
 :data:`FLUSH_EVERY` records), never one per request: a miss costs one store write, as before.
 A record is a hint, not a sample: a process that dies before writing it loses nothing but the
-exact order of that request in a later replay. Shared runs (``run_id=``) and stores that keep
-no records serve by arrival order.
+exact order of that request in a later replay. Shared runs (``run_id=``), whose ledger is
+claimed atomically in the store, serve by arrival order.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class IdPositions:
             return
         self._made[slot] = (pos, count)
         self._unwritten.append((namespace, key, request_id, pos, count))
-        if len(self._unwritten) >= FLUSH_EVERY:
+        if len(self._unwritten) >= FLUSH_EVERY and self._store.inline_io:
             self.flush_now()
 
     def take_unwritten(self) -> list[tuple[str, str, str, int, int]]:
@@ -79,7 +79,8 @@ class IdPositions:
         return unwritten
 
     def flush_now(self) -> None:
-        """Write the gathered records in one store transaction."""
+        """Write the gathered records in one store transaction (stores with ``inline_io``; the
+        pipeline writes the others' on its loop)."""
         unwritten = self.take_unwritten()
         if unwritten:
             self._store.record_id_positions_now(unwritten)

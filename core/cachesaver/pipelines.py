@@ -232,8 +232,19 @@ class Pipeline:
         else:
             await asyncio.shield(self._spawn(self._check_tick(items)))
 
+    def _write_id_positions(self) -> Optional[Awaitable[None]]:
+        """Write the request-id records gathered since the last write, in one store write: at
+        once for stores that never suspend, else in a task on this loop (returned)."""
+        unwritten = self.cacher.take_id_positions()
+        if not unwritten:
+            return None
+        if self.store.inline_io:
+            self.store.record_id_positions_now(unwritten)
+            return None
+        return self._spawn(self.store.record_id_positions(unwritten))
+
     def _take_tick(self) -> list[Pending]:
-        self.cacher.flush_id_positions()  # what the last ticks recorded, in one write
+        self._write_id_positions()  # what the last ticks recorded
         items, self._tick = self._tick, []
         tick = next(self._tick_numbers)
         for item in items:
@@ -278,7 +289,9 @@ class Pipeline:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
             elif not self._tick:
                 break
-        self.cacher.flush_id_positions()
+        written = self._write_id_positions()
+        if written is not None:
+            await written
         if self._owns_store:
             await self.store.aclose()
 

@@ -327,3 +327,34 @@ async def test_two_pipelines_share_one_run_ledger_on_redis(redis_store_factory):
     for pipe, store in zip(pipes, stores):
         await pipe.aclose()
         await store.aclose()
+
+
+async def test_requests_with_ids_replay_their_samples_whatever_the_order_on_redis(redis_store_factory, raw_redis,
+                                                                                   redis_prefix):
+    """Issue 21 on the Redis store: the positions each id took are kept in the key's ``:i`` hash,
+    so a private run that sends the requests in the reverse order gets the same samples."""
+    import asyncio
+
+    from cachesaver.pipelines import OnlineAPI
+    from cachesaver.testing import FakeModel
+    from cachesaver.typedefs import Request
+
+    model = FakeModel(seed=12)
+
+    async def run(order):
+        async with OnlineAPI(model=model, cache=redis_store_factory(), batch_size=8, timeout=0.05) as p:
+            async def late(rid, delay):
+                await asyncio.sleep(delay)
+                return rid, (await p.request(Request("p", request_id=rid, namespace="A"))).data[0]
+            return dict(await asyncio.gather(*(late(rid, 0.01 * i) for i, rid in enumerate(order))))
+
+    first = await run(["a", "b", "c"])
+    assert [first[r][-2:] for r in "abc"] == ["#0", "#1", "#2"]
+    assert await run(["c", "b", "a"]) == first and model.call_count == 1
+    hashes = [k for k in raw_redis.keys(f"{redis_prefix}:*") if k.endswith(b":i")]
+    assert len(hashes) == 1 and raw_redis.hlen(hashes[0]) == 3
+    store = redis_store_factory()
+    key = hashes[0].decode().split("{")[1].split("}")[0]
+    await store.delete(key)
+    assert not raw_redis.exists(hashes[0])  # deleting a key removes its records too
+    await store.aclose()

@@ -12,6 +12,8 @@ sample list in one Redis Cluster slot, so each script below touches a single slo
     P:{K}:c   HASH    last claim token per ledger field (makes a retried claim idempotent)
     P:{K}:t   LIST    last append tokens (makes a retried append idempotent)
     P:{K}:g   STRING  generation lease (expires unless renewed)
+    P:{K}:i   HASH    where request ids took their samples: field = JSON [namespace, request_id],
+                      value = JSON [first position, count], set once (HSETNX)
 
 Every append and every claim is one Lua script: atomic, and one round trip. A hit costs one
 round trip (LRANGE for a private run, the claim script for a shared run).
@@ -117,10 +119,11 @@ if token ~= '' then redis.call('HSET', KEYS[3], field, token .. ' ' .. pos .. ' 
 return {pos, taken}
 """
 
-# KEYS: samples, meta, ledger, claim tokens, append tokens. Returns samples removed.
+# KEYS: samples, meta, ledger, claim tokens, append tokens, request-id positions. Returns
+# samples removed.
 _DELETE_LUA = """
 local n = redis.call('LLEN', KEYS[1])
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', unpack(KEYS))
 return n
 """
 
@@ -378,6 +381,47 @@ class RedisStore(Store):
         except RedisError as exc:
             raise self._error(exc, f"reading the length of key {key}") from exc
 
+    # -- where request ids took their samples ------------------------------------------------
+    keeps_id_positions = True
+
+    async def id_positions(self, key: str) -> dict[tuple[str, str], tuple[int, int]]:
+        base = self._base(key)
+        client = await self._ready()
+        try:
+            entries = await client.redis.hgetall(base + "i")
+        except RedisError as exc:
+            raise self._error(exc, f"reading request-id positions of key {key}") from exc
+        out: dict[tuple[str, str], tuple[int, int]] = {}
+        for field, value in entries.items():
+            try:
+                namespace, request_id = orjson.loads(field)
+                pos, count = orjson.loads(value)
+            except (orjson.JSONDecodeError, ValueError, TypeError):
+                continue  # not written by CacheSaver: ignored (it is only a hint)
+            if (isinstance(namespace, str) and isinstance(request_id, str) and type(pos) is int
+                    and type(count) is int and pos >= 0 and count > 0):
+                out[(namespace, request_id)] = (pos, count)
+        return out
+
+    async def record_id_positions(self, taken: Sequence[tuple[str, str, str, int, int]]) -> None:
+        """One HSETNX per record, pipelined per key (each key's hash is in its own slot). Best
+        effort: a record not written only means a later replay of it goes by arrival order."""
+        if not taken:
+            return
+        by_key: dict[str, list[tuple[bytes, bytes]]] = {}
+        for namespace, key, request_id, pos, count in taken:
+            by_key.setdefault(key, []).append((orjson.dumps([namespace, request_id]), orjson.dumps([pos, count])))
+        try:
+            client = await self._ready()
+            for key, fields in by_key.items():
+                name = self._base(key) + "i"
+                async with client.redis.pipeline(transaction=False) as pipe:
+                    for field, value in fields:
+                        pipe.hsetnx(name, field, value)
+                    await pipe.execute()
+        except (RedisError, StoreError) as exc:
+            log.debug("%d request-id positions not recorded: %s", len(taken), type(exc).__name__)
+
     # -- shared ledgers ----------------------------------------------------------------------
     async def claim(
         self, run_id: str, namespace: str, key: str, count: int, *, partial: bool
@@ -536,7 +580,7 @@ class RedisStore(Store):
         base = self._base(key)
         client = await self._ready()
         try:
-            return int(await client.delete(keys=[base + s for s in ("s", "m", "l", "c", "t")]))
+            return int(await client.delete(keys=[base + s for s in ("s", "m", "l", "c", "t", "i")]))
         except RedisError as exc:
             raise self._error(exc, f"deleting key {key}") from exc
 
