@@ -19,9 +19,9 @@ from cachesaver.runtime.host import SHUTDOWN_TIMEOUT
 from cachesaver.stats import Stats
 
 from ._callback import CostCallback
-from ._issue_order import IssueOrder
 from ._capabilities import mirror_known_models
 from ._dspy_guard import install_if_loaded as guard_dspy_cache
+from ._issue_order import IssueOrder
 from ._provider import PROVIDER, CacheSaverLLM, make_backend
 
 __all__ = ["register", "unregister", "get_handler", "get_pipeline", "get_callback", "stats", "consumption"]
