@@ -86,21 +86,13 @@ class CacheSaverRouter:
         are logged. A failed group falls back to the next group (module docstring).
         """
         home = asyncio.get_running_loop()
-        call_fallbacks = kwargs.pop("fallbacks", None)
-        try:
-            return await self._acompletion_of(model, messages, kwargs, home)
-        except Exception as first:
-            error: Exception = first
-            for group in self._fallbacks_for(model, first, call_fallbacks):
-                try:
-                    return await self._acompletion_of(group, messages, kwargs, home)
-                except Exception as exc:
-                    if not _may_fall_back(exc):
-                        raise
-                    error = exc
-            if error is first:
-                raise
-            raise error from first
+        chain = _Fallbacks(self.router, model, kwargs.pop("fallbacks", None))
+        for group in chain:
+            try:
+                return await self._acompletion_of(group, messages, kwargs, home)
+            except Exception as exc:
+                chain.failed(exc)
+        raise AssertionError("unreachable: a fallback chain ends by raising")
 
     async def _acompletion_of(self, group: Any, messages: Any, kwargs: dict,
                               home: asyncio.AbstractEventLoop) -> Any:
@@ -117,21 +109,13 @@ class CacheSaverRouter:
         merged real call was sent to, and would wait for itself.
         """
         _refuse_inside_running_loop("completion", "acompletion")
-        call_fallbacks = kwargs.pop("fallbacks", None)
-        try:
-            return self._completion_of(model, messages, kwargs)
-        except Exception as first:
-            error: Exception = first
-            for group in self._fallbacks_for(model, first, call_fallbacks):
-                try:
-                    return self._completion_of(group, messages, kwargs)
-                except Exception as exc:
-                    if not _may_fall_back(exc):
-                        raise
-                    error = exc
-            if error is first:
-                raise
-            raise error from first
+        chain = _Fallbacks(self.router, model, kwargs.pop("fallbacks", None))
+        for group in chain:
+            try:
+                return self._completion_of(group, messages, kwargs)
+            except Exception as exc:
+                chain.failed(exc)
+        raise AssertionError("unreachable: a fallback chain ends by raising")
 
     def _completion_of(self, group: Any, messages: Any, kwargs: dict) -> Any:
         prepared = self._prepare(group, messages, dict(kwargs))
@@ -140,12 +124,6 @@ class CacheSaverRouter:
             return _ReplayStream(response, prepared.include_usage)
         return response
 
-    def _fallbacks_for(self, group: Any, error: Exception, call_fallbacks: Any) -> list[str]:
-        """The groups to ask after ``group`` failed with ``error`` (none for cachesaver's own
-        errors: a bad request or a closed router is the same in every group)."""
-        if not _may_fall_back(error) or not isinstance(group, str):
-            return []
-        return fallback_groups(self.router, group, error, call_fallbacks)
 
     @property
     def pipeline(self) -> OnlineAPI:
@@ -254,6 +232,35 @@ def _deployments(router: Any, group: str) -> list:
         return list(found or [])
     except Exception:  # unknown group or another Router version: no n, one call per sample
         return []
+
+
+class _Fallbacks:
+    """The groups one call is asked of, in order: the requested group, then, after it failed, the
+    fallback groups for its error. ``failed(exc)`` after each failure; once every group failed
+    (or an error no other group would answer differently), the iteration raises the error: the
+    last one, chained to the requested group's."""
+
+    def __init__(self, router: Any, group: Any, call_fallbacks: Any) -> None:
+        self._router, self._group, self._call_fallbacks = router, group, call_fallbacks
+        self._first: Optional[Exception] = None
+        self._last: Optional[Exception] = None
+
+    def failed(self, exc: Exception) -> None:
+        if self._first is None:
+            self._first = exc
+        elif not _may_fall_back(exc):
+            raise exc
+        self._last = exc
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self._group
+        first = self._first
+        assert first is not None  # only resumed after the requested group failed
+        if _may_fall_back(first) and isinstance(self._group, str):
+            yield from fallback_groups(self._router, self._group, first, self._call_fallbacks)
+        if self._last is first:
+            raise first
+        raise self._last from first  # type: ignore[misc]
 
 
 def fallback_groups(router: Any, group: str, error: Exception, call_fallbacks: Any = None) -> list[str]:
