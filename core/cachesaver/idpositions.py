@@ -30,6 +30,9 @@ Record = tuple[int, int]  # (first position, count)
 #: Records gathered before they are written without waiting for the next engine tick.
 FLUSH_EVERY = 256
 
+#: What a key without records maps to (shared: ``_known`` is only ever read).
+_NONE: dict[tuple[str, str], Record] = {}
+
 
 class IdPositions:
     """The records of one pipeline's store: read once per key when a request with
@@ -47,14 +50,14 @@ class IdPositions:
         """The positions ``request_id`` took in an earlier run (or earlier in this one)."""
         known = self._known.get(key)
         if known is None:
-            known = self._known[key] = self._store.id_positions_now(key)
+            known = self._known[key] = self._store.id_positions_now(key) or _NONE
         found = known.get((namespace, request_id))
         return found if found is not None else self._made.get((namespace, key, request_id))
 
     async def lookup(self, namespace: str, key: str, request_id: str) -> Optional[Record]:
         known = self._known.get(key)
         if known is None:
-            known = self._known[key] = await self._store.id_positions(key)
+            known = self._known[key] = await self._store.id_positions(key) or _NONE
         found = known.get((namespace, request_id))
         return found if found is not None else self._made.get((namespace, key, request_id))
 

@@ -26,7 +26,8 @@ class MemoryStore(Store):
         return self.id_positions_now(key)
 
     def id_positions_now(self, key: str) -> dict[tuple[str, str], tuple[int, int]]:
-        return dict(self._ids.get(key, {}))
+        records = self._ids.get(key)
+        return dict(records) if records else {}
 
     async def record_id_positions(self, taken: Sequence[tuple[str, str, str, int, int]]) -> None:
         self.record_id_positions_now(taken)
