@@ -77,7 +77,7 @@ class Cacher:
         self._unbilled: dict[str, set[int]] = {}
         #: Where explicit request ids took their samples (private runs on stores that keep it).
         self.ids: Optional[IdPositions] = (
-            IdPositions(store) if store.keeps_id_positions and isinstance(ledger, PrivateLedger) else None)
+            IdPositions(store) if store.keeps_id_positions else None)
 
     # -- full hits (no generation) -----------------------------------------------------------
     async def try_hit(self, item: Pending) -> bool:

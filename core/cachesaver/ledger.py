@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from typing import Callable, Optional
 
 from .stores.base import Store
+from .stores.memory import take_positions
 
 __all__ = ["Ledger", "PrivateLedger", "SharedLedger", "Positions"]
 
@@ -89,16 +90,7 @@ class PrivateLedger(Ledger):
         return pos >= 0 and all(p >= following or p in holes for p in range(pos, pos + count))
 
     def _take(self, slot: tuple[str, str], pos: int, count: int) -> None:
-        following = self._positions.get(slot, 0)
-        holes = self._holes.get(slot)
-        if holes is not None:
-            holes.difference_update(range(pos, min(pos + count, following)))
-        if pos > following:
-            self._holes.setdefault(slot, set()).update(range(following, pos))
-        if pos + count > following:
-            self._positions[slot] = pos + count
-        if holes is not None and not holes:
-            del self._holes[slot]
+        take_positions(self._positions, self._holes, slot, pos, count)
 
     async def claim_at(self, namespace: str, key: str, pos: int, count: int,
                        wanted: Optional[Callable[[], bool]] = None) -> list[bytes]:
@@ -168,6 +160,10 @@ class PrivateLedger(Ledger):
 
 class SharedLedger(Ledger):
     """Positions kept in the store under ``run_id``; claims are atomic across processes."""
+
+    async def claim_at(self, namespace: str, key: str, pos: int, count: int,
+                       wanted: Optional[Callable[[], bool]] = None) -> list[bytes]:
+        return await self.store.claim_at(self.run_id, namespace, key, pos, count)
 
     async def position(self, namespace: str, key: str) -> int:
         pos, _ = await self.store.claim(self.run_id, namespace, key, 0, partial=True)

@@ -322,3 +322,20 @@ async def test_g8_replay_is_all_cached_and_saves_what_was_billed(tmp_path):
     assert p2.stats.total.cost_saved == pytest.approx(p.stats.total.cost_billed)
     assert p2.stats.total.cost_billed == 0 and second.usage.cost == 0
     assert first.usage.cost == pytest.approx(p.stats.total.cost_billed)
+
+
+async def test_g4_shared_runs_replay_by_id_and_never_hand_a_sample_out_twice(tmp_path):
+    """Two pipelines of one shared run (``run_id=``) on one disk store: the ids' recorded
+    positions are taken atomically in the store, and the free ones are left to the others."""
+    model = FakeModel(seed=8)
+    store = str(tmp_path / "c")
+    async with OnlineAPI(model=model, cache=store, timeout=0) as p:
+        first = {rid: (await p.request(Request("p", request_id=rid, namespace="A"))).data[0] for rid in "abc"}
+    async with OnlineAPI(model=model, cache=store, timeout=0, run_id="run-2") as one, \
+            OnlineAPI(model=model, cache=store, timeout=0, run_id="run-2") as two:
+        c = (await one.request(Request("p", request_id="c", namespace="A"))).data[0]
+        a = (await two.request(Request("p", request_id="a", namespace="A"))).data[0]
+        fresh = (await two.request(Request("p", request_id="new", namespace="A"))).data[0]  # no record
+        b = (await one.request(Request("p", request_id="b", namespace="A"))).data[0]
+    assert (a, b, c) == (first["a"], first["b"], first["c"])
+    assert fresh not in first.values() and model.call_count == 4  # the free one is new, never a taken one

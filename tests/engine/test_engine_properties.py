@@ -85,12 +85,14 @@ async def _timed_run(pipeline, requests, delays):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests=timed_st, stored=st.integers(0, 3), batch_size=st.integers(1, 6), disk=st.booleans(),
-       data=st.data())
-def test_requests_with_ids_replay_identically_whatever_their_timing(requests, stored, batch_size, disk, data):
+       shared=st.booleans(), data=st.data())
+def test_requests_with_ids_replay_identically_whatever_their_timing(requests, stored, batch_size, disk, shared,
+                                                                      data):
     """Random ids, random arrival delays inside and across batch windows, a random mix of hits
     (``stored`` samples per prompt already in the store) and misses; a fresh pipeline replays
     the same requests with other random delays: every id gets exactly its samples again, with
-    zero model calls."""
+    zero model calls. ``shared``: both runs are shared runs (``run_id=``, the ledger claimed in
+    the store), each its own."""
     delays_1 = [r[3] for r in requests]
     delays_2 = data.draw(st.permutations(delays_1), label="replay delays")
 
@@ -100,10 +102,12 @@ def test_requests_with_ids_replay_identically_whatever_their_timing(requests, st
             async with OnlineAPI(model=model, cache=store, timeout=0) as p:
                 for prompt in ("q0", "q1"):
                     await p.request(Request(prompt=prompt, n=stored, namespace="seed"))
-        async with OnlineAPI(model=model, cache=store, batch_size=batch_size, timeout=0.01) as p:
+        async with OnlineAPI(model=model, cache=store, batch_size=batch_size, timeout=0.01,
+                             run_id="run-1" if shared else None) as p:
             first = await _timed_run(p, requests, delays_1)
         calls = len(model.calls)
-        async with OnlineAPI(model=model, cache=store, batch_size=batch_size, timeout=0.01) as p:
+        async with OnlineAPI(model=model, cache=store, batch_size=batch_size, timeout=0.01,
+                             run_id="run-2" if shared else None) as p:
             again = await _timed_run(p, requests, delays_2)
         assert again == first
         assert len(model.calls) == calls

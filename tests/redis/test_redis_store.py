@@ -341,8 +341,9 @@ async def test_requests_with_ids_replay_their_samples_whatever_the_order_on_redi
 
     model = FakeModel(seed=12)
 
-    async def run(order):
-        async with OnlineAPI(model=model, cache=redis_store_factory(), batch_size=8, timeout=0.05) as p:
+    async def run(order, run_id=None):
+        async with OnlineAPI(model=model, cache=redis_store_factory(), batch_size=8, timeout=0.05,
+                             run_id=run_id) as p:
             async def late(rid, delay):
                 await asyncio.sleep(delay)
                 return rid, (await p.request(Request("p", request_id=rid, namespace="A"))).data[0]
@@ -351,6 +352,8 @@ async def test_requests_with_ids_replay_their_samples_whatever_the_order_on_redi
     first = await run(["a", "b", "c"])
     assert [first[r][-2:] for r in "abc"] == ["#0", "#1", "#2"]
     assert await run(["c", "b", "a"]) == first and model.call_count == 1
+    # A shared run (its ledger claimed atomically in Redis) replays by id too.
+    assert await run(["b", "c", "a"], run_id="shared-1") == first and model.call_count == 1
     hashes = [k for k in raw_redis.keys(f"{redis_prefix}:*") if k.endswith(b":i")]
     assert len(hashes) == 1 and raw_redis.hlen(hashes[0]) == 3
     store = redis_store_factory()

@@ -115,6 +115,13 @@ class Store(ABC):
     def record_id_positions_now(self, taken: "Sequence[tuple[str, str, str, int, int]]") -> None:
         """:meth:`record_id_positions` without an event loop (stores with ``inline_io``)."""
 
+    async def claim_at(self, run_id: str, namespace: str, key: str, pos: int, count: int) -> list[bytes]:
+        """Atomically take exactly positions ``pos .. pos+count-1`` of ``key`` for ``(run_id,
+        namespace)`` if all are stored and free (at or beyond the ledger position, or a hole a
+        claim at a later position left below it); else take nothing and return ``[]``. A shared
+        run's replay by request id (:mod:`cachesaver.idpositions`). Stores without it never do."""
+        return []
+
     # -- administration (CLI, export/import) -------------------------------------------------
     @abstractmethod
     def iter_keys(self) -> AsyncIterator[str]:

@@ -6,7 +6,8 @@ Layout: three tables of our own inside the directory's ``cache.db`` (the file a
     cachesaver_keys     (key, count, meta)      one row per key: its sample count and request JSON
     cachesaver_samples  (key, idx, value)       sample ``idx`` of ``key`` (JSON bytes)
     cachesaver_ledger   (run, ns, key, pos)     shared-run ledger positions
-    cachesaver_ids      (ns, key, rid, pos, n)  the positions each request id took (replays by id)
+    cachesaver_ids      (key, ns, rid, pos, n)  the positions each request id took (replays by id)
+    cachesaver_holes    (run, ns, key, pos)     shared-run positions below the ledger's left free
 
 Why tables of our own rather than diskcache entries: diskcache's eviction (every ``Cache`` has
 a size limit and an eviction policy, 1 GB and least-recently-stored by default) only ever
@@ -72,6 +73,10 @@ _TABLES = ("cachesaver_keys", "cachesaver_samples", "cachesaver_ledger")
 _IDS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS cachesaver_ids (key TEXT NOT NULL, ns TEXT NOT NULL, rid TEXT NOT NULL, "
     "pos INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (key, ns, rid))"
+)
+_HOLES_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS cachesaver_holes (run TEXT NOT NULL, ns TEXT NOT NULL, key TEXT NOT NULL, "
+    "pos INTEGER NOT NULL, PRIMARY KEY (run, ns, key, pos))"
 )
 
 #: Reserve ``k`` indexes of a key in one statement: insert its row (with its meta, stored once),
@@ -480,6 +485,37 @@ class DiskStore(Store):
 
         return await self._write(f"claiming samples of key {key} in", claim_in)
 
+    async def claim_at(self, run_id: str, namespace: str, key: str, pos: int, count: int) -> list[bytes]:
+        if pos < 0 or count <= 0 or self.read_only:
+            return []
+        what = f"ledger position of {namespace!r} in run {run_id!r}"
+
+        def claim_in(con: sqlite3.Connection) -> list[bytes]:
+            con.execute(_HOLES_SCHEMA)
+            row = con.execute("SELECT pos FROM cachesaver_ledger WHERE run = ? AND ns = ? AND key = ?",
+                              (run_id, namespace, key)).fetchone()
+            following = 0 if row is None else _count(row[0], what, key)
+            holes = {p for (p,) in con.execute(
+                "SELECT pos FROM cachesaver_holes WHERE run = ? AND ns = ? AND key = ? AND pos >= ? AND pos < ?",
+                (run_id, namespace, key, pos, pos + count))}
+            if any(p < following and p not in holes for p in range(pos, pos + count)):
+                return []
+            taken = self._read_sync(con, key, pos, count)
+            if len(taken) < count:
+                return []
+            con.execute("DELETE FROM cachesaver_holes WHERE run = ? AND ns = ? AND key = ? AND pos >= ? AND pos < ?",
+                        (run_id, namespace, key, pos, min(pos + count, following)))
+            con.executemany("INSERT OR IGNORE INTO cachesaver_holes (run, ns, key, pos) VALUES (?, ?, ?, ?)",
+                            [(run_id, namespace, key, p) for p in range(following, pos)])
+            if pos + count > following:
+                con.execute(
+                    "INSERT INTO cachesaver_ledger (run, ns, key, pos) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (run, ns, key) DO UPDATE SET pos = excluded.pos",
+                    (run_id, namespace, key, pos + count))
+            return taken
+
+        return await self._write(f"claiming samples {pos}..{pos + count - 1} of key {key} in", claim_in)
+
     # -- administration ----------------------------------------------------------------------
     async def iter_keys(self) -> AsyncIterator[str]:
         con = self._reader()
@@ -519,6 +555,8 @@ class DiskStore(Store):
             con.execute("DELETE FROM cachesaver_ledger WHERE key = ?", (key,))
             if _has_table(con, "cachesaver_ids"):
                 con.execute("DELETE FROM cachesaver_ids WHERE key = ?", (key,))
+            if _has_table(con, "cachesaver_holes"):
+                con.execute("DELETE FROM cachesaver_holes WHERE key = ?", (key,))
         return removed
 
     async def clear(self) -> None:
@@ -528,8 +566,9 @@ class DiskStore(Store):
         with self._transaction("clearing") as con:
             for table in _TABLES:
                 con.execute(f"DELETE FROM {table}")
-            if _has_table(con, "cachesaver_ids"):
-                con.execute("DELETE FROM cachesaver_ids")
+            for table in ("cachesaver_ids", "cachesaver_holes"):
+                if _has_table(con, table):
+                    con.execute(f"DELETE FROM {table}")
 
     def after_fork(self) -> None:
         """In a forked child: forget the parent's connections without closing them (closing a

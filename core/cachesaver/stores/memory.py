@@ -1,11 +1,11 @@
 """In-process store: dicts of byte lists. For tests, notebooks and throwaway runs."""
 from __future__ import annotations
 
-from typing import AsyncIterator, Optional, Sequence
+from typing import Any, AsyncIterator, Optional, Sequence
 
 from .base import LedgerEntry, Store
 
-__all__ = ["MemoryStore", "claim_in_memory"]
+__all__ = ["MemoryStore", "claim_in_memory", "take_positions"]
 
 
 class MemoryStore(Store):
@@ -19,6 +19,7 @@ class MemoryStore(Store):
         self._meta: dict[str, bytes] = {}
         self._ledger: dict[tuple[str, str, str], int] = {}
         self._ids: dict[str, dict[tuple[str, str], tuple[int, int]]] = {}
+        self._holes: dict[tuple[str, str, str], set[int]] = {}
 
     keeps_id_positions = True
 
@@ -59,6 +60,13 @@ class MemoryStore(Store):
     ) -> tuple[int, list[bytes]]:
         return claim_in_memory(self._samples, self._ledger, (run_id, namespace, key), count, partial)
 
+    async def claim_at(self, run_id: str, namespace: str, key: str, pos: int, count: int) -> list[bytes]:
+        slot = (run_id, namespace, key)
+        taken = self._samples.get(key, [])[pos : pos + count]
+        if len(taken) < count or not take_positions(self._ledger, self._holes, slot, pos, count):
+            return []
+        return taken
+
     async def iter_keys(self) -> AsyncIterator[str]:
         for key in list(self._samples):
             yield key
@@ -75,6 +83,8 @@ class MemoryStore(Store):
         self._meta.pop(key, None)
         for slot in [s for s in self._ledger if s[2] == key]:
             del self._ledger[slot]
+        for slot in [s for s in self._holes if s[2] == key]:
+            del self._holes[slot]
         self._ids.pop(key, None)
         return removed
 
@@ -83,6 +93,26 @@ class MemoryStore(Store):
         self._meta.clear()
         self._ledger.clear()
         self._ids.clear()
+        self._holes.clear()
+
+
+def take_positions(ledger: "dict[Any, int]", holes: "dict[Any, set[int]]", slot: Any, pos: int, count: int) -> bool:
+    """Take positions ``pos .. pos+count-1`` of ``slot`` if all are free: at or beyond its ledger
+    position, or holes below it. Taking beyond the position leaves holes between (the one rule
+    for in-process ledgers: the private ledger and the memory store's shared ones)."""
+    following = ledger.get(slot, 0)
+    gaps = holes.get(slot)
+    if pos < 0 or any(p < following and (gaps is None or p not in gaps) for p in range(pos, pos + count)):
+        return False
+    if gaps is not None:
+        gaps.difference_update(range(pos, min(pos + count, following)))
+    if pos > following:
+        holes.setdefault(slot, set()).update(range(following, pos))
+    if pos + count > following:
+        ledger[slot] = pos + count
+    if gaps is not None and not gaps:
+        del holes[slot]
+    return True
 
 
 def claim_in_memory(samples: "dict[str, list[bytes]]", ledger: "dict[tuple[str, str, str], int]",

@@ -14,6 +14,7 @@ sample list in one Redis Cluster slot, so each script below touches a single slo
     P:{K}:g   STRING  generation lease (expires unless renewed)
     P:{K}:i   HASH    where request ids took their samples: field = JSON [namespace, request_id],
                       value = JSON [first position, count], set once (HSETNX)
+    P:{K}:h   SET     shared-run positions below the ledger's left free (member: field|position)
 
 Every append and every claim is one Lua script: atomic, and one round trip. A hit costs one
 round trip (LRANGE for a private run, the claim script for a shared run).
@@ -119,6 +120,22 @@ if token ~= '' then redis.call('HSET', KEYS[3], field, token .. ' ' .. pos .. ' 
 return {pos, taken}
 """
 
+# KEYS: samples, ledger, holes. ARGV: ledger field, first position, count. Takes exactly those
+# positions if all are stored and free (at or beyond the ledger position, or holes below it);
+# returns the samples, or nothing.
+_CLAIM_AT_LUA = """
+local field, pos, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+if pos < 0 or count <= 0 or pos + count > redis.call('LLEN', KEYS[1]) then return {} end
+local cur = tonumber(redis.call('HGET', KEYS[2], field) or '0')
+for p = pos, pos + count - 1 do
+  if p < cur and redis.call('SISMEMBER', KEYS[3], field .. '|' .. p) == 0 then return {} end
+end
+for p = pos, math.min(pos + count, cur) - 1 do redis.call('SREM', KEYS[3], field .. '|' .. p) end
+for p = cur, pos - 1 do redis.call('SADD', KEYS[3], field .. '|' .. p) end
+if pos + count > cur then redis.call('HSET', KEYS[2], field, pos + count) end
+return redis.call('LRANGE', KEYS[1], pos, pos + count - 1)
+"""
+
 # KEYS: samples, meta, ledger, claim tokens, append tokens, request-id positions. Returns
 # samples removed.
 _DELETE_LUA = """
@@ -184,6 +201,7 @@ class _Client:
         register = self.redis.register_script
         self.append = register(_APPEND_LUA)
         self.claim = register(_CLAIM_LUA)
+        self.claim_at = register(_CLAIM_AT_LUA)
         self.delete = register(_DELETE_LUA)
         self.lease_acquire = register(_LEASE_ACQUIRE_LUA)
         self.lease_renew = register(_LEASE_RENEW_LUA)
@@ -438,6 +456,18 @@ class RedisStore(Store):
             raise self._error(exc, f"claiming {count} samples of key {key} for {namespace!r}") from exc
         return int(pos), list(taken)
 
+    async def claim_at(self, run_id: str, namespace: str, key: str, pos: int, count: int) -> list[bytes]:
+        """One script (atomic). A reply lost after the script ran leaves the positions taken and
+        unanswered: the caller then takes others (never a sample twice, G1)."""
+        base = self._base(key)
+        field = orjson.dumps([run_id, namespace])
+        client = await self._ready()
+        try:
+            taken = await client.claim_at(keys=[base + "s", base + "l", base + "h"], args=[field, pos, count])
+        except RedisError as exc:
+            raise self._error(exc, f"claiming samples {pos}..{pos + count - 1} of key {key} for {namespace!r}") from exc
+        return list(taken)
+
     # -- generation lease --------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def generation_lease(
@@ -580,7 +610,7 @@ class RedisStore(Store):
         base = self._base(key)
         client = await self._ready()
         try:
-            return int(await client.delete(keys=[base + s for s in ("s", "m", "l", "c", "t", "i")]))
+            return int(await client.delete(keys=[base + s for s in ("s", "m", "l", "c", "t", "i", "h")]))
         except RedisError as exc:
             raise self._error(exc, f"deleting key {key}") from exc
 
