@@ -14,8 +14,8 @@ Records are read once per key and pipeline, and written only for ids not recorde
 yet, gathered and written in one store transaction per engine tick (and at close, and every
 :data:`FLUSH_EVERY` records), never one per request: a miss costs one store write, as before.
 A record is a hint, not a sample: a process that dies before writing it loses nothing but the
-exact order of that request in a later replay. Shared runs (``run_id=``), whose ledger is
-claimed atomically in the store, serve by arrival order.
+exact order of that request in a later replay. Shared runs (``run_id=``) take an id's
+positions atomically in the store (:meth:`cachesaver.stores.base.Store.claim_at`).
 """
 from __future__ import annotations
 

@@ -9,8 +9,9 @@ asks for under key K is sample k-1 of K's list) and reusable across namespaces a
   several processes can run one experiment together without handing a sample out twice.
 
 A request with an explicit id may ask for the positions its id took in an earlier run
-(:meth:`Ledger.claim_at`): a private ledger gives them when they are all stored and free in this
-run, which is what makes replays by id exact whatever the timing (G4). Taking positions beyond
+(:meth:`Ledger.claim_at`): a ledger gives them when they are all stored and free in this run (a
+shared ledger atomically in the store), which is what makes replays by id exact whatever the
+timing (G4). Taking positions beyond
 the next free one leaves *holes* below it, which only such claims can fill; every other claim
 goes on from the next position after the highest taken, so no position is handed out twice (G1).
 """
