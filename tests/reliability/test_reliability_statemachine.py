@@ -236,7 +236,10 @@ class EngineMachine(RuleBasedStateMachine):
         async def again():
             async with OnlineAPI(model=self.model, cache=self.store, batch_size=1, timeout=0) as p:
                 for i, (ns, prompt, n, got) in enumerate(self.logs[run_name]):
-                    resp = await p.request(Request(prompt=prompt, n=n, namespace=ns, request_id=f"replay-{i}"))
+                    # Ids name a request across runs (a later run gives an id the samples it took):
+                    # each run's replay uses its own, as a program replaying that run would.
+                    resp = await p.request(Request(prompt=prompt, n=n, namespace=ns,
+                                                   request_id=f"replay-{run_name}-{i}"))
                     assert resp.data == got and all(resp.cached), (run_name, i)
 
         self.run(again())
