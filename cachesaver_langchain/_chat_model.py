@@ -20,6 +20,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
+from cachesaver.checks import MAX_N, check_max_n
 from cachesaver.errors import InvalidRequestError, PipelineClosedError
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, check_namespace
@@ -92,6 +93,8 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
     offline: bool = False
     """Serve stored samples only: a miss raises ``OfflineMissError`` and calls no model (a
     bundle as ``store`` is always offline)."""
+    max_n: int = MAX_N
+    """The most generations one call may ask for (refused above it, before anything is paid)."""
 
     # Standard parameters, applied to (a copy of) the inner model where it has them.
     temperature: Optional[float] = None
@@ -140,7 +143,8 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
             raise InvalidRequestError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.batch_timeout < 0:
             raise InvalidRequestError(f"batch_timeout must be >= 0 seconds, got {self.batch_timeout}")
-        check_n(self.n)
+        check_max_n(self.max_n)
+        check_n(self.n, limit=self.max_n)
         if self.run_id is not None and not self.run_id:
             raise InvalidRequestError("run_id must be a non-empty str or None")
         check_store_spec(self.store)
@@ -239,7 +243,8 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
                 if self._hosted is None:
                     settings = PipelineSettings(self.store, batch_size=self.batch_size,
                                                 timeout=self.batch_timeout, run_id=self.run_id,
-                                                namespace=self.namespace, extra={"offline": self.offline})
+                                                namespace=self.namespace,
+                                                extra={"offline": self.offline, "max_n": self.max_n})
                     self._hosted = HostedPipeline(InnerFactory(self.chat_model), settings)
                 hosted = self._hosted
         return hosted

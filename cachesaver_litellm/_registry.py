@@ -13,6 +13,7 @@ from typing import Any, Optional
 import litellm
 from litellm.utils import custom_llm_setup
 
+from cachesaver.checks import MAX_N, check_max_n
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.runtime import HostedPipeline, PipelineSettings, check_namespace
 from cachesaver.runtime.host import SHUTDOWN_TIMEOUT
@@ -37,7 +38,7 @@ _issue_order = IssueOrder(lambda: _handler)
 
 def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: float = 0.02,
              run_id: Optional[str] = None, namespace: str = "default", key_api_base: bool = False,
-             offline: bool = False, cost_callback: bool = True) -> CacheSaverLLM:
+             offline: bool = False, cost_callback: bool = True, max_n: int = MAX_N) -> CacheSaverLLM:
     """Add the ``cachesaver`` provider to litellm; ``cachesaver/<model>`` then goes through the engine.
 
     ``store`` takes what the engine's ``cache=`` takes (a directory path, a ``diskcache.Cache``,
@@ -46,7 +47,8 @@ def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: flo
     when a call's metadata has no ``cachesaver_namespace``; ``key_api_base=True`` keys samples
     on the endpoint too (for different servers that serve different models under one name);
     ``offline=True`` serves stored samples only and turns every miss into an
-    ``OfflineMissError`` without calling a model (a bundle as ``store`` is always offline).
+    ``OfflineMissError`` without calling a model (a bundle as ``store`` is always offline);
+    ``max_n`` is the most samples one call may ask for (refused above it, before any cost).
 
     Idempotent: registering again with the same settings returns the same handler (same run,
     same ledger); other settings close the old engine and install a new one. Also installs a
@@ -56,7 +58,7 @@ def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: flo
     global _handler
     check_namespace(namespace)
     settings = PipelineSettings(store, batch_size=batch_size, timeout=timeout, run_id=run_id, namespace=namespace,
-                                extra={"offline": bool(offline)})
+                                extra={"offline": bool(offline), "max_n": check_max_n(max_n)})
     mirror_known_models()  # cachesaver/<model> reports what <model> reports (see _capabilities)
     guard_dspy_cache()  # warns once if DSPy's own cache sits in front of cachesaver/ (see _dspy_guard)
     with _lock:

@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Mapping, Optional
 
+from cachesaver.checks import MAX_N, check_max_n
 from cachesaver.errors import CacheSaverError, InvalidRequestTypeError, PipelineClosedError
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, check_namespace, read_identity
@@ -54,7 +55,7 @@ class CacheSaverRouter:
 
     def __init__(self, router: Any = None, *, store: Any = "./.cachesaver", batch_size: int = 64,
                  timeout: float = 0.02, run_id: Optional[str] = None, namespace: str = "default",
-                 offline: bool = False, **router_kwargs: Any) -> None:
+                 offline: bool = False, max_n: int = MAX_N, **router_kwargs: Any) -> None:
         if router is None:
             import litellm
 
@@ -74,7 +75,7 @@ class CacheSaverRouter:
         self.router = router
         self.default_namespace = namespace
         settings = PipelineSettings(store, batch_size=batch_size, timeout=timeout, run_id=run_id,
-                                    namespace=namespace, extra={"offline": bool(offline)})
+                                    namespace=namespace, extra={"offline": bool(offline), "max_n": check_max_n(max_n)})
         self._hosted = HostedPipeline(LiteLLMBackend, settings)
 
     # -- completion ------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ PACKAGES = ["core/cachesaver", "cachesaver_litellm", "cachesaver_langchain", "ca
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    # stdin closed: under xdist a worker's stdin is its channel to the controller.
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 
 def test_ruff_is_clean():

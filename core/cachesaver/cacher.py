@@ -36,7 +36,7 @@ log = logging.getLogger("cachesaver.cacher")
 
 Generate = Callable[[Request], Awaitable[Response]]
 
-#: A model that keeps returning fewer samples than asked is given up on after this many calls.
+#: A model that keeps returning fewer samples than asked is given up on after this many short answers.
 MAX_CALLS_PER_DEMAND = 16
 
 
@@ -61,8 +61,11 @@ class Cacher:
 
     def __init__(self, store: Store, ledger: Ledger, generate: Generate, stats: Stats,
                  model_name: str = "model", lock: Optional[ContextManager[Any]] = None, *,
-                 offline: bool = False, model_id: Optional[str] = None) -> None:
+                 offline: bool = False, model_id: Optional[str] = None, max_call_n: int = 128) -> None:
         self.store = store
+        #: The most samples one model call is asked for (the pipeline's max_n): more missing
+        #: samples than that (requests merged in a batch) take several calls.
+        self.max_call_n = max_call_n
         self._model_id = model_id  # keyed with every request (Pipeline.model_id)
         self.offline = offline  # True: a miss raises OfflineMissError instead of generating
         self._appends = Appends(store)
@@ -299,10 +302,9 @@ class Cacher:
     async def _generate_missing(self, key: str, pending: list[Demand], calls: list[_Call],
                                 missing: int, generation: Generation) -> bool:
         meta: Optional[bytes] = None
-        calls_made = 0
+        short_calls = 0
         while missing > 0:
-            calls_made += 1
-            if calls_made > MAX_CALLS_PER_DEMAND:
+            if short_calls >= MAX_CALLS_PER_DEMAND:
                 raise ModelOutputError(
                     f"{self._model_name} returned too few samples {MAX_CALLS_PER_DEMAND} "
                     f"times in a row for key {key}; check that it honours request.n"
@@ -314,8 +316,9 @@ class Cacher:
                 meta = representative.meta
                 if meta is None:
                     meta = keyed_json(representative.request, self._model_id)[1]
+            asked = min(missing, self.max_call_n)  # one call never asks for more than a request may
             try:
-                call = await self._call_model(key, representative.request, missing, meta, generation)
+                call = await self._call_model(key, representative.request, asked, meta, generation)
             except Exception as exc:
                 self.stats.failed_calls += 1
                 # The type only: provider messages can echo request details (even credentials).
@@ -326,6 +329,8 @@ class Cacher:
                 return False
             calls.append(call)
             missing -= call.stop - call.start
+            if call.stop - call.start < asked:
+                short_calls += 1
             # A short answer is topped up; its first sample went to the receiver planned above.
             generation = Generation(key, call.stop, max(missing, 0), None)
         return True

@@ -9,23 +9,40 @@ right type (``n=0``, an empty namespace) an :class:`~cachesaver.errors.InvalidRe
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from .errors import InvalidRequestError, InvalidRequestTypeError
 
-__all__ = ["check_n", "check_namespace", "check_request_id"]
+__all__ = ["check_n", "check_max_n", "check_namespace", "check_request_id", "MAX_N"]
+
+#: The default limit of samples one request may ask for (OpenAI's own limit of ``n``): one
+#: careless or hostile request cannot cost more than this many samples (G2).
+MAX_N = 128
 
 
-def check_n(n: Any, field: str = "n", *, optional: bool = True) -> int:
+def check_n(n: Any, field: str = "n", *, optional: bool = True, limit: Optional[int] = None) -> int:
     """``n`` as a number of samples: ``None`` means 1 where ``optional`` (framework arguments);
-    anything else but an int >= 1 is refused."""
+    anything else but an int >= 1 (and <= ``limit``) is refused."""
     if n is None and optional:
         return 1
     if isinstance(n, bool) or not isinstance(n, int):
         raise InvalidRequestTypeError(f"{field} must be an int >= 1, got {type(n).__name__} {n!r}")
     if n < 1:
         raise InvalidRequestError(f"{field} must be an int >= 1, got {n}")
+    if limit is not None and n > limit:
+        raise InvalidRequestError(
+            f"{field} is {n}, above the limit of {limit} samples per request; ask in several "
+            f"requests, or raise the limit with max_n= (the pipeline's or the adapter's)")
     return n
+
+
+def check_max_n(max_n: Any, field: str = "max_n") -> int:
+    """A pipeline's limit of samples per request: an int >= 1."""
+    if isinstance(max_n, bool) or not isinstance(max_n, int):
+        raise InvalidRequestTypeError(f"{field} must be an int >= 1, e.g. {MAX_N}; got {max_n!r}")
+    if max_n < 1:
+        raise InvalidRequestError(f"{field} must be an int >= 1, e.g. {MAX_N}; got {max_n}")
+    return max_n
 
 
 def check_namespace(namespace: Any, field: str = "namespace", example: str = "'agent-1'") -> str:

@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Optional, Union
 from .admission import Queues, Reservation
 from .batcher import Batcher
 from .cacher import Cacher
-from .checks import check_n, check_namespace, check_request_id
+from .checks import MAX_N, check_max_n, check_n, check_namespace, check_request_id
 from .deduplicator import deduplicate
 from .errors import (
     DuplicateRequestIdError,
@@ -69,6 +69,7 @@ class Pipeline:
         namespace: str = "default",
         offline: bool = False,
         model_id: Optional[str] = None,
+        max_n: int = MAX_N,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidRequestError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -76,6 +77,8 @@ class Pipeline:
             raise InvalidRequestError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise InvalidRequestTypeError(f"run_id must be a non-empty str or None, got {run_id!r}")
+        #: The most samples one request may ask for (G2: one request's cost is bounded).
+        self.max_n = check_max_n(max_n)
         self.model = model
         #: The model identity keyed into every request's key (see :meth:`model_id`).
         self._model_id = model_identity(model, model_id)
@@ -108,7 +111,8 @@ class Pipeline:
         #: Admission: the (namespace, key) queues and the pipeline's only lock (cachesaver.admission).
         self.queues = Queues(threaded=self.sync_hits)
         self.cacher = Cacher(self.store, self.ledger, self._generate, self.stats, self._model_name,
-                             lock=self.queues.lock, offline=self.offline, model_id=self._model_id)
+                             lock=self.queues.lock, offline=self.offline, model_id=self._model_id,
+                             max_call_n=self.max_n)
         self._inflight_ids: set[str] = set()
         self._tick: list[Pending] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -184,9 +188,10 @@ class Pipeline:
                 f"request must be a cachesaver.typedefs.Request, got {type(request).__name__}"
             )
         n, namespace = request.n, request.namespace
-        if type(n) is int and n >= 1 and type(namespace) is str and namespace and type(request.request_id) is str:
+        if (type(n) is int and 1 <= n <= self.max_n and type(namespace) is str and namespace
+                and type(request.request_id) is str):
             return  # the common case, without three calls on every hit
-        check_n(n, "request.n", optional=False)
+        check_n(n, "request.n", optional=False, limit=self.max_n)
         check_namespace(namespace, "request.namespace")
         check_request_id(request.request_id, "request.request_id", optional=False)
 

@@ -339,3 +339,19 @@ async def test_g4_shared_runs_replay_by_id_and_never_hand_a_sample_out_twice(tmp
         b = (await one.request(Request("p", request_id="b", namespace="A"))).data[0]
     assert (a, b, c) == (first["a"], first["b"], first["c"])
     assert fresh not in first.values() and model.call_count == 4  # the free one is new, never a taken one
+
+
+async def test_g2_a_request_is_bounded_and_merged_demand_is_asked_in_bounded_calls():
+    """Issue 22, item 4: above max_n a request is refused before any call; requests merged in
+    a batch that need more than max_n samples are asked in calls of at most max_n."""
+    from cachesaver.errors import InvalidRequestError
+
+    model = FakeModel(seed=9)
+    async with OnlineAPI(model=model, cache="memory", batch_size=100, timeout=0.02, max_n=4) as p:
+        with pytest.raises(InvalidRequestError, match="limit of 4"):
+            await p.request(Request("p", n=5))
+        responses = await asyncio.gather(*(p.request(Request("p", n=3, request_id=f"r{i}")) for i in range(3)))
+    assert [c.n for c in model.calls] == [4, 4, 1]  # 9 samples, never more than 4 asked at once
+    assert len({s for r in responses for s in r.data}) == 9
+    with pytest.raises(InvalidRequestError, match="max_n"):
+        OnlineAPI(model=model, cache="memory", max_n=0)

@@ -102,6 +102,15 @@ def test_a_refused_namespace_is_a_400_naming_the_field(proxy, upstream):
     assert upstream_requests(upstream, prompt) == []
 
 
+def test_n_above_the_limit_is_a_400_before_any_upstream_call(proxy, upstream):
+    """Issue 22, item 4: any client can send n=300; it is refused, nothing is paid."""
+    prompt = unique_prompt("big-n")
+    response = _post(proxy, {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "n": 300})
+    assert response.status_code == 400, response.text
+    assert "limit of 128" in response.text
+    assert upstream_requests(upstream, prompt) == []
+
+
 async def test_concurrent_identical_requests_become_one_upstream_call(aclient, upstream):
     prompt = unique_prompt("merge")
     messages = [{"role": "user", "content": prompt}]

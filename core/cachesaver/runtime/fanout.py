@@ -44,6 +44,12 @@ class FanOutModel(SingleRequestModel):
 
     #: Adapters' requests name their model in their own keyed fields (cachesaver.keypolicy).
     model_id: Any = MODEL_IN_REQUEST
+    #: Provider calls one fan-out makes at once (a provider without ``n`` answers one sample per
+    #: call): a request for many samples is spread over time, not sent as that many calls at once.
+    max_fanout: int = 8
+    #: Provider calls this model makes at once, whatever the requests (G2: bounded cost in flight).
+    max_concurrent_calls: int = 64
+    _gate: Optional[asyncio.Semaphore] = None
     #: Provider calls made, and how many failed (for tests and stats; one per HTTP request).
     real_calls: int = 0
     failed_real_calls: int = 0
@@ -80,8 +86,13 @@ class FanOutModel(SingleRequestModel):
         if self.native_n(request):
             samples, usage = await self._counted(self.call(request, m))
             return Response(data=samples, usage=usage)
-        outcomes = await asyncio.gather(*(self._counted(self.call(request, None)) for _ in range(m)),
-                                        return_exceptions=True)
+        fanout = asyncio.Semaphore(self.max_fanout)
+
+        async def one() -> Any:
+            async with fanout:
+                return await self._counted(self.call(request, None))
+
+        outcomes = await asyncio.gather(*(one() for _ in range(m)), return_exceptions=True)
         done = [o for o in outcomes if not isinstance(o, BaseException)]
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         if not done:
@@ -100,12 +111,16 @@ class FanOutModel(SingleRequestModel):
         return Response(data=data, usage=usage, sample_usage=shares)
 
     async def _counted(self, call: Any) -> Any:
-        self.real_calls += 1
-        try:
-            return await call
-        except BaseException:
-            self.failed_real_calls += 1
-            raise
+        gate = self._gate
+        if gate is None:  # made on the engine's loop, on first use (a forked child builds a new model)
+            gate = self._gate = asyncio.Semaphore(self.max_concurrent_calls)
+        async with gate:
+            self.real_calls += 1
+            try:
+                return await call
+            except BaseException:
+                self.failed_real_calls += 1
+                raise
 
     @staticmethod
     def _live_sink() -> Optional[ChunkSink]:

@@ -422,6 +422,9 @@ class FakeOpenAIServer:
         with self._lock:
             self.requests: list[dict] = []
             self.request_count = 0
+            #: Chat requests being answered right now, and the most at any moment.
+            self.in_flight = 0
+            self.peak_in_flight = 0
             self.n_asked = 0
             self.samples_generated = 0
             self.prompt_tokens = 0
@@ -552,7 +555,18 @@ class FakeOpenAIServer:
     # -- request handling ---------------------------------------------------------------
 
     def _handle_chat(self, h: _Handler, req: dict) -> None:
-        """Serve one parsed chat-completions request (called in a handler thread)."""
+        """Serve one parsed chat-completions request (called in a handler thread), counting how
+        many are answered at once (``peak_in_flight``)."""
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            self._answer_chat(h, req)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _answer_chat(self, h: _Handler, req: dict) -> None:
         self._record(req)
         stream = bool(req.get("stream"))
         injection = self._take_injection(stream)
