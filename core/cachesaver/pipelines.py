@@ -43,7 +43,7 @@ from .pending import Pending
 from .reorderer import reorder
 from .stats import Stats
 from .stores import Store
-from .typedefs import Batch, Request, Response, Usage
+from .typedefs import Batch, Request, Response, merge_responses
 
 __all__ = ["OnlineAPI", "LocalAPI", "Pipeline", "Reservation"]
 
@@ -395,7 +395,7 @@ class OnlineAPI(Pipeline):
             if self._closed:
                 raise PipelineClosedError("this pipeline is closed; create a new one")
             if not queues.ahead(slot):
-                response = self.cacher.hit_now(request, key)
+                response = self.cacher.hit_now(request, key, explicit_id=bool(request.request_id))
                 if response is not None:
                     counters = self.stats.ns(request.namespace)
                     counters.requests += 1
@@ -434,20 +434,21 @@ class OnlineAPI(Pipeline):
 
     def _hit_or_reserve_now(self, item: Pending, slot: tuple[str, str]) -> bool:
         """True if ``item`` was served (or its caller left); else it holds a place (lock held)."""
-        queues = self.queues
-        ahead = queues.ahead(slot) - (1 if item.reservation is not None else 0)
-        if not ahead and self.cacher.try_hit_now(item):
+        if self._first_in_line(item, slot) and self.cacher.try_hit_now(item):
             return True
         self._hold_place(item, slot)
         return False
 
     async def _hit_or_reserve(self, item: Pending, slot: tuple[str, str]) -> bool:
         """:meth:`_hit_or_reserve_now` for pipelines without a lock (every hit on this loop)."""
-        ahead = self.queues.ahead(slot) - (1 if item.reservation is not None else 0)
-        if not ahead and await self.cacher.try_hit(item):
+        if self._first_in_line(item, slot) and await self.cacher.try_hit(item):
             return True
         self._hold_place(item, slot)
         return False
+
+    def _first_in_line(self, item: Pending, slot: tuple[str, str]) -> bool:
+        """No earlier request of ``slot`` holds a place (a reserved request holds its own)."""
+        return self.queues.ahead(slot) == (1 if item.reservation is not None else 0)
 
     def _hold_place(self, item: Pending, slot: tuple[str, str]) -> None:
         if item.reservation is None:
@@ -545,15 +546,7 @@ def _merged(results: list[Any]) -> Response:
     done = [r for r in results if not isinstance(r, BaseException)]
     if not done:
         raise results[0]
-    data: list[Any] = []
-    shares: list[Usage] = []
-    usage = Usage()
-    for response in done:
-        data.extend(response.data)
-        own = response.usage or Usage()
-        shares.extend(response.sample_usage or own.split(len(response.data)))
-        usage = usage + own
-    return Response(data=data, usage=usage, sample_usage=shares)
+    return merge_responses(done)
 
 
 def _only_response(responses: Any, model_name: str) -> Response:

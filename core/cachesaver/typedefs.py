@@ -21,6 +21,7 @@ __all__ = [
     "BatchRequestModel",
     "unkeyed",
     "UNKEYED",
+    "merge_responses",
 ]
 
 #: Field metadata flag: the field travels to the model but is not part of the cache key.
@@ -169,6 +170,22 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.requests)
+
+
+def merge_responses(responses: "List[Response]") -> Response:
+    """One response holding the samples of several model calls, in order: each call's usage is
+    split over its own samples (its ``sample_usage``, else :meth:`Usage.split`, so each call's
+    prompt is billed once) and the totals are added. What a model that answers one request with
+    several calls returns (a fan-out over a provider without ``n``, a hardware batch of items)."""
+    data: List[Any] = []
+    shares: List[Usage] = []
+    usage = Usage()
+    for response in responses:
+        own = response.usage if isinstance(response.usage, Usage) else Usage()
+        data.extend(response.data)
+        shares.extend(response.sample_usage or own.split(len(response.data)))
+        usage = usage + own
+    return Response(data=data, usage=usage, sample_usage=shares)
 
 
 class SingleRequestModel(ABC):

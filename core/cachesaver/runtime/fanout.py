@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from ..generation import current_generation
 from ..keypolicy import MODEL_IN_REQUEST
-from ..typedefs import Request, Response, SingleRequestModel, Usage
+from ..typedefs import Request, Response, SingleRequestModel, Usage, merge_responses
 from .sink import ChunkSink
 
 __all__ = ["FanOutModel", "sink_of"]
@@ -101,14 +101,7 @@ class FanOutModel(SingleRequestModel):
             # The type only: provider messages can echo request details, even credentials.
             log.warning("%d of %d calls to %s failed (%s); the engine asks again for the rest",
                         len(errors), m, self.describe(request), type(errors[0]).__name__)
-        data: list[Any] = []
-        shares: list[Usage] = []
-        usage = Usage()
-        for samples, call_usage in done:
-            data.extend(samples)
-            shares.extend(call_usage.split(len(samples)))  # each call's own prompt, once
-            usage = usage + call_usage
-        return Response(data=data, usage=usage, sample_usage=shares)
+        return merge_responses([Response(data=samples, usage=call_usage) for samples, call_usage in done])
 
     async def _counted(self, call: Any) -> Any:
         gate = self._gate
