@@ -122,16 +122,16 @@ class Cacher:
         item.resolve(response)
         return True
 
-    def hit_now(self, request: Request, key: str, *, explicit_id: Optional[bool] = None) -> Optional[Response]:
+    def hit_now(self, request: Request, key: str, *, explicit_id: bool) -> Optional[Response]:
         """The synchronous full hit: ``request``'s samples from the store, or None (a miss).
 
         For private runs on stores with ``read_now``; the caller holds :attr:`lock`. A corrupt
         sample raises ``CorruptSampleError`` here, as it fails the request on the async path.
-        A request with an id gets the positions its id took in an earlier run when they are
-        free (:mod:`cachesaver.idpositions`).
+        A request whose caller gave its id (``explicit_id``) gets the positions that id took in
+        an earlier run when they are free (:mod:`cachesaver.idpositions`).
         """
         namespace, n, request_id = request.namespace, request.n, request.request_id
-        ids = self.ids if (bool(request_id) if explicit_id is None else explicit_id) else None
+        ids = self.ids if explicit_id else None
         if ids is not None:
             record = ids.lookup_now(namespace, key, request_id)
             if record is not None and record[1] == n:
@@ -441,8 +441,8 @@ class Cacher:
                 data.append(record.data)
                 shares.append(Usage(record.prompt_tokens, record.completion_tokens, record.cost))
                 is_new = unbilled is not None and index in unbilled
-                if is_new and unbilled is not None:
-                    unbilled.discard(index)
+                if is_new:
+                    unbilled.discard(index)  # type: ignore[union-attr]  # is_new implies a set
                     counters.samples_generated += 1
                     counters.prompt_tokens_billed += record.prompt_tokens
                     counters.completion_tokens_billed += record.completion_tokens

@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from typing import Callable, Optional
 
 from .stores.base import Store
-from .stores.memory import take_positions
+from .stores.memory import positions_free, take_positions
 
 __all__ = ["Ledger", "PrivateLedger", "SharedLedger", "Positions"]
 
@@ -86,9 +86,7 @@ class PrivateLedger(Ledger):
         self._holes: dict[tuple[str, str], set[int]] = {}
 
     def _free(self, slot: tuple[str, str], pos: int, count: int) -> bool:
-        following = self._positions.get(slot, 0)
-        holes = self._holes.get(slot, ())
-        return pos >= 0 and all(p >= following or p in holes for p in range(pos, pos + count))
+        return positions_free(self._positions, self._holes, slot, pos, count)
 
     def _take(self, slot: tuple[str, str], pos: int, count: int) -> None:
         take_positions(self._positions, self._holes, slot, pos, count)

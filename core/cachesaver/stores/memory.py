@@ -5,7 +5,7 @@ from typing import Any, AsyncIterator, Optional, Sequence
 
 from .base import LedgerEntry, Store
 
-__all__ = ["MemoryStore", "claim_in_memory", "take_positions"]
+__all__ = ["MemoryStore", "claim_in_memory", "positions_free", "take_positions"]
 
 
 class MemoryStore(Store):
@@ -96,14 +96,22 @@ class MemoryStore(Store):
         self._holes.clear()
 
 
+def positions_free(ledger: "dict[Any, int]", holes: "dict[Any, set[int]]", slot: Any, pos: int, count: int) -> bool:
+    """Whether positions ``pos .. pos+count-1`` of ``slot`` are all free: at or beyond its ledger
+    position, or holes below it."""
+    following = ledger.get(slot, 0)
+    gaps = holes.get(slot, ())
+    return pos >= 0 and all(p >= following or p in gaps for p in range(pos, pos + count))
+
+
 def take_positions(ledger: "dict[Any, int]", holes: "dict[Any, set[int]]", slot: Any, pos: int, count: int) -> bool:
-    """Take positions ``pos .. pos+count-1`` of ``slot`` if all are free: at or beyond its ledger
-    position, or holes below it. Taking beyond the position leaves holes between (the one rule
-    for in-process ledgers: the private ledger and the memory store's shared ones)."""
+    """Take positions ``pos .. pos+count-1`` of ``slot`` if all are free (:func:`positions_free`).
+    Taking beyond the ledger position leaves holes between (the one rule for in-process ledgers:
+    the private ledger and the memory store's shared ones)."""
+    if not positions_free(ledger, holes, slot, pos, count):
+        return False
     following = ledger.get(slot, 0)
     gaps = holes.get(slot)
-    if pos < 0 or any(p < following and (gaps is None or p not in gaps) for p in range(pos, pos + count)):
-        return False
     if gaps is not None:
         gaps.difference_update(range(pos, min(pos + count, following)))
     if pos > following:
