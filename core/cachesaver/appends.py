@@ -23,8 +23,12 @@ _Item = tuple[str, Sequence[bytes], Optional[bytes]]
 
 
 class Appends:
-    def __init__(self, store: Store) -> None:
+    """``unbilled_run``: the shared run whose generations these appends are; the store records
+    their samples as unbilled in it (see :meth:`Store.claim_billed`)."""
+
+    def __init__(self, store: Store, unbilled_run: Optional[str] = None) -> None:
         self.store = store
+        self.unbilled_run = unbilled_run
         # The waiting group, as two parallel lists (no pair per append: with thousands of keys
         # waiting, every object they hold is the garbage collector's work).
         self._items: list[_Item] = []
@@ -34,7 +38,7 @@ class Appends:
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes]) -> int:
         """Append ``samples`` to ``key``; return the index of the first one once committed."""
         if not self.store.coalesce_appends:
-            return await self.store.append(key, samples, meta)
+            return await self.store.append(key, samples, meta, unbilled_run=self.unbilled_run)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._items.append((key, samples, meta))
         self._futures.append(future)
@@ -51,10 +55,10 @@ class Appends:
         self._items, self._futures = [], []
         try:
             if len(items) == 1:
-                starts = [await self.store.append(*items[0])]
+                starts = [await self.store.append(*items[0], unbilled_run=self.unbilled_run)]
             else:
                 try:
-                    starts = await self.store.append_many(items)
+                    starts = await self.store.append_many(items, unbilled_run=self.unbilled_run)
                 except (CorruptSampleError, TypeError):
                     # One key's own rows (or values) are bad: the group's transaction stored
                     # nothing; append each on its own so only that key's callers fail.
@@ -74,7 +78,7 @@ class Appends:
     async def _write_each(self, items: list[_Item], futures: list["asyncio.Future[int]"]) -> None:
         for item, future in zip(items, futures):
             try:
-                start = await self.store.append(*item)
+                start = await self.store.append(*item, unbilled_run=self.unbilled_run)
             except Exception as exc:
                 if not future.done():
                     future.set_exception(exc)

@@ -14,7 +14,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
-from typing import Any, Awaitable, Callable, ContextManager, Optional
+from typing import Any, Awaitable, Callable, ContextManager, Optional, Sequence
 
 from .appends import Appends
 from .codec import decode_sample, encode_sample
@@ -68,8 +68,9 @@ class Cacher:
         self.max_call_n = max_call_n
         self._model_id = model_id  # keyed with every request (Pipeline.model_id)
         self.offline = offline  # True: a miss raises OfflineMissError instead of generating
-        self._appends = Appends(store)
         self.ledger = ledger
+        # A shared run's generations are recorded as unbilled in the store (see _response).
+        self._appends = Appends(store, ledger.run_id if ledger.bills_in_store else None)
         self._generate = generate
         self.stats = stats
         self._model_name = model_name
@@ -96,14 +97,14 @@ class Cacher:
                 if raws:
                     self._deliver_one(item, record[0], raws, calls=())
                     return True
-        pos, raws = await self.ledger.claim(namespace, item.key, n, item.wanted)
+        pos, raws, billed = await self.ledger.claim(namespace, item.key, n, item.wanted)
         if not raws:
             # A caller that left (or is being cancelled) is finished with, not sent on as a
             # miss: its cancellation cancels the future.
             return not item.wanted()
         if ids is not None:
             ids.note(namespace, item.key, request.request_id, pos, n)
-        self._deliver_one(item, pos, raws, calls=())
+        self._deliver_one(item, pos, raws, calls=(), billed=billed)
         return True
 
     def try_hit_now(self, item: Pending) -> bool:
@@ -219,7 +220,7 @@ class Cacher:
 
     async def _serve_locked(self, key: str, demands: list[Demand]) -> None:
         calls: list[_Call] = []
-        deliveries: list[tuple[Demand, int, list[bytes]]] = []
+        deliveries: "list[tuple[Demand, int, list[bytes], Optional[Sequence[int]]]]" = []
         pending = demands if all(d.n > 0 for d in demands) else [d for d in demands if d.n > 0]
         stalled = 0
         try:
@@ -342,9 +343,9 @@ class Cacher:
             n = demand.n
             if n == 0:
                 continue
-            pos, raws = await self.ledger.claim(demand.namespace, key, n)
+            pos, raws, billed = await self.ledger.claim(demand.namespace, key, n)
             if raws:
-                deliveries.append((demand, pos, raws))
+                deliveries.append((demand, pos, raws, billed))
             else:  # another process took them first: go round again
                 short.append(demand)
         return short
@@ -365,7 +366,8 @@ class Cacher:
         k = len(encoded)
         start = await self._appends.append(key, encoded, meta)
         with self.lock:
-            self._unbilled.setdefault(key, set()).update(range(start, start + k))
+            if self._appends.unbilled_run is None:  # else the store keeps them (shared runs)
+                self._unbilled.setdefault(key, set()).update(range(start, start + k))
             self.stats.samples_returned += k
         return _Call(start, start + k)
 
@@ -394,45 +396,54 @@ class Cacher:
         ]
 
     # -- delivery and flags (G8) -------------------------------------------------------------
-    def _deliver(self, deliveries: list[tuple[Demand, int, list[bytes]]], calls: list[_Call]) -> None:
+    def _deliver(self, deliveries: "list[tuple[Demand, int, list[bytes], Optional[Sequence[int]]]]",
+                 calls: list[_Call]) -> None:
         # First pass: how many requests share each call (a call shared by >= 2 is "merged").
-        plan: list[tuple[Pending, int, list[bytes]]] = []
-        for demand, pos, raws in deliveries:
+        plan: "list[tuple[Pending, int, list[bytes], Optional[Sequence[int]]]]" = []
+        for demand, pos, raws, billed in deliveries:
             offset = 0
             for item in demand.live_items():
                 n = item.request.n
                 part = raws[offset : offset + n]
                 if len(part) < n:  # the caller count changed under us; nothing to hand out
                     break
-                plan.append((item, pos + offset, part))
+                plan.append((item, pos + offset, part, billed))
                 offset += n
-        for _item, pos, part in plan:
+        for _item, pos, part, _billed in plan:
             for call in calls:
                 if call.start < pos + len(part) and pos < call.stop:
                     call.receivers += 1
         ids = self.ids
         if ids is not None:
-            for item, pos, part in plan:
+            for item, pos, part, _billed in plan:
                 if item.explicit_id:
                     ids.note(item.request.namespace, item.key, item.request.request_id, pos, len(part))
-        for item, pos, part in plan:
-            self._deliver_one(item, pos, part, calls)
+        for item, pos, part, billed in plan:
+            self._deliver_one(item, pos, part, calls, billed)
 
-    def _deliver_one(self, item: Pending, pos: int, raws: list[bytes], calls) -> None:
+    def _deliver_one(self, item: Pending, pos: int, raws: list[bytes], calls,
+                     billed: Optional[Sequence[int]] = None) -> None:
         try:
-            response = self._response(item.request.namespace, item.key, pos, raws, calls)
+            response = self._response(item.request.namespace, item.key, pos, raws, calls, billed)
         except CacheSaverError as exc:
             item.fail(exc)
             return
         item.resolve(response)
 
-    def _response(self, namespace: str, key: str, pos: int, raws: list[bytes], calls) -> Response:
+    def _response(self, namespace: str, key: str, pos: int, raws: list[bytes], calls,
+                  billed: Optional[Sequence[int]] = None) -> Response:
         """Decode claimed samples and bill them (G8): the first claimer of a generated sample
-        pays for it; everyone else is told it came from the store."""
+        pays for it; everyone else is told it came from the store.
+
+        ``billed``: the indices a shared run's claim took billing records of (the store keeps
+        who has paid, since any worker of the run may claim first); None: the samples this
+        process generated and no response has taken yet (a private run).
+        """
         counters = self.stats.ns(namespace)
-        unbilled: Optional[set[int]] = self._unbilled.get(key)
+        own = billed is None  # billing kept by this process (private run)
+        unbilled: Optional[set[int]] = self._unbilled.get(key) if own else set(billed or ())
         data, cached, duplicated, shares = [], [], [], []
-        billed = Usage()
+        paid = Usage()
         originals = 0
         try:
             for offset, raw in enumerate(raws):
@@ -447,7 +458,7 @@ class Cacher:
                     counters.prompt_tokens_billed += record.prompt_tokens
                     counters.completion_tokens_billed += record.completion_tokens
                     counters.cost_billed += record.cost
-                    billed = billed + Usage(record.prompt_tokens, record.completion_tokens, record.cost)
+                    paid = paid + Usage(record.prompt_tokens, record.completion_tokens, record.cost)
                 else:
                     counters.samples_from_store += 1
                     counters.prompt_tokens_saved += record.prompt_tokens
@@ -468,9 +479,9 @@ class Cacher:
                     counters.samples_merged += 1
                 duplicated.append(dup)
         finally:
-            if unbilled is not None and not unbilled:
+            if own and unbilled is not None and not unbilled:
                 self._unbilled.pop(key, None)
-        return Response(data=data, cached=cached, duplicated=duplicated, usage=billed,
+        return Response(data=data, cached=cached, duplicated=duplicated, usage=paid,
                         sample_usage=shares, key=key, model_calls=originals)
 
 

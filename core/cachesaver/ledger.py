@@ -14,19 +14,28 @@ shared ledger atomically in the store), which is what makes replays by id exact 
 timing (G4). Taking positions beyond
 the next free one leaves *holes* below it, which only such claims can fill; every other claim
 goes on from the next position after the highest taken, so no position is handed out twice (G1).
+
+Billing (G8): a claim also says which of the samples it took this claim pays for. A private run
+leaves that to its own process (``None``: the samples its process generated and no response of
+it has taken yet); a shared run takes the store's billing records with the samples, because
+another worker of the run may have generated them (:meth:`Store.claim_billed`).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from .stores.base import Store
 from .stores.memory import positions_free, take_positions
 
-__all__ = ["Ledger", "PrivateLedger", "SharedLedger", "Positions"]
+__all__ = ["Ledger", "PrivateLedger", "SharedLedger", "Positions", "Claim"]
 
 #: What a run consumed: ``{namespace: {key: samples handed out}}`` (samples ``0 .. n-1``).
 Positions = dict[str, dict[str, int]]
+
+#: ``(position, samples, billed)`` of a claim; ``billed``: the indices among those taken that
+#: this claim pays for, or None where the claiming process keeps that itself (private runs).
+Claim = tuple[int, list[bytes], Optional[Sequence[int]]]
 
 
 class Ledger(ABC):
@@ -40,11 +49,16 @@ class Ledger(ABC):
     async def position(self, namespace: str, key: str) -> int:
         """How many samples of ``key`` the namespace has consumed."""
 
+    #: True if the store keeps this ledger's billing records (shared runs): the engine then
+    #: appends generated samples as unbilled in the run instead of keeping them in its process.
+    bills_in_store: bool = False
+
     @abstractmethod
     async def claim(
         self, namespace: str, key: str, count: int, wanted: Optional[Callable[[], bool]] = None
-    ) -> tuple[int, list[bytes]]:
-        """Take exactly ``count`` next samples, or none if fewer exist: ``(position, samples)``.
+    ) -> Claim:
+        """Take exactly ``count`` next samples, or none if fewer exist: ``(position, samples,
+        billed)`` (see :data:`Claim`).
 
         ``wanted()`` is asked once the samples are read: if the caller has left meanwhile, the
         private ledger consumes nothing. (A shared ledger claims atomically in the store, where
@@ -118,7 +132,7 @@ class PrivateLedger(Ledger):
 
     async def claim(
         self, namespace: str, key: str, count: int, wanted: Optional[Callable[[], bool]] = None
-    ) -> tuple[int, list[bytes]]:
+    ) -> Claim:
         slot = (namespace, key)
         while True:
             pos = self._positions.get(slot, 0)
@@ -129,9 +143,9 @@ class PrivateLedger(Ledger):
                 continue
             # ...and the caller may have left meanwhile: then nothing is consumed.
             if len(taken) < count or (wanted is not None and not wanted()):
-                return pos, []
+                return pos, [], None
             self._positions[slot] = pos + count
-            return pos, taken
+            return pos, taken, None
 
     def claim_now(self, namespace: str, key: str, count: int) -> tuple[int, list[bytes]]:
         """``claim`` for the synchronous hit path (``store.read_now``; the caller holds the
@@ -158,7 +172,12 @@ class PrivateLedger(Ledger):
 
 
 class SharedLedger(Ledger):
-    """Positions kept in the store under ``run_id``; claims are atomic across processes."""
+    """Positions kept in the store under ``run_id``; claims are atomic across processes, and
+    take the run's billing records with the samples where the store keeps them."""
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        super().__init__(store, run_id)
+        self.bills_in_store = store.keeps_billing
 
     async def claim_at(self, namespace: str, key: str, pos: int, count: int,
                        wanted: Optional[Callable[[], bool]] = None) -> list[bytes]:
@@ -170,8 +189,11 @@ class SharedLedger(Ledger):
 
     async def claim(
         self, namespace: str, key: str, count: int, wanted: Optional[Callable[[], bool]] = None
-    ) -> tuple[int, list[bytes]]:
-        return await self.store.claim(self.run_id, namespace, key, count, partial=False)
+    ) -> Claim:
+        if self.bills_in_store:
+            return await self.store.claim_billed(self.run_id, namespace, key, count)
+        pos, taken = await self.store.claim(self.run_id, namespace, key, count, partial=False)
+        return pos, taken, None
 
     async def consumption(self) -> Positions:
         """Read from the store's ledger rows of this ``run_id``: every process of the run counts."""

@@ -170,17 +170,19 @@ async def test_retried_append_and_claim_are_applied_once(redis_store_factory):
     store = redis_store_factory()
     client = await store._ready()
     base = f"{store.prefix}:{{{K}}}:"
-    append_keys = [base + "s", base + "m", base + "t"]
-    first = await client.append(keys=append_keys, args=["tok-1", "0", b"", rec(0), rec(1)])
-    again = await client.append(keys=append_keys, args=["tok-1", "0", b"", rec(0), rec(1)])
+    append_keys = [base + "s", base + "m", base + "t", base + "u"]
+    first = await client.append(keys=append_keys, args=["tok-1", "0", b"", "rrun", rec(0), rec(1)])
+    again = await client.append(keys=append_keys, args=["tok-1", "0", b"", "rrun", rec(0), rec(1)])
     assert (first, again) == (0, 0) and await store.length(K) == 2
     assert await store.append(K, [rec(2)]) == 2
 
-    claim_keys = [base + "s", base + "l", base + "c"]
+    claim_keys = [base + "s", base + "l", base + "c", base + "u"]
     field = b'["run","ns"]'
-    one = await client.claim(keys=claim_keys, args=[field, 2, "0", "claim-1"])
-    two = await client.claim(keys=claim_keys, args=[field, 2, "0", "claim-1"])
-    assert one == two == [0, [rec(0), rec(1)]]
+    one = await client.claim(keys=claim_keys, args=[field, 2, "0", "claim-1", "rrun"])
+    two = await client.claim(keys=claim_keys, args=[field, 2, "0", "claim-1", "rrun"])
+    # The retry returns the first answer, billing included: samples 0 and 1 were generated in
+    # run "run" (appended unbilled there) and are billed to this claim once, not twice or never.
+    assert one == two == [0, [rec(0), rec(1)], [0, 1]]
     assert await store.claim("run", "ns", K, 1, partial=False) == (2, [rec(2)])
     await store.aclose()
 

@@ -64,7 +64,8 @@ class BundleStore(Store):
         # In memory and never written: hits are served on the caller's thread.
         return self.contents.samples.get(key, [])[start: start + count]
 
-    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
+    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None, *,
+                     unbilled_run: Optional[str] = None) -> int:
         raise self._refuse(f"appending {len(samples)} sample(s) to key {key}")
 
     async def length(self, key: str) -> int:

@@ -9,13 +9,20 @@ samples before it.
 
 Generation lease: before generating the samples a key lacks, the pipeline holds that key's
 lease (:meth:`Store.generation_lease`). Stores shared by several processes (disk, Redis) make
-it exclusive across them, so two processes missing one key do not both pay (G2) and each
-generated sample is flagged ``cached=False`` in the process that paid for it (G8). Stores
+it exclusive across them, so two processes missing one key do not both pay (G2). Stores
 that live in one process need nothing more than the pipeline's own per-key turns.
 
 Ledgers: only *shared* runs (an explicit ``run_id``) keep their ledger in the store; a private
 run keeps it in memory (see :mod:`cachesaver.ledger`). ``claim`` is atomic across every process
 that shares the store: it is what makes G1 hold when several workers run one experiment.
+
+Billing records (G8 in shared runs): the process that generates a sample is not always the one
+whose claim takes it first (another worker of the run may claim it as soon as it is stored). So a
+shared run's appends record their samples as *unbilled in that run*, in the same transaction
+(``append(..., unbilled_run=run_id)``), and :meth:`Store.claim_billed` takes those records with
+the samples: each generated sample is billed exactly once, to the first response of the run that
+delivers it, whichever process generated it. Private runs bill in their own process (each
+claims what it generated), so they record nothing.
 """
 from __future__ import annotations
 
@@ -53,18 +60,23 @@ class Store(ABC):
         raise NotImplementedError(f"{type(self).__name__} has no synchronous read")
 
     @abstractmethod
-    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
+    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None, *,
+                     unbilled_run: Optional[str] = None) -> int:
         """Atomically append ``samples`` to ``key``'s list; return the index of the first one.
 
         ``meta`` (the canonical request JSON) is stored once per key, for ``inspect``/export.
+        ``unbilled_run``: a shared run whose generation this is; stores that ``keep_billing``
+        record the new samples as unbilled in that run, in the same transaction (see
+        :meth:`claim_billed`).
         """
 
-    async def append_many(self, items: Sequence[tuple[str, Sequence[bytes], Optional[bytes]]]) -> list[int]:
+    async def append_many(self, items: Sequence[tuple[str, Sequence[bytes], Optional[bytes]]], *,
+                          unbilled_run: Optional[str] = None) -> list[int]:
         """``append`` for several ``(key, samples, meta)``; the first index of each, in order.
 
         Stores that set ``coalesce_appends`` do it in one transaction (all stored or none).
         """
-        return [await self.append(key, samples, meta) for key, samples, meta in items]
+        return [await self.append(key, samples, meta, unbilled_run=unbilled_run) for key, samples, meta in items]
 
     @abstractmethod
     async def length(self, key: str) -> int:
@@ -92,6 +104,21 @@ class Store(ABC):
         Returns ``(position, samples)``: the ledger position before the claim and the samples
         taken, which are then consumed. With ``partial=False`` it takes ``count`` samples or none.
         """
+
+    #: True if the store keeps shared runs' billing records (``append(unbilled_run=)`` and
+    #: :meth:`claim_billed`); else the engine bills shared runs in the generating process.
+    keeps_billing: bool = False
+
+    async def claim_billed(self, run_id: str, namespace: str, key: str, count: int) -> tuple[int, list[bytes], list[int]]:
+        """:meth:`claim` of exactly ``count`` samples (or none) that also bills them.
+
+        Returns ``(position, samples, billed)``: ``billed`` holds the indices among those taken
+        that an append recorded as unbilled in ``run_id``; their records are removed in the same
+        atomic step, so each generated sample is billed once, to the first claim of the run
+        that takes it (G8), in whatever process it runs.
+        """
+        pos, taken = await self.claim(run_id, namespace, key, count, partial=False)
+        return pos, taken, []
 
     # -- where request ids took their samples (exact replays by id) --------------------------
     #: Which ledger positions each explicit request id took in a (namespace, key), so that a

@@ -8,6 +8,7 @@ Layout: three tables of our own inside the directory's ``cache.db`` (the file a
     cachesaver_ledger   (run, ns, key, pos)     shared-run ledger positions
     cachesaver_ids      (key, ns, rid, pos, n)  the positions each request id took (replays by id)
     cachesaver_holes    (run, ns, key, pos)     shared-run positions below the ledger's left free
+    cachesaver_unbilled (run, key, idx)         shared-run samples generated and not yet billed
 
 Why tables of our own rather than diskcache entries: diskcache's eviction (every ``Cache`` has
 a size limit and an eviction policy, 1 GB and least-recently-stored by default) only ever
@@ -78,6 +79,12 @@ _HOLES_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS cachesaver_holes (run TEXT NOT NULL, ns TEXT NOT NULL, key TEXT NOT NULL, "
     "pos INTEGER NOT NULL, PRIMARY KEY (run, ns, key, pos))"
 )
+_UNBILLED_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS cachesaver_unbilled (run TEXT NOT NULL, key TEXT NOT NULL, "
+    "idx INTEGER NOT NULL, PRIMARY KEY (run, key, idx))"
+)
+#: Tables added after the first three: created on their first write (see _IDS_SCHEMA).
+_LATER_TABLES = ("cachesaver_ids", "cachesaver_holes", "cachesaver_unbilled")
 
 #: Reserve ``k`` indexes of a key in one statement: insert its row (with its meta, stored once),
 #: or add ``k`` to a count that is a valid count (no row comes back for a garbage count).
@@ -353,7 +360,8 @@ class DiskStore(Store):
             raise _store_error(exc, f"reading samples of key {key} from", self.path, self.timeout) from exc
 
     @staticmethod
-    def _append_in(con: sqlite3.Connection, key: str, samples: Sequence[bytes], meta: Optional[bytes]) -> int:
+    def _append_in(con: sqlite3.Connection, key: str, samples: Sequence[bytes], meta: Optional[bytes],
+                   unbilled_run: Optional[str] = None) -> int:
         k = len(samples)
         for raw in samples:
             if type(raw) not in (bytes, bytearray, memoryview):
@@ -378,6 +386,10 @@ class DiskStore(Store):
         else:
             con.executemany(_INSERT_SAMPLE,
                             [(key, start + i, bytes(raw)) for i, raw in enumerate(samples)])
+        if unbilled_run is not None:
+            con.execute(_UNBILLED_SCHEMA)
+            con.executemany("INSERT OR IGNORE INTO cachesaver_unbilled (run, key, idx) VALUES (?, ?, ?)",
+                            [(unbilled_run, key, start + i) for i in range(k)])
         return start
 
     def read_now(self, key: str, start: int, count: int) -> list[bytes]:
@@ -390,14 +402,17 @@ class DiskStore(Store):
         except sqlite3.Error as exc:
             raise _store_error(exc, f"reading samples of key {key} from", self.path, self.timeout) from exc
 
-    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
+    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None, *,
+                     unbilled_run: Optional[str] = None) -> int:
         return await self._write(f"appending samples of key {key} to",
-                                 lambda con: self._append_in(con, key, samples, meta))
+                                 lambda con: self._append_in(con, key, samples, meta, unbilled_run))
 
-    async def append_many(self, items: Sequence[tuple[str, Sequence[bytes], Optional[bytes]]]) -> list[int]:
+    async def append_many(self, items: Sequence[tuple[str, Sequence[bytes], Optional[bytes]]], *,
+                          unbilled_run: Optional[str] = None) -> list[int]:
         """All appends in one transaction: all are stored or none is."""
-        return await self._write(f"appending samples of {len(items)} keys to",
-                                 lambda con: [self._append_in(con, key, samples, meta) for key, samples, meta in items])
+        return await self._write(
+            f"appending samples of {len(items)} keys to",
+            lambda con: [self._append_in(con, key, samples, meta, unbilled_run) for key, samples, meta in items])
 
     async def length(self, key: str) -> int:
         con = self._reader()
@@ -467,6 +482,12 @@ class DiskStore(Store):
     async def claim(
         self, run_id: str, namespace: str, key: str, count: int, *, partial: bool
     ) -> tuple[int, list[bytes]]:
+        return await self._write(f"claiming samples of key {key} in",
+                                 self._claim_in(run_id, namespace, key, count, partial=partial))
+
+    def _claim_in(self, run_id: str, namespace: str, key: str, count: int, *,
+                  partial: bool) -> Callable[[sqlite3.Connection], tuple[int, list[bytes]]]:
+        """The claim, as a function of a connection in a write transaction."""
         what = f"ledger position of {namespace!r} in run {run_id!r}"
 
         def claim_in(con: sqlite3.Connection) -> tuple[int, list[bytes]]:
@@ -483,7 +504,28 @@ class DiskStore(Store):
             )
             return pos, taken
 
-        return await self._write(f"claiming samples of key {key} in", claim_in)
+        return claim_in
+
+    keeps_billing = True
+
+    async def claim_billed(self, run_id: str, namespace: str, key: str, count: int) -> tuple[int, list[bytes], list[int]]:
+        """:meth:`claim` and the billing records of what it takes, in one transaction."""
+        claim_in = self._claim_in(run_id, namespace, key, count, partial=False)
+
+        def claim_and_bill(con: sqlite3.Connection) -> tuple[int, list[bytes], list[int]]:
+            pos, taken = claim_in(con)
+            if not taken or not _has_table(con, "cachesaver_unbilled"):
+                return pos, taken, []
+            stop = pos + len(taken)
+            billed = [idx for (idx,) in con.execute(
+                "SELECT idx FROM cachesaver_unbilled WHERE run = ? AND key = ? AND idx >= ? AND idx < ?",
+                (run_id, key, pos, stop))]
+            if billed:
+                con.execute("DELETE FROM cachesaver_unbilled WHERE run = ? AND key = ? AND idx >= ? AND idx < ?",
+                            (run_id, key, pos, stop))
+            return pos, taken, billed
+
+        return await self._write(f"claiming samples of key {key} in", claim_and_bill)
 
     async def claim_at(self, run_id: str, namespace: str, key: str, pos: int, count: int) -> list[bytes]:
         if pos < 0 or count <= 0 or self.read_only:
@@ -553,10 +595,9 @@ class DiskStore(Store):
             removed = con.execute("DELETE FROM cachesaver_samples WHERE key = ?", (key,)).rowcount
             con.execute("DELETE FROM cachesaver_keys WHERE key = ?", (key,))
             con.execute("DELETE FROM cachesaver_ledger WHERE key = ?", (key,))
-            if _has_table(con, "cachesaver_ids"):
-                con.execute("DELETE FROM cachesaver_ids WHERE key = ?", (key,))
-            if _has_table(con, "cachesaver_holes"):
-                con.execute("DELETE FROM cachesaver_holes WHERE key = ?", (key,))
+            for table in _LATER_TABLES:
+                if _has_table(con, table):
+                    con.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
         return removed
 
     async def clear(self) -> None:
@@ -566,7 +607,7 @@ class DiskStore(Store):
         with self._transaction("clearing") as con:
             for table in _TABLES:
                 con.execute(f"DELETE FROM {table}")
-            for table in ("cachesaver_ids", "cachesaver_holes"):
+            for table in _LATER_TABLES:
                 if _has_table(con, table):
                     con.execute(f"DELETE FROM {table}")
 

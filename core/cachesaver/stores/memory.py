@@ -20,8 +20,11 @@ class MemoryStore(Store):
         self._ledger: dict[tuple[str, str, str], int] = {}
         self._ids: dict[str, dict[tuple[str, str], tuple[int, int]]] = {}
         self._holes: dict[tuple[str, str, str], set[int]] = {}
+        #: Shared runs' generated samples no claim has billed yet: {(run_id, key): indices}.
+        self._unbilled: dict[tuple[str, str], set[int]] = {}
 
     keeps_id_positions = True
+    keeps_billing = True
 
     async def id_positions(self, key: str) -> dict[tuple[str, str], tuple[int, int]]:
         return self.id_positions_now(key)
@@ -44,12 +47,15 @@ class MemoryStore(Store):
         # A slice of a list that is only ever extended: atomic under the GIL.
         return self._samples.get(key, [])[start : start + count]
 
-    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
+    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None, *,
+                     unbilled_run: Optional[str] = None) -> int:
         bucket = self._samples.setdefault(key, [])
         start = len(bucket)
         bucket.extend(samples)
         if meta is not None and key not in self._meta:
             self._meta[key] = meta
+        if unbilled_run is not None:
+            self._unbilled.setdefault((unbilled_run, key), set()).update(range(start, len(bucket)))
         return start
 
     async def length(self, key: str) -> int:
@@ -59,6 +65,17 @@ class MemoryStore(Store):
         self, run_id: str, namespace: str, key: str, count: int, *, partial: bool
     ) -> tuple[int, list[bytes]]:
         return claim_in_memory(self._samples, self._ledger, (run_id, namespace, key), count, partial)
+
+    async def claim_billed(self, run_id: str, namespace: str, key: str, count: int) -> tuple[int, list[bytes], list[int]]:
+        pos, taken = claim_in_memory(self._samples, self._ledger, (run_id, namespace, key), count, False)
+        unbilled = self._unbilled.get((run_id, key))
+        if not taken or not unbilled:
+            return pos, taken, []
+        billed = [i for i in range(pos, pos + len(taken)) if i in unbilled]
+        unbilled.difference_update(billed)
+        if not unbilled:
+            del self._unbilled[(run_id, key)]
+        return pos, taken, billed
 
     async def claim_at(self, run_id: str, namespace: str, key: str, pos: int, count: int) -> list[bytes]:
         slot = (run_id, namespace, key)
@@ -85,6 +102,8 @@ class MemoryStore(Store):
             del self._ledger[slot]
         for slot in [s for s in self._holes if s[2] == key]:
             del self._holes[slot]
+        for run_key in [s for s in self._unbilled if s[1] == key]:
+            del self._unbilled[run_key]
         self._ids.pop(key, None)
         return removed
 
@@ -94,6 +113,7 @@ class MemoryStore(Store):
         self._ledger.clear()
         self._ids.clear()
         self._holes.clear()
+        self._unbilled.clear()
 
 
 def positions_free(ledger: "dict[Any, int]", holes: "dict[Any, set[int]]", slot: Any, pos: int, count: int) -> bool:

@@ -15,6 +15,7 @@ sample list in one Redis Cluster slot, so each script below touches a single slo
     P:{K}:i   HASH    where request ids took their samples: field = JSON [namespace, request_id],
                       value = JSON [first position, count], set once (HSETNX)
     P:{K}:h   SET     shared-run positions below the ledger's left free (member: field|position)
+    P:{K}:u   SET     shared-run samples generated and not yet billed (member: index:run_id)
 
 Every append and every claim is one Lua script: atomic, and one round trip. A hit costs one
 round trip (LRANGE for a private run, the claim script for a shared run).
@@ -77,7 +78,8 @@ _APPEND_TOKENS_KEPT = 16
 _PUSH_CHUNK = 4000
 _SCAN_COUNT = 1000
 
-# KEYS: samples, meta, append tokens. ARGV: token, has_meta ('1'/'0'), meta, samples...
+# KEYS: samples, meta, append tokens, unbilled. ARGV: token, has_meta ('1'/'0'), meta,
+# unbilled run ('' = none), samples...
 _APPEND_LUA = f"""
 local mark = ARGV[1] .. ' '
 for _, entry in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
@@ -86,38 +88,49 @@ for _, entry in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
   end
 end
 local start = redis.call('LLEN', KEYS[1])
-for i = 4, #ARGV, {_PUSH_CHUNK} do
+for i = 5, #ARGV, {_PUSH_CHUNK} do
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + {_PUSH_CHUNK - 1}, #ARGV)))
 end
 if ARGV[2] == '1' then redis.call('SET', KEYS[2], ARGV[3], 'NX') end
+if ARGV[4] ~= '' then
+  for i = 0, #ARGV - 5 do redis.call('SADD', KEYS[4], (start + i) .. ':' .. ARGV[4]) end
+end
 redis.call('LPUSH', KEYS[3], mark .. start)
 redis.call('LTRIM', KEYS[3], 0, {_APPEND_TOKENS_KEPT - 1})
 return start
 """
 
-# KEYS: samples, ledger, claim tokens. ARGV: field, count, partial ('1'/'0'), token ('' = none).
-# Returns {position before, {samples taken}}.
+# KEYS: samples, ledger, claim tokens, unbilled. ARGV: field, count, partial ('1'/'0'), token
+# ('' = none), run whose billing records to take ('' = none). Returns {position before,
+# {samples taken}, {indices billed}}; a retried claim (same token) returns its first answer.
 _CLAIM_LUA = """
-local field, count, token = ARGV[1], tonumber(ARGV[2]), ARGV[4]
+local field, count, token, run = ARGV[1], tonumber(ARGV[2]), ARGV[4], ARGV[5]
 if token ~= '' then
   local last = redis.call('HGET', KEYS[3], field)
   local mark = token .. ' '
   if last and string.sub(last, 1, #mark) == mark then
-    local rest = string.sub(last, #mark + 1)
-    local sp = string.find(rest, ' ', 1, true)
-    local pos = tonumber(string.sub(rest, 1, sp - 1))
-    local got = tonumber(string.sub(rest, sp + 1))
-    return {pos, redis.call('LRANGE', KEYS[1], pos, pos + got - 1)}
+    local words = {}
+    for word in string.gmatch(string.sub(last, #mark + 1), '%S+') do words[#words + 1] = tonumber(word) end
+    local pos, got = words[1], words[2]
+    return {pos, redis.call('LRANGE', KEYS[1], pos, pos + got - 1), {unpack(words, 3)}}
   end
 end
 local pos = tonumber(redis.call('HGET', KEYS[2], field) or '0')
-if count <= 0 then return {pos, {}} end
+if count <= 0 then return {pos, {}, {}} end
 local taken = redis.call('LRANGE', KEYS[1], pos, pos + count - 1)
 local got = #taken
-if got == 0 or (got < count and ARGV[3] ~= '1') then return {pos, {}} end
+if got == 0 or (got < count and ARGV[3] ~= '1') then return {pos, {}, {}} end
 redis.call('HSET', KEYS[2], field, pos + got)
-if token ~= '' then redis.call('HSET', KEYS[3], field, token .. ' ' .. pos .. ' ' .. got) end
-return {pos, taken}
+local billed = {}
+if run ~= '' then
+  for p = pos, pos + got - 1 do
+    if redis.call('SREM', KEYS[4], p .. ':' .. run) == 1 then billed[#billed + 1] = p end
+  end
+end
+if token ~= '' then
+  redis.call('HSET', KEYS[3], field, token .. ' ' .. pos .. ' ' .. got .. ' ' .. table.concat(billed, ' '))
+end
+return {pos, taken, billed}
 """
 
 # KEYS: samples, ledger, holes. ARGV: ledger field, first position, count. Takes exactly those
@@ -136,8 +149,8 @@ if pos + count > cur then redis.call('HSET', KEYS[2], field, pos + count) end
 return redis.call('LRANGE', KEYS[1], pos, pos + count - 1)
 """
 
-# KEYS: samples, meta, ledger, claim tokens, append tokens, request-id positions. Returns
-# samples removed.
+# KEYS: samples, meta, ledger, claim tokens, append tokens, request-id positions, holes,
+# billing records. Returns samples removed.
 _DELETE_LUA = """
 local n = redis.call('LLEN', KEYS[1])
 redis.call('DEL', unpack(KEYS))
@@ -377,15 +390,17 @@ class RedisStore(Store):
         except RedisError as exc:
             raise self._error(exc, f"reading key {key}") from exc
 
-    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None) -> int:
+    async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None, *,
+                     unbilled_run: Optional[str] = None) -> int:
         base = self._base(key)
         values = [_as_bytes(raw, f"sample {i} for key {key}") for i, raw in enumerate(samples)]
         meta_arg = b"" if meta is None else _as_bytes(meta, f"meta for key {key}")
         client = await self._ready()
         try:
             start = await client.append(
-                keys=[base + "s", base + "m", base + "t"],
-                args=[self._token(), "0" if meta is None else "1", meta_arg, *values],
+                keys=[base + "s", base + "m", base + "t", base + "u"],
+                args=[self._token(), "0" if meta is None else "1", meta_arg,
+                      "" if unbilled_run is None else _run_arg(unbilled_run), *values],
             )
         except RedisError as exc:
             raise self._error(exc, f"appending {len(values)} samples to key {key}") from exc
@@ -444,17 +459,29 @@ class RedisStore(Store):
     async def claim(
         self, run_id: str, namespace: str, key: str, count: int, *, partial: bool
     ) -> tuple[int, list[bytes]]:
+        pos, taken, _ = await self._claim(run_id, namespace, key, count, partial=partial, bill=False)
+        return pos, taken
+
+    keeps_billing = True
+
+    async def claim_billed(self, run_id: str, namespace: str, key: str, count: int) -> tuple[int, list[bytes], list[int]]:
+        return await self._claim(run_id, namespace, key, count, partial=False, bill=True)
+
+    async def _claim(self, run_id: str, namespace: str, key: str, count: int, *, partial: bool,
+                     bill: bool) -> tuple[int, list[bytes], list[int]]:
+        """One script: the claim and (``bill``) the billing records of what it takes."""
         base = self._base(key)
         field = orjson.dumps([run_id, namespace])
         client = await self._ready()
         try:
-            pos, taken = await client.claim(
-                keys=[base + "s", base + "l", base + "c"],
-                args=[field, count, "1" if partial else "0", self._token() if count > 0 else ""],
+            pos, taken, billed = await client.claim(
+                keys=[base + "s", base + "l", base + "c", base + "u"],
+                args=[field, count, "1" if partial else "0", self._token() if count > 0 else "",
+                      _run_arg(run_id) if bill else ""],
             )
         except RedisError as exc:
             raise self._error(exc, f"claiming {count} samples of key {key} for {namespace!r}") from exc
-        return int(pos), list(taken)
+        return int(pos), list(taken), [int(i) for i in billed]
 
     async def claim_at(self, run_id: str, namespace: str, key: str, pos: int, count: int) -> list[bytes]:
         """One script (atomic). A reply lost after the script ran leaves the positions taken and
@@ -610,7 +637,7 @@ class RedisStore(Store):
         base = self._base(key)
         client = await self._ready()
         try:
-            return int(await client.delete(keys=[base + s for s in ("s", "m", "l", "c", "t", "i", "h")]))
+            return int(await client.delete(keys=[base + s for s in ("s", "m", "l", "c", "t", "i", "h", "u")]))
         except RedisError as exc:
             raise self._error(exc, f"deleting key {key}") from exc
 
@@ -716,6 +743,11 @@ def _drop_sockets(redis_client: Any) -> None:
                 transport._sock = None
         with contextlib.suppress(AttributeError):
             conn._writer = conn._reader = None
+
+
+def _run_arg(run_id: str) -> str:
+    """A run id as the scripts' billing-record argument: never empty ('' means no run there)."""
+    return "r" + run_id
 
 
 def _as_bytes(value: Any, what: str) -> bytes:
