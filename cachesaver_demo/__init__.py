@@ -13,6 +13,7 @@ benchmark uses them too); only ``runner`` needs litellm, and imports it when the
 from __future__ import annotations
 
 from .responder import respond
-from .runner import PRICES, PUZZLES, Scenario, ScenarioResult, run_demo, run_experiment
+from .runner import FAKE_MODEL, PUZZLES, Scenario, ScenarioResult, price_fake_model, run_demo, run_experiment
 
-__all__ = ["run_demo", "run_experiment", "Scenario", "ScenarioResult", "PRICES", "PUZZLES", "respond"]
+__all__ = ["run_demo", "run_experiment", "Scenario", "ScenarioResult", "FAKE_MODEL", "price_fake_model", "PUZZLES",
+           "respond"]

@@ -15,11 +15,25 @@ from . import game24 as g
 from .methods import self_consistency, tot_bfs
 from .responder import respond
 
-__all__ = ["PRICES", "PUZZLES", "SCENARIOS", "COLUMNS", "Scenario", "ScenarioResult", "run_experiment", "run_demo",
-           "render_table", "table_rows", "write_chart", "chart_figure"]
+__all__ = ["FAKE_MODEL", "PRICED_AS", "price_fake_model", "PUZZLES", "SCENARIOS", "COLUMNS", "Scenario",
+           "ScenarioResult", "run_experiment", "run_demo", "render_table", "table_rows", "write_chart",
+           "chart_figure"]
 
-#: gpt-4.1-nano list prices, dollars per token (input, output).
-PRICES = (0.10 / 1e6, 0.40 / 1e6)
+#: The model name the demo asks the local fake server for, and the model whose list prices
+#: litellm charges for it (see :func:`price_fake_model`).
+FAKE_MODEL = "openai/fake-model"
+PRICED_AS = "gpt-4.1-nano"
+
+
+def price_fake_model() -> None:
+    """Have litellm price :data:`FAKE_MODEL`'s calls at :data:`PRICED_AS`'s prices, taken from
+    litellm's own cost map. Then the demo's dollars are litellm's ``response_cost`` of each call,
+    the figure the engine stores with every sample: its stats, the cost callback, bundles and
+    this table all show one number (a model litellm has no price for would show $0 in all)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.register_model({FAKE_MODEL: dict(litellm.model_cost[PRICED_AS])})
 
 #: The demo's puzzles: the first ten of the savings benchmark's seeded set, as "a b c d".
 PUZZLES = [g.state_text(state) for state in g.puzzles(10, seed=24)]
@@ -37,22 +51,17 @@ class ScenarioResult:
     requests: int = 0                        # litellm.acompletion calls made by the methods
     samples_asked: int = 0
     model_calls: int = 0                     # real calls the engine made
-    samples_generated: int = 0
+    samples_generated: int = 0               # samples billed to this scenario's responses (G8)
+    billed: float = 0.0                      # dollars: litellm's cost of the calls made (engine stats)
+    saved: float = 0.0                       # dollars: the stored cost of the samples reused
     prompt_tokens_billed: float = 0
     completion_tokens_billed: float = 0
     prompt_tokens_saved: float = 0
     completion_tokens_saved: float = 0
     puzzles: int = 0
+    model: str = ""
     solved: dict[str, int] = field(default_factory=dict)
     outcomes: list[Any] = field(default_factory=list)
-
-    @property
-    def billed(self) -> float:
-        return self.prompt_tokens_billed * PRICES[0] + self.completion_tokens_billed * PRICES[1]
-
-    @property
-    def saved(self) -> float:
-        return self.prompt_tokens_saved * PRICES[0] + self.completion_tokens_saved * PRICES[1]
 
 
 SCENARIOS = [
@@ -85,7 +94,7 @@ async def run_experiment(
         for index, scenario in enumerate(scenarios):
             # A new run_id is a new run: same namespaces replay from sample 0.
             cachesaver_litellm.register(store=cache, batch_size=64, timeout=0.02, run_id=f"demo-{tag}-{index}")
-            result = ScenarioResult(scenario.name, puzzles=len(puzzles))
+            result = ScenarioResult(scenario.name, puzzles=len(puzzles), model=model)
 
             async def llm(prompt: str, n: int, namespace: str, result: ScenarioResult = result) -> list[str]:
                 result.requests += 1
@@ -114,7 +123,8 @@ async def run_experiment(
             stats = cachesaver_litellm.stats()
             total = stats.total
             result.model_calls = stats.model_calls
-            result.samples_generated = stats.samples_returned
+            result.samples_generated = total.samples_generated
+            result.billed, result.saved = total.cost_billed, total.cost_saved
             result.prompt_tokens_billed = total.prompt_tokens_billed
             result.completion_tokens_billed = total.completion_tokens_billed
             result.prompt_tokens_saved = total.prompt_tokens_saved
@@ -159,7 +169,7 @@ def render_table(results: list[ScenarioResult], console) -> None:
     from rich.table import Table
 
     puzzles = results[0].puzzles if results else 0
-    table = Table(title=f"Game of 24 through litellm + CacheSaver ({puzzles} puzzles, gpt-4.1-nano prices)",
+    table = Table(title=f"Game of 24 through litellm + CacheSaver ({puzzles} puzzles, {prices_of(results)} prices)",
                   box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False,
                   show_edge=False)
     for col in COLUMNS:
@@ -170,6 +180,24 @@ def render_table(results: list[ScenarioResult], console) -> None:
     for r in results:
         if r.name in SCENARIO_NOTES:
             console.print(f"  {r.name:<9}  {SCENARIO_NOTES[r.name]}", soft_wrap=True)
+
+
+def _has_price(model: str) -> bool:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    try:
+        litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=1)
+    except Exception:  # litellm raises a bare Exception (or NotFoundError) for an unknown model
+        return False
+    return True
+
+
+def prices_of(results: list[ScenarioResult]) -> str:
+    """Whose prices the dollars are: the model's (litellm's cost map), or gpt-4.1-nano's for the
+    fake server's model."""
+    model = results[0].model if results else ""
+    return PRICED_AS if model == FAKE_MODEL else model
 
 
 def write_chart(results: list[ScenarioResult], path: str) -> Optional[str]:
@@ -208,7 +236,7 @@ def chart_figure(results: list[ScenarioResult]):
     ax.bar_label(kept, labels=[f"{s / t:.0%} saved{x}" if t else "" for s, t, x in zip(saved, totals, thin)],
                  padding=2, fontsize=8)
     ax.set_ylim(0, max(totals + [0.0]) * 1.45 or 1.0)  # room for the labels and the legend
-    ax.set_ylabel("milli-dollars (gpt-4.1-nano prices)")
+    ax.set_ylabel(f"milli-dollars ({prices_of(results)} prices)")
     ax.set_title("What each scenario would cost without a cache, and what it paid")
     ax.legend(loc="upper left", ncols=2, frameon=False)
     fig.tight_layout()
@@ -229,11 +257,15 @@ def run_demo(args: argparse.Namespace) -> int:
         from cachesaver.testing.server import FakeOpenAIServer
 
         server = FakeOpenAIServer(seed=24, responder=respond).start()
-        model, call_kwargs = "openai/fake-model", {"api_base": server.base_url, "api_key": "sk-fake-demo"}
+        price_fake_model()
+        model, call_kwargs = FAKE_MODEL, {"api_base": server.base_url, "api_key": "sk-fake-demo"}
         console.print(f"Model: the local fake OpenAI-compatible server at {server.base_url} (no API key, no network)", soft_wrap=True)
     else:
         model, call_kwargs = args.model, {}
         console.print(f"Model: {model} (real calls, billed by your provider)", soft_wrap=True)
+        if not _has_price(model):
+            console.print(f"litellm has no price for {model}: the $ columns show 0 (add one with "
+                          "litellm.register_model)", soft_wrap=True)
     console.print(f"Cache: {redact_url(args.cache)}   Puzzles: {', '.join(puzzles)}", soft_wrap=True)
     total = sum(len(s.methods) for s in SCENARIOS) * len(puzzles)
     try:

@@ -14,7 +14,7 @@ pytest.importorskip("litellm")
 from rich.console import Console  # noqa: E402
 
 from cachesaver.cli import main  # noqa: E402
-from cachesaver_demo import PUZZLES, Scenario, respond, run_experiment  # noqa: E402
+from cachesaver_demo import FAKE_MODEL, PUZZLES, Scenario, price_fake_model, respond, run_experiment  # noqa: E402
 from cachesaver_demo.runner import COLUMNS, chart_figure, render_table, table_rows  # noqa: E402
 from cachesaver.testing.server import FakeOpenAIServer  # noqa: E402
 
@@ -28,9 +28,10 @@ SCENARIOS = [
 
 def fresh_demo(directory: pathlib.Path, puzzles: int = 2):
     """One fresh run of the demo's experiment: a new server, an empty cache."""
+    price_fake_model()
     with FakeOpenAIServer(seed=24, responder=respond) as server:
         results = asyncio.run(run_experiment(
-            cache=str(directory), model="openai/fake-model",
+            cache=str(directory), model=FAKE_MODEL,
             call_kwargs={"api_base": server.base_url, "api_key": "sk-test"},
             puzzles=PUZZLES[:puzzles], scenarios=SCENARIOS,
         ))
