@@ -18,6 +18,12 @@ file's digest, the archive's members (nothing missing, nothing extra: a planted 
 refused, never opened), the manifest's fields and digest, every sample's digest and record, that each key is
 the SHA-256 of its canonical request (so a sample can only answer the request it was generated
 for), and the summary recomputed from the samples. The same samples always give the same bytes.
+
+Sizes are bounded (:mod:`.limits`: 16 MiB a sample, 256 MiB a key's member, 32 MiB the
+manifest, 1 GiB in all, each raised by a ``CACHESAVER_BUNDLE_MAX_*_BYTES`` variable): checked
+against the central directory before decompressing and again while streaming, so a zip bomb
+or a padded manifest is refused at the cost of one sample's memory. The writer refuses to make
+a bundle over them.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ from .. import __version__
 from ..codec import decode_sample
 from ..errors import BundleError, CorruptSampleError
 from .consumption import Consumption, check_positions
+from .limits import Limits, iter_lines, read_member
 from .summary import summarize
 
 __all__ = ["FORMAT", "VERSION", "BundleContents", "encode_bundle", "decode_bundle", "file_sha256"]
@@ -45,9 +52,8 @@ VERSION = 1
 MANIFEST = "manifest.json"
 _SEAL = b"cachesaver-bundle-sha256:"
 _DIGEST_LEN = 64
-#: Refuse archives that claim more than this uncompressed (a zip bomb is refused, not inflated).
-MAX_UNCOMPRESSED = 4 << 30
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_UNWRITTEN = " (nothing was written: readers would refuse it)"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MEMBER = re.compile(r"^samples/[0-9]{6,}\.jsonl$")
 _VERSIONED = ("cachesaver-integrations", "litellm", "langchain-core", "diskcache", "redis")
@@ -101,13 +107,21 @@ def _member(index: int) -> str:
 # -- writing ---------------------------------------------------------------------------------
 def encode_bundle(contents: BundleContents) -> bytes:
     """The bundle file's bytes for ``contents`` (deterministic); sets ``contents``' digests."""
+    limits = Limits.current()
     keys = sorted(contents.samples)
     entries: list[dict[str, Any]] = []
+    total = 0
     for index, key in enumerate(keys):
         raws = contents.samples[key]
         for i, raw in enumerate(raws):
             if b"\n" in raw:
                 raise BundleError(f"sample {i} of key {key} holds a raw newline: not a CacheSaver record")
+            if len(raw) > limits.sample:
+                raise limits.refuse(f"sample {i} of key {key}", f"{len(raw):,} bytes", "sample", _UNWRITTEN)
+        size = sum(len(raw) for raw in raws) + max(len(raws) - 1, 0)
+        if size > limits.member:
+            raise limits.refuse(f"key {key} ({len(raws)} samples)", f"{size:,} bytes", "member", _UNWRITTEN)
+        total += size
         meta = contents.metas.get(key)
         entries.append({
             "key": key,
@@ -127,6 +141,10 @@ def encode_bundle(contents: BundleContents) -> bytes:
     contents.content_sha256 = sha256(_canonical(body))
     manifest = orjson.dumps({**body, "content_sha256": contents.content_sha256},
                             option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+    if len(manifest) > limits.manifest:
+        raise limits.refuse(f"the manifest of {len(keys)} keys", f"{len(manifest):,} bytes", "manifest", _UNWRITTEN)
+    if total + len(manifest) > limits.total:
+        raise limits.refuse("the bundle", f"{total + len(manifest):,} bytes", "total", _UNWRITTEN)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as archive:
         for entry in entries:
@@ -211,15 +229,21 @@ def _seal_ok(data: bytes) -> bool:
 
 
 def _decode_members(archive: zipfile.ZipFile, where: str) -> BundleContents:
+    limits = Limits.current()
     infos = archive.infolist()
     names = [info.filename for info in infos]
     if len(set(names)) != len(names):
         raise BundleError(f"{where}: a member appears twice in the archive (planted); refused")
-    if sum(info.file_size for info in infos) > MAX_UNCOMPRESSED:
-        raise BundleError(f"{where}: the archive claims more than {MAX_UNCOMPRESSED >> 30} GiB uncompressed; refused")
+    declared = sum(info.file_size for info in infos)
+    if declared > limits.total:
+        raise limits.refuse(f"{where}: the archive", f"{declared:,} bytes uncompressed (declared)", "total",
+                            " before decompressing it")
     if MANIFEST not in names:
         raise BundleError(f"{where}: no {MANIFEST} in the archive: not a CacheSaver bundle")
-    manifest = _manifest(_read(archive, MANIFEST, f"{where}: {MANIFEST}"), where)
+    raw_manifest = read_member(archive, archive.getinfo(MANIFEST), f"{where}: {MANIFEST}", limits, "manifest")
+    budget = [limits.total - len(raw_manifest)]
+    manifest = _manifest(raw_manifest, where)
+    del raw_manifest
     entries = manifest["keys"]
     members = {entry["member"]: entry["key"] for entry in entries}
     for name in names:
@@ -232,18 +256,22 @@ def _decode_members(archive: zipfile.ZipFile, where: str) -> BundleContents:
         key, member, hashes = entry["key"], entry["member"], entry["samples"]
         if member not in names:
             raise BundleError(f"{where}: key {key}: its member {member} is missing from the archive (removed)")
-        raw = _read(archive, member, f"{where}: key {key} (member {member})")
-        lines = raw.split(b"\n") if raw else []
-        if len(lines) != len(hashes):
-            raise BundleError(f"{where}: key {key} holds {len(lines)} samples but the manifest lists "
-                              f"{len(hashes)} (a sample was removed or added)")
-        for i, (line, digest) in enumerate(zip(lines, hashes)):
-            if sha256(line) != digest:
+        lines: list[bytes] = []
+        what = f"{where}: key {key} (member {member})"
+        for i, line in enumerate(iter_lines(archive, archive.getinfo(member), what, limits, budget)):
+            if i >= len(hashes):
+                raise BundleError(f"{where}: key {key} holds more than {len(hashes)} samples, the number the "
+                                  "manifest lists (a sample was added)")
+            if sha256(line) != hashes[i]:
                 raise BundleError(f"{where}: key {key} sample {i}: SHA-256 mismatch (the sample was modified)")
             try:
                 decode_sample(line, key=key, index=i)
             except CorruptSampleError as exc:
                 raise BundleError(f"{where}: {exc}") from None
+            lines.append(line)
+        if len(lines) != len(hashes):
+            raise BundleError(f"{where}: key {key} holds {len(lines)} samples but the manifest lists "
+                              f"{len(hashes)} (a sample was removed or added)")
         meta = None if entry["meta"] is None else entry["meta"].encode("utf-8")
         if meta is not None and sha256(meta) != key:
             raise BundleError(f"{where}: key {key}: its canonical request (meta) hashes to {sha256(meta)}, not to "
@@ -266,13 +294,6 @@ def _decode_members(archive: zipfile.ZipFile, where: str) -> BundleContents:
         raise BundleError(f"{where}: manifest summary field(s) {', '.join(bad)} do not match the samples (edited)")
     return BundleContents(samples, metas, consumption, manifest["versions"], summary,
                           content_sha256=manifest["content_sha256"])
-
-
-def _read(archive: zipfile.ZipFile, name: str, what: str) -> bytes:
-    try:
-        return archive.read(name)
-    except Exception as exc:  # noqa: BLE001 - zipfile raises many types (CRC, zlib, "encrypted", versions)
-        raise BundleError(f"{what} is damaged ({type(exc).__name__}: {exc}); get a fresh copy of the bundle") from None
 
 
 def _manifest(raw: bytes, where: str) -> dict[str, Any]:
