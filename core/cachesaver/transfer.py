@@ -19,9 +19,14 @@ the user's own stores and does not scan.
 
 Import appends only what the target lacks: if it already holds a prefix of a key's list, that
 prefix is compared sample by sample and only the missing tail is appended, so importing a file
-twice (or a newer export of a growing cache) never duplicates a sample. A sample that differs
-from the one stored at the same index raises :class:`TransferConflictError` before anything of
-that line is written. Ledger positions only ever move forward.
+twice (or a newer export of a growing cache) never duplicates a sample. Import writes all or
+nothing: a first, read-only pass over the whole file checks every line (format, records, gaps)
+and compares every sample the target already holds, so a sample that differs from the one
+stored at its index raises :class:`TransferConflictError` naming the key and index before the
+first write. Only the second pass writes (the file is read twice, never held in memory; a
+stream that cannot be re-read is spooled to a temporary file). A crash during the second pass
+can leave some keys imported, each one's samples intact; importing again completes it.
+Ledger positions only ever move forward.
 
 ``await export_jsonl("./.cachesaver", "cache.jsonl")``;
 ``await import_jsonl("redis://cluster:6379/0", "cache.jsonl")``;
@@ -175,9 +180,13 @@ async def import_jsonl(store: Any, source: PathOrFile, *, ledger: bool = True) -
     """
     report = TransferReport()
     async with opened_store(store) as target:
-        applier = SampleApplier(target, report, ledger)
-        for lineno, obj in _parse(source):
-            await applier.apply(obj, f"line {lineno}")
+        with _replayable(source) as (first, second):
+            checker = SampleApplier(target, TransferReport(), ledger)
+            for lineno, obj in _parse(first):  # read only: any refusal comes before the first write
+                await checker.check(obj, f"line {lineno}")
+            applier = SampleApplier(target, report, ledger)
+            for lineno, obj in _parse(second()):
+                await applier.apply(obj, f"line {lineno}")
     return report
 
 
@@ -185,6 +194,9 @@ async def copy_store(source: Any, target: Any, *, ledger: bool = False) -> Trans
     """Copy ``source`` into ``target`` (Stores, paths or URLs) with import's rules, no file."""
     report = TransferReport()
     async with opened_store(source) as src, opened_store(target) as dst:
+        checker = SampleApplier(dst, TransferReport(), ledger, count_source=False)
+        async for line in _lines(src, ledger, None, TransferReport()):  # all or nothing, as import
+            await checker.check(line, f"key {line.get('key', '(ledger)')}")
         applier = SampleApplier(dst, report, ledger, count_source=False)
         async for line in _lines(src, ledger, None, report):
             await applier.apply(line, f"key {line.get('key', '(ledger)')}")
@@ -200,6 +212,43 @@ class SampleApplier:
         self.store, self.report, self.ledger = store, report, ledger
         self.count_source = count_source  # False when _lines() already counts what it reads
         self._keys: set[str] = set()
+        # check(): per key, [samples the target holds, end of what earlier lines gave]
+        self._planned: dict[str, list[int]] = {}
+
+    async def check(self, obj: Any, where: str) -> None:
+        """Everything :meth:`apply` would refuse for ``obj``, as if the earlier checked lines
+        had been applied, writing nothing: the dry pass that makes an import all-or-nothing."""
+        if not isinstance(obj, dict):
+            raise TransferError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        if "ledger" in obj:
+            if self.ledger:
+                _ledger_entry(obj["ledger"], where)
+            return
+        key, start, raws, _meta = _sample_line(obj, where)
+        if key not in self._planned:
+            self._planned[key] = [await self.store.length(key), 0]
+        held, given = self._planned[key]
+        if start > max(held, given):
+            raise _gap(where, key, start, max(held, given), self.store)
+        if max(start, held) < min(start + len(raws), given):
+            raise TransferError(f"{where}: key {key}: samples from {max(start, held)} on were already given by an "
+                                "earlier line of the file (the file was edited or concatenated); import each "
+                                "export file on its own")
+        await self._compare(key, start, raws[: max(0, held - start)], where, " Nothing was imported.")
+        self._planned[key][1] = max(given, start + len(raws))
+
+    async def _compare(self, key: str, start: int, raws: list[bytes], where: str, outcome: str) -> None:
+        """Refuse if a sample of ``raws`` differs from the one the target holds at its index."""
+        if not raws:
+            return
+        existing = await self.store.read(key, start, len(raws))
+        for i, (old, new) in enumerate(zip(existing, raws)):
+            if bytes(old) != new:
+                raise TransferConflictError(
+                    f"{where}: sample {start + i} of key {key} differs between the file and "
+                    f"{self.store.location or 'the target'}; the two caches diverged.{outcome} "
+                    f"Import into an empty store, or delete that key from the target first"
+                )
 
     async def apply(self, obj: Any, where: str) -> None:
         if not isinstance(obj, dict):
@@ -221,20 +270,9 @@ class SampleApplier:
                 log.warning("%s: meta of key %s differs from the target's; keeping the target's", where, key)
         have = await store.length(key)
         if start > have:
-            raise TransferError(
-                f"{where}: key {key} continues at sample {start} but {store.location or 'the target'} "
-                f"holds only {have}; import the whole file, from its first line"
-            )
+            raise _gap(where, key, start, have, store)
         overlap = min(have - start, len(raws))
-        if overlap:
-            existing = await store.read(key, start, overlap)
-            for i, (old, new) in enumerate(zip(existing, raws)):
-                if bytes(old) != new:
-                    raise TransferConflictError(
-                        f"{where}: sample {start + i} of key {key} differs between the file and "
-                        f"{store.location or 'the target'}; the two caches diverged. Import into an "
-                        f"empty store, or delete that key from the target first"
-                    )
+        await self._compare(key, start, raws[:overlap], where, "")
         tail = raws[overlap:]
         report.samples_present += overlap
         if tail:
@@ -247,16 +285,25 @@ class SampleApplier:
             report.samples_added += len(tail)
 
     async def _ledger(self, entry: Any, where: str) -> None:
-        if (not isinstance(entry, list) or len(entry) != 4 or not all(isinstance(x, str) for x in entry[:3])
-                or isinstance(entry[3], bool) or not isinstance(entry[3], int) or entry[3] < 0):
-            raise TransferError(f"{where}: 'ledger' must be [run_id, namespace, key, position >= 0]")
-        run_id, namespace, key, position = entry
+        run_id, namespace, key, position = _ledger_entry(entry, where)
         current, _ = await self.store.claim(run_id, namespace, key, 0, partial=True)
         if position > current:
             # Claiming moves the position forward (never past the samples that exist).
             await self.store.claim(run_id, namespace, key, position - current, partial=True)
         if self.count_source:
             self.report.ledger_entries += 1
+
+
+def _ledger_entry(entry: Any, where: str) -> tuple[str, str, str, int]:
+    if (not isinstance(entry, list) or len(entry) != 4 or not all(isinstance(x, str) for x in entry[:3])
+            or isinstance(entry[3], bool) or not isinstance(entry[3], int) or entry[3] < 0):
+        raise TransferError(f"{where}: 'ledger' must be [run_id, namespace, key, position >= 0]")
+    return entry[0], entry[1], entry[2], entry[3]
+
+
+def _gap(where: str, key: str, start: int, have: int, store: Store) -> TransferError:
+    return TransferError(f"{where}: key {key} continues at sample {start} but {store.location or 'the target'} "
+                         f"holds only {have}; import the whole file, from its first line")
 
 
 def _sample_line(obj: dict[str, Any], where: str) -> tuple[str, int, list[bytes], Optional[bytes]]:
@@ -364,6 +411,38 @@ class _writer:
         finally:
             if os.path.exists(self.tmp):
                 os.unlink(self.tmp)
+
+
+class _replayable:
+    """``with _replayable(source) as (first, second)``: ``first`` to read once, then ``second()``
+    to read the same lines again. A path is opened twice; an open file or other iterable is
+    copied to a temporary file (in memory up to 8 MiB) while ``first`` is read."""
+
+    def __init__(self, source: PathOrFile) -> None:
+        self.source = source
+        self.spool: Optional[IO[bytes]] = None
+
+    def __enter__(self) -> tuple[Any, Any]:
+        if isinstance(self.source, (str, os.PathLike)):
+            return self.source, lambda: self.source
+        self.spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+        return self._copying(self.source, self.spool), self._rewound
+
+    def _copying(self, source: Any, spool: IO[bytes]) -> Iterable[Any]:
+        with _reader(source) as lines:
+            for line in lines:
+                data = line.encode("utf-8") if isinstance(line, str) else bytes(line)
+                spool.write(data if data.endswith(b"\n") else data + b"\n")
+                yield line
+
+    def _rewound(self) -> IO[bytes]:
+        assert self.spool is not None
+        self.spool.seek(0)
+        return self.spool
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.spool is not None:
+            self.spool.close()
 
 
 class _reader:

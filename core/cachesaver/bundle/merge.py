@@ -8,7 +8,8 @@ bundle whose canonical requests the secret scanner flags (bundles made by other 
 versions are checked again, :func:`.writer.check_metas`).
 
 ``await import_bundle("paper.csbundle", "./.cachesaver")``: appends only what the cache lacks
-and refuses a conflicting sample (the rules of :mod:`cachesaver.transfer`), so an imported
+and refuses a conflicting sample before writing anything (the rules of
+:mod:`cachesaver.transfer`: all keys or none), so an imported
 experiment extended with new namespaces pays only for the new samples.
 """
 from __future__ import annotations
@@ -68,11 +69,18 @@ async def import_bundle(bundle: "str | os.PathLike[str]", store: Any) -> Transfe
     """Add a verified bundle's samples to ``store`` (a Store, path or URL); never duplicates."""
     contents = read_bundle(bundle)
     report = TransferReport()
-    async with opened_store(store) as target:
-        applier = SampleApplier(target, report, ledger=False)
+
+    def lines():
         for key in sorted(contents.samples):
             meta = contents.metas.get(key)
-            line = {"key": key, "start": 0, "meta": None if meta is None else meta.decode("utf-8"),
-                    "samples": [raw.decode("utf-8") for raw in contents.samples[key]]}
+            yield key, {"key": key, "start": 0, "meta": None if meta is None else meta.decode("utf-8"),
+                        "samples": [raw.decode("utf-8") for raw in contents.samples[key]]}
+
+    async with opened_store(store) as target:
+        checker = SampleApplier(target, TransferReport(), ledger=False)
+        for key, line in lines():  # every conflict is found before the first write: all or nothing
+            await checker.check(line, f"{os.fspath(bundle)}: key {key}")
+        applier = SampleApplier(target, report, ledger=False)
+        for key, line in lines():
             await applier.apply(line, f"{os.fspath(bundle)}: key {key}")
     return report
