@@ -19,7 +19,9 @@
 ``stats`` and ``inspect`` also take a bundle file as ``--cache``. ``export`` and ``bundle``
 refuse requests in which the secret scanner (``cachesaver.secrets``) flags a credential, naming
 the key and JSON path; ``--allow PATH`` lets through a path that is not a credential.
-``inspect`` shows what the scanner flags as ``***``.
+``inspect`` shows what the scanner flags as ``***``. Stored text (keys, models, prompts,
+samples, namespaces, a bundle's summary) is printed through ``display.printable``: control
+characters show as ``\x1b``-style escapes, never reach the terminal raw.
 
 Read-only commands never create anything: a missing or foreign directory is an error.
 """
@@ -92,6 +94,20 @@ def _preview(meta: Any, width: Optional[int] = 60) -> str:
     return one_line(request_prompt(meta), width) if meta is not None else "-"
 
 
+def _safe(text: Any, newlines: bool = False) -> str:
+    """Stored text as it may be printed (control characters escaped, ``display.printable``)."""
+    from .display import printable
+
+    return printable(str(text), newlines=newlines)
+
+
+def _cell(text: Any) -> Any:
+    """Stored text as a rich table cell: escaped, and never read as rich markup."""
+    from rich.text import Text
+
+    return Text(_safe(text))
+
+
 def _console():
     from rich.console import Console
 
@@ -128,7 +144,7 @@ async def cmd_stats(args: argparse.Namespace) -> int:
     for col in ("model", "keys", "samples", "bytes"):
         models.add_column(col, justify="left" if col == "model" else "right")
     for model, (keys, samples, size) in sorted(by_model.items()):
-        models.add_row(model, str(keys), str(samples), f"{size:,}")
+        models.add_row(_cell(model), str(keys), str(samples), f"{size:,}")
     console.print(models)
     by_run: dict[str, list] = {}
     grouped: dict[tuple[str, str], list[int]] = {}
@@ -153,7 +169,7 @@ async def cmd_stats(args: argparse.Namespace) -> int:
         for col in ("run_id", "namespace", "keys", "samples consumed"):
             spaces.add_column(col, justify="right" if col in ("keys", "samples consumed") else "left")
         for (run_id, namespace), (keys, pos) in sorted(grouped.items()):
-            spaces.add_row(run_id, namespace, str(keys), str(pos))
+            spaces.add_row(_cell(run_id), _cell(namespace), str(keys), str(pos))
         console.print(spaces)
     if args.detail:
         largest = Table(title=f"per key (top {args.top} by samples)")
@@ -163,7 +179,7 @@ async def cmd_stats(args: argparse.Namespace) -> int:
 
         for key, model, n, size, meta in sorted(rows, key=lambda r: (-r[2], r[0]))[: args.top]:
             # What the secret scanner flags is shown as *** here too, as in inspect (G7).
-            largest.add_row(key[:12], model, str(n), f"{size:,}", _preview(mask_secrets(meta)))
+            largest.add_row(_cell(key[:12]), _cell(model), str(n), f"{size:,}", _cell(_preview(mask_secrets(meta))))
         console.print(largest)
     elif rows:
         console.print("largest keys and their prompts: --detail", soft_wrap=True)
@@ -198,7 +214,7 @@ async def cmd_inspect(args: argparse.Namespace) -> int:
         matches.sort(key=lambda m: m[0])
         masks = {key: masker_for(meta) for key, meta in matches}
         matches = [(key, masks[key](meta)) for key, meta in matches]
-        out = sys.stdout
+        out = _Escaping(sys.stdout)
         if len(matches) > 1 and not args.all:
             if not args.json:
                 out.write(f"{len(matches)} keys match; give a longer key prefix, or --all to show every one:\n")
@@ -241,8 +257,25 @@ async def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_line(out, obj: Any) -> None:
-    out.write(orjson.dumps(obj).decode() + "\n")
+class _Escaping:
+    """``write`` for ``inspect``: stored text reaches stdout with its control characters escaped
+    (newlines kept, so multi-line samples read as before); ``json_line`` writes a JSON line whose
+    strings escape them too (orjson escapes C0; C1 and DEL become ``\\u0080``-style escapes)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        self.stream.write(_safe(text, newlines=True))
+
+    def json_line(self, obj: Any) -> None:
+        from .display import printable
+
+        self.stream.write(printable(orjson.dumps(obj).decode(), json=True) + "\n")
+
+
+def _json_line(out: _Escaping, obj: Any) -> None:
+    out.json_line(obj)
 
 
 async def cmd_export(args: argparse.Namespace) -> int:
@@ -302,7 +335,7 @@ async def cmd_prune(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {len(doomed)} keys" + ("" if args.dry_run else f" ({removed} samples)"))
     for key in doomed:
-        print(f"  {key}")
+        print(f"  {_safe(key)}")
     return 0
 
 
@@ -325,7 +358,7 @@ async def cmd_migrate_keys(args: argparse.Namespace) -> int:
     verb = "would carry over" if args.dry_run else ("moved" if args.move else "copied")
     print(f"{verb} {len(report.moved)} keys ({report.samples} samples) to keys with model {args.model!r}")
     for old, new, count in report.moved:
-        print(f"  {old[:16]} -> {new[:16]}  {count} samples")
+        print(f"  {_safe(old[:16])} -> {_safe(new[:16])}  {count} samples")
     if report.already_keyed:
         print(f"left alone: {report.already_keyed} keys whose request already names a model")
     if report.target_taken:
@@ -415,7 +448,7 @@ async def cmd_bundle_create(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {len(contents.samples)} keys, {contents.sample_count} samples, "
           f"{os.path.getsize(args.output):,} bytes")
     print(f"sha256 {contents.sha256}")
-    print(render_summary(contents.summary))
+    print(_safe(render_summary(contents.summary), newlines=True))
     return 0
 
 
@@ -426,7 +459,7 @@ def cmd_bundle_merge(args: argparse.Namespace) -> int:
     print(f"merged {len(args.bundles)} bundles into {args.output}: {len(contents.samples)} keys, "
           f"{contents.sample_count} samples, {os.path.getsize(args.output):,} bytes")
     print(f"sha256 {contents.sha256}")
-    print(render_summary(contents.summary))
+    print(_safe(render_summary(contents.summary), newlines=True))
     return 0
 
 
@@ -452,12 +485,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         contents = verify_bundle(args.bundle, sha256=args.sha256)
     except BundleError as exc:
-        print(f"cachesaver verify: FAILED: {exc}", file=sys.stderr)
+        print(f"cachesaver verify: FAILED: {_safe(exc)}", file=sys.stderr)
         return 2
     print(f"OK {args.bundle}: {len(contents.samples)} keys, {contents.sample_count} samples, every SHA-256 matches")
     print(f"sha256 {contents.sha256}")
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(contents.versions.items())))
-    print(render_summary(contents.summary))
+    print(_safe("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(contents.versions.items()))))
+    print(_safe(render_summary(contents.summary), newlines=True))
     return 0
 
 
@@ -573,13 +606,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             result = asyncio.run(result)
         return int(result or 0)
     except CLIError as exc:
-        print(f"cachesaver {args.command}: {exc}", file=sys.stderr)
+        print(f"cachesaver {args.command}: {_safe(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the CLI reports, it does not crash with a traceback
         from .errors import CacheSaverError, StoreError
 
         if isinstance(exc, CacheSaverError):
-            print(f"cachesaver {args.command}: {exc}", file=sys.stderr)
+            # Errors name keys and fields of stored (maybe foreign) data: escaped as well.
+            print(f"cachesaver {args.command}: {_safe(exc)}", file=sys.stderr)
             # A store that cannot be opened or written (corrupt, full, read-only, unreachable)
             # is a problem with what was passed to --cache: a usage error, like a missing path.
             return 2 if isinstance(exc, StoreError) else 1

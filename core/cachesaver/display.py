@@ -5,15 +5,32 @@ A sample's text is found generically: the shallowest ``content`` in the record (
 keeps it at ``choice.message.content``, a LangChain message at ``message.kwargs.content``, a
 plain string sample *is* its text), content parts joined by their ``text``; a sample with no text
 but tool calls reads as ``-> name(arguments)``; anything else falls back to compact JSON.
+
+Stored text is someone else's text (a model's answer, a bundle's manifest), so nothing of it
+reaches a terminal raw: :func:`printable` shows C0 and C1 control characters and DEL (ESC
+sequences that clear the screen, retitle the window or write the clipboard, a carriage return
+that overwrites a line) as ``\x1b``-style escapes. The CLI passes every stored string through it.
 """
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Any, Optional
 
 import orjson
 
-__all__ = ["sample_text", "request_model", "request_prompt", "one_line", "plural"]
+__all__ = ["sample_text", "request_model", "request_prompt", "one_line", "plural", "printable"]
+
+#: C0 controls but tab and newline, DEL, C1 controls (a terminal may read U+009B as ESC [).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_OR_NEWLINE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, *, newlines: bool = True, json: bool = False) -> str:
+    """``text`` with every control character but tab (and newline, if ``newlines``) escaped:
+    ``\x1b`` for people, ``\u001b`` with ``json`` (inside a JSON document, still valid JSON)."""
+    form = "\\u{:04x}" if json else "\\x{:02x}"
+    return (_CONTROL if newlines else _CONTROL_OR_NEWLINE).sub(lambda m: form.format(ord(m.group())), text)
 
 
 def _compact(value: Any) -> str:
