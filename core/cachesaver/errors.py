@@ -11,6 +11,7 @@ __all__ = [
     "InvalidRequestTypeError",
     "DuplicateRequestIdError",
     "NotSerializableError",
+    "NonFiniteNumberError",
     "ModelOutputError",
     "CorruptSampleError",
     "StoreError",
@@ -44,6 +45,13 @@ class DuplicateRequestIdError(InvalidRequestError):
 
 class NotSerializableError(CacheSaverError, TypeError):
     """A sample (or a key field) is not plain JSON, so it cannot be stored without pickle (G7)."""
+
+
+class NonFiniteNumberError(InvalidRequestError, NotSerializableError):
+    """A key field holds NaN or an infinity: the caller's request is invalid (JSON, and so a key,
+    has no such number), a ``ValueError`` that front ends answer as a bad request (HTTP 400), and
+    still a :class:`NotSerializableError` for code that catches that. The message names the path.
+    """
 
 
 class ModelOutputError(CacheSaverError, TypeError):

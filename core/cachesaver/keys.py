@@ -6,6 +6,11 @@ Canonical means: object keys sorted, ``None`` values dropped (``stop=None`` is t
 no ``stop``), integral floats written as integers (``temperature=1`` is ``temperature=1.0``),
 tuples as lists, pydantic classes as their JSON schema and pydantic objects as their dump. The
 result does not depend on dict order, process, machine, Python version or ``PYTHONHASHSEED``.
+
+A NaN or infinity anywhere in keyed material is the caller's mistake, refused by this walk (every
+request is keyed once at admission, before any model call, in every adapter) with a
+:class:`~cachesaver.errors.NonFiniteNumberError` naming its path (an ``InvalidRequestError``:
+HTTP 400 at the proxy).
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from typing import Any, Optional
 
 import orjson
 
-from .errors import InvalidRequestTypeError, NotSerializableError
+from .errors import InvalidRequestTypeError, NonFiniteNumberError, NotSerializableError
 from .keypolicy import MODEL_FIELD, MODEL_IN_REQUEST
 from .typedefs import Request, request_fields
 
@@ -78,7 +83,7 @@ def _canonical_at(value: Any, _path: str, _depth: int) -> Any:
         if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
             return int(value)
         if not math.isfinite(value):
-            raise NotSerializableError(
+            raise NonFiniteNumberError(
                 f"key field {_path} is {value!r}; JSON has no NaN or infinity: pass a finite number"
             )
         return value
