@@ -14,15 +14,27 @@ values under the metadata names the provider already reads (``cachesaver_namespa
 ``cachesaver_request_id``), so the body form and the header form go through one path.
 
 Only these two headers are ever read; no header enters a cache key or the store.
+
+Names are Unicode, headers are ASCII: **a header value is percent-decoded** (UTF-8, RFC 3986),
+so ``x-cachesaver-namespace: %E5%AE%9E%E9%AA%8C`` names the namespace ``实验`` (in Python:
+``urllib.parse.quote("实验")``). A plain ASCII name without ``%`` reads as itself; a literal ``%``
+is sent as ``%25``; a header holding raw non-ASCII bytes or a ``%`` escape that is not UTF-8 is
+refused, naming the header and the fix. The response's ``x-cachesaver-namespace`` and
+``x-cachesaver-request-id`` use the same rule the other way (:func:`header_value`): printable
+ASCII other than ``%`` is sent as is, so plain ASCII names look the same in both directions.
+The decoded name is then checked as any namespace or request id is
+(:func:`cachesaver.checks.check_namespace`: no control characters), before any upstream call.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, unquote
 
+from cachesaver.checks import check_namespace, check_request_id
 from cachesaver.errors import InvalidRequestError
 
-__all__ = ["identity_from_headers", "NAMESPACE_HEADER", "REQUEST_ID_HEADER"]
+__all__ = ["identity_from_headers", "header_value", "NAMESPACE_HEADER", "REQUEST_ID_HEADER"]
 
 NAMESPACE_HEADER = "x-cachesaver-namespace"
 REQUEST_ID_HEADER = "x-cachesaver-request-id"
@@ -31,6 +43,34 @@ REQUEST_ID_HEADER = "x-cachesaver-request-id"
 _FIELDS = ((NAMESPACE_HEADER, "cachesaver_namespace"), (REQUEST_ID_HEADER, "cachesaver_request_id"))
 #: Longer values are refused: a namespace is a name, not a payload.
 MAX_HEADER_VALUE = 512
+#: Sent as is in a response header: printable ASCII except ``%`` (which starts an escape).
+_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_value(name: str) -> str:
+    """``name`` (a namespace or request id) as an HTTP header value: percent-encoded UTF-8 for
+    anything but printable ASCII other than ``%``, and for a space at either end (HTTP trims
+    those). ``urllib.parse.unquote`` gives the name back; plain ASCII names are unchanged."""
+    value = quote(name, safe=_SAFE)
+    if value[:1] == " ":
+        value = "%20" + value[1:]
+    if value[-1:] == " ":
+        value = value[:-1] + "%20"
+    return value
+
+
+def _decoded(header: str, value: str) -> str:
+    """A header value percent-decoded (see the module docstring), or a refusal naming the fix."""
+    if not value.isascii():
+        raise InvalidRequestError(
+            f"header {header} holds non-ASCII characters; percent-encode the name's UTF-8, e.g. "
+            f"'{header}: {quote('实验')}' for 实验 (Python: urllib.parse.quote(name))")
+    try:
+        return unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidRequestError(
+            f"header {header} has a %-escape that is not UTF-8 ({value!r}); percent-encode the "
+            f"name's UTF-8 (Python: urllib.parse.quote(name)), and a literal '%' as %25") from None
 
 
 def _headers_in(litellm_params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -56,9 +96,10 @@ def _lookup(headers: Mapping[str, Any], name: str) -> Any:
 def identity_from_headers(litellm_params: Mapping[str, Any] | None) -> dict[str, str]:
     """``{"cachesaver_namespace": ..., "cachesaver_request_id": ...}`` from the request headers.
 
-    Keys are present only for headers that were sent. Raises
-    :class:`~cachesaver.errors.InvalidRequestError` naming the header when a value is empty,
-    not text, or longer than :data:`MAX_HEADER_VALUE` characters.
+    Keys are present only for headers that were sent; values are percent-decoded (see the module
+    docstring). Raises :class:`~cachesaver.errors.InvalidRequestError` naming the header when a
+    value is empty, not text, longer than :data:`MAX_HEADER_VALUE` characters, not ASCII, not
+    percent-encoded UTF-8, or decodes to a name with a control character.
     """
     if not litellm_params:
         return {}
@@ -79,5 +120,10 @@ def identity_from_headers(litellm_params: Mapping[str, Any] | None) -> dict[str,
                 raise InvalidRequestError(
                     f"header {header} is {len(value)} characters long; keep it under {MAX_HEADER_VALUE}"
                 )
-            found[field] = value.strip()
+            name = _decoded(header, value.strip())
+            if field == "cachesaver_namespace":
+                check_namespace(name, f"header {header}", f"'{header}: experiment-1'")
+            else:
+                check_request_id(name, f"header {header}", f"'{header}: q-17'")
+            found[field] = name
     return found

@@ -14,6 +14,8 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError
 
+from ._http_identity import header_value
+
 log = logging.getLogger("cachesaver.litellm.proxy")
 
 __all__ = ["ProxyHooks", "response_headers", "correct_stream_cost", "client_error", "install_hooks"]
@@ -25,7 +27,9 @@ def response_headers(flags: Mapping[str, Any]) -> dict[str, str]:
     - ``x-cachesaver-cache-hit``: ``true`` when every choice came from the store (nothing was
       billed; the proxy's ``x-litellm-response-cost`` is then 0), ``partial``, or ``false``;
     - ``x-cachesaver-cached`` / ``x-cachesaver-duplicated``: one ``0``/``1`` per choice, in order;
-    - ``x-cachesaver-namespace``, ``x-cachesaver-request-id``;
+    - ``x-cachesaver-namespace``, ``x-cachesaver-request-id``: percent-encoded UTF-8 where the
+      name is not printable ASCII (``实验`` is ``%E5%AE%9E%E9%AA%8C``; a ``%`` is ``%25``;
+      ``urllib.parse.unquote`` decodes them), so any valid name makes a valid header;
     - ``x-litellm-cache-key``: the sample list's key on a full hit (where litellm's own cache
       puts its key on a hit); a SHA-256 of the request, never a secret.
     """
@@ -37,10 +41,10 @@ def response_headers(flags: Mapping[str, Any]) -> dict[str, str]:
         "x-cachesaver-cache-hit": state,
         "x-cachesaver-cached": ",".join("1" if x else "0" for x in cached),
         "x-cachesaver-duplicated": ",".join("1" if x else "0" for x in duplicated),
-        "x-cachesaver-namespace": str(flags.get("namespace") or ""),
+        "x-cachesaver-namespace": header_value(str(flags.get("namespace") or "")),
     }
     if flags.get("request_id"):
-        headers["x-cachesaver-request-id"] = str(flags["request_id"])
+        headers["x-cachesaver-request-id"] = header_value(str(flags["request_id"]))
     if full and flags.get("key"):
         headers["x-litellm-cache-key"] = str(flags["key"])
     return headers

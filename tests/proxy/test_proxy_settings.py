@@ -134,6 +134,41 @@ def test_bad_header_values_are_refused_naming_the_header(value):
         identity_from_headers({"metadata": {"headers": {"x-cachesaver-namespace": value}}})
 
 
+def test_header_values_are_percent_decoded():
+    def read(value, header="x-cachesaver-namespace"):
+        return identity_from_headers({"metadata": {"headers": {header: value}}})
+    assert read("%E5%AE%9E%E9%AA%8C") == {"cachesaver_namespace": "实验"}
+    assert read("%F0%9F%A7%AA") == {"cachesaver_namespace": "🧪"}
+    assert read("run-1") == {"cachesaver_namespace": "run-1"}  # plain ASCII reads as itself
+    assert read("arm one") == {"cachesaver_namespace": "arm one"}
+    assert read("50%25") == {"cachesaver_namespace": "50%"}
+    assert read("r-%E5%AE%9E", "x-cachesaver-request-id") == {"cachesaver_request_id": "r-实"}
+
+
+@pytest.mark.parametrize("header, value, message", [
+    ("x-cachesaver-namespace", "a%0D%0Ab", "control character"),
+    ("x-cachesaver-request-id", "a%00b", "control character"),
+    ("x-cachesaver-namespace", "å®\x9e", "non-ASCII"),  # raw UTF-8 bytes, as the server decodes them
+    ("x-cachesaver-namespace", "%FF", "not UTF-8"),
+])
+def test_header_values_that_decode_to_no_name_are_refused_naming_the_header(header, value, message):
+    with pytest.raises(InvalidRequestError, match=message) as refused:
+        identity_from_headers({"metadata": {"headers": {header: value}}})
+    assert header in str(refused.value)
+
+
+@pytest.mark.parametrize("name", ["B", "run-1", "arm one", "a/b:c=d;e,f", "实验", "🧪", "50%", " edge ", "r-实验-%41"])
+def test_name_headers_are_printable_ascii_and_decode_to_the_name(name):
+    from urllib.parse import unquote
+
+    headers = cs_proxy.response_headers({"namespace": name, "request_id": name, "cached": [False]})
+    for value in (headers["x-cachesaver-namespace"], headers["x-cachesaver-request-id"]):
+        assert value.isascii() and value.isprintable() and value == value.strip()
+        assert unquote(value) == name
+    if name.isascii() and "%" not in name and name == name.strip():
+        assert headers["x-cachesaver-namespace"] == name  # plain ASCII names are unchanged
+
+
 def test_response_headers_describe_each_choice():
     flags = {"namespace": "B", "request_id": "r", "key": "k" * 64, "cached": [True, False],
              "duplicated": [False, True]}
