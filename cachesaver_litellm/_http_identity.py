@@ -22,19 +22,24 @@ is sent as ``%25``; a header holding raw non-ASCII bytes or a ``%`` escape that 
 refused, naming the header and the fix. The response's ``x-cachesaver-namespace`` and
 ``x-cachesaver-request-id`` use the same rule the other way (:func:`header_value`): printable
 ASCII other than ``%`` is sent as is, so plain ASCII names look the same in both directions.
-The decoded name is then checked as any namespace or request id is
-(:func:`cachesaver.checks.check_namespace`: no control characters), before any upstream call.
+
+A name that travels over HTTP (from a header or, at the proxy, from the body's metadata) may be
+any Unicode text except control characters (C0 ``U+0000-U+001F``, ``DEL``, C1 ``U+0080-U+009F``:
+CR, LF, NUL, tab...) and lone surrogates (:func:`check_http_name`): they have no business in a
+name that reaches headers and log lines, and refusing them while the request is built means a
+400 before any upstream call. (The engine itself stores any ``str`` as a name.)
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
-from cachesaver.checks import check_namespace, check_request_id
+from cachesaver.checks import check_namespace
 from cachesaver.errors import InvalidRequestError
 
-__all__ = ["identity_from_headers", "header_value", "NAMESPACE_HEADER", "REQUEST_ID_HEADER"]
+__all__ = ["identity_from_headers", "header_value", "check_http_name", "NAMESPACE_HEADER", "REQUEST_ID_HEADER"]
 
 NAMESPACE_HEADER = "x-cachesaver-namespace"
 REQUEST_ID_HEADER = "x-cachesaver-request-id"
@@ -45,6 +50,25 @@ _FIELDS = ((NAMESPACE_HEADER, "cachesaver_namespace"), (REQUEST_ID_HEADER, "cach
 MAX_HEADER_VALUE = 512
 #: Sent as is in a response header: printable ASCII except ``%`` (which starts an escape).
 _SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+#: What a name over HTTP may not hold: control characters (category Cc) and surrogates (Cs).
+_NOT_NAME_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def check_http_name(name: str, field: str, example: str) -> str:
+    """``name`` unless it holds a control character or a lone surrogate (module docstring);
+    the :class:`~cachesaver.errors.InvalidRequestError` names the field, the character and
+    where it is."""
+    bad = _NOT_NAME_TEXT.search(name)
+    if bad is not None:
+        char = bad.group()
+        what = "a lone surrogate" if "\ud800" <= char <= "\udfff" else "a control character"
+        raise InvalidRequestError(
+            f"{field} holds {what} (U+{ord(char):04X} at position {bad.start()}); a namespace or "
+            f"request id may be any Unicode text without control characters (CR, LF, NUL, tab...) "
+            f"or lone surrogates: remove it, e.g. {example}")
+    return name
 
 
 def header_value(name: str) -> str:
@@ -121,9 +145,7 @@ def identity_from_headers(litellm_params: Mapping[str, Any] | None) -> dict[str,
                     f"header {header} is {len(value)} characters long; keep it under {MAX_HEADER_VALUE}"
                 )
             name = _decoded(header, value.strip())
-            if field == "cachesaver_namespace":
-                check_namespace(name, f"header {header}", f"'{header}: experiment-1'")
-            else:
-                check_request_id(name, f"header {header}", f"'{header}: q-17'")
-            found[field] = name
+            example = f"'{header}: experiment-1'" if field == "cachesaver_namespace" else f"'{header}: q-17'"
+            check_namespace(name, f"header {header}", example)
+            found[field] = check_http_name(name, f"header {header}", example)
     return found

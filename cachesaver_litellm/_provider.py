@@ -32,7 +32,7 @@ from cachesaver.typedefs import Response
 
 from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
 from ._callback import never_store, record_call
-from ._http_identity import identity_from_headers
+from ._http_identity import check_http_name, identity_from_headers
 from ._issue_order import issue_request_id
 from ._keys import normalise_messages, normalise_model, split_params
 from ._namespace_warning import warn_no_namespace_once
@@ -95,6 +95,9 @@ class CacheSaverLLM(CustomLLM):
         self.hosted = hosted
         self.settings = hosted.settings
         self.key_api_base = key_api_base
+        #: Names arrive over HTTP and leave in headers (set by the proxy's handler): refuse
+        #: control characters in them (see ``_http_identity.check_http_name``).
+        self.http_names = False
         self._issued: dict[str, int] = {}
         self._issue_lock = threading.Lock()
 
@@ -150,6 +153,7 @@ class CacheSaverLLM(CustomLLM):
             timeout=call.get("timeout"),
             default_namespace=self.settings.namespace,
             key_api_base=self.key_api_base,
+            http_names=self.http_names,
         )
 
     def _finish(self, request: LiteLLMRequest, result: Response, call: Mapping[str, Any],
@@ -189,8 +193,12 @@ def _flag_miss(request: LiteLLMRequest, call: Mapping[str, Any]) -> None:
 
 def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, Any],
                   litellm_params: Mapping[str, Any], api_key: Any, api_base: Any, headers: Any, timeout: Any,
-                  default_namespace: str, key_api_base: bool) -> LiteLLMRequest:
-    """The engine request for one ``cachesaver/`` call (see ``_keys`` for what is keyed)."""
+                  default_namespace: str, key_api_base: bool, http_names: bool = False) -> LiteLLMRequest:
+    """The engine request for one ``cachesaver/`` call (see ``_keys`` for what is keyed).
+
+    ``http_names`` (the proxy): the namespace and request id must also be HTTP names
+    (:func:`~cachesaver_litellm._http_identity.check_http_name`), checked here, before any
+    model call."""
     if not isinstance(model, str) or not model:
         raise InvalidRequestTypeError("model must be 'cachesaver/<litellm model>', e.g. 'cachesaver/openai/gpt-4o-mini'")
     keyed_model, provider = normalise_model(model)
@@ -201,6 +209,9 @@ def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, An
     if not any(isinstance(m, Mapping) and m.get(NAMESPACE_KEY) is not None for m in metadata):
         warn_no_namespace_once(model, default_namespace)  # once per process (see _namespace_warning)
     namespace, request_id = read_identity(*metadata, default_namespace=default_namespace)
+    if http_names:
+        check_http_name(namespace, f"metadata[{NAMESPACE_KEY!r}]", f"{{'{NAMESPACE_KEY}': 'experiment-1'}}")
+        check_http_name(request_id, f"metadata[{REQUEST_ID_KEY!r}]", f"{{'{REQUEST_ID_KEY}': 'q-17'}}")
     if not request_id:  # an async call numbered in issue order (see _issue_order)
         request_id = issue_request_id(metadata[0], namespace)
     keyed, kwargs = split_params(optional_params)

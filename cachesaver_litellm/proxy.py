@@ -28,6 +28,15 @@ Clients name their namespace in the body (``metadata={"cachesaver_namespace": "A
 the ``x-cachesaver-namespace`` / ``x-cachesaver-request-id`` headers. The proxy's response
 then carries ``x-cachesaver-*`` headers saying what happened, and a request CacheSaver refuses
 (a bad namespace, a request id already in flight) is an HTTP 400 (see :class:`ProxyHooks`).
+
+A namespace or request id may be any Unicode text (``实验``, an emoji) without control
+characters. Headers carry it percent-encoded UTF-8, both ways: the request headers are
+percent-decoded (``x-cachesaver-namespace: %E5%AE%9E%E9%AA%8C`` is ``实验``; a literal ``%`` is
+``%25``) and the response's name headers are percent-encoded (``urllib.parse.unquote`` reads
+them); plain ASCII names without ``%`` look the same either way. Every name is checked, and
+every keyed number must be finite, while the request is built, before any upstream call: a
+CR/LF/NUL in a name or a ``NaN``/``Infinity`` anywhere in a keyed parameter is a 400 naming the
+field (its JSON path), with nothing paid and no ledger position taken.
 """
 from __future__ import annotations
 
@@ -41,7 +50,7 @@ from typing import Any, Callable, Mapping, Optional
 from cachesaver.errors import InvalidRequestError
 from cachesaver.stores.urls import redact_url
 
-from ._http_identity import NAMESPACE_HEADER, REQUEST_ID_HEADER, identity_from_headers
+from ._http_identity import NAMESPACE_HEADER, REQUEST_ID_HEADER, check_http_name, identity_from_headers
 
 __all__ = [
     "ProxyConfigError",
@@ -139,6 +148,10 @@ def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> ProxySetti
 
     run_id = _text(env, ENV_RUN_ID)
     namespace = _text(env, ENV_NAMESPACE) or DEFAULT_NAMESPACE
+    try:
+        check_http_name(namespace, ENV_NAMESPACE, f"{ENV_NAMESPACE}=experiment-1")
+    except InvalidRequestError as exc:
+        raise ProxyConfigError(str(exc)) from None
 
     batch_timeout = _env_number(
         env, ENV_BATCH_TIMEOUT, float, DEFAULT_BATCH_TIMEOUT, example="0.02",
@@ -199,6 +212,7 @@ def build_handler(environ: Optional[Mapping[str, str]] = None) -> Any:
             "behind one load balancer can hand one sample out twice in a namespace; set %s",
             ENV_STORE, redact_store(settings.store), ENV_RUN_ID, ENV_RUN_ID,
         )
+    handler.http_names = True  # names reach headers: control characters are refused (400)
     install_hooks(litellm)
     log.info("cachesaver provider ready for the LiteLLM Proxy (%s)", settings.describe())
     return handler

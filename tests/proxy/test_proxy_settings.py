@@ -114,10 +114,11 @@ def test_headers_are_read_where_the_proxy_puts_them():
     assert identity_from_headers(None) == {} and identity_from_headers({}) == {}
 
 
-def _identity(litellm_params):
+def _identity(litellm_params, http_names=False):
     request = build_request(model="cachesaver/openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
                             optional_params={}, litellm_params=litellm_params, api_key=None, api_base=None,
-                            headers=None, timeout=None, default_namespace="default", key_api_base=False)
+                            headers=None, timeout=None, default_namespace="default", key_api_base=False,
+                            http_names=http_names)
     return request.namespace, request.request_id
 
 
@@ -132,6 +133,17 @@ def test_body_metadata_wins_over_headers_in_the_provider_lookup():
 def test_bad_header_values_are_refused_naming_the_header(value):
     with pytest.raises(InvalidRequestError, match="x-cachesaver-namespace"):
         identity_from_headers({"metadata": {"headers": {"x-cachesaver-namespace": value}}})
+
+
+def test_names_over_http_refuse_control_characters_and_only_there():
+    for params in ({"metadata": {"cachesaver_namespace": "a\r\nb"}},
+                   {"metadata": {"cachesaver_namespace": "A", "cachesaver_request_id": "r\x001"}}):
+        with pytest.raises(InvalidRequestError, match=r"metadata\['cachesaver_.*'\] holds a control character"):
+            _identity(params, http_names=True)
+        assert _identity(params)[0] in ("a\r\nb", "A")  # the SDK path keeps any str the engine stores
+    assert _identity({"metadata": {"cachesaver_namespace": "实验 🧪"}}, http_names=True) == ("实验 🧪", "")
+    with pytest.raises(ProxyConfigError, match="CACHESAVER_NAMESPACE"):
+        settings_from_env({"CACHESAVER_NAMESPACE": "a\x01b"})
 
 
 def test_header_values_are_percent_decoded():
