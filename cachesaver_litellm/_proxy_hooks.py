@@ -120,8 +120,10 @@ class ProxyHooks(CustomLogger):
 
     - the ``x-cachesaver-*`` response headers (:func:`response_headers`);
     - a request CacheSaver refuses (:class:`~cachesaver.errors.InvalidRequestError`, e.g. an
-      empty namespace or over-long header) answers HTTP 400 with its message; litellm would
-      report it as a 500 connection error;
+      empty namespace, a control character in a name, a NaN parameter, an over-long header)
+      answers HTTP 400 with its message; litellm would report it as a 500 connection error.
+      The provider raises these while it builds the engine request, before any upstream call;
+      this failure hook only changes the status the client sees;
     - the logged cost of streamed responses (:func:`correct_stream_cost`), which the proxy's
       spend tracking reads.
     """
