@@ -338,11 +338,14 @@ class Pipeline:
         ledger rows of its run, so every process of the run is counted. Pass the result to
         :func:`cachesaver.bundle.write_bundle` to publish exactly these samples.
         """
-        from .bundle.consumption import Consumption
+        from .bundle.consumption import Consumption, private_run_label
 
-        # A private run's id is random and means nothing elsewhere: only shared run ids are kept,
-        # so the same run always bundles to the same bytes.
-        return Consumption(await self.ledger.consumption(), run_id=self.run_id if self.shared_run else None)
+        # A private run's id is random and means nothing elsewhere: it is named by what it
+        # consumed instead, so the same run always bundles to the same bytes.
+        positions = await self.ledger.consumption()
+        if not self.shared_run:
+            return Consumption(runs={private_run_label(positions): positions})
+        return Consumption(runs={self.run_id: positions}, run_ids=[self.run_id])
 
 
 class OnlineAPI(Pipeline):

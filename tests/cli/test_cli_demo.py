@@ -62,6 +62,36 @@ def test_demo_scenarios_match_the_servers_request_log(tmp_path):
     assert first.samples_generated <= first.samples_asked
 
 
+def test_every_view_of_what_the_demo_paid_agrees(tmp_path):
+    """Issue 22: one experiment, one figure. The table's dollars are the engine's recorded
+    cost (litellm's price of each call, stored with its samples), so a bundle of the three runs
+    says the same: generating its samples once cost what the scenarios were billed, and the
+    runs without a cache would have paid billed + saved of every scenario. Before, the bundle
+    said $0 (litellm had no price for the fake model) and left the re-run out of "without a
+    cache" (runs sharing namespace names were merged)."""
+    from cachesaver.bundle import consumption_of_runs, read_bundle, write_bundle
+    from cachesaver.stores import DiskStore
+
+    results, (_, samples_generated, _, _) = fresh_demo(tmp_path / "demo")
+    assert all(r.billed > 0 for r in results if r.model_calls) and results[1].billed == 0
+
+    async def bundle():
+        store = DiskStore(str(tmp_path / "demo"))
+        try:
+            run_ids = sorted({run async for run, _, _, _ in store.iter_ledger()})
+            assert len(run_ids) == 3
+            await write_bundle(store, await consumption_of_runs(store, run_ids), tmp_path / "demo.csbundle")
+        finally:
+            store.close()
+
+    asyncio.run(bundle())
+    summary = read_bundle(tmp_path / "demo.csbundle").summary
+    assert summary["samples"] == samples_generated == sum(r.samples_generated for r in results)
+    assert summary["cost"] == pytest.approx(sum(r.billed for r in results), rel=1e-6)
+    assert summary["consumed_samples"] == sum(r.samples_asked for r in results)
+    assert summary["consumed_cost"] == pytest.approx(sum(r.billed + r.saved for r in results), rel=1e-6)
+
+
 def test_fresh_runs_give_identical_figures(tmp_path):
     # The fake server's texts depend on (seed, prompt, sample index) only, CacheSaver asks for a
     # key's samples in ledger order, so the whole experiment is the same on every fresh run:

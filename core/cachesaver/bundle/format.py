@@ -48,7 +48,10 @@ from .summary import summarize
 __all__ = ["FORMAT", "VERSION", "BundleContents", "encode_bundle", "decode_bundle", "file_sha256"]
 
 FORMAT = "cachesaver-bundle"
-VERSION = 1
+#: Version 2 adds ``consumption.runs`` (each run's own consumption, so runs that reuse
+#: namespace names are counted apart); version 1 bundles are still read (one run).
+VERSION = 2
+_READABLE = (1, 2)
 MANIFEST = "manifest.json"
 _SEAL = b"cachesaver-bundle-sha256:"
 _DIGEST_LEN = 64
@@ -135,7 +138,8 @@ def encode_bundle(contents: BundleContents) -> bytes:
         "version": VERSION,
         "versions": contents.versions,
         "summary": contents.summary,
-        "consumption": {"run_ids": contents.consumption.run_ids, "namespaces": dict(contents.consumption)},
+        "consumption": {"run_ids": contents.consumption.run_ids, "namespaces": dict(contents.consumption),
+                        "runs": contents.consumption.runs},
         "keys": entries,
     }
     contents.content_sha256 = sha256(_canonical(body))
@@ -279,7 +283,11 @@ def _decode_members(archive: zipfile.ZipFile, where: str) -> BundleContents:
                               "request; refused")
         samples[key] = lines
         metas[key] = meta
-    consumption = Consumption(manifest["consumption"]["namespaces"], run_ids=manifest["consumption"]["run_ids"])
+    try:
+        consumption = Consumption(manifest["consumption"]["namespaces"], run_ids=manifest["consumption"]["run_ids"],
+                                  runs=manifest["consumption"].get("runs"))
+    except ValueError as exc:
+        raise BundleError(f"{where}: manifest {exc}") from None
     for namespace, keys in consumption.items():
         for key, count in keys.items():
             if key not in samples:
@@ -303,7 +311,7 @@ def _manifest(raw: bytes, where: str) -> dict[str, Any]:
         raise BundleError(f"{where}: {MANIFEST} is not JSON ({exc}); refused") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{where}: {MANIFEST} is not a CacheSaver bundle manifest (format != {FORMAT!r})")
-    if manifest.get("version") != VERSION:
+    if manifest.get("version") not in _READABLE:
         raise BundleError(f"{where}: bundle version {manifest.get('version')!r}; this CacheSaver reads version "
                           f"{VERSION}: upgrade cachesaver")
     claimed = manifest.pop("content_sha256", None)

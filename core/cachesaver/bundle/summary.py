@@ -3,7 +3,8 @@
 Every sample record carries its share of what its model call billed (see
 :mod:`cachesaver.codec`), so a bundle knows what it stands for: what generating its samples
 once cost (``cost``), and what the recorded runs would have paid with no cache at all
-(``consumed_cost``: every namespace paying for every sample it was handed).
+(``consumed_cost``: every namespace of every run paying for every sample it was handed; runs
+that reuse namespace names count once each).
 The summary is recomputed from the samples by ``verify``: an edited figure is refused.
 """
 from __future__ import annotations
@@ -55,17 +56,26 @@ def summarize(samples: Mapping[str, list[bytes]], metas: Mapping[str, Optional[b
     for key in sorted(samples):
         a, b, c = _usage(samples[key], key, len(samples[key]))
         pt, ct, cost = pt + a, ct + b, cost + c
+    # What the runs consumed: each run counts on its own, also where runs share namespace names
+    # (a re-run is paid again without a cache). Per namespace, the sum over runs.
+    runs = getattr(consumption, "runs", None) or {"": consumption}
+    per_namespace: dict[str, list[float]] = {}
+    keys_of: dict[str, set[str]] = {}
+    for positions in runs.values():
+        for namespace in sorted(positions):
+            figures = per_namespace.setdefault(namespace, [0.0, 0.0, 0.0, 0])
+            for key, count in sorted(positions[namespace].items()):
+                a, b, c = _usage(samples.get(key, []), key, count)
+                figures[0], figures[1], figures[2], figures[3] = (figures[0] + a, figures[1] + b,
+                                                                  figures[2] + c, figures[3] + count)
+                keys_of.setdefault(namespace, set()).add(key)
     namespaces = {}
     cpt = cct = ccost = 0.0
     consumed = 0
-    for namespace in sorted(consumption):
-        npt = nct = ncost = 0.0
-        n = 0
-        for key, count in sorted(consumption[namespace].items()):
-            a, b, c = _usage(samples.get(key, []), key, count)
-            npt, nct, ncost, n = npt + a, nct + b, ncost + c, n + count
-        namespaces[namespace] = {"keys": len(consumption[namespace]), "samples": n, **_figures(npt, nct, ncost)}
-        cpt, cct, ccost, consumed = cpt + npt, cct + nct, ccost + ncost, consumed + n
+    for namespace in sorted(per_namespace):
+        npt, nct, ncost, n = per_namespace[namespace]
+        namespaces[namespace] = {"keys": len(keys_of[namespace]), "samples": int(n), **_figures(npt, nct, ncost)}
+        cpt, cct, ccost, consumed = cpt + npt, cct + nct, ccost + ncost, consumed + int(n)
     return {
         "models": sorted({model_of(metas.get(key)) for key in samples}),
         "keys": len(samples),
