@@ -24,6 +24,7 @@ from .generation import Generation, reset_generation, set_generation
 from .idpositions import IdPositions
 from .keys import keyed_json
 from .ledger import Ledger, PrivateLedger
+from .modelcalls import ModelCalls
 from .offline import offline_miss
 from .pending import Pending
 from .stats import Stats
@@ -68,6 +69,8 @@ class Cacher:
         self.max_call_n = max_call_n
         self._model_id = model_id  # keyed with every request (Pipeline.model_id)
         self.offline = offline  # True: a miss raises OfflineMissError instead of generating
+        #: The model calls in flight, and whether new ones may start (the process is exiting).
+        self.calls = ModelCalls()
         self.ledger = ledger
         # A shared run's generations are recorded as unbilled in the store (see _response).
         self._appends = Appends(store, ledger.run_id if ledger.bills_in_store else None)
@@ -318,6 +321,11 @@ class Cacher:
                 if meta is None:
                     meta = keyed_json(representative.request, self._model_id)[1]
             asked = min(missing, self.max_call_n)  # one call never asks for more than a request may
+            if self.calls.refused is not None:  # exiting: a call sent now could not be stored
+                for demand in pending:
+                    for item in demand.items:
+                        item.fail(self.calls.refused)
+                return False
             try:
                 call = await self._call_model(key, representative.request, asked, meta, generation)
             except Exception as exc:
@@ -356,15 +364,19 @@ class Cacher:
         request = template if template.n == n else dataclasses.replace(template, n=n)
         self.stats.model_calls += 1
         self.stats.samples_requested += n
-        token = set_generation(generation)
+        in_flight = self.calls.start()  # from the call until its samples are stored
         try:
-            encoded = self._encode(key, n, await self._generate(request))
+            token = set_generation(generation)
+            try:
+                encoded = self._encode(key, n, await self._generate(request))
+            finally:
+                reset_generation(token)
+            # Only the encoded samples stay referenced while the append waits (with thousands of
+            # keys generating at once, what each waiting frame holds is the collector's work).
+            k = len(encoded)
+            start = await self._appends.append(key, encoded, meta)
         finally:
-            reset_generation(token)
-        # Only the encoded samples stay referenced while the append waits (with thousands of
-        # keys generating at once, what each waiting frame holds is the collector's work).
-        k = len(encoded)
-        start = await self._appends.append(key, encoded, meta)
+            self.calls.end(in_flight)
         with self.lock:
             if self._appends.unbilled_run is None:  # else the store keeps them (shared runs)
                 self._unbilled.setdefault(key, set()).update(range(start, start + k))

@@ -278,6 +278,16 @@ class Pipeline:
     def _flush_batchers(self) -> None:
         pass
 
+    async def drain(self) -> None:
+        """Return once the model calls in flight now have ended, their samples stored."""
+        await self.cacher.calls.drain()
+
+    def refuse_new_calls(self, reason: str) -> None:
+        """Start no model call from now on (the process is exiting): requests that need one
+        fail with :class:`PipelineClosedError` (``reason`` says why); calls already sent still
+        finish and are stored, hits are still served."""
+        self.cacher.calls.refuse(PipelineClosedError(reason))
+
     async def aclose(self) -> None:
         """Finish everything in flight, then release the store if the pipeline opened it."""
         if self._closed:

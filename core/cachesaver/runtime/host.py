@@ -16,6 +16,22 @@ Lifecycle guarantees:
 - **clean exit**: at interpreter exit every registered owner is closed on the loop (committing
   what is in flight), then the ``on_close`` callbacks run (adapters close their HTTP clients),
   then the loop stops.
+- **paid samples survive the exit** (also on Ctrl-C, and with daemon threads still calling):
+  a model call already sent is either stored or was never sent. Two hooks, in this order:
+
+  1. when the main thread ends (a ``threading`` exit hook: before ``concurrent.futures`` shuts
+     its thread pools down, which inner models still need to read an answer, e.g.
+     langchain-openai), the calls in flight at that moment are waited for until their samples
+     are appended (:meth:`EngineHost.drain`). New calls may still start: non-daemon threads
+     keep running after the main thread and are joined later.
+  2. at interpreter exit (an ``atexit`` hook moved to run before every other one, in
+     particular before litellm's, which closes the HTTP clients of every event loop), no new
+     model call starts (requests that need one fail with ``PipelineClosedError``), the calls
+     still in flight are waited for, and only then the adapters' clients are closed.
+
+  Each wait is bounded by :data:`EXIT_TIMEOUT` seconds (read at exit; set
+  ``cachesaver.runtime.host.EXIT_TIMEOUT`` to change it). A call still in flight after it is
+  lost (paid, not stored); a second Ctrl-C during the wait gives up waiting at once.
 """
 from __future__ import annotations
 
@@ -23,13 +39,14 @@ import _thread
 import asyncio
 import atexit
 import concurrent.futures
+import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours)
 import logging
 import os
 import threading
 import weakref
 from typing import Any, Awaitable, Callable, Coroutine, Optional, TypeVar
 
-__all__ = ["EngineHost", "get_host", "SHUTDOWN_TIMEOUT"]
+__all__ = ["EngineHost", "get_host", "SHUTDOWN_TIMEOUT", "EXIT_TIMEOUT"]
 
 log = logging.getLogger("cachesaver.runtime.host")
 
@@ -37,6 +54,14 @@ T = TypeVar("T")
 
 #: How long closing waits for in-flight work (pipelines committing, clients closing).
 SHUTDOWN_TIMEOUT = 10.0
+#: At exit, how long each of the two exit hooks waits for model calls in flight (see above).
+EXIT_TIMEOUT = 10.0
+#: Why a request fails that would start a model call once the interpreter exits.
+_EXITING = (
+    "the process is exiting: cachesaver starts no new model call (its samples could no longer "
+    "be stored); calls already sent are finished and stored. Join the threads that call the "
+    "model before the program ends"
+)
 
 _NESTED = (
     "a synchronous cachesaver call was made on cachesaver's own engine loop (e.g. from a "
@@ -52,6 +77,8 @@ class EngineHost:
         self.loop = asyncio.new_event_loop()
         self._owners: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._on_close: list[Callable[[], Awaitable[None]]] = []
+        #: A wait at exit was interrupted (a second Ctrl-C): the exit waits no more.
+        self.gave_up = False
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), name="cachesaver-engine", daemon=True)
         self.thread.start()
@@ -139,12 +166,33 @@ class EngineHost:
         if callback not in self._on_close:
             self._on_close.append(callback)
 
-    def stop(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
-        """Close the owners, run the close callbacks, stop the loop and join its thread."""
+    def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until the model calls the owners have in flight now have
+        ended and their samples are stored. Refused on the loop's own thread."""
+        if not self.alive or self.in_host_thread:
+            return
+        drains = [owner.drain for owner in list(self._owners) if callable(getattr(owner, "drain", None))]
+
+        async def drain_all() -> None:
+            await asyncio.gather(*(drain() for drain in drains), return_exceptions=True)
+
+        self._wait(drain_all(), timeout, "waiting for the model calls in flight")
+
+    def stop(self, timeout: float = SHUTDOWN_TIMEOUT, *, exiting: bool = False) -> None:
+        """Close the owners, run the close callbacks, stop the loop and join its thread.
+
+        ``exiting``: the interpreter exits, so owners start no new model call while they
+        finish what is in flight (their ``refuse_new_calls``).
+        """
         if not self.alive:
             return
         owners = list(self._owners)
         callbacks = list(self._on_close)
+        if exiting:
+            for owner in owners:
+                refuse = getattr(owner, "refuse_new_calls", None)
+                if callable(refuse):
+                    self.call_soon(refuse, _EXITING)  # on the loop, before the closes below
 
         async def close_all() -> None:
             await asyncio.gather(*(owner.aclose() for owner in owners), return_exceptions=True)
@@ -154,14 +202,27 @@ class EngineHost:
                 except Exception as exc:  # never fail a shutdown on one callback
                     log.debug("engine host close callback failed: %s", type(exc).__name__)
 
+        if self.gave_up:
+            timeout = 0.0
         if not self.in_host_thread:
-            try:
-                self.submit(close_all()).result(timeout)
-            except Exception as exc:  # best effort: in-flight calls may outlive the timeout
-                log.debug("closing the engine host's owners failed: %s", type(exc).__name__)
+            self._wait(close_all(), timeout, "closing the engine host's owners")
         self.call_soon(self.loop.stop)
         if not self.in_host_thread:
-            self.thread.join(timeout)
+            try:
+                self.thread.join(timeout)
+            except KeyboardInterrupt:
+                log.debug("stopping the engine host was interrupted")
+
+    def _wait(self, coro: Coroutine[Any, Any, None], timeout: float, what: str) -> None:
+        """Run ``coro`` on the loop and wait at most ``timeout``; never raises (best effort:
+        in-flight calls may outlive the timeout; Ctrl-C gives up the wait)."""
+        try:
+            self.submit(coro).result(timeout)
+        except KeyboardInterrupt:
+            self.gave_up = True
+            log.debug("%s was interrupted", what)
+        except Exception as exc:
+            log.debug("%s failed: %s", what, type(exc).__name__)
 
 
 _lock = threading.Lock()
@@ -177,6 +238,7 @@ def get_host() -> EngineHost:
     with _lock:
         if _host is None or _host.pid != os.getpid() or _host.loop.is_closed():
             _host = EngineHost()
+            _first_at_exit()  # ahead of exit hooks registered so far (where threading has none)
         return _host
 
 
@@ -188,11 +250,30 @@ def _forget_after_fork() -> None:
     _lock = threading.Lock()
 
 
+def _drain_at_exit() -> None:
+    """The main thread ended: store what is in flight while thread pools still work, and make
+    the interpreter-exit hook run before every other one (litellm's client cleanup included,
+    whenever litellm registered it)."""
+    _first_at_exit()
+    host = _host
+    if host is not None and host.alive:
+        host.drain(EXIT_TIMEOUT)
+
+
 def _stop_at_exit() -> None:
     host = _host
     if host is not None and host.alive:
-        host.stop()
+        host.stop(EXIT_TIMEOUT, exiting=True)
+
+
+def _first_at_exit() -> None:
+    """(Re-)register :func:`_stop_at_exit` as the last ``atexit`` hook, which runs first."""
+    atexit.unregister(_stop_at_exit)
+    atexit.register(_stop_at_exit)
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
 atexit.register(_stop_at_exit)
+_register_thread_exit = getattr(threading, "_register_atexit", None)
+if _register_thread_exit is not None:  # CPython >= 3.9 (private API; else the atexit hook only)
+    _register_thread_exit(_drain_at_exit)

@@ -392,6 +392,20 @@ class HostedPipeline:
         return host.run(pipeline.consumption())
 
     # -- lifecycle ---------------------------------------------------------------------------------
+    async def drain(self) -> None:
+        """(On the engine's loop.) Return once the model calls in flight now are stored."""
+        pipeline = self._pipeline
+        if pipeline is not None and self._pid == os.getpid():
+            await pipeline.drain()
+
+    def refuse_new_calls(self, reason: str) -> None:
+        """(On the engine's loop.) Close to new requests and start no new model call; calls
+        already sent finish and are stored (the process is exiting)."""
+        self.closed = True
+        pipeline = self._pipeline
+        if pipeline is not None and self._pid == os.getpid():
+            pipeline.refuse_new_calls(reason)
+
     async def aclose(self) -> None:
         """Finish what is in flight, then release the store (if it was opened from a spec)."""
         self.closed = True

@@ -1,0 +1,167 @@
+"""Paid samples survive the end of the process (issue 22, item 3).
+
+A process that ends while a miss is at the provider (Ctrl-C in the caller's thread, or
+``sys.exit`` while a daemon thread waits for its answer) must store what the provider generated
+for it: the engine's model calls run on the engine's loop thread, and without care the
+interpreter's exit closed litellm's HTTP clients (litellm's own atexit hook) and shut the thread
+pools down (langchain-openai reads its answer in one) under the call still in flight, so the
+provider billed the samples and the store held nothing.
+
+Each case runs a real child process against the local fake OpenAI server (with latency, so the
+request is in flight there when the child is interrupted) on a real disk store, then compares
+the server's count of generated samples with the samples in the store.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from cachesaver.errors import PipelineClosedError
+from cachesaver.pipelines import OnlineAPI
+from cachesaver.testing import FakeModel, FakeOpenAIServer
+from cachesaver.typedefs import Request
+
+LITELLM_CTRL_C = textwrap.dedent("""
+    import sys, litellm, cachesaver_litellm
+    store, base = sys.argv[1], sys.argv[2]
+    cachesaver_litellm.register(store=store, namespace="exit")
+    print("ready", flush=True)
+    litellm.completion(model="cachesaver/openai/fake-model", api_base=base, api_key="sk-fake",
+                       messages=[{"role": "user", "content": "hello"}], n=2)
+""")
+
+LANGCHAIN_CTRL_C = textwrap.dedent("""
+    import sys
+    from langchain_openai import ChatOpenAI
+    from cachesaver_langchain import CacheSaverChatModel
+    store, base = sys.argv[1], sys.argv[2]
+    chat = CacheSaverChatModel(chat_model=ChatOpenAI(model="fake-model", base_url=base, api_key="sk-fake",
+                                                     max_retries=0), store=store)
+    print("ready", flush=True)
+    chat.invoke("hello")
+""")
+
+DAEMON_EXIT = textwrap.dedent("""
+    import sys, threading, litellm, cachesaver_litellm
+    store, base = sys.argv[1], sys.argv[2]
+    cachesaver_litellm.register(store=store, namespace="exit")
+
+    def work():
+        litellm.completion(model="cachesaver/openai/fake-model", api_base=base, api_key="sk-fake",
+                           messages=[{"role": "user", "content": "hello"}], n=2)
+
+    threading.Thread(target=work, daemon=True).start()
+    print("ready", flush=True)
+    sys.stdin.readline()  # the test says when the request is at the server
+    sys.exit(0)
+""")
+
+
+def stored_samples(directory: str) -> int:
+    path = os.path.join(directory, "cache.db")
+    if not os.path.exists(path):
+        return 0
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT count(*) FROM cachesaver_samples").fetchone()[0]
+    finally:
+        con.close()
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+class Child:
+    """A child process running ``code`` against its own fake server (the answer takes 1 s)."""
+
+    def __init__(self, code: str, directory: str) -> None:
+        self.directory = directory
+        self.server = FakeOpenAIServer(latency=1.0).start()
+        self.proc = subprocess.Popen([sys.executable, "-c", code, directory, self.server.base_url],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+
+    def in_flight(self) -> bool:
+        """Its request is being answered at the server (it must not have ended before)."""
+        assert self.proc.poll() is None, self.proc.stderr.read()[-3000:]
+        return self.server.in_flight > 0
+
+    def finish(self) -> tuple[int, str]:
+        """Wait for the child and for the server to finish (and bill) its answer; return the
+        samples in the store and the child's stderr."""
+        try:
+            _, err = self.proc.communicate(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        wait_until(lambda: self.server.in_flight == 0)
+        self.server.stop()
+        return stored_samples(self.directory), err
+
+
+def ctrl_c(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+
+
+def main_thread_ends(proc: subprocess.Popen) -> None:
+    proc.stdin.write("exit\n")
+    proc.stdin.flush()
+
+
+CASES = {  # name: (child code, how its process ends, samples its request asks for)
+    "litellm completion + Ctrl-C": (LITELLM_CTRL_C, ctrl_c, 2),
+    "langchain invoke + Ctrl-C": (LANGCHAIN_CTRL_C, ctrl_c, 1),
+    "daemon thread + sys.exit": (DAEMON_EXIT, main_thread_ends, 2),
+}
+
+
+def test_a_process_ending_during_a_miss_stores_what_the_provider_generated(tmp_path):
+    """The three children run at once (each import of litellm/langchain takes seconds)."""
+    children = {name: Child(code, str(tmp_path / f"store{i}")) for i, (name, (code, _, _)) in enumerate(CASES.items())}
+    try:
+        waiting = dict(children)
+        deadline = time.monotonic() + 60
+        while waiting:  # end each child as soon as its request is at the server
+            for name, child in list(waiting.items()):
+                if child.in_flight():
+                    CASES[name][1](child.proc)
+                    del waiting[name]
+            assert time.monotonic() < deadline, f"never in flight: {sorted(waiting)}"
+            time.sleep(0.005)
+        billed, kept, errors = {}, {}, {}
+        for name, child in children.items():
+            kept[name], errors[name] = child.finish()
+            billed[name] = (child.server.request_count, child.server.samples_generated)
+        assert billed == {name: (1, n) for name, (_, _, n) in CASES.items()}, errors
+        # before the fix: 0 stored in each case, every sample billed
+        assert kept == {name: n for name, (_, _, n) in CASES.items()}, errors
+    finally:
+        for child in children.values():
+            if child.proc.poll() is None:
+                child.proc.kill()
+            child.server.stop()
+
+
+# -- once the interpreter exits, no new model call starts ------------------------------------
+async def test_refused_new_calls_fail_before_the_model_is_called_and_hits_still_served(tmp_path):
+    model = FakeModel()
+    async with OnlineAPI(model=model, cache=str(tmp_path / "store"), timeout=0) as pipe:
+        first = await pipe.request(Request(prompt="p", n=1, namespace="a"))
+        pipe.refuse_new_calls("exiting")
+        replay = await pipe.request(Request(prompt="p", n=1, namespace="b"))  # a hit: served
+        with pytest.raises(PipelineClosedError, match="exiting"):
+            await pipe.request(Request(prompt="q", n=1, namespace="a"))  # a miss: refused
+    assert replay.data == first.data
+    assert model.call_count == 1 and pipe.stats.model_calls == 1 and pipe.stats.failed_calls == 0
