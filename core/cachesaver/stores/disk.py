@@ -29,6 +29,9 @@ Guarantees:
 - Every SQLite failure becomes a :class:`StoreError` naming the path and the fix. After a failed
   write (disk full, read-only, corrupt) the store refuses new generations at once, so no more
   samples are paid for and then thrown away.
+- A directory deleted or replaced while the store is open is noticed before the next write (and
+  before a generation, so nothing is paid for): :class:`StoreError` naming the directory, never
+  a sample written into an unlinked file.
 - :meth:`DiskStore.generation_lease` coordinates processes on one directory (see
   :mod:`cachesaver.stores.disklease`), so they do not pay for the same samples twice (G2).
 
@@ -177,6 +180,8 @@ class DiskStore(Store):
                 "new samples; open a writable copy of the directory to generate them"
             )
         self._lease = DiskLease(directory, max_wait=float(lease_max_wait))
+        #: (st_dev, st_ino) of the database file first opened (see ``_check_same_file``).
+        self._file_id: Optional[tuple[int, int]] = None
         if os.path.exists(self.path):
             self._check_readable()
 
@@ -210,6 +215,7 @@ class DiskStore(Store):
                 con.execute("PRAGMA synchronous=NORMAL")
             local.ready = _has_tables(con)
         local.con, local.pid = con, _PID[0]
+        self._note_file()
         with self._conns_lock:
             self._conns[con] = _PID[0]
         if create and not local.ready:
@@ -294,6 +300,7 @@ class DiskStore(Store):
     def _transaction(self, what: str, *, quick: bool = False) -> Iterator[sqlite3.Connection]:
         """A write transaction on this thread's connection. ``quick``: wait at most
         ``LOOP_WAIT`` for another process's write lock, then raise ``_Busy`` (see ``_write``)."""
+        self._check_same_file()
         con = self._writer()
         with self._guard(what, write=True):
             if quick:
@@ -330,6 +337,41 @@ class DiskStore(Store):
     def _write_waiting(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._transaction(what) as con:
             return fn(con)
+
+    # -- the database file this store opened --------------------------------------------------
+    def _note_file(self) -> None:
+        """Remember which file the first connection opened (its device and inode)."""
+        if self._file_id is None:
+            with contextlib.suppress(OSError):
+                st = os.stat(self.path)
+                self._file_id = (st.st_dev, st.st_ino)
+
+    def _check_same_file(self) -> None:
+        """Before a write: the directory must still hold the file this store opened.
+
+        A directory deleted (``rm -rf``) or replaced while the process runs leaves the open
+        connections writing into an unlinked file: every sample written there is lost when the
+        process ends. One ``stat`` (about a microsecond) before a write transaction and before a
+        generation (the disk store's hits write nothing, so they do not pay it).
+        """
+        if self._file_id is None:
+            return
+        try:
+            st = os.stat(self.path)
+            same = (st.st_dev, st.st_ino) == self._file_id
+        except FileNotFoundError:
+            same = False
+        except OSError:
+            return  # unreadable now: the write itself reports it, naming the path
+        if same:
+            return
+        self._write_error = StoreError(
+            f"the cache directory {self.location} was deleted or replaced while this process had "
+            f"it open ({DB_FILE} there is gone or is another file now): samples written now would "
+            "be lost with the old file. Open the store again (a new pipeline, model or "
+            "register()) to start a cache there, or restore the directory and restart"
+        )
+        raise self._write_error
 
     # -- sample lists ------------------------------------------------------------------------
     def _read_sync(self, con: sqlite3.Connection, key: str, start: int, count: int) -> list[bytes]:
@@ -436,6 +478,7 @@ class DiskStore(Store):
         """
         if self._write_error is not None:
             raise self._write_error
+        self._check_same_file()
         local = self._local
         if not (local.ready and local.pid == _PID[0]):
             self._writer()
