@@ -154,6 +154,56 @@ def test_a_process_ending_during_a_miss_stores_what_the_provider_generated(tmp_p
             child.server.stop()
 
 
+# -- engine-only children (no litellm/langchain import: fast) ---------------------------------
+ENGINE_CHILD = textwrap.dedent("""
+    import atexit, sys, threading, time
+    from cachesaver.testing import FakeModel
+    from cachesaver.typedefs import Request
+    from cachesaver.runtime import HostedPipeline, PipelineSettings
+    from cachesaver.runtime import host
+    directory, latency, mode = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    model = FakeModel(latency=latency)
+    # Registered before the engine's hooks exist, so it runs after them: what was generated.
+    atexit.register(lambda: print("generated", model.samples_generated, flush=True))
+    host.EXIT_TIMEOUT = float(sys.argv[4])
+    hosted = HostedPipeline(lambda: model, PipelineSettings(directory, timeout=0))
+    answers = []
+
+    def work(count):
+        for i in range(count):
+            answers.append(hosted.request_sync(Request(prompt=f"p{i}", n=1, namespace="a")).data)
+        print("answered", len(answers), flush=True)
+
+    if mode == "non-daemon":  # the main thread ends at once; Python joins this thread later
+        threading.Thread(target=work, args=(3,)).start()
+    else:  # a daemon thread in a 30 s call when the main thread exits
+        threading.Thread(target=work, args=(1,), daemon=True).start()
+        time.sleep(0.3)
+        sys.exit(0)
+""")
+
+
+def run_engine_child(tmp_path, latency: float, mode: str, exit_timeout: float) -> tuple[str, int]:
+    directory = str(tmp_path / "store")
+    proc = subprocess.run([sys.executable, "-c", ENGINE_CHILD, directory, str(latency), mode, str(exit_timeout)],
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, stored_samples(directory)
+
+
+def test_threads_still_running_after_the_main_thread_keep_calling_the_model(tmp_path):
+    """The exit hooks start only once non-daemon threads are done: their calls succeed."""
+    out, stored = run_engine_child(tmp_path, 0.2, "non-daemon", exit_timeout=10)
+    assert out.split() == ["answered", "3", "generated", "3"] and stored == 3
+
+
+def test_the_wait_at_exit_is_bounded(tmp_path):
+    """A call still running after EXIT_TIMEOUT is given up (it is the only sample that may be
+    lost); the process does not wait for its 30 s."""
+    out, stored = run_engine_child(tmp_path, 30, "daemon", exit_timeout=0.3)
+    assert out.split() == ["generated", "0"] and stored == 0
+
+
 # -- once the interpreter exits, no new model call starts ------------------------------------
 async def test_refused_new_calls_fail_before_the_model_is_called_and_hits_still_served(tmp_path):
     model = FakeModel()
