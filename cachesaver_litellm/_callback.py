@@ -100,6 +100,11 @@ class CostCallback(CustomLogger):
         stats.model_calls += calls
         c.model_calls += calls
         cached = list(flags.get("cached") or [])
+        # The model-call figures from the same billing record as the rows: each sample billed
+        # to a response (cached=False) was asked of the model and returned by it (G8).
+        generated = sum(1 for x in cached if not x)
+        stats.samples_requested += generated
+        stats.samples_returned += generated
         duplicated = list(flags.get("duplicated") or [])
         c.requests += 1
         c.samples_asked += len(cached)

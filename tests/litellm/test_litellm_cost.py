@@ -100,6 +100,10 @@ async def test_cost_callback_tallies_litellm_figures_per_model_and_namespace(spy
             theirs.requests, theirs.samples_generated, theirs.samples_from_store, theirs.model_calls)
         assert mine.cost_billed == pytest.approx(theirs.cost_billed)
     assert "model calls: 2" in callback.summary()
+    # The footer too (before: "samples requested from the model: 0, returned: 0" while the
+    # engine's said 3 and 3): one billing record, every view computed from it.
+    assert (table.samples_requested, table.samples_returned) == (engine.samples_requested, engine.samples_returned) == (3, 3)
+    assert callback.summary().splitlines()[-1].endswith(engine.summary().splitlines()[-1].split("model calls: ")[1])
 
 
 async def test_cost_callback_bills_nothing_for_a_streamed_full_hit(spy, provider, server, call_kwargs):
