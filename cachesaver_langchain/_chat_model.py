@@ -11,7 +11,7 @@ import inspect
 import logging
 import os
 import threading
-from typing import Any, AsyncIterator, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 from langchain_core.caches import BaseCache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -33,6 +33,7 @@ from ._codec import message_payload
 from ._entrypoints import RunMetadataEntryPoints
 from ._inner import FORWARDED, InnerView, configure_inner
 from ._model import ChatRequest, InnerFactory, LiveCall
+from ._pricing import litellm_price
 from ._runnables import repoint
 from ._streaming import async_stream, sync_stream
 
@@ -95,6 +96,10 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
     bundle as ``store`` is always offline)."""
     max_n: int = MAX_N
     """The most generations one call may ask for (refused above it, before anything is paid)."""
+    price: Optional[Callable[[str, int, int], float]] = Field(default=litellm_price, exclude=True)
+    """Dollars of one inner call, ``(model, input_tokens, output_tokens) -> float``, kept with
+    its samples for ``stats`` and bundles. Default: litellm's cost map when litellm is installed
+    (0 for a model it does not know); None: no prices."""
 
     # Standard parameters, applied to (a copy of) the inner model where it has them.
     temperature: Optional[float] = None
@@ -245,7 +250,7 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
                                                 timeout=self.batch_timeout, run_id=self.run_id,
                                                 namespace=self.namespace,
                                                 extra={"offline": self.offline, "max_n": self.max_n})
-                    self._hosted = HostedPipeline(InnerFactory(self.chat_model), settings)
+                    self._hosted = HostedPipeline(InnerFactory(self.chat_model, self.price), settings)
                 hosted = self._hosted
         return hosted
 

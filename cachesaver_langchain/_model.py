@@ -25,6 +25,7 @@ from cachesaver.typedefs import Request, Usage, unkeyed
 
 from ._codec import SAMPLE_FORMAT, live_copy, make_sample
 from ._inner import configure_inner
+from ._pricing import Price, model_of, priced
 
 __all__ = ["ChatRequest", "LiveCall", "InnerModel", "InnerFactory"]
 
@@ -49,8 +50,9 @@ class ChatRequest(Request):
 
 
 class InnerModel(FanOutModel):
-    def __init__(self, inner: BaseChatModel) -> None:
+    def __init__(self, inner: BaseChatModel, price: Optional[Price] = None) -> None:
         self.inner = inner
+        self.price = price  # dollars of a call (see _pricing); None: no prices
         cls = type(inner)
         self._native_n = "n" in cls.model_fields
         self._can_stream = cls._astream is not BaseChatModel._astream or cls._stream is not BaseChatModel._stream
@@ -78,7 +80,10 @@ class InnerModel(FanOutModel):
         if n is not None:
             kwargs["n"] = n
         result = await inner._agenerate(call.messages, stop=call.stop, run_manager=None, **kwargs)
-        return _samples(result)
+        samples, usage = _samples(result)
+        if result.generations:
+            usage = self._priced(result.generations[0].message, usage)
+        return samples, usage
 
     async def stream_call(self, request: Request, sink: ChunkSink) -> tuple[list[Any], Usage]:
         call = _live_call(request)
@@ -102,7 +107,15 @@ class InnerModel(FanOutModel):
         usage = merged.message.usage_metadata if isinstance(merged.message, AIMessage) else None
         sample = make_sample(merged.message, merged.generation_info)
         sink.sample_id = sample["sample_id"]
-        return [sample], _usage(usage)
+        return [sample], self._priced(merged.message, _usage(usage))
+
+    def _priced(self, message: Any, usage: Usage) -> Usage:
+        """``usage`` with the call's dollars (the engine splits them over its samples, G8)."""
+        if self.price is None:
+            return usage
+        model = model_of(message, self.inner)
+        cost = priced(self.price, model, int(usage.prompt_tokens), int(usage.completion_tokens))
+        return Usage(usage.prompt_tokens, usage.completion_tokens, cost)
 
 
 def _live_call(request: Request) -> LiveCall:
@@ -153,11 +166,12 @@ class InnerFactory:
     it; in a forked child, a copy with its own HTTP clients (the parent's belong to the parent's
     engine loop, which does not exist there)."""
 
-    def __init__(self, inner: BaseChatModel) -> None:
+    def __init__(self, inner: BaseChatModel, price: Optional[Price] = None) -> None:
         self.inner = inner
+        self.price = price
         self.pid = os.getpid()
 
     def __call__(self) -> InnerModel:
         if os.getpid() == self.pid:
-            return InnerModel(self.inner)
-        return InnerModel(configure_inner(self.inner, {}, new_process=True))
+            return InnerModel(self.inner, self.price)
+        return InnerModel(configure_inner(self.inner, {}, new_process=True), self.price)
