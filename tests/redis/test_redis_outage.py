@@ -96,3 +96,38 @@ async def test_redis_frozen_times_out_then_work_continues(own_redis):
     # store samples nobody received, never corrupt a list or hand a sample out twice.
     await _check_store(check, delivered, "-", exact=False)
     await check.aclose()
+
+
+async def test_a_claim_whose_reply_froze_is_delivered_to_the_retry(own_redis):
+    """A shared run on a frozen Redis (SIGSTOP past the client's retries): namespace B's claims
+    of samples A already generated time out, then run when Redis thaws, taking B's positions.
+    The StoreError says the claim may still run; B's retry of the same requests gets exactly
+    those samples, so B's ledger has no gap and B got samples 0 and 1 like A (before: B's
+    retry got samples 2 and 3, newly generated, and positions 0-1 were consumed by nobody)."""
+    server = own_redis(persistent=False)
+    store = RedisStore(server.url, prefix="frozen-claims", socket_timeout=0.3, connect_timeout=0.3, retries=1)
+    model = FakeModel(seed=13)
+
+    async def round_in(pipe, namespace, tag, prompts=PROMPTS):
+        responses = await asyncio.gather(*(
+            pipe.request(Request(prompt=p, n=2, request_id=f"{tag}-{p}", namespace=namespace)) for p in prompts),
+            return_exceptions=True)
+        return dict(zip(prompts, responses))
+
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.01, run_id="frozen-run") as pipe:
+        first = {p: r.data for p, r in (await round_in(pipe, "A", "a")).items()}
+        generated = model.samples_generated
+        server.pause()
+        try:
+            frozen = await round_in(pipe, "B", "b")
+        finally:
+            server.resume()
+        failed = [p for p, r in frozen.items() if isinstance(r, StoreError)]
+        assert failed and all("may still run once Redis is back" in str(frozen[p]) for p in failed)
+        retried = await round_in(pipe, "B", "b-again", failed)
+    got = {p: (retried[p] if p in failed else frozen[p]).data for p in PROMPTS}
+    assert got == first and model.samples_generated == generated  # B: samples 0 and 1, nothing paid
+    check = RedisStore(server.url, prefix="frozen-claims")
+    positions = {(ns, key): pos async for run, ns, key, pos in check.iter_ledger() if run == "frozen-run"}
+    assert {pos for (ns, _), pos in positions.items() if ns == "B"} == {2}
+    await check.aclose()

@@ -291,6 +291,10 @@ class RedisStore(Store):
         # Leases we could not release (Redis was down): the next acquire here takes them over
         # instead of waiting for them to expire.
         self._orphans: dict[str, str] = {}
+        # Claims whose reply never came (Redis frozen or unreachable past the retries): the
+        # script may still run once Redis is back, taking positions nobody received. Per
+        # (run, namespace, key): (token, count). See _claim.
+        self._unanswered: dict[tuple[str, str, str], tuple[str, int]] = {}
         self._closed = False
 
     # -- connection --------------------------------------------------------------------------
@@ -347,7 +351,10 @@ class RedisStore(Store):
                         "that must not lose samples", self.location, policy)
         return client
 
-    def _error(self, exc: BaseException, what: str) -> StoreError:
+    def _error(self, exc: BaseException, what: str, *, maybe_applied: bool = False) -> StoreError:
+        """The error for a failed command. ``maybe_applied``: an append or claim (a script with
+        a token) whose reply was lost to a timeout or a dropped connection may still run once
+        Redis is back; the message says so instead of promising it was not applied."""
         if isinstance(exc, AuthenticationError):
             fix = "check the username/password in the URL"
         elif isinstance(exc, RedisTimeoutError):
@@ -360,10 +367,13 @@ class RedisStore(Store):
             fix = "the server refused the command (out of memory? a read-only replica?)"
         else:
             fix = "see the redis-py error above"
-        return StoreError(
-            f"Redis store at {self.location} failed while {what}: {exc}. {fix}. "
-            "The operation was applied entirely or not at all; retry once Redis is back."
-        )
+        if maybe_applied and isinstance(exc, (RedisTimeoutError, RedisConnectionError)):
+            outcome = ("The command may still run once Redis is back (it was sent; its reply was "
+                       "lost), entirely or not at all; retrying the request is safe: samples "
+                       "stored are reused, a claim is not taken twice")
+        else:
+            outcome = "The operation was applied entirely or not at all; retry once Redis is back"
+        return StoreError(f"Redis store at {self.location} failed while {what}: {exc}. {fix}. {outcome}.")
 
     def _base(self, key: str) -> str:
         """``P:{K}:`` for ``key``; rejects keys that would break the hash tag."""
@@ -403,7 +413,7 @@ class RedisStore(Store):
                       "" if unbilled_run is None else _run_arg(unbilled_run), *values],
             )
         except RedisError as exc:
-            raise self._error(exc, f"appending {len(values)} samples to key {key}") from exc
+            raise self._error(exc, f"appending {len(values)} samples to key {key}", maybe_applied=True) from exc
         return int(start)
 
     async def length(self, key: str) -> int:
@@ -469,19 +479,64 @@ class RedisStore(Store):
 
     async def _claim(self, run_id: str, namespace: str, key: str, count: int, *, partial: bool,
                      bill: bool) -> tuple[int, list[bytes], list[int]]:
-        """One script: the claim and (``bill``) the billing records of what it takes."""
+        """One script: the claim and (``bill``) the billing records of what it takes.
+
+        A claim whose reply was lost past the retries (a frozen or unreachable Redis) may run
+        when Redis is back: its positions are then consumed in the run and were delivered to
+        nobody. The next claim of the same count in that (run, namespace, key) from this store
+        takes them (:meth:`_unanswered_claim`), so a retried request gets the samples the lost
+        claim took and the run's ledger has no gap (a replay of the run stays exact, G4).
+        """
         base = self._base(key)
         field = orjson.dumps([run_id, namespace])
         client = await self._ready()
+        slot = (run_id, namespace, key)
+        if count > 0 and slot in self._unanswered:
+            earlier = await self._unanswered_claim(client, base, field, slot, count)
+            if earlier is not None:
+                return earlier
+        token = self._token() if count > 0 else ""
         try:
             pos, taken, billed = await client.claim(
                 keys=[base + "s", base + "l", base + "c", base + "u"],
-                args=[field, count, "1" if partial else "0", self._token() if count > 0 else "",
-                      _run_arg(run_id) if bill else ""],
+                args=[field, count, "1" if partial else "0", token, _run_arg(run_id) if bill else ""],
             )
         except RedisError as exc:
-            raise self._error(exc, f"claiming {count} samples of key {key} for {namespace!r}") from exc
+            if token and isinstance(exc, (RedisTimeoutError, RedisConnectionError)):
+                self._unanswered[slot] = (token, count)  # it may still run: see above
+            raise self._error(exc, f"claiming {count} samples of key {key} for {namespace!r}",
+                              maybe_applied=bool(token)) from exc
         return int(pos), list(taken), [int(i) for i in billed]
+
+    async def _unanswered_claim(self, client: "_Client", base: str, field: bytes,
+                                slot: tuple[str, str, str], count: int) -> Optional[tuple[int, list[bytes], list[int]]]:
+        """What an earlier claim of ``slot`` whose reply was lost took, if it ran and took
+        ``count`` samples (then they are this claim's); None otherwise. The claim-token record
+        (``P:{K}:c``) says whether it ran: it is written by the same script."""
+        token, earlier_count = self._unanswered[slot]
+        try:
+            record = await client.redis.hget(base + "c", field)
+        except RedisError as exc:
+            raise self._error(exc, f"checking an earlier claim of key {slot[2]} for {slot[1]!r}") from exc
+        words = record.decode().split() if isinstance(record, bytes) else []
+        if not words or words[0] != token:
+            # It never ran, or a later claim of the slot (another process) replaced its record:
+            # then what it took stays skipped in this run, as before this check existed.
+            del self._unanswered[slot]
+            return None
+        pos, got, billed = int(words[1]), int(words[2]), [int(w) for w in words[3:]]
+        if got != count:
+            # Taken for a request of another size: those positions stay skipped in this run.
+            log.warning("%d samples of key %s claimed for %r by a claim whose reply was lost are "
+                        "not delivered (the next request asks for %d)", got, slot[2], slot[1], count)
+            del self._unanswered[slot]
+            return None
+        try:
+            taken = await client.redis.lrange(base + "s", pos, pos + got - 1)
+        except RedisError as exc:
+            raise self._error(exc, f"reading key {slot[2]}") from exc
+        del self._unanswered[slot]
+        return pos, list(taken), billed
 
     async def claim_at(self, run_id: str, namespace: str, key: str, pos: int, count: int) -> list[bytes]:
         """One script (atomic). A reply lost after the script ran leaves the positions taken and
