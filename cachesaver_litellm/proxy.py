@@ -22,6 +22,8 @@ its handler. A bad value stops the proxy at start-up with an error naming the va
 ``CACHESAVER_NAMESPACE``      namespace of requests that name none (default ``default``)
 ``CACHESAVER_BATCH_TIMEOUT``  batch window in seconds (default 0.02)
 ``CACHESAVER_BATCH_SIZE``     samples that close a batch early (default 64)
+``CACHESAVER_MAX_N``          the most samples one request may ask for (default 128); a client
+                              asking for more gets a 400 before anything is paid
 ============================  ==================================================================
 
 Clients name their namespace in the body (``metadata={"cachesaver_namespace": "A"}``) or with
@@ -47,6 +49,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+from cachesaver.checks import MAX_N
 from cachesaver.errors import InvalidRequestError
 from cachesaver.stores.urls import redact_url
 
@@ -67,6 +70,7 @@ __all__ = [
     "ENV_NAMESPACE",
     "ENV_BATCH_TIMEOUT",
     "ENV_BATCH_SIZE",
+    "ENV_MAX_N",
 ]
 
 log = logging.getLogger("cachesaver.litellm.proxy")
@@ -76,6 +80,7 @@ ENV_RUN_ID = "CACHESAVER_RUN_ID"
 ENV_NAMESPACE = "CACHESAVER_NAMESPACE"
 ENV_BATCH_TIMEOUT = "CACHESAVER_BATCH_TIMEOUT"
 ENV_BATCH_SIZE = "CACHESAVER_BATCH_SIZE"
+ENV_MAX_N = "CACHESAVER_MAX_N"
 
 DEFAULT_STORE = "./.cachesaver"
 DEFAULT_NAMESPACE = "default"
@@ -100,6 +105,7 @@ class ProxySettings:
     namespace: str = DEFAULT_NAMESPACE
     batch_timeout: float = DEFAULT_BATCH_TIMEOUT
     batch_size: int = DEFAULT_BATCH_SIZE
+    max_n: int = MAX_N
 
     def register_kwargs(self) -> dict[str, Any]:
         return {
@@ -108,6 +114,7 @@ class ProxySettings:
             "namespace": self.namespace,
             "timeout": self.batch_timeout,
             "batch_size": self.batch_size,
+            "max_n": self.max_n,
         }
 
     @property
@@ -117,7 +124,7 @@ class ProxySettings:
     def describe(self) -> str:
         """For logs: the store without credentials."""
         return (f"store={redact_store(self.store)} run_id={self.run_id!r} namespace={self.namespace!r} "
-                f"batch_timeout={self.batch_timeout} batch_size={self.batch_size}")
+                f"batch_timeout={self.batch_timeout} batch_size={self.batch_size} max_n={self.max_n}")
 
 
 def redact_store(store: str) -> str:
@@ -161,8 +168,10 @@ def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> ProxySetti
     batch_size = _env_number(env, ENV_BATCH_SIZE, int, DEFAULT_BATCH_SIZE, example="64",
                              what="a whole number", valid=lambda n: n >= 1, rule="must be >= 1")
 
+    max_n = _env_number(env, ENV_MAX_N, int, MAX_N, example=str(MAX_N), what="a whole number",
+                        valid=lambda n: n >= 1, rule="must be >= 1 (the most samples one request may ask for)")
     return ProxySettings(store=store, run_id=run_id, namespace=namespace, batch_timeout=batch_timeout,
-                         batch_size=batch_size)
+                         batch_size=batch_size, max_n=max_n)
 
 
 def _env_number(env: Mapping[str, str], name: str, parse: Callable[[str], Any], default: Any, *,

@@ -14,15 +14,16 @@ from cachesaver_litellm.proxy import ProxyConfigError, identity_from_headers, se
 def test_defaults_match_register():
     settings = settings_from_env({})
     assert settings.register_kwargs() == {"store": "./.cachesaver", "run_id": None, "namespace": "default",
-                                          "timeout": 0.02, "batch_size": 64}
+                                          "timeout": 0.02, "batch_size": 64, "max_n": 128}
 
 
 def test_every_variable_is_read():
     settings = settings_from_env({"CACHESAVER_STORE": "redis://127.0.0.1:6379/0?prefix=p",
                                   "CACHESAVER_RUN_ID": "fleet-1", "CACHESAVER_NAMESPACE": "exp",
-                                  "CACHESAVER_BATCH_TIMEOUT": "0.1", "CACHESAVER_BATCH_SIZE": "8"})
+                                  "CACHESAVER_BATCH_TIMEOUT": "0.1", "CACHESAVER_BATCH_SIZE": "8",
+                                  "CACHESAVER_MAX_N": "16"})
     assert settings.register_kwargs() == {"store": "redis://127.0.0.1:6379/0?prefix=p", "run_id": "fleet-1",
-                                          "namespace": "exp", "timeout": 0.1, "batch_size": 8}
+                                          "namespace": "exp", "timeout": 0.1, "batch_size": 8, "max_n": 16}
     assert settings.shared_store
 
 
@@ -34,6 +35,8 @@ def test_every_variable_is_read():
     ("CACHESAVER_BATCH_SIZE", "1.5", "whole number"),
     ("CACHESAVER_BATCH_SIZE", "0", ">= 1"),
     ("CACHESAVER_STORE", "https://example.invalid/cache", "redis://"),
+    ("CACHESAVER_MAX_N", "0", ">= 1"),
+    ("CACHESAVER_MAX_N", "many", "whole number"),
 ])
 def test_bad_values_are_refused_naming_the_variable(name, value, words):
     with pytest.raises(ProxyConfigError) as info:
@@ -72,6 +75,7 @@ def test_the_handler_the_proxy_imports_is_registered_from_the_environment(fresh_
     fresh_module.setenv("CACHESAVER_STORE", str(tmp_path / "store"))
     fresh_module.setenv("CACHESAVER_NAMESPACE", "gateway")
     fresh_module.setenv("CACHESAVER_RUN_ID", "run-7")
+    fresh_module.setenv("CACHESAVER_MAX_N", "4")
     handler = cs_proxy.handler  # what the proxy's config loader does: getattr(module, "handler")
     assert isinstance(handler, cachesaver_litellm.CacheSaverLLM)
     assert cs_proxy.handler is handler  # built once per process
@@ -79,6 +83,11 @@ def test_the_handler_the_proxy_imports_is_registered_from_the_environment(fresh_
     assert handler.settings.namespace == "gateway" and handler.pipeline.run_id == "run-7"
     assert handler.pipeline.store.location == str(tmp_path / "store")
     assert any(isinstance(cb, cs_proxy.ProxyHooks) for cb in litellm.callbacks)
+    # The proxy's limit on n is the variable's: a client asking for more is refused before any cost.
+    with pytest.raises(Exception, match="limit of 4"):  # (litellm wraps the InvalidRequestError)
+        litellm.completion(model="cachesaver/openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
+                           n=5, api_base="http://127.0.0.1:9", api_key="sk-unused",
+                           metadata={"cachesaver_namespace": "a"})
 
 
 def test_a_shared_store_without_a_run_id_is_warned_about(fresh_module, caplog):
