@@ -140,3 +140,44 @@ async def test_saved_cost_is_what_the_reused_samples_cost_when_generated(provide
     # The partial hit reused the two paid samples and paid (at the new price) for its third.
     assert table.ns("partial").cost_saved == pytest.approx(paid) == engine.ns("partial").cost_saved
     assert table.ns("partial").cost_billed == pytest.approx(partial._hidden_params["response_cost"])
+
+
+async def test_every_view_of_one_experiment_shows_one_figure(spy, store_path, server, call_kwargs, tmp_path):
+    """Issue 22: one scripted experiment (a shared run, two namespaces, misses, a partial hit,
+    hits, a stream), and every view of what it paid agrees: the responses' flags and costs,
+    ``stats()``, the cost callback, litellm's logged spend and a bundle of the run."""
+    from cachesaver.bundle import consumption_of_runs, read_bundle, write_bundle
+
+    cachesaver_litellm.register(store=store_path, timeout=0.02, run_id="one-experiment")
+    other = dict(call_kwargs, messages=[{"role": "user", "content": "Another question"}])
+    responses = [
+        await litellm.acompletion(n=2, metadata=ns("arm-a"), **call_kwargs),
+        await litellm.acompletion(n=3, metadata=ns("arm-b"), **call_kwargs),   # 2 reused, 1 new
+        await litellm.acompletion(n=1, metadata=ns("arm-a"), **other),
+        await litellm.acompletion(n=1, metadata=ns("arm-b"), **other),         # reused
+    ]
+    streamed_kwargs = dict(call_kwargs, messages=[{"role": "user", "content": "A streamed question"}])
+    stream = await litellm.acompletion(n=1, stream=True, metadata=ns("arm-a"), **streamed_kwargs)  # new
+    streamed = [chunk async for chunk in stream]
+    assert streamed
+    await settle(spy, 5)
+
+    flags = [r._hidden_params["cachesaver"] for r in responses]
+    billed_by_flags = sum(f["cached"].count(False) for f in flags) + 1   # + the stream's one sample
+    engine = cachesaver_litellm.stats()
+    table = cachesaver_litellm.get_callback().stats[REAL_MODEL]
+    assert billed_by_flags == engine.total.samples_generated == table.total.samples_generated
+    assert billed_by_flags == server.samples_generated == engine.samples_returned == table.samples_returned
+    cost_by_responses = sum(r._hidden_params["response_cost"] for r in responses)
+    logged = sum(e["response_cost"] for e in spy.events)
+    assert engine.total.cost_billed == pytest.approx(table.total.cost_billed) == pytest.approx(logged)
+    assert cost_by_responses < logged  # the stream's cost is in the logs and the tables too
+    assert engine.total.cost_saved == pytest.approx(table.total.cost_saved) and engine.total.cost_saved > 0
+
+    store = cachesaver_litellm.get_pipeline().store
+    await write_bundle(store, await consumption_of_runs(store, ["one-experiment"]), tmp_path / "exp.csbundle")
+    summary = read_bundle(tmp_path / "exp.csbundle").summary
+    assert summary["samples"] == billed_by_flags
+    assert summary["cost"] == pytest.approx(engine.total.cost_billed)
+    assert summary["consumed_cost"] == pytest.approx(engine.total.cost_billed + engine.total.cost_saved)
+    assert summary["consumed_samples"] == engine.total.samples_generated + engine.total.samples_from_store
