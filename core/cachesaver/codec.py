@@ -12,7 +12,7 @@ import orjson
 
 from .errors import CorruptSampleError, NotSerializableError
 
-__all__ = ["encode_sample", "decode_sample", "SampleRecord"]
+__all__ = ["exact_bytes", "encode_sample", "decode_sample", "SampleRecord"]
 
 # Dataclasses, datetimes and numpy arrays are *not* plain JSON: orjson would silently turn them
 # into dicts/strings, and the replayed sample would differ in type from the live one.
@@ -60,7 +60,14 @@ def encode_sample(data: Any, prompt_tokens: float = 0, completion_tokens: float 
                 f"{where} holds a NaN or infinite number at {bad}; JSON has neither, so it would "
                 "come back as null: replace it (e.g. with None or a string) in the model's output"
             )
-    return encoded
+    # orjson's result keeps the buffer it wrote into (4 kB at least): a ~100-byte record held
+    # by a store or a waiting frame would cost 4 kB. An exact-size copy costs a memcpy.
+    return exact_bytes(encoded)
+
+
+def exact_bytes(data: bytes) -> bytes:
+    """``data`` as a bytes object of exactly its size (see :func:`encode_sample`)."""
+    return bytes(memoryview(data))
 
 
 def _non_finite_path(value: Any, path: str) -> "str | None":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Optional, Sequence
 
+from ..codec import exact_bytes
 from .base import LedgerEntry, Store
 
 __all__ = ["MemoryStore", "claim_in_memory", "positions_free", "take_positions"]
@@ -53,7 +54,7 @@ class MemoryStore(Store):
         start = len(bucket)
         bucket.extend(samples)
         if meta is not None and key not in self._meta:
-            self._meta[key] = meta
+            self._meta[key] = exact_bytes(meta)  # kept for the key's lifetime: not orjson's 4 kB buffer
         if unbilled_run is not None:
             self._unbilled.setdefault((unbilled_run, key), set()).update(range(start, len(bucket)))
         return start
