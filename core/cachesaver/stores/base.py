@@ -154,6 +154,15 @@ class Store(ABC):
     def iter_keys(self) -> AsyncIterator[str]:
         """Every key that holds samples."""
 
+    async def iter_key_sizes(self) -> AsyncIterator[tuple[str, int, int, Optional[bytes]]]:
+        """``(key, samples, bytes of its samples, meta)`` for every key, for ``cachesaver
+        stats``. Stores that can compute it in bulk (disk: one SQL query) override this; the
+        default reads each key's samples, one key at a time (memory bounded by the largest key)."""
+        async for key in self.iter_keys():
+            n = await self.length(key)
+            size = sum(len(raw) for raw in await self.read(key, 0, n))
+            yield key, n, size, await self.get_meta(key)
+
     @abstractmethod
     async def get_meta(self, key: str) -> Optional[bytes]:
         """The canonical request JSON stored with ``key`` (None if unknown)."""

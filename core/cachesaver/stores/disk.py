@@ -611,6 +611,23 @@ class DiskStore(Store):
         for key in keys:
             yield key
 
+    async def iter_key_sizes(self) -> AsyncIterator[tuple[str, int, int, Optional[bytes]]]:
+        """One query, streamed: each key's count and meta, and the summed length of its sample
+        rows (SQLite keeps a blob's length, so nothing is read but the index and the headers)."""
+        con = self._reader()
+        if con is None:
+            return
+        with self._guard("summing the keys of"):
+            cursor = con.execute(
+                "SELECT k.key, k.count, (SELECT COALESCE(SUM(LENGTH(s.value)), 0) FROM cachesaver_samples s "
+                "WHERE s.key = k.key), k.meta FROM cachesaver_keys k ORDER BY k.key")
+            while True:
+                rows = cursor.fetchmany(2048)
+                if not rows:
+                    break
+                for key, count, size, meta in rows:
+                    yield key, _count(count, "sample count", key), int(size), meta
+
     async def get_meta(self, key: str) -> Optional[bytes]:
         con = self._reader()
         if con is None:
