@@ -47,6 +47,7 @@ class _Call:
 
     start: int
     stop: int
+    samples: list = dataclasses.field(default_factory=list)  # what was appended (claims read it)
     receivers: int = 0          # requests that received at least one of its samples
     original_given: bool = False
 
@@ -232,7 +233,7 @@ class Cacher:
                 if not await self._fill(key, pending, calls):
                     return  # a model call failed; its waiters got the error
                 with self.lock:
-                    short = await self._claim(key, pending, deliveries)
+                    short = await self._claim(key, pending, deliveries, calls)
                 if len(short) == len(pending) and len(calls) == generated:
                     # Nothing generated, nothing claimed: another process may have taken the
                     # samples (then the next round generates), unless the store is inconsistent.
@@ -251,7 +252,7 @@ class Cacher:
             with self.lock:
                 self._deliver(deliveries, calls)  # what was claimed is handed out, whatever happened
 
-    async def _plan(self, key: str, pending: list[Demand]) -> tuple[int, Generation]:
+    async def _plan(self, key: str, pending: list[Demand], length: Optional[int] = None) -> tuple[int, Generation]:
         """How many samples the most demanding namespace lacks beyond the stored list (G2), and
         who the first new sample will be handed to (see :mod:`cachesaver.generation`).
 
@@ -259,7 +260,8 @@ class Cacher:
         of the items that will receive the first new sample (index = the list's length), the
         one whose request goes to the model is preferred, else the first in ``request_id`` order.
         """
-        length = await self.store.length(key)
+        if length is None:
+            length = await self.store.length(key)
         target = 0
         receivers: list[Pending] = []
         for demand in pending:
@@ -295,12 +297,16 @@ class Cacher:
         lease = self.store.generation_lease(key)
         if lease is NO_LEASE:  # nobody else generates into this store: the plan stands
             return await self._generate_missing(key, pending, calls, missing, generation)
-        async with lease:
+        async with lease as held:
             # Another process may have generated since the plan: plan again, unless the list
             # is as long as planned and the positions are this process's own (a private ledger,
-            # whose positions of these namespaces only this key's turn moves).
-            if not isinstance(self.ledger, PrivateLedger) or await self.store.length(key) != generation.first_index:
-                missing, generation = await self._plan(key, pending)
+            # whose positions of these namespaces only this key's turn moves). A lease that
+            # reports the list's length when taken (Redis: in the same round trip) saves asking.
+            length = getattr(held, "length", None)
+            if not isinstance(length, int) or length < 0:
+                length = await self.store.length(key)
+            if not isinstance(self.ledger, PrivateLedger) or length != generation.first_index:
+                missing, generation = await self._plan(key, pending, length)
             return await self._generate_missing(key, pending, calls, missing, generation)
 
     async def _generate_missing(self, key: str, pending: list[Demand], calls: list[_Call],
@@ -344,14 +350,16 @@ class Cacher:
             generation = Generation(key, call.stop, max(missing, 0), None)
         return True
 
-    async def _claim(self, key: str, pending: list[Demand], deliveries: list) -> list[Demand]:
-        """Claim each demand's samples (all or nothing); return the demands still short."""
+    async def _claim(self, key: str, pending: list[Demand], deliveries: list, calls: list[_Call]) -> list[Demand]:
+        """Claim each demand's samples (all or nothing); return the demands still short.
+        What this round appended is claimed from memory where the ledger allows (``recent``)."""
         short = []
+        recent = [(call.start, call.samples) for call in calls]
         for demand in pending:
             n = demand.n
             if n == 0:
                 continue
-            pos, raws, billed = await self.ledger.claim(demand.namespace, key, n)
+            pos, raws, billed = await self.ledger.claim(demand.namespace, key, n, recent=recent)
             if raws:
                 deliveries.append((demand, pos, raws, billed))
             else:  # another process took them first: go round again
@@ -381,7 +389,7 @@ class Cacher:
             if self._appends.unbilled_run is None:  # else the store keeps them (shared runs)
                 self._unbilled.setdefault(key, set()).update(range(start, start + k))
             self.stats.samples_returned += k
-        return _Call(start, start + k)
+        return _Call(start, start + k, encoded)
 
     def _encode(self, key: str, n: int, response: Any) -> list[bytes]:
         """The model's samples as stored records, each with its share of the call's usage."""

@@ -55,13 +55,16 @@ class Ledger(ABC):
 
     @abstractmethod
     async def claim(
-        self, namespace: str, key: str, count: int, wanted: Optional[Callable[[], bool]] = None
+        self, namespace: str, key: str, count: int, wanted: Optional[Callable[[], bool]] = None,
+        recent: Sequence[tuple[int, Sequence[bytes]]] = (),
     ) -> Claim:
         """Take exactly ``count`` next samples, or none if fewer exist: ``(position, samples,
         billed)`` (see :data:`Claim`).
 
         ``wanted()`` is asked once the samples are read: if the caller has left meanwhile, the
-        private ledger consumes nothing. (A shared ledger claims atomically in the store, where
+        private ledger consumes nothing. ``recent``: ``(first index, samples)`` this process
+        has just appended (committed) to ``key``; a private ledger takes samples from there
+        instead of reading them back from the store (a round trip on Redis). (A shared ledger claims atomically in the store, where
         a caller cancelled during the round trip may still consume its samples.)
         """
 
@@ -131,12 +134,15 @@ class PrivateLedger(Ledger):
         return self._positions.get((namespace, key), 0)
 
     async def claim(
-        self, namespace: str, key: str, count: int, wanted: Optional[Callable[[], bool]] = None
+        self, namespace: str, key: str, count: int, wanted: Optional[Callable[[], bool]] = None,
+        recent: Sequence[tuple[int, Sequence[bytes]]] = (),
     ) -> Claim:
         slot = (namespace, key)
         while True:
             pos = self._positions.get(slot, 0)
-            taken = await self.store.read(key, pos, count)
+            taken = _from_recent(recent, pos, count)
+            if taken is None:
+                taken = await self.store.read(key, pos, count)
             # A store that really awaits (Redis) lets other claims run meanwhile: retry if one
             # moved this position, so a sample is never handed out twice (G1).
             if self._positions.get(slot, 0) != pos:
@@ -188,8 +194,10 @@ class SharedLedger(Ledger):
         return pos
 
     async def claim(
-        self, namespace: str, key: str, count: int, wanted: Optional[Callable[[], bool]] = None
+        self, namespace: str, key: str, count: int, wanted: Optional[Callable[[], bool]] = None,
+        recent: Sequence[tuple[int, Sequence[bytes]]] = (),
     ) -> Claim:
+        # (``recent`` is not used: a shared run's claim must be the store's atomic one.)
         if self.bills_in_store:
             return await self.store.claim_billed(self.run_id, namespace, key, count)
         pos, taken = await self.store.claim(self.run_id, namespace, key, count, partial=False)
@@ -202,3 +210,11 @@ class SharedLedger(Ledger):
             if run_id == self.run_id and pos > 0:
                 out.setdefault(namespace, {})[key] = pos
         return {ns: dict(sorted(keys.items())) for ns, keys in sorted(out.items())}
+
+
+def _from_recent(recent: Sequence[tuple[int, Sequence[bytes]]], pos: int, count: int) -> Optional[list[bytes]]:
+    """Samples ``pos .. pos+count-1`` if one of the ``recent`` appends holds them all."""
+    for start, samples in recent:
+        if start <= pos and pos + count <= start + len(samples):
+            return list(samples[pos - start : pos - start + count])
+    return None

@@ -157,14 +157,17 @@ redis.call('DEL', unpack(KEYS))
 return n
 """
 
-# KEYS: lease. ARGV: token, ttl ms, orphan token ('' = none). Idempotent for the holder (a
-# retried acquire succeeds); takes over an orphan: our own earlier lease whose release failed.
+# KEYS: lease, samples (optional). ARGV: token, ttl ms, orphan token ('' = none). Idempotent
+# for the holder (a retried acquire succeeds); takes over an orphan: our own earlier lease whose
+# release failed. Returns {1, list length} when held (the length the holder plans with: no
+# second round trip), {0, 0} when someone else holds it.
 _LEASE_ACQUIRE_LUA = """
 local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if cur and cur ~= ARGV[3] then return 0 end
+local function held() return {1, KEYS[2] and redis.call('LLEN', KEYS[2]) or -1} end
+if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return held() end
+if cur and cur ~= ARGV[3] then return {0, 0} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+return held()
 """
 _LEASE_RENEW_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -203,6 +206,9 @@ class Lease:
     acquired: bool = False
     waited: float = 0.0
     released: bool = False
+    #: The sample list's length when the lease was taken (None: not known). The engine plans
+    #: with it instead of asking again.
+    length: Optional[int] = None
 
 
 class _Client:
@@ -589,13 +595,14 @@ class RedisStore(Store):
         delay = min(0.002, ttl / 20)
         while True:
             try:
-                got = await client.lease_acquire(
-                    keys=[lease_key], args=[lease.token, ttl_ms, self._orphans.get(key, "")])
+                got, length = await client.lease_acquire(
+                    keys=[lease_key, base + "s"], args=[lease.token, ttl_ms, self._orphans.get(key, "")])
             except RedisError as exc:
                 raise self._error(exc, f"acquiring the generation lease of key {key}") from exc
             lease.waited = loop.time() - started
             if got:
                 lease.acquired = True
+                lease.length = int(length)
                 self._orphans.pop(key, None)
                 break
             if lease.waited >= max_wait:
