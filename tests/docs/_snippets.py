@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -85,28 +86,85 @@ def wait_for_port(port: int, timeout: float = 20.0) -> bool:
     return False
 
 
-_DRIVER = r"""
-import json, os, sys, traceback
-out = os.fdopen(int(sys.argv[1]), "w")
-for line in sys.stdin:
-    job = json.loads(line)
-    os.environ.clear(); os.environ.update(job["env"])
-    print(f"----- {job['name']}", flush=True)
-    try:
-        exec(compile(job["code"], job["name"], "exec"), {"__name__": "__main__"})
-        result = {"ok": True}
-    except BaseException:
-        result = {"ok": False, "error": traceback.format_exc()}
-    sys.stdout.flush(); sys.stderr.flush()
-    out.write(json.dumps(result) + "\n"); out.flush()
+_RUN_JOBS = r"""
+def run_jobs(jobs, out):
+    import json, os, sys, traceback
+    for line in jobs:
+        job = json.loads(line)
+        os.environ.clear(); os.environ.update(job["env"])
+        print(f"----- {job['name']}", flush=True)
+        try:
+            exec(compile(job["code"], job["name"], "exec"), {"__name__": "__main__"})
+            result = {"ok": True}
+        except BaseException:
+            result = {"ok": False, "error": traceback.format_exc()}
+        sys.stdout.flush(); sys.stderr.flush()
+        out.write(json.dumps(result) + "\n"); out.flush()
 """
+
+#: One page's Python process, started fresh: reads jobs on stdin, answers on the fd it is given.
+_DRIVER = _RUN_JOBS + r"""
+import os, sys
+run_jobs(sys.stdin, os.fdopen(int(sys.argv[1]), "w"))
+"""
+
+#: Imports the frameworks the docs use once (they take seconds each), then forks one child per
+#: page on request: a page's Python process is then a fresh fork of an interpreter that has
+#: imported those modules and run nothing else (no thread, no registration, no call).
+PRELOAD = ("litellm", "openai", "langchain_openai", "langchain_litellm", "cachesaver_litellm",
+           "cachesaver_langchain", "dspy", "smolagents", "agents")
+_ZYGOTE = _RUN_JOBS + r"""
+import importlib, json, os, signal, socket, sys
+for name in sys.argv[2].split(","):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # children are reaped by the kernel
+server = socket.socket(socket.AF_UNIX)
+server.bind(sys.argv[1]); server.listen()
+print("ready", flush=True)
+while True:
+    conn, _ = server.accept()
+    if os.fork():
+        conn.close()
+        continue
+    server.close()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    jobs, out = conn.makefile("r"), conn.makefile("w")
+    start = json.loads(jobs.readline())
+    os.chdir(start["workdir"])
+    log = os.open(start["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.dup2(log, 1); os.dup2(log, 2)
+    out.write(json.dumps({"pid": os.getpid()}) + "\n"); out.flush()
+    run_jobs(jobs, out)
+    os._exit(0)
+"""
+
+
+class Zygote:
+    """The forking server behind :class:`PageRun`'s Python processes (one per test worker)."""
+
+    def __init__(self, sock: Path, env: dict[str, str]) -> None:
+        self.sock = str(sock)
+        self.proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE, self.sock, ",".join(PRELOAD)], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 class PageRun:
     """Runs one page's blocks in a scratch directory; ``close()`` ends every process it started."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], timeout: float = 120.0) -> None:
-        self.workdir, self.env, self.timeout = workdir, dict(env), timeout
+    def __init__(self, workdir: Path, env: dict[str, str], timeout: float = 120.0,
+                 zygote: Optional[Zygote] = None) -> None:
+        self.workdir, self.env, self.timeout, self.zygote = workdir, dict(env), timeout, zygote
+        self._conn: Optional[socket.socket] = None
+        self._jobs = None
         self.port = str(free_port())
         self.log = workdir / "snippets.log"
         self._groups: list[int] = []
@@ -145,22 +203,30 @@ class PageRun:
             return f"the fake server never listened on port {self.port}"
         return None
 
-    def _run_python(self, block: Block) -> Optional[str]:
-        if self._python is None:
-            read_fd, write_fd = os.pipe()
-            log = open(self.log, "a")
+    def _start_python(self) -> None:
+        if self.zygote is not None:
+            self._conn = socket.socket(socket.AF_UNIX)
+            self._conn.connect(self.zygote.sock)
+            self._jobs, self._results = self._conn.makefile("w"), self._conn.makefile("r")
+            self._jobs.write(json.dumps({"workdir": str(self.workdir), "log": str(self.log)}) + "\n")
+            self._jobs.flush()
+            self._groups.append(json.loads(self._results.readline())["pid"])
+            return
+        read_fd, write_fd = os.pipe()
+        with open(self.log, "a") as log:
             self._python = subprocess.Popen([sys.executable, "-c", _DRIVER, str(write_fd)], cwd=self.workdir,
                                             env=self.env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                                             text=True, pass_fds=(write_fd,), start_new_session=True)
-            os.close(write_fd)
-            log.close()
-            self._results = os.fdopen(read_fd)
-            self._groups.append(self._python.pid)
-        assert self._python.stdin is not None and self._results is not None
-        self._python.stdin.write(json.dumps({"code": self.code_of(block), "env": self.env, "name": block.where}) + "\n")
-        self._python.stdin.flush()
-        import select
+        os.close(write_fd)
+        self._jobs, self._results = self._python.stdin, os.fdopen(read_fd)
+        self._groups.append(self._python.pid)
 
+    def _run_python(self, block: Block) -> Optional[str]:
+        if self._jobs is None:
+            self._start_python()
+        assert self._jobs is not None and self._results is not None
+        self._jobs.write(json.dumps({"code": self.code_of(block), "env": self.env, "name": block.where}) + "\n")
+        self._jobs.flush()
         ready, _, _ = select.select([self._results], [], [], self.timeout)
         if not ready:
             return f"still running after {self.timeout:.0f} s"
@@ -174,8 +240,8 @@ class PageRun:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
     def close(self) -> None:
-        if self._python is not None and self._python.stdin:
-            self._python.stdin.close()
+        if self._jobs is not None:
+            self._jobs.close()
         for pgid in self._groups:
             try:
                 os.killpg(pgid, signal.SIGTERM)
@@ -188,3 +254,5 @@ class PageRun:
                 self._python.kill()
         if self._results is not None:
             self._results.close()
+        if self._conn is not None:
+            self._conn.close()

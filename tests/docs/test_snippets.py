@@ -10,10 +10,16 @@ really are run by the test they name. See ``_snippets.py`` for how a page is run
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 
-from _snippets import PAGES, ROOT, PageRun, blocks
+from _snippets import PAGES, PYTHON, ROOT, SHELL, PageRun, Zygote, blocks
+
+# One worker runs every page: its Python processes fork from one pre-loaded interpreter (the
+# imports of litellm, LangChain, DSPy and the agent SDKs take ~10 s, once instead of per worker).
+pytestmark = pytest.mark.xdist_group("docs-snippets")
 
 
 def page_id(page) -> str:
@@ -46,17 +52,43 @@ def test_every_page_with_code_has_a_block_that_runs():
 
 
 RUN_PAGES = [p for p in PAGES if any(b.runnable and not b.marker for b in blocks(p))]
+USES_LITELLM = re.compile(r"^\s*(import|from)\s+(litellm|cachesaver_litellm|dspy|smolagents|agents|langchain_litellm)\b", re.M)
+
+
+def test_pages_that_import_litellm_export_its_offline_switch_first():
+    """The Python processes come pre-loaded (see ``Zygote``), so litellm was imported with
+    LITELLM_LOCAL_MODEL_COST_MAP=True whatever the page says: check the page says it, before."""
+    for page in RUN_PAGES:
+        exported = False
+        for b in blocks(page):
+            if b.lang in SHELL and "export LITELLM_LOCAL_MODEL_COST_MAP=True" in b.code:
+                exported = True
+            if b.lang in PYTHON and not b.marker and USES_LITELLM.search(b.code):
+                assert exported, f"{b.where} imports litellm before the page exports LITELLM_LOCAL_MODEL_COST_MAP=True"
+
+
+def base_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LITELLM_", "PYTEST_"))}
+    env["DSPY_CACHEDIR"] = str(tmp / "dspy-cache")   # read by dspy at import: DSPy's own cache never in ~
+    env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"       # belt and braces: nothing leaves the machine
+    # The repository's packages, also when the tests run from a tree the install does not point at.
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "core"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("zygote")
+    made = Zygote(tmp / "z.sock", dict(base_env(tmp), LITELLM_LOCAL_MODEL_COST_MAP="True"))
+    yield made
+    made.close()
 
 
 @pytest.mark.parametrize("page", RUN_PAGES, ids=page_id)
-def test_page_snippets_run_as_written(page, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LITELLM_", "PYTEST_"))}
-    env["DSPY_CACHEDIR"] = str(tmp_path / "dspy-cache")   # DSPy's own cache: never in ~
-    env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"             # belt and braces: nothing leaves the machine
-    # The repository's packages, also when the tests run from a tree the install does not point at.
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "core"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+def test_page_snippets_run_as_written(page, tmp_path, zygote):
+    env = base_env(tmp_path)
     to_run = [b for b in blocks(page) if b.runnable and not b.marker]
-    run = PageRun(tmp_path, env)
+    run = PageRun(tmp_path, env, zygote=zygote)
     try:
         for block in to_run:
             error = run.run(block)
