@@ -172,7 +172,10 @@ class PageRun:
         self._results = None
 
     def code_of(self, block: Block) -> str:
-        return block.code.replace(f"127.0.0.1:{DOCS_PORT}", f"127.0.0.1:{self.port}").replace(
+        code = block.code
+        if block.lang == "console":  # a transcript: the commands are the lines after "$ "
+            code = "\n".join(line[2:] for line in code.splitlines() if line.startswith("$ "))
+        return code.replace(f"127.0.0.1:{DOCS_PORT}", f"127.0.0.1:{self.port}").replace(
             f"--port {DOCS_PORT}", f"--port {self.port}")
 
     def run(self, block: Block) -> Optional[str]:
