@@ -133,3 +133,68 @@ def test_inspects_own_cache_is_refused(fake_server, api_key_env, tmp_path):
     assert log.status == "error"
     assert "cache is on for a cachesaver/ model" in log.error.message
     assert fake_server.request_count == 0
+
+
+CLI_TASK = """\
+from inspect_ai import Task, task
+from inspect_ai.dataset import MemoryDataset, Sample
+from inspect_ai.scorer import includes
+from inspect_ai.solver import generate
+
+
+@task
+def qa():
+    return Task(dataset=MemoryDataset([Sample(input=f"Question {i}?", target="sample 1", id=i) for i in range(5)]),
+                solver=[generate()], scorer=includes())
+"""
+
+
+def _entry_point_dist(folder):
+    """A dist-info declaring this repo's ``inspect_ai`` entry points exactly as pyproject.toml
+    does, so the CLI finds the provider the way ``pip install`` makes it findable."""
+    from pathlib import Path
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    points = pyproject["project"]["entry-points"]["inspect_ai"]
+    dist = folder / "cachesaver_entry_points_under_test-0.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cachesaver-entry-points-under-test\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[inspect_ai]\n" + "".join(f"{name} = {value}\n" for name, value in points.items()))
+
+
+def test_the_cli_finds_the_provider_through_the_entry_point(fake_server, api_key_env, tmp_path, monkeypatch):
+    """``inspect eval task.py --model cachesaver/openai/gpt-4o-mini -M store=...`` (the README's
+    command) in a subprocess that never imports the adapter itself; the same task file evaluated
+    again (in-process, to save a second CLI start) makes 0 requests and gets the same outputs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from inspect_ai.log import read_eval_log
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "task.py").write_text(CLI_TASK)
+    _entry_point_dist(tmp_path / "site")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(root), str(root / "core")])}
+    store = tmp_path / "store"
+    command = [sys.executable, "-m", "inspect_ai", "eval", "task.py", "--model", MODEL, "-M", f"store={store}",
+               "--model-base-url", fake_server.base_url, "--epochs", "2", "--temperature", "0.7",
+               "--display", "none", "--log-dir", "cli-logs"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    [path] = (tmp_path / "cli-logs").glob("*.eval")
+    first = read_eval_log(str(path))
+    assert fake_server.samples_generated == 10
+    assert len(set(outputs(first).values())) == 10
+    fake_server.reset_counters()
+    monkeypatch.chdir(tmp_path)
+    again = run("task.py", fake_server, store, tmp_path, epochs=2)
+    assert fake_server.request_count == 0
+    assert outputs(again) == outputs(first)
