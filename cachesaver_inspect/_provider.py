@@ -174,6 +174,10 @@ class CacheSaverAPI(ModelAPI):
         return self.inner.connection_key()
 
     def should_retry(self, ex: Exception) -> Any:
+        from cachesaver.errors import CacheSaverError
+
+        if isinstance(ex, CacheSaverError):  # a bad request, an offline miss: retrying changes nothing
+            return False
         return self.inner.should_retry(ex)
 
     def is_auth_failure(self, ex: Exception) -> bool:

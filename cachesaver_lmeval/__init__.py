@@ -2,7 +2,7 @@
 
 ::
 
-    python -m cachesaver_lmeval --model cachesaver \\
+    python -m cachesaver_lmeval run --model cachesaver \\
         --model_args model=openai/gpt-4o-mini,store=./.cachesaver --tasks my_task --apply_chat_template
 
 (``python -m cachesaver_lmeval`` is lm-eval's own CLI with this model type registered: lm-eval

@@ -83,6 +83,13 @@ def test_more_epochs_generate_only_the_new_ones_and_another_task_reuses(fake_ser
     assert fake_server.request_count == 0  # another task, the same prompts: every sample reused
     assert other == four
 
+    # offline: stored samples only (what a bundle as store gives); a miss fails, never calls.
+    [log] = inspect_eval(make_task(), model=MODEL, model_base_url=fake_server.base_url,
+                         model_args={"store": str(store), "offline": "true"}, epochs=7, temperature=0.7,
+                         display="none", log_dir=str(tmp_path / "logs"))
+    assert fake_server.request_count == 0
+    assert log.status == "error" and "OfflineMissError" in log.error.message
+
 
 def test_replay_is_exact_whatever_order_inspect_runs_samples_in(fake_server, api_key_env, tmp_path):
     """Five samples share one prompt, so which sample gets which stored answer depends on the
