@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["core/cachesaver", "cachesaver_litellm", "cachesaver_langchain", "cachesaver_demo"]
+PACKAGES = ["core/cachesaver", "cachesaver_litellm", "cachesaver_langchain", "cachesaver_demo", "cachesaver_inspect",
+            "cachesaver_lmeval"]
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess:
@@ -39,7 +40,8 @@ def test_mypy_is_clean_on_the_engine(tmp_path):
 
 
 def test_every_package_ships_a_py_typed_marker():
-    for package in ("core/cachesaver", "cachesaver_litellm", "cachesaver_langchain"):
+    for package in ("core/cachesaver", "cachesaver_litellm", "cachesaver_langchain", "cachesaver_inspect",
+                    "cachesaver_lmeval"):
         assert (ROOT / package / "py.typed").is_file(), package
 
 

@@ -1,0 +1,207 @@
+"""Inspect AI on CacheSaver (issue 23, item 1): real inspect_ai evals in-process, real HTTP from
+Inspect's OpenAI provider to the local fake server. Every test counts the server's requests and
+samples: a replay is 0 requests."""
+from __future__ import annotations
+
+import pytest
+
+inspect_ai = pytest.importorskip("inspect_ai")
+from inspect_ai import Task  # noqa: E402
+from inspect_ai import eval as inspect_eval  # noqa: E402
+from inspect_ai.dataset import MemoryDataset, Sample  # noqa: E402
+from inspect_ai.scorer import includes  # noqa: E402
+from inspect_ai.solver import generate, use_tools  # noqa: E402
+from inspect_ai.tool import tool  # noqa: E402
+
+import cachesaver_inspect  # noqa: E402,F401  (registers cachesaver/ as installing the package does)
+
+MODEL = "cachesaver/openai/gpt-4o-mini"
+
+
+def make_task(name: str = "qa", n: int = 5, same_prompt: bool = False, reverse: bool = False, solver=None):
+    samples = [Sample(input="Same question?" if same_prompt else f"Question {i}?", target="sample 1", id=i)
+               for i in range(n)]
+    if reverse:
+        samples.reverse()
+    return Task(dataset=MemoryDataset(samples), solver=solver or [generate()], scorer=includes(), name=name)
+
+
+def run(task, server, store, tmp_path, epochs: int = 4, **kwargs):
+    [log] = inspect_eval(task, model=MODEL, model_base_url=server.base_url, model_args={"store": str(store)},
+                         epochs=epochs, temperature=0.7, display="none", log_dir=str(tmp_path / "logs"),
+                         **kwargs)
+    assert log.status == "success", log.error
+    return log
+
+
+def outputs(log) -> dict:
+    return {(s.id, s.epoch): s.output.completion for s in log.samples}
+
+
+def scores(log) -> dict:
+    return {(s.id, s.epoch): s.scores["includes"].value for s in log.samples}
+
+
+def cached_flags(log) -> list[bool]:
+    return [flag for s in log.samples for flag in s.output.metadata["cachesaver"]["cached"]]
+
+
+def test_epochs_are_fresh_and_a_rerun_replays_them_exactly(fake_server, api_key_env, tmp_path):
+    store = tmp_path / "store"
+    first = run(make_task(), fake_server, store, tmp_path)
+    by_sample: dict = {}
+    for (sample_id, _), text in outputs(first).items():
+        by_sample.setdefault(sample_id, set()).add(text)
+    assert {k: len(v) for k, v in by_sample.items()} == {i: 4 for i in range(5)}
+    assert fake_server.samples_generated == 20
+    assert cached_flags(first) == [False] * 20
+    first_usage = first.stats.model_usage[MODEL]
+    assert first_usage.output_tokens > 0
+
+    fake_server.reset_counters()
+    again = run(make_task(), fake_server, store, tmp_path)
+    assert fake_server.request_count == 0
+    assert outputs(again) == outputs(first)
+    assert scores(again) == scores(first)
+    assert cached_flags(again) == [True] * 20
+    # Hits cost nothing: Inspect's usage for the rerun is zero tokens.
+    usage = again.stats.model_usage[MODEL]
+    assert (usage.input_tokens, usage.output_tokens) == (0, 0)
+
+
+def test_more_epochs_generate_only_the_new_ones_and_another_task_reuses(fake_server, api_key_env, tmp_path):
+    store = tmp_path / "store"
+    four = outputs(run(make_task(), fake_server, store, tmp_path, epochs=4))
+    fake_server.reset_counters()
+    six = outputs(run(make_task(), fake_server, store, tmp_path, epochs=6))
+    assert fake_server.samples_generated == 10  # 2 new epochs x 5 samples
+    assert {k: v for k, v in six.items() if k[1] <= 4} == four
+    assert all(len({six[(i, e)] for e in range(1, 7)}) == 6 for i in range(5))
+
+    fake_server.reset_counters()
+    other = outputs(run(make_task(name="qa-v2"), fake_server, store, tmp_path, epochs=4))
+    assert fake_server.request_count == 0  # another task, the same prompts: every sample reused
+    assert other == four
+
+    # offline: stored samples only (what a bundle as store gives); a miss fails, never calls.
+    [log] = inspect_eval(make_task(), model=MODEL, model_base_url=fake_server.base_url,
+                         model_args={"store": str(store), "offline": "true"}, epochs=7, temperature=0.7,
+                         display="none", log_dir=str(tmp_path / "logs"))
+    assert fake_server.request_count == 0
+    assert log.status == "error" and "OfflineMissError" in log.error.message
+
+
+def test_replay_is_exact_whatever_order_inspect_runs_samples_in(fake_server, api_key_env, tmp_path):
+    """Five samples share one prompt, so which sample gets which stored answer depends on the
+    request ids (sample id, epoch, call), not on scheduling: the rerun runs them in reverse
+    order, one at a time, and every (sample, epoch) still gets its own output."""
+    store = tmp_path / "store"
+    first = outputs(run(make_task(same_prompt=True), fake_server, store, tmp_path, epochs=2))
+    assert len(set(first.values())) == 10
+    fake_server.reset_counters()
+    again = outputs(run(make_task(same_prompt=True, reverse=True), fake_server, store, tmp_path, epochs=2,
+                        max_samples=1))
+    assert fake_server.request_count == 0
+    assert again == first
+
+
+@tool
+def lookup():
+    async def execute(query: str) -> str:
+        """Look a word up.
+
+        Args:
+            query: The word to look up.
+        """
+        return f"definition of {query}"
+
+    return execute
+
+
+def test_a_tool_using_agent_replays_its_trajectory(fake_server, api_key_env, tmp_path):
+    store = tmp_path / "store"
+    solver = [use_tools([lookup()]), generate()]
+    first = run(make_task(n=3, solver=solver), fake_server, store, tmp_path, epochs=2)
+    trajectories = {(s.id, s.epoch): [(m.role, m.text, [c.arguments for c in getattr(m, "tool_calls", None) or []])
+                                      for m in s.messages] for s in first.samples}
+    assert all(any(role == "tool" for role, _, _ in t) for t in trajectories.values())
+    assert fake_server.request_count > 0
+    fake_server.reset_counters()
+    again = run(make_task(n=3, solver=solver), fake_server, store, tmp_path, epochs=2)
+    assert fake_server.request_count == 0
+    assert {(s.id, s.epoch): [(m.role, m.text, [c.arguments for c in getattr(m, "tool_calls", None) or []])
+                              for m in s.messages] for s in again.samples} == trajectories
+
+
+def test_inspects_own_cache_is_refused(fake_server, api_key_env, tmp_path):
+    [log] = inspect_eval(make_task(n=1, solver=[generate(cache=True)]), model=MODEL,
+                         model_base_url=fake_server.base_url, model_args={"store": str(tmp_path / "store")},
+                         display="none", log_dir=str(tmp_path / "logs"))
+    assert log.status == "error"
+    assert "cache is on for a cachesaver/ model" in log.error.message
+    assert fake_server.request_count == 0
+
+
+CLI_TASK = """\
+from inspect_ai import Task, task
+from inspect_ai.dataset import MemoryDataset, Sample
+from inspect_ai.scorer import includes
+from inspect_ai.solver import generate
+
+
+@task
+def qa():
+    return Task(dataset=MemoryDataset([Sample(input=f"Question {i}?", target="sample 1", id=i) for i in range(5)]),
+                solver=[generate()], scorer=includes())
+"""
+
+
+def _entry_point_dist(folder):
+    """A dist-info declaring this repo's ``inspect_ai`` entry points exactly as pyproject.toml
+    does, so the CLI finds the provider the way ``pip install`` makes it findable."""
+    from pathlib import Path
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    points = pyproject["project"]["entry-points"]["inspect_ai"]
+    dist = folder / "cachesaver_entry_points_under_test-0.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cachesaver-entry-points-under-test\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[inspect_ai]\n" + "".join(f"{name} = {value}\n" for name, value in points.items()))
+
+
+def test_the_cli_finds_the_provider_through_the_entry_point(fake_server, api_key_env, tmp_path, monkeypatch):
+    """``inspect eval task.py --model cachesaver/openai/gpt-4o-mini -M store=...`` (the README's
+    command) in a subprocess that never imports the adapter itself; the same task file evaluated
+    again (in-process, to save a second CLI start) makes 0 requests and gets the same outputs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from inspect_ai.log import read_eval_log
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "task.py").write_text(CLI_TASK)
+    _entry_point_dist(tmp_path / "site")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(root), str(root / "core")])}
+    store = tmp_path / "store"
+    command = [sys.executable, "-m", "inspect_ai", "eval", "task.py", "--model", MODEL, "-M", f"store={store}",
+               "--model-base-url", fake_server.base_url, "--epochs", "2", "--temperature", "0.7",
+               "--display", "none", "--log-dir", "cli-logs"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    [path] = (tmp_path / "cli-logs").glob("*.eval")
+    first = read_eval_log(str(path))
+    assert fake_server.samples_generated == 10
+    assert len(set(outputs(first).values())) == 10
+    fake_server.reset_counters()
+    monkeypatch.chdir(tmp_path)
+    again = run("task.py", fake_server, store, tmp_path, epochs=2)
+    assert fake_server.request_count == 0
+    assert outputs(again) == outputs(first)

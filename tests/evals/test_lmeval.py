@@ -1,0 +1,85 @@
+"""lm-evaluation-harness on CacheSaver (issue 23, item 2): a real lm-eval generation task (a YAML
+over a local JSON file) with ``repeats: 4``, real HTTP through litellm to the local fake server."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+lm_eval = pytest.importorskip("lm_eval")
+from lm_eval.tasks import TaskManager  # noqa: E402
+
+import cachesaver_lmeval  # noqa: E402,F401  (registers --model cachesaver)
+from cachesaver.errors import InvalidRequestError  # noqa: E402
+
+DOCS = [{"question": f"What comes after {i}?", "answer": "sample 1"} for i in range(3)]
+TASK_YAML = """\
+task: cs_repeats
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{question}}}}"
+doc_to_target: "{{{{answer}}}}"
+repeats: 4
+generation_kwargs:
+  until: ["\\n\\n"]
+  temperature: 0.7
+  do_sample: true
+  max_gen_toks: 32
+filter_list:
+  - name: all
+    filter:
+      - function: take_first_k
+        k: 4
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+@pytest.fixture
+def task_dir(tmp_path):
+    data = tmp_path / "docs.json"
+    data.write_text("\n".join(json.dumps(d) for d in DOCS))
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "cs_repeats.yaml").write_text(TASK_YAML.format(data=data))
+    return folder
+
+
+def evaluate(task_dir, server, store):
+    return lm_eval.simple_evaluate(
+        model="cachesaver",
+        model_args=f"model=openai/gpt-4o-mini,store={store},base_url={server.base_url}",
+        tasks=["cs_repeats"], task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
+        apply_chat_template=True, log_samples=True,
+    )
+
+
+def generations(results) -> dict:
+    return {s["doc_id"]: s["resps"][0] for s in results["samples"]["cs_repeats"]}
+
+
+def test_repeats_are_fresh_and_a_rerun_makes_no_request(fake_server, api_key_env, task_dir, tmp_path):
+    store = tmp_path / "store"
+    first = evaluate(task_dir, fake_server, store)
+    gens = generations(first)
+    assert sorted(gens) == [0, 1, 2]
+    assert all(len(g) == 4 and len(set(g)) == 4 for g in gens.values()), gens
+    assert fake_server.samples_generated == 12
+
+    fake_server.reset_counters()
+    again = evaluate(task_dir, fake_server, store)
+    assert fake_server.request_count == 0
+    assert generations(again) == gens
+    assert again["results"] == first["results"]
+
+
+def test_loglikelihood_is_refused_with_what_is_supported(tmp_path):
+    lm = cachesaver_lmeval.CacheSaverChatLM(model="openai/gpt-4o-mini", store=str(tmp_path / "store"))
+    with pytest.raises(InvalidRequestError, match="generate_until only"):
+        lm.loglikelihood([])
