@@ -25,7 +25,7 @@ def _batches(store_path):
         store.close()
 
 
-def test_kill_9_after_submission_then_restart_collects_without_resubmitting(batch_server, store_path):
+def test_kill_9_after_submission_then_restart_collects_without_resubmitting(batch_server, store_path, capsys):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     child = subprocess.Popen([sys.executable, os.path.join(HERE, "_submit_and_wait.py"), store_path,
                               batch_server.base_url], env=env)
@@ -43,6 +43,11 @@ def test_kill_9_after_submission_then_restart_collects_without_resubmitting(batc
     [(record, counts)] = _batches(store_path)
     assert record.state == "submitted" and counts["open"] == 10 and counts["samples"] == 20
     assert "sk-" not in repr(record)  # no credential in the journal (G7)
+    from cachesaver.cli import main
+
+    assert main(["batches", "--cache", store_path]) == 0
+    listed = capsys.readouterr().out
+    assert record.provider_batch in listed and "submitted" in listed
 
     # A new process on the same store (here: this one) asks the same questions.
     cachesaver_litellm.register(store=store_path, timeout=0.02, batch_api=QUICK)
