@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
+from typing import Any, Callable
 
 from ..display import printable
 
 __all__ = ["cmd_batches"]
 
 
-async def cmd_batches(args: argparse.Namespace) -> int:
-    """One row per batch, newest first: state, provider and model, lines per state, samples."""
+async def cmd_batches(args: argparse.Namespace, open_cache: Callable[[str], Any], console: Any) -> int:
+    """One row per batch, newest first: state, provider and model, lines per state, samples
+    (``open_cache`` and ``console`` are the CLI's, passed in: the CLI imports this module)."""
     from rich.table import Table
-
-    from ..cli import _console, open_cache
 
     store = open_cache(args.cache)
     try:
@@ -30,5 +30,5 @@ async def cmd_batches(args: argparse.Namespace) -> int:
         model = f"{record.info.get('provider', '')}/{record.info.get('model', '')}"
         table.add_row(created, record.id[:12], printable(str(record.provider_batch or "-")), record.state,
                       printable(model), *(str(counts[s]) for s in ("open", "stored", "failed", "lost", "samples")))
-    _console().print(table)
+    console.print(table)
     return 0
