@@ -391,7 +391,7 @@ def cmd_serve_fake(args: argparse.Namespace) -> int:
 async def _cmd_batches(args: argparse.Namespace) -> int:
     from .batchapi.listing import cmd_batches
 
-    return await cmd_batches(args)
+    return await cmd_batches(args, open_cache, _console())
 
 
 # -- commands from other packages (the demo) -------------------------------------------------
