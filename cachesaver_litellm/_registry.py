@@ -13,12 +13,15 @@ from typing import Any, Optional
 import litellm
 from litellm.utils import custom_llm_setup
 
+from cachesaver.batchapi import BatchAPI
 from cachesaver.checks import MAX_N, check_max_n
+from cachesaver.errors import InvalidRequestTypeError
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.runtime import HostedPipeline, PipelineSettings, check_namespace
 from cachesaver.runtime.host import SHUTDOWN_TIMEOUT
 from cachesaver.stats import Stats
 
+from ._batches import BATCH_BACKEND
 from ._callback import CostCallback
 from ._capabilities import mirror_known_models
 from ._dspy_guard import install_if_loaded as guard_dspy_cache
@@ -38,7 +41,8 @@ _issue_order = IssueOrder(lambda: _handler)
 
 def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: float = 0.02,
              run_id: Optional[str] = None, namespace: str = "default", key_api_base: bool = False,
-             offline: bool = False, cost_callback: bool = True, max_n: int = MAX_N) -> CacheSaverLLM:
+             offline: bool = False, cost_callback: bool = True, max_n: int = MAX_N,
+             batch_api: Any = False) -> CacheSaverLLM:
     """Add the ``cachesaver`` provider to litellm; ``cachesaver/<model>`` then goes through the engine.
 
     ``store`` takes what the engine's ``cache=`` takes (a directory path, a ``diskcache.Cache``,
@@ -48,7 +52,10 @@ def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: flo
     on the endpoint too (for different servers that serve different models under one name);
     ``offline=True`` serves stored samples only and turns every miss into an
     ``OfflineMissError`` without calling a model (a bundle as ``store`` is always offline);
-    ``max_n`` is the most samples one call may ask for (refused above it, before any cost).
+    ``max_n`` is the most samples one call may ask for (refused above it, before any cost);
+    ``batch_api=True`` (or a dict of :class:`cachesaver.batchapi.BatchAPI` options such as
+    ``{"window": 5.0}``) sends misses through the provider's Batch API at its batch price: a call
+    returns when its batch does (see the README's "Batch API mode").
 
     Idempotent: registering again with the same settings returns the same handler (same run,
     same ledger); other settings close the old engine and install a new one. Also installs a
@@ -58,7 +65,8 @@ def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: flo
     global _handler
     check_namespace(namespace)
     settings = PipelineSettings(store, batch_size=batch_size, timeout=timeout, run_id=run_id, namespace=namespace,
-                                extra={"offline": bool(offline), "max_n": check_max_n(max_n)})
+                                extra={"offline": bool(offline), "max_n": check_max_n(max_n),
+                                       **_batch_api(batch_api)})
     mirror_known_models()  # cachesaver/<model> reports what <model> reports (see _capabilities)
     guard_dspy_cache()  # warns once if DSPy's own cache sits in front of cachesaver/ (see _dspy_guard)
     with _lock:
@@ -77,6 +85,18 @@ def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: flo
     # The store's location, not what the user passed: a redis:// URL may carry a password.
     log.debug("registered litellm provider %r (store at %s)", PROVIDER, handler.pipeline.store.location)
     return handler
+
+
+def _batch_api(option: Any) -> dict:
+    """The engine's ``batch_api=`` for register's ``batch_api`` (False/None: interactive)."""
+    if option is None or option is False:
+        return {}
+    if option is True:
+        return {"batch_api": BatchAPI(BATCH_BACKEND)}
+    if isinstance(option, dict):
+        return {"batch_api": BatchAPI(BATCH_BACKEND, **option)}
+    raise InvalidRequestTypeError(
+        f"batch_api must be True, False or a dict of BatchAPI options (e.g. {{'window': 5.0}}), got {option!r}")
 
 
 def _install(handler: CacheSaverLLM) -> None:

@@ -383,6 +383,11 @@ class Cacher:
             # keys generating at once, what each waiting frame holds is the collector's work).
             k = len(encoded)
             start = await self._appends.append(key, encoded, meta)
+            for hook in generation.on_stored:
+                try:
+                    await hook(start)
+                except Exception as exc:  # the samples are stored; a hook only keeps records
+                    log.warning("after storing samples of key %s: %s", key, exc)
         finally:
             self.calls.end(in_flight)
         with self.lock:

@@ -11,6 +11,7 @@
     cachesaver migrate-keys --cache DIR|URL --model NAME [--key PREFIX ...] [--move] [--dry-run]
                                                               engine keys from before models were keyed
     cachesaver serve-fake [--port P] [--seed S]               the local OpenAI-compatible server
+    cachesaver batches --cache DIR                             batch mode's provider batches
     cachesaver bundle create --cache DIR|URL (--run-id RUN | --consumption FILE.json) -o OUT [--allow PATH]
     cachesaver bundle merge A B ... -o OUT [--allow PATH]     several bundles into one
     cachesaver bundle import BUNDLE --cache DIR|URL           extend a published experiment
@@ -409,8 +410,14 @@ async def cmd_clear(args: argparse.Namespace) -> int:
 def cmd_serve_fake(args: argparse.Namespace) -> int:
     from .testing.server import serve_forever
 
-    serve_forever(port=args.port, seed=args.seed, latency=args.latency)
+    serve_forever(port=args.port, seed=args.seed, latency=args.latency, batch_delay=args.batch_delay)
     return 0
+
+
+async def _cmd_batches(args: argparse.Namespace) -> int:
+    from .batchapi.listing import cmd_batches
+
+    return await cmd_batches(args, open_cache, _console())
 
 
 # -- commands from other packages (the demo) -------------------------------------------------
@@ -579,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--port", type=int, default=0)
     fake.add_argument("--seed", type=int, default=0)
     fake.add_argument("--latency", type=float, default=0.0)
+    fake.add_argument("--batch-delay", type=float, default=0.2, help="seconds until a batch ends (default 0.2)")
+    batches = with_cache(sub.add_parser("batches", help="provider batches of batch mode: pending, done, failed"))
+    batches.set_defaults(func=_cmd_batches)
     fake.set_defaults(func=cmd_serve_fake)
     _add_plugin_commands(sub)
     return parser

@@ -12,8 +12,8 @@ stream ignore it.
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Optional
 
 from .typedefs import Request
 
@@ -30,6 +30,9 @@ class Generation:
     #: The request the sample at ``first_index`` will be delivered to first, if a waiting caller
     #: is due to receive it (in a shared run another process may claim it first: a prediction).
     first_receiver: Optional[Request] = None
+    #: Called with the first index once the call's samples are appended (batch mode marks its
+    #: journal line stored there); a failing hook is logged, never fails the call.
+    on_stored: "list[Callable[[int], Awaitable[Any]]]" = field(default_factory=list, compare=False, repr=False)
 
 
 _current: contextvars.ContextVar[Optional[Generation]] = contextvars.ContextVar(

@@ -363,10 +363,23 @@ class OnlineAPI(Pipeline):
 
     ``OnlineAPI(model=model, cache=Cache("./caches/test"), batch_size=5, timeout=1)``:
     ``batch_size`` samples or ``timeout`` seconds close a batch of misses, whichever comes first.
+
+    ``batch_api=BatchAPI(backend, ...)`` (:mod:`cachesaver.batchapi`): misses go through a
+    provider Batch API (about half price; a call returns when its batch does), recorded in the
+    store so that a restart collects a submitted batch instead of paying for it again.
     """
 
-    def __init__(self, model: Any, cache: Any, batch_size: int = 1, timeout: float = 0.05, **kwargs: Any) -> None:
+    def __init__(self, model: Any, cache: Any, batch_size: int = 1, timeout: float = 0.05, *,
+                 batch_api: Any = None, **kwargs: Any) -> None:
         super().__init__(model, cache, batch_size, timeout, **kwargs)
+        self._batches: Optional[Any] = None
+        if batch_api is not None and not self.offline:
+            from .batchapi import BatchAPI, BatchCollector
+
+            if not isinstance(batch_api, BatchAPI):
+                raise InvalidRequestTypeError(
+                    f"batch_api must be a cachesaver.batchapi.BatchAPI, got {type(batch_api).__name__}")
+            self._batches = BatchCollector(batch_api, self.store.batch_journal(), self.store.location)
         if not self.offline and not callable(getattr(model, "request", None)) and not callable(getattr(model, "batch_request", None)):
             raise InvalidRequestTypeError(
                 f"model {self._model_name} needs an async request(request) method "
@@ -474,6 +487,8 @@ class OnlineAPI(Pipeline):
     async def _generate(self, request: Request) -> Response:
         if self._legacy_checks > 0:
             await self._note_legacy_key(request)
+        if self._batches is not None:
+            return await self._batches.request(request)
         model = self.model
         if callable(getattr(model, "request", None)):
             return await model.request(request)
@@ -482,6 +497,13 @@ class OnlineAPI(Pipeline):
 
     def _flush_batchers(self) -> None:
         self._batcher.flush()
+        if self._batches is not None:
+            self._batches.flush()
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self._batches is not None:
+            await self._batches.aclose()
 
 
 class LocalAPI(Pipeline):

@@ -149,6 +149,13 @@ class Store(ABC):
         run's replay by request id (:mod:`cachesaver.idpositions`). Stores without it never do."""
         return []
 
+    # -- batch mode ---------------------------------------------------------------------------
+    def batch_journal(self) -> Any:
+        """Where batch mode records submitted provider batches (a
+        :class:`cachesaver.batchapi.BatchJournal`), or None: this store cannot keep them, and
+        batch mode refuses it."""
+        return None
+
     # -- administration (CLI, export/import) -------------------------------------------------
     @abstractmethod
     def iter_keys(self) -> AsyncIterator[str]:

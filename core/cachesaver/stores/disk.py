@@ -671,6 +671,12 @@ class DiskStore(Store):
                 if _has_table(con, table):
                     con.execute(f"DELETE FROM {table}")
 
+    def batch_journal(self) -> Any:
+        """The batch journal in this store's SQLite file (:mod:`.diskjournal`)."""
+        from .diskjournal import DiskJournal
+
+        return DiskJournal(self)
+
     def after_fork(self) -> None:
         """In a forked child: forget the parent's connections without closing them (closing a
         SQLite connection inherited across fork can disturb the parent's locks and WAL); the

@@ -27,6 +27,14 @@ class MemoryStore(Store):
     keeps_id_positions = True
     keeps_billing = True
 
+    def batch_journal(self) -> Any:
+        journal = self.__dict__.get("_journal")
+        if journal is None:
+            from ..batchapi.journal import MemoryJournal
+
+            journal = self.__dict__["_journal"] = MemoryJournal()
+        return journal
+
     async def id_positions(self, key: str) -> dict[tuple[str, str], tuple[int, int]]:
         return self.id_positions_now(key)
 

@@ -34,9 +34,13 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+from .batches import FakeBatches
+
 __all__ = ["FakeOpenAIServer", "serve_forever"]
 
 _CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+#: The Batch API's routes (files and batches; see :mod:`cachesaver.testing.batches`).
+_BATCH_PREFIXES = ("/v1/files", "/v1/batches", "/files", "/batches")
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -282,6 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
+        if path.startswith(_BATCH_PREFIXES):
+            self.server.owner.batches.handle(self, "GET", path, b"")
+            return
         name = self.server.owner.model_name
         model = {"id": name, "object": "model", "created": 0, "owned_by": "cachesaver-fake"}
         if path in ("/v1/models", "/models"):
@@ -294,6 +301,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self._read_body()
         path = self.path.split("?", 1)[0].rstrip("/")
+        if path.startswith(_BATCH_PREFIXES):
+            self.server.owner.batches.handle(self, "POST", path, body)
+            return
         if path not in _CHAT_PATHS:
             self._send_error(404, f"Unknown path: {path}")
             return
@@ -339,8 +349,12 @@ class FakeOpenAIServer:
         port: int = 0,
         responder: Callable[[str, random.Random], str] | None = None,
         follow_prompt: bool = False,
+        batch_delay: float = 0.2,
     ) -> None:
         self.seed = seed
+        #: The Batch API (``/v1/files``, ``/v1/batches``): a batch ends ``batch_delay`` seconds
+        #: after it is created; injections and counters on this object.
+        self.batches = FakeBatches(self, completion_delay=batch_delay)
         self.latency = latency
         # Seconds between the SSE events of a stream (a model producing tokens over time);
         # ``stream_events_sent`` counts the events written so far, so a test can tell a stream
@@ -672,9 +686,9 @@ class FakeOpenAIServer:
             h.close_connection = True
 
 
-def serve_forever(port: int = 0, seed: int = 0, latency: float = 0.0) -> None:
+def serve_forever(port: int = 0, seed: int = 0, latency: float = 0.0, batch_delay: float = 0.2) -> None:
     """Run a fake server in the foreground (offline demos); Ctrl-C stops it."""
-    server = FakeOpenAIServer(seed=seed, latency=latency, port=port).start()
+    server = FakeOpenAIServer(seed=seed, latency=latency, port=port, batch_delay=batch_delay).start()
     print(server.base_url, flush=True)
     try:
         while True:

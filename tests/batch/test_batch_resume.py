@@ -1,0 +1,61 @@
+"""Never pay twice, never lose a batch: a process killed -9 after submitting, then a restart."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from _helpers import ask_all
+from conftest import QUICK
+
+import cachesaver_litellm
+from cachesaver.stores import DiskStore
+
+HERE = os.path.dirname(__file__)
+
+
+def _batches(store_path):
+    store = DiskStore(store_path)
+    try:
+        return asyncio.run(store.batch_journal().batches())
+    finally:
+        store.close()
+
+
+def test_kill_9_after_submission_then_restart_collects_without_resubmitting(batch_server, store_path, capsys):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.Popen([sys.executable, os.path.join(HERE, "_submit_and_wait.py"), store_path,
+                              batch_server.base_url], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the batch id is recorded in the store
+            if os.path.exists(store_path) and any(b.provider_batch for b, _ in _batches(store_path)):
+                break
+            assert child.poll() is None, "the child exited before submitting"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=10)
+    assert batch_server.batches.created == 1
+    [(record, counts)] = _batches(store_path)
+    assert record.state == "submitted" and counts["open"] == 10 and counts["samples"] == 20
+    assert "sk-" not in repr(record)  # no credential in the journal (G7)
+    from cachesaver.cli import main
+
+    assert main(["batches", "--cache", store_path]) == 0
+    listed = capsys.readouterr().out
+    assert record.provider_batch in listed and "submitted" in listed
+
+    # A new process on the same store (here: this one) asks the same questions.
+    cachesaver_litellm.register(store=store_path, timeout=0.02, batch_api=QUICK)
+    results = asyncio.run(ask_all(batch_server, [(f"r{i}", "ns", 2) for i in range(10)]))
+    assert all(not isinstance(r, BaseException) and len(r.choices) == 2 for r in results)
+    assert batch_server.batches.created == 1  # collected, not submitted again
+    assert batch_server.batches.samples_generated == 20 and batch_server.request_count == 0
+    flags = [f for r in results for f in r._hidden_params["cachesaver"]["cached"]]
+    assert flags.count(False) == 20  # billed once, to this run's responses
+    [(record, counts)] = _batches(store_path)
+    assert record.state == "completed" and counts["stored"] == 10 and counts["open"] == 0
