@@ -363,3 +363,38 @@ async def test_requests_with_ids_replay_their_samples_whatever_the_order_on_redi
     await store.delete(key)
     assert not raw_redis.exists(hashes[0])  # deleting a key removes its records too
     await store.aclose()
+
+
+async def test_a_private_run_miss_is_five_round_trips(redis_store_factory):
+    """Round trips of one miss (issue 25, item 3), counted at redis-py's connections: the hit
+    attempt (LRANGE), the list length to plan (LLEN), the lease (its script returns the length
+    the holder plans with), the append script, the lease release; the claim of what was just
+    appended is served from memory. Before: 7 (a second LLEN under the lease, and the claim read
+    the samples back). (The first 16 misses of a pipeline also look for samples stored under the
+    pre-0.2 key, one more round trip each: this counts a miss after them.)"""
+    from redis.asyncio.connection import AbstractConnection
+
+    from cachesaver.pipelines import _LEGACY_CHECKS, OnlineAPI
+    from cachesaver.testing import FakeModel
+    from cachesaver.typedefs import Request
+
+    store = redis_store_factory()
+    model = FakeModel(seed=4)
+    async with OnlineAPI(model=model, cache=store, timeout=0, model_id="fake/model") as pipe:
+        for i in range(_LEGACY_CHECKS):  # connections and scripts loaded, legacy-key checks done
+            await pipe.request(Request(prompt=f"warm up {i}", n=1))
+        count = 0
+        original = AbstractConnection.send_packed_command
+
+        async def counting(conn, *args, **kwargs):
+            nonlocal count
+            count += 1
+            return await original(conn, *args, **kwargs)
+
+        AbstractConnection.send_packed_command = counting
+        try:
+            response = await pipe.request(Request(prompt="a miss", n=2, namespace="a"))
+        finally:
+            AbstractConnection.send_packed_command = original
+    assert response.cached == [False, False] and model.samples_generated == _LEGACY_CHECKS + 2
+    assert count == 5
