@@ -205,3 +205,50 @@ def test_the_cli_finds_the_provider_through_the_entry_point(fake_server, api_key
     again = run("task.py", fake_server, store, tmp_path, epochs=2)
     assert fake_server.request_count == 0
     assert outputs(again) == outputs(first)
+
+
+def test_a_bundle_of_the_eval_reruns_it_offline_with_identical_scores(fake_server, api_key_env, tmp_path, monkeypatch):
+    """Issue 23, item 4: the exact samples behind an eval's scores, published. The eval runs in a
+    shared run (``-M run_id``), its consumption is bundled, and the bundle, read-only, answers
+    the same eval again with sockets blocked: identical outputs and scores, zero calls."""
+    import asyncio
+    import os
+    import socket
+    import stat
+
+    from cachesaver.bundle import consumption_of_runs, write_bundle
+    from cachesaver.stores import DiskStore
+
+    store = tmp_path / "store"
+    [first] = inspect_eval(make_task(), model=MODEL, model_base_url=fake_server.base_url,
+                           model_args={"store": str(store), "run_id": "paper-eval"}, epochs=3, temperature=0.7,
+                           display="none", log_dir=str(tmp_path / "logs"))
+    assert first.status == "success" and fake_server.samples_generated == 15
+
+    async def bundle():
+        disk = DiskStore(str(store))
+        try:
+            await write_bundle(disk, await consumption_of_runs(disk, ["paper-eval"]), tmp_path / "pub" / "eval.csbundle")
+        finally:
+            disk.close()
+
+    (tmp_path / "pub").mkdir()
+    asyncio.run(bundle())
+    os.chmod(tmp_path / "pub" / "eval.csbundle", stat.S_IRUSR)
+    os.chmod(tmp_path / "pub", stat.S_IRUSR | stat.S_IXUSR)
+
+    def no_network(self, address):
+        raise OSError(f"network blocked in this test: connect to {address!r}")
+
+    fake_server.reset_counters()
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    try:
+        [again] = inspect_eval(make_task(), model=MODEL, model_base_url=fake_server.base_url,
+                               model_args={"store": str(tmp_path / "pub" / "eval.csbundle")}, epochs=3,
+                               temperature=0.7, display="none", log_dir=str(tmp_path / "logs2"))
+    finally:
+        monkeypatch.undo()
+        os.chmod(tmp_path / "pub", stat.S_IRWXU)
+    assert again.status == "success", again.error
+    assert fake_server.request_count == 0
+    assert outputs(again) == outputs(first) and scores(again) == scores(first)
