@@ -379,7 +379,7 @@ class OnlineAPI(Pipeline):
             if not isinstance(batch_api, BatchAPI):
                 raise InvalidRequestTypeError(
                     f"batch_api must be a cachesaver.batchapi.BatchAPI, got {type(batch_api).__name__}")
-            self._batches = BatchCollector(batch_api, self.store.batch_journal(), self.store.location)
+            self._batches = BatchCollector(batch_api, self.store.batch_journal(), self.store.location, self.store)
         if not self.offline and not callable(getattr(model, "request", None)) and not callable(getattr(model, "batch_request", None)):
             raise InvalidRequestTypeError(
                 f"model {self._model_name} needs an async request(request) method "

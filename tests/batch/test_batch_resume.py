@@ -59,3 +59,41 @@ def test_kill_9_after_submission_then_restart_collects_without_resubmitting(batc
     assert flags.count(False) == 20  # billed once, to this run's responses
     [(record, counts)] = _batches(store_path)
     assert record.state == "completed" and counts["stored"] == 10 and counts["open"] == 0
+
+
+def test_a_line_stored_by_a_process_that_died_before_marking_it_is_not_stored_again(batch_server, store_path):
+    """The crash window between appending a batch line's samples and marking the line stored:
+    a restart that adopts the open line must not append its samples a second time (the list
+    would hold each of them twice, and a namespace would be handed one answer twice, G1). It
+    checks the index the line was planned for, marks the line stored, and asks only for what
+    is missing."""
+    from cachesaver.codec import decode_sample
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.run([sys.executable, os.path.join(HERE, "_store_then_die.py"), store_path,
+                            batch_server.base_url], env=env, timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    [(record, counts)] = _batches(store_path)
+    assert counts["open"] == 4 and batch_server.batches.samples_generated == 8  # stored, not marked
+
+    cachesaver_litellm.register(store=store_path, timeout=0.02, batch_api=QUICK)
+    results = asyncio.run(ask_all(batch_server, [(f"r{i}", "ns", 3) for i in range(4)]))
+    assert all(not isinstance(r, BaseException) for r in results), results
+    store = DiskStore(store_path)
+    try:
+        async def lists():
+            out = []
+            async for key in store.iter_keys():
+                raws = await store.read(key, 0, 100)
+                out.append([repr(decode_sample(raw, key=key, index=i).data) for i, raw in enumerate(raws)])
+            return out
+
+        stored = asyncio.run(lists())
+    finally:
+        store.close()
+    assert sorted(len(texts) for texts in stored) == [3, 3, 3, 3]  # before: 5 each (2 appended twice)
+    assert all(len(set(texts)) == len(texts) for texts in stored)
+    for r in results:
+        got = [c.message.content for c in r.choices]
+        assert len(set(got)) == 3  # three distinct samples for each request (G1)
+    assert batch_server.batches.samples_generated == 8 + 4  # one more sample per key, nothing twice

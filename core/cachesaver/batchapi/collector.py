@@ -28,8 +28,10 @@ import time
 import uuid
 from typing import Any, Hashable, Optional
 
-from ..errors import InvalidRequestError
+from ..codec import decode_sample
+from ..errors import CacheSaverError, InvalidRequestError
 from ..generation import current_generation
+from ..stores.base import Store
 from ..typedefs import Request, Response
 from .backend import ENDED, BatchBackend, BatchLineError, BatchNotAnsweredError, BatchUnsupportedError, LineResult
 from .journal import LIVE, BatchJournal, BatchRecord, LineRecord, owner_gone, owner_token
@@ -79,6 +81,7 @@ class _Line:
     request: Request
     body: bytes
     future: "asyncio.Future[LineResult]"
+    first: int = -1  # where its samples are planned to go (LineRecord.first)
 
 
 @dataclasses.dataclass(eq=False)
@@ -91,12 +94,15 @@ class _Window:
 class BatchCollector:
     """Turns the engine's model calls into batch lines (see the module docstring)."""
 
-    def __init__(self, options: BatchAPI, journal: Optional[BatchJournal], store_location: str) -> None:
+    def __init__(self, options: BatchAPI, journal: Optional[BatchJournal], store_location: str,
+                 store: Optional[Store] = None) -> None:
         if journal is None:
             raise BatchUnsupportedError(
                 f"batch_api: the store at {store_location} keeps no batch journal, so a submitted "
                 "batch could be lost or paid twice; use a directory store (the default) or 'memory'")
         self.options = options
+        #: Read to check adopted lines against what is already stored (see _stored_already).
+        self.store = store
         self.backend: BatchBackend = options.backend
         self.journal = journal
         self.owner = owner_token(uuid.uuid4().hex[:8])
@@ -163,17 +169,46 @@ class BatchCollector:
                 future = futures[line.custom_id] = asyncio.get_running_loop().create_future()
             if batch.id not in self._polls:
                 self._start_poll(batch.id, provider_batch, request)
+            if line.first >= 0 and self.store is not None and await self._stored_already(key, line, future):
+                continue  # the process that died appended them: they are in the list already
             try:
                 return await self._answer(future, key)
             except BatchNotAnsweredError:
                 continue  # expired or cancelled before answering: submit anew
         return None
 
+    async def _stored_already(self, key: str, line: LineRecord, future: "asyncio.Future[LineResult]") -> bool:
+        """Whether an adopted line's samples are already in ``key``'s list at the index it was
+        planned for: its process died after appending them and before marking the line stored.
+        Then the line is marked stored here; appending its samples again would put the same
+        samples in the list twice (a namespace would be handed one answer twice, G1)."""
+        try:
+            result = await asyncio.shield(future)
+        except BatchNotAnsweredError:
+            return False
+        if result.samples is None:
+            return False
+        assert self.store is not None
+        stored = await self.store.read(key, line.first, len(result.samples))
+        if len(stored) != len(result.samples):
+            return False
+        try:
+            same = [decode_sample(raw, key=key, index=line.first + i).data for i, raw in enumerate(stored)] \
+                == list(result.samples)
+        except CacheSaverError:
+            return False
+        if same:
+            await self.journal.close_line(line.batch, line.custom_id, "stored")
+            log.info("batch line %s of key %s was stored by the process that submitted it", line.custom_id, key)
+        return same
+
     # -- windows -------------------------------------------------------------------------------
     def _line(self, key: str, request: Request) -> _Line:
         custom_id = uuid.uuid4().hex
         body = self.backend.line(custom_id, request, request.n)
-        line = _Line(custom_id, key, request.n, request, body, asyncio.get_running_loop().create_future())
+        generation = current_generation()
+        first = generation.first_index if generation is not None and generation.key == key else -1
+        line = _Line(custom_id, key, request.n, request, body, asyncio.get_running_loop().create_future(), first)
         self._enqueue(line)
         return line
 
@@ -217,7 +252,8 @@ class BatchCollector:
             futures[line.custom_id] = line.future
             self._lines[line.custom_id] = line
         try:
-            await self.journal.add(batch, [LineRecord(batch.id, ln.custom_id, ln.key, ln.n) for ln in lines])
+            await self.journal.add(batch, [LineRecord(batch.id, ln.custom_id, ln.key, ln.n, first=ln.first)
+                                           for ln in lines])
             input_file = await self.backend.upload(request, b"".join(line.body for line in lines))
             await self.journal.update(batch.id, input_file=input_file)
             provider_batch = await self.backend.create(request, input_file, batch.id)

@@ -48,6 +48,10 @@ class LineRecord:
     key: str
     n: int
     state: str = "open"
+    #: The index the line's samples were planned to start at (the list's length under the
+    #: generation lease; -1: unknown). A restart that finds the line open checks there whether
+    #: the process that died had appended them already (then it must not append them again).
+    first: int = -1
 
 
 class BatchJournal(Protocol):

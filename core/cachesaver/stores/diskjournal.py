@@ -22,7 +22,8 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS cachesaver_batches (id TEXT PRIMARY KEY, state TEXT NOT NULL, "
     "owner TEXT NOT NULL, created REAL NOT NULL, provider_batch TEXT, input_file TEXT, info TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS cachesaver_batch_lines (batch TEXT NOT NULL, custom_id TEXT NOT NULL, "
-    "key TEXT NOT NULL, n INTEGER NOT NULL, state TEXT NOT NULL, PRIMARY KEY (batch, custom_id))",
+    "key TEXT NOT NULL, n INTEGER NOT NULL, state TEXT NOT NULL, first INTEGER NOT NULL DEFAULT -1, "
+    "PRIMARY KEY (batch, custom_id))",
     "CREATE INDEX IF NOT EXISTS cachesaver_batch_lines_key ON cachesaver_batch_lines (key, state)",
 )
 _FIELDS = ("state", "owner", "provider_batch", "input_file", "info")
@@ -40,9 +41,9 @@ class DiskJournal:
             con.execute(f"INSERT INTO cachesaver_batches ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (batch.id, batch.state, batch.owner, batch.created, batch.provider_batch,
                          batch.input_file, json.dumps(batch.info, sort_keys=True)))
-            con.executemany("INSERT INTO cachesaver_batch_lines (batch, custom_id, key, n, state) "
-                            "VALUES (?, ?, ?, ?, ?)",
-                            [(ln.batch, ln.custom_id, ln.key, ln.n, ln.state) for ln in lines])
+            con.executemany("INSERT INTO cachesaver_batch_lines (batch, custom_id, key, n, state, first) "
+                            "VALUES (?, ?, ?, ?, ?, ?)",
+                            [(ln.batch, ln.custom_id, ln.key, ln.n, ln.state, ln.first) for ln in lines])
 
         await self._store._write(f"recording batch {batch.id} in", add)
 
@@ -86,10 +87,10 @@ class DiskJournal:
 
     async def open_lines(self, key: str) -> "list[tuple[BatchRecord, LineRecord]]":
         rows = self._rows(
-            f"SELECT {', '.join('b.' + c.strip() for c in _COLUMNS.split(','))}, l.custom_id, l.n "
+            f"SELECT {', '.join('b.' + c.strip() for c in _COLUMNS.split(','))}, l.custom_id, l.n, l.first "
             "FROM cachesaver_batch_lines l JOIN cachesaver_batches b ON b.id = l.batch "
             "WHERE l.key = ? AND l.state = 'open' ORDER BY b.created, l.custom_id", (key,))
-        return [(_batch(row[:7]), LineRecord(row[0], row[7], key, row[8])) for row in rows]
+        return [(_batch(row[:7]), LineRecord(row[0], row[7], key, row[8], first=row[9])) for row in rows]
 
     async def batches(self) -> "list[tuple[BatchRecord, dict[str, int]]]":
         batches = self._rows(f"SELECT {_COLUMNS} FROM cachesaver_batches ORDER BY created DESC")
