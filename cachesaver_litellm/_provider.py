@@ -36,6 +36,7 @@ from ._http_identity import check_http_name, identity_from_headers
 from ._issue_order import issue_request_id
 from ._keys import normalise_messages, normalise_model, split_params
 from ._namespace_warning import warn_no_namespace_once
+from ._refusals import refusals_as_bad_request
 from ._samples import build_response
 from ._streams import async_stream, sync_stream
 
@@ -122,22 +123,30 @@ class CacheSaverLLM(CustomLLM):
         await self.hosted.aclose()
 
     # -- litellm entry points ------------------------------------------------------------------
+    # A refusal (invalid request, offline miss) is raised as litellm's BadRequestError (see
+    # _refusals): anything else would reach the user as a 500 with a traceback in its text.
     async def acompletion(self, **call: Any) -> Any:
-        request = self._request(call)
-        return self._finish(request, await self.hosted.request_async(request), call)
+        with refusals_as_bad_request(str(call.get("model"))):
+            request = self._request(call)
+            result = await self.hosted.request_async(request)
+        return self._finish(request, result, call)
 
     def completion(self, **call: Any) -> Any:
-        request = self._request(call)
-        return self._finish(request, self.hosted.request_sync(request), call)
+        with refusals_as_bad_request(str(call.get("model"))):
+            request = self._request(call)
+            result = self.hosted.request_sync(request)
+        return self._finish(request, result, call)
 
     def astreaming(self, **call: Any) -> AsyncIterator[Any]:
-        request = self._request(call)
-        return async_stream(self.hosted, request, lambda r: self._finish(request, r, call, True),
-                            on_miss=lambda: _flag_miss(request, call))
+        with refusals_as_bad_request(str(call.get("model"))):
+            request = self._request(call)
+            return async_stream(self.hosted, request, lambda r: self._finish(request, r, call, True),
+                                on_miss=lambda: _flag_miss(request, call))
 
     def streaming(self, **call: Any) -> Iterator[Any]:
-        request = self._request(call)
-        return sync_stream(self.hosted, request, lambda r: self._finish(request, r, call, True))
+        with refusals_as_bad_request(str(call.get("model"))):
+            request = self._request(call)
+            return sync_stream(self.hosted, request, lambda r: self._finish(request, r, call, True))
 
     # -- conversion ------------------------------------------------------------------------------
     def _request(self, call: Mapping[str, Any]) -> LiteLLMRequest:
