@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -243,6 +244,23 @@ def chart_figure(results: list[ScenarioResult]):
     return fig
 
 
+def model_failure(exc: BaseException, model: str) -> str:
+    """One line for a failed model call (a missing API key, a wrong model name...): litellm's
+    message, and the environment variables litellm says the model needs but does not find."""
+    import litellm
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    line = f"cachesaver demo: a call to {model} failed: {first}"
+    try:
+        missing = litellm.validate_environment(model).get("missing_keys") or []
+    except Exception:  # an unknown model: litellm's message above says so
+        missing = []
+    if missing:
+        line += (f" (not set: {', '.join(missing)}; set it, or leave out --model to run against the "
+                 "local fake server)")
+    return line
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
@@ -268,6 +286,8 @@ def run_demo(args: argparse.Namespace) -> int:
                           "litellm.register_model)", soft_wrap=True)
     console.print(f"Cache: {redact_url(args.cache)}   Puzzles: {', '.join(puzzles)}", soft_wrap=True)
     total = sum(len(s.methods) for s in SCENARIOS) * len(puzzles)
+    import openai  # litellm's exceptions are openai's
+
     try:
         with Progress(console=console, transient=True, disable=args.quiet) as progress:
             task = progress.add_task("solving", total=total)
@@ -275,6 +295,9 @@ def run_demo(args: argparse.Namespace) -> int:
                 cache=args.cache, model=model, call_kwargs=call_kwargs, puzzles=puzzles,
                 on_progress=lambda: progress.advance(task),
             ))
+    except openai.OpenAIError as exc:
+        print(model_failure(exc, model), file=sys.stderr)
+        return 1
     finally:
         if server is not None:
             http_requests = server.request_count
