@@ -23,10 +23,12 @@ def register(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
 
 def add_arguments(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--cache", default="./.cachesaver-demo", help="cache directory (default ./.cachesaver-demo)")
-    demo.add_argument("--puzzles", type=int, default=4, help="how many Game of 24 puzzles (default 4)")
+    demo.add_argument("--puzzles", type=int, default=4, help="how many Game of 24 puzzles, 1 to 10 (default 4)")
     demo.add_argument("--model", default=None, help="a real litellm model (needs its API key); default: the local fake server")
     demo.add_argument("--chart", default="cachesaver-demo.png", help="where to write the savings chart (PNG)")
-    demo.add_argument("--fresh", action="store_true", help="clear the demo cache first")
+    demo.add_argument("--fresh", action="store_true",
+                      help="delete the cache directory first (only one the demo created, unless --yes)")
+    demo.add_argument("--yes", action="store_true", help="with --fresh: delete --cache even if the demo did not create it")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
