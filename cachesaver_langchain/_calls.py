@@ -47,7 +47,7 @@ class Scope:
 
 def identity(metadata: Mapping[str, Any], default_namespace: str) -> tuple[str, str]:
     """``(namespace, request_id)`` of a call, from its run metadata (the runtime's one rule)."""
-    return read_identity(metadata, default_namespace=default_namespace, where="run metadata")
+    return read_identity(metadata, default_namespace=default_namespace, where="run metadata", known_keys=())
 
 
 def flags(response: Response, i: int, request: ChatRequest) -> dict[str, Any]:
