@@ -68,6 +68,8 @@ async def test_an_offline_miss_is_a_bad_request_naming_the_prompt(store_path, se
     message = _refused(caught, OfflineMissError)
     assert message.startswith("offline replay: prompt 'Name a colour.' (key ")
     assert "in namespace 'a'" in message and "the model was not called" in message
+    # A new run: its 1st and 2nd samples, counted from 1 (issue 26: it said "samples 0..1"), 1 held.
+    assert f"asks for samples 1..2, but {store_path} holds 1 sample(s) of this key;" in message
     assert server.request_count == 1
     assert capfd.readouterr() == ("", "")
 
