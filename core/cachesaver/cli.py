@@ -189,6 +189,9 @@ async def cmd_stats(args: argparse.Namespace) -> int:
 async def cmd_inspect(args: argparse.Namespace) -> int:
     """The samples of the matching key(s): plain text for people, JSON lines with ``--json``.
 
+    Text numbers samples from 1 (``#1`` is the first sample, as the fake server's "sample 1"
+    and the offline-miss errors count); ``--json``'s ``index`` is the 0-based position in the
+    sample list, as the store, bundles and ``CorruptSampleError`` number it (a data format).
     Output is printed as is (never wrapped), so it can be piped to grep, less or jq. Several
     matches are listed, one per line, unless ``--all`` asks for every one's samples. What the
     secret scanner flags in a request is shown as ``***``, there and in the samples (G7).
@@ -239,7 +242,7 @@ async def cmd_inspect(args: argparse.Namespace) -> int:
                     if args.json:
                         _json_line(out, {"key": key, "index": i, "error": str(exc)})
                     else:
-                        out.write(f"#{i} (unreadable) {exc}\n")
+                        out.write(f"#{i + 1} (unreadable) {exc}\n")
                     continue
                 data = masks[key](record.data)  # a sample may echo the request
                 text = sample_text(data)
@@ -249,7 +252,7 @@ async def cmd_inspect(args: argparse.Namespace) -> int:
                                      "completion_tokens": record.completion_tokens, "cost": record.cost,
                                      "sample": data})
                 else:
-                    out.write(f"#{i} " + text.replace("\n", "\n   ") + "\n")
+                    out.write(f"#{i + 1} " + text.replace("\n", "\n   ") + "\n")
             if n > shown and not args.json:
                 out.write(f"… {n - shown} more (use --limit)\n")
     finally:
