@@ -386,7 +386,7 @@ async def cmd_clear(args: argparse.Namespace) -> int:
 def cmd_serve_fake(args: argparse.Namespace) -> int:
     from .testing.server import serve_forever
 
-    serve_forever(port=args.port, seed=args.seed, latency=args.latency)
+    serve_forever(port=args.port, seed=args.seed, latency=args.latency, quiet=args.quiet)
     return 0
 
 
@@ -552,10 +552,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_bundle_commands(sub, with_cache)
 
-    fake = sub.add_parser("serve-fake", help="serve the local OpenAI-compatible fake server")
-    fake.add_argument("--port", type=int, default=0)
-    fake.add_argument("--seed", type=int, default=0)
-    fake.add_argument("--latency", type=float, default=0.0)
+    fake = sub.add_parser(
+        "serve-fake", help="serve the local OpenAI-compatible fake server (no key, no network)",
+        description="Serve a fake OpenAI-compatible /v1/chat/completions on 127.0.0.1 until Ctrl-C. Prints its "
+                    "base URL (use it as OPENAI_BASE_URL / api_base, with any API key), logs one line per request "
+                    "on stderr, and answers GET /stats with its counters as JSON (requests, samples_generated, "
+                    "tokens): a replay served from the cache leaves them unchanged.")
+    from .testing.server import add_serve_arguments
+
+    add_serve_arguments(fake)
     fake.set_defaults(func=cmd_serve_fake)
     _add_plugin_commands(sub)
     return parser
