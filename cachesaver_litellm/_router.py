@@ -134,6 +134,8 @@ class CacheSaverRouter:
 
     @property
     def stats(self) -> Stats:
+        """This router's counters: ``router.stats()``, as ``cachesaver_litellm.stats()`` (the
+        attribute ``router.stats`` is the same object, for code written before)."""
         return self.pipeline.stats
 
     def consumption(self) -> Any:
