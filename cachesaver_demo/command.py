@@ -12,10 +12,15 @@ import argparse
 
 __all__ = ["register", "main"]
 
+HELP = "run the offline demo: Tree-of-Thoughts and self-consistency on Game of 24"
+#: What ``--help`` says, in plain text (this module's docstring is reStructuredText).
+DESCRIPTION = ("Run the offline demo: Tree-of-Thoughts and self-consistency on Game of 24 through litellm and "
+               "CacheSaver, against a local fake server (or a real model with --model), and show what was saved.")
+
 
 def register(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
     """Add the ``demo`` sub-command to ``sub``; its ``func`` runs the demo and returns the exit code."""
-    demo = sub.add_parser("demo", help="run the offline demo: Tree-of-Thoughts and self-consistency on Game of 24")
+    demo = sub.add_parser("demo", help=HELP, description=DESCRIPTION)
     add_arguments(demo)
     demo.set_defaults(func=_run)
     return demo
@@ -40,6 +45,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv=None) -> int:
     """``python -m cachesaver_demo [options]``: the same demo without the engine's CLI."""
-    parser = argparse.ArgumentParser(prog="cachesaver demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="cachesaver demo", description=DESCRIPTION)
     add_arguments(parser)
     return _run(parser.parse_args(argv))

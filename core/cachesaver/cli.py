@@ -499,7 +499,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cachesaver", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="cachesaver", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_cache(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -563,7 +563,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(fake)
     fake.set_defaults(func=cmd_serve_fake)
     _add_plugin_commands(sub)
+    _describe_subcommands(parser)
     return parser
+
+
+#: ``cachesaver --help``'s description, in plain text (the module docstring is reStructuredText).
+DESCRIPTION = "Look after a CacheSaver cache (stats, inspect, export, bundles), run the demo or the fake server."
+
+
+def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Give every sub-command (nested ones, and those of other packages) its one-line help as
+    the description its own ``--help`` shows, where it has none."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, child in action.choices.items():
+            if child.description is None and helps.get(name):
+                text = str(helps[name])
+                child.description = text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
+            _describe_subcommands(child)
 
 
 def _add_bundle_commands(sub: Any, with_cache: Any) -> None:
