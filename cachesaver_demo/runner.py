@@ -5,10 +5,12 @@ import argparse
 import asyncio
 import os
 import shutil
+import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from cachesaver.stores import REDIS_SCHEMES
 from cachesaver.stores.urls import redact_url
 
 from . import game24 as g
@@ -243,15 +245,63 @@ def chart_figure(results: list[ScenarioResult]):
     return fig
 
 
+#: Written into a cache directory the demo creates: ``--fresh`` removes only such a directory.
+DEMO_MARKER = ".cachesaver-demo-cache"
+
+
+def prepare_cache(cache: str, *, fresh: bool, yes: bool = False) -> Optional[str]:
+    """Make ``cache`` ready for the demo; the reason to refuse, or None.
+
+    A directory the demo creates gets a :data:`DEMO_MARKER` file. ``fresh`` removes the
+    directory first only if it has that marker or is empty; any other directory (someone's
+    cache, unrelated files) is removed only with ``yes``. A ``--cache`` that is not a local
+    directory (a ``redis://`` URL) is never removed."""
+    if os.path.isdir(cache) and fresh:
+        entries = os.listdir(cache)
+        if entries and DEMO_MARKER not in entries and not yes:
+            return (f"--fresh removes only a cache the demo created, and {redact_url(cache)} was not (it has "
+                    f"no {DEMO_MARKER} file; {len(entries)} entries): to delete the whole directory anyway, add "
+                    "--yes")
+        shutil.rmtree(cache)
+    if not cache.startswith(REDIS_SCHEMES) and cache not in ("memory", ":memory:") and not os.path.exists(cache):
+        os.makedirs(cache)
+        with open(os.path.join(cache, DEMO_MARKER), "w") as marker:
+            marker.write("created by `cachesaver demo`: `cachesaver demo --fresh` may delete this directory\n")
+    return None
+
+
+def model_failure(exc: BaseException, model: str) -> str:
+    """One line for a failed model call (a missing API key, a wrong model name...): litellm's
+    message, and the environment variables litellm says the model needs but does not find."""
+    import litellm
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    line = f"cachesaver demo: a call to {model} failed: {first}"
+    try:
+        missing = litellm.validate_environment(model).get("missing_keys") or []
+    except Exception:  # an unknown model: litellm's message above says so
+        missing = []
+    if missing:
+        line += (f" (not set: {', '.join(missing)}; set it, or leave out --model to run against the "
+                 "local fake server)")
+    return line
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
     # The terminal's width, or $COLUMNS / 80 when piped: the table is laid out to fit 80 columns.
     console = Console(highlight=False)
-    puzzles = PUZZLES[: max(1, min(args.puzzles, len(PUZZLES)))]
-    if args.fresh and os.path.isdir(args.cache):
-        shutil.rmtree(args.cache)
+    if not 1 <= args.puzzles <= len(PUZZLES):
+        print(f"cachesaver demo: --puzzles must be between 1 and {len(PUZZLES)} (the demo has {len(PUZZLES)} "
+              f"puzzles), got {args.puzzles}", file=sys.stderr)
+        return 2
+    puzzles = PUZZLES[: args.puzzles]
+    refused = prepare_cache(args.cache, fresh=args.fresh, yes=getattr(args, "yes", False))
+    if refused:
+        print(f"cachesaver demo: {refused}", file=sys.stderr)
+        return 2
     server = None
     if args.model is None:
         from cachesaver.testing.server import FakeOpenAIServer
@@ -268,6 +318,8 @@ def run_demo(args: argparse.Namespace) -> int:
                           "litellm.register_model)", soft_wrap=True)
     console.print(f"Cache: {redact_url(args.cache)}   Puzzles: {', '.join(puzzles)}", soft_wrap=True)
     total = sum(len(s.methods) for s in SCENARIOS) * len(puzzles)
+    import openai  # litellm's exceptions are openai's
+
     try:
         with Progress(console=console, transient=True, disable=args.quiet) as progress:
             task = progress.add_task("solving", total=total)
@@ -275,6 +327,9 @@ def run_demo(args: argparse.Namespace) -> int:
                 cache=args.cache, model=model, call_kwargs=call_kwargs, puzzles=puzzles,
                 on_progress=lambda: progress.advance(task),
             ))
+    except openai.OpenAIError as exc:
+        print(model_failure(exc, model), file=sys.stderr)
+        return 1
     finally:
         if server is not None:
             http_requests = server.request_count

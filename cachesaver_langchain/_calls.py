@@ -15,6 +15,7 @@ from cachesaver.typedefs import Response
 
 from ._codec import to_generation
 from ._model import ChatRequest
+from ._namespace_warning import warn_no_namespace_once
 
 __all__ = ["NAMESPACE_KEY", "REQUEST_ID_KEY", "SCOPE_KW", "Scope", "cachesaver_config", "identity", "flags",
            "chat_result"]
@@ -46,8 +47,11 @@ class Scope:
 
 
 def identity(metadata: Mapping[str, Any], default_namespace: str) -> tuple[str, str]:
-    """``(namespace, request_id)`` of a call, from its run metadata (the runtime's one rule)."""
-    return read_identity(metadata, default_namespace=default_namespace, where="run metadata")
+    """``(namespace, request_id)`` of a call, from its run metadata (the runtime's one rule).
+    No namespace from anyone: warned once per process (see ``_namespace_warning``)."""
+    if not (isinstance(metadata, Mapping) and metadata.get(NAMESPACE_KEY) is not None):
+        warn_no_namespace_once(default_namespace)
+    return read_identity(metadata, default_namespace=default_namespace, where="run metadata", known_keys=())
 
 
 def flags(response: Response, i: int, request: ChatRequest) -> dict[str, Any]:

@@ -307,7 +307,8 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
 
     @property
     def stats(self) -> Stats:
-        """What this instance requested, generated and saved, per namespace."""
+        """What this instance requested, generated and saved, per namespace: ``chat.stats()``,
+        as on every surface (``chat.stats`` is the same object)."""
         return self.pipeline.stats
 
     def consumption(self) -> Any:

@@ -19,7 +19,16 @@ from ._backend import LiteLLMBackend, LiteLLMRequest
 from ._callback import CostCallback
 from ._capabilities import mirror_model
 from ._provider import NAMESPACE_KEY, PROVIDER, REQUEST_ID_KEY, CacheSaverLLM
-from ._registry import consumption, get_callback, get_handler, get_pipeline, register, stats, unregister
+from ._registry import (
+    consumption,
+    get_callback,
+    get_handler,
+    get_pipeline,
+    install_stand_in,
+    register,
+    stats,
+    unregister,
+)
 from ._router import CacheSaverRouter
 
 __all__ = [
@@ -40,3 +49,6 @@ __all__ = [
     "NAMESPACE_KEY",
     "REQUEST_ID_KEY",
 ]
+
+# A cachesaver/ call before register() names register() (see _unregistered); registers no engine.
+install_stand_in()

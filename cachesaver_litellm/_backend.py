@@ -17,7 +17,7 @@ from cachesaver.runtime import FanOutModel, get_host
 from cachesaver.typedefs import Request, Usage, unkeyed
 
 from ._clients import close_litellm_clients
-from ._samples import response_cost, response_tokens, split_response
+from ._samples import is_priced, response_cost, response_tokens, split_response
 
 __all__ = ["LiteLLMRequest", "RealCall", "LiteLLMBackend", "supports_n", "NO_LITELLM_CACHE"]
 
@@ -101,7 +101,7 @@ class LiteLLMBackend(FanOutModel):
                 chunks.append(chunk)
                 if chunk.choices:  # the usage tail is sent by the caller's side (_streams)
                     await sink.push(chunk.model_copy(deep=True))
-        response = litellm.stream_chunk_builder(chunks, messages=call.messages)
+        response = _assemble(litellm, chunks, call)
         if response is None:
             raise ModelOutputError(f"{call.model} streamed no chunks")
         prompt_tokens, completion_tokens = response_tokens(response)
@@ -127,6 +127,25 @@ class LiteLLMBackend(FanOutModel):
             return await call.invoke(model=call.model, messages=call.messages, **kwargs)
         with self._wrap_call():
             return await call.invoke(model=call.model, messages=call.messages, **kwargs)
+
+
+def _assemble(litellm: Any, chunks: list, call: RealCall) -> Any:
+    """``litellm.stream_chunk_builder`` of a streamed answer, without its print.
+
+    The builder prices the answer by the model name the server sent; for a name litellm cannot
+    place (a local or self-hosted model) its provider lookup prints a red "Provider List" line
+    (twice per stream) and a library never prints. Such chunks are built under the name the call
+    was made with (``openai/my-model``, which names its provider; the price is then simply not
+    found) and the answer keeps the server's name."""
+    served = getattr(chunks[0], "model", None) if chunks else None
+    if not served or is_priced(litellm, served):
+        return litellm.stream_chunk_builder(chunks, messages=call.messages)
+    for chunk in chunks:
+        chunk.model = call.model
+    response = litellm.stream_chunk_builder(chunks, messages=call.messages)
+    if response is not None:
+        response.model = served
+    return response
 
 
 def _real_call(request: Request) -> RealCall:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from cachesaver.runtime import read_identity
+from cachesaver.runtime import NAMESPACE_KEY, REQUEST_ID_KEY, read_identity
 
 __all__ = ["IssueOrder", "ISSUE_KEY", "issue_request_id"]
 
@@ -56,7 +56,8 @@ class IssueOrder(CustomLogger):
             return None
         metadata = kwargs.get("metadata")
         try:
-            namespace, request_id = read_identity(metadata, kwargs.get("litellm_metadata"),
+            arguments = {k: kwargs[k] for k in (NAMESPACE_KEY, REQUEST_ID_KEY) if k in kwargs}  # as the provider
+            namespace, request_id = read_identity(metadata, kwargs.get("litellm_metadata"), arguments,
                                                   default_namespace=handler.settings.namespace)
         except (TypeError, ValueError):
             return None  # the handler refuses the call with the field named

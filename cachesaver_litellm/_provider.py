@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Iterator
 import litellm
 from litellm import CustomLLM
 
-from cachesaver.errors import InvalidRequestTypeError
+from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.runtime import NAMESPACE_KEY, REQUEST_ID_KEY, HostedPipeline, check_n, read_identity
 from cachesaver.secrets import url_without_userinfo
@@ -33,9 +33,10 @@ from cachesaver.typedefs import Response
 from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
 from ._callback import never_store, record_call
 from ._http_identity import check_http_name, identity_from_headers
-from ._issue_order import issue_request_id
+from ._issue_order import ISSUE_KEY, issue_request_id
 from ._keys import normalise_messages, normalise_model, split_params
 from ._namespace_warning import warn_no_namespace_once
+from ._refusals import refusals_as_bad_request
 from ._samples import build_response
 from ._streams import async_stream, sync_stream
 
@@ -122,22 +123,30 @@ class CacheSaverLLM(CustomLLM):
         await self.hosted.aclose()
 
     # -- litellm entry points ------------------------------------------------------------------
+    # A refusal (invalid request, offline miss) is raised as litellm's BadRequestError (see
+    # _refusals): anything else would reach the user as a 500 with a traceback in its text.
     async def acompletion(self, **call: Any) -> Any:
-        request = self._request(call)
-        return self._finish(request, await self.hosted.request_async(request), call)
+        with refusals_as_bad_request(str(call.get("model"))):
+            request = self._request(call)
+            result = await self.hosted.request_async(request)
+        return self._finish(request, result, call)
 
     def completion(self, **call: Any) -> Any:
-        request = self._request(call)
-        return self._finish(request, self.hosted.request_sync(request), call)
+        with refusals_as_bad_request(str(call.get("model"))):
+            request = self._request(call)
+            result = self.hosted.request_sync(request)
+        return self._finish(request, result, call)
 
     def astreaming(self, **call: Any) -> AsyncIterator[Any]:
-        request = self._request(call)
-        return async_stream(self.hosted, request, lambda r: self._finish(request, r, call, True),
-                            on_miss=lambda: _flag_miss(request, call))
+        with refusals_as_bad_request(str(call.get("model"))):
+            request = self._request(call)
+            return async_stream(self.hosted, request, lambda r: self._finish(request, r, call, True),
+                                on_miss=lambda: _flag_miss(request, call))
 
     def streaming(self, **call: Any) -> Iterator[Any]:
-        request = self._request(call)
-        return sync_stream(self.hosted, request, lambda r: self._finish(request, r, call, True))
+        with refusals_as_bad_request(str(call.get("model"))):
+            request = self._request(call)
+            return sync_stream(self.hosted, request, lambda r: self._finish(request, r, call, True))
 
     # -- conversion ------------------------------------------------------------------------------
     def _request(self, call: Mapping[str, Any]) -> LiteLLMRequest:
@@ -191,6 +200,29 @@ def _flag_miss(request: LiteLLMRequest, call: Mapping[str, Any]) -> None:
                                  "model": request.model, "cached": [], "duplicated": [], "pending": True}
 
 
+def identity_arguments(optional_params: Mapping[str, Any]) -> tuple[Mapping[str, Any], dict]:
+    """``(params, identity)``: ``cachesaver_namespace=`` / ``cachesaver_request_id=`` passed as
+    arguments of ``litellm.completion`` (litellm puts unknown arguments among the optional
+    params) taken out of the params. Left there, they would be keyed (a namespace would split
+    the sample list it is meant to share) and sent to the provider; taken out, they mean what
+    they say, as in metadata."""
+    if NAMESPACE_KEY not in optional_params and REQUEST_ID_KEY not in optional_params:
+        return optional_params, {}
+    params = dict(optional_params)
+    identity = {name: params.pop(name) for name in (NAMESPACE_KEY, REQUEST_ID_KEY) if name in params}
+    return params, identity
+
+
+def check_arguments_agree(arguments: Mapping[str, Any], metadata: tuple) -> None:
+    """An identity given both as an argument and in metadata must be the same value."""
+    for name, value in arguments.items():
+        for source in metadata:
+            if isinstance(source, Mapping) and source.get(name) is not None and source[name] != value:
+                raise InvalidRequestError(
+                    f"{name} is given twice, {value!r} as an argument and {source[name]!r} in metadata: "
+                    f"give it once, e.g. metadata={{'{name}': {value!r}}}")
+
+
 def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, Any],
                   litellm_params: Mapping[str, Any], api_key: Any, api_base: Any, headers: Any, timeout: Any,
                   default_namespace: str, key_api_base: bool, http_names: bool = False) -> LiteLLMRequest:
@@ -203,12 +235,16 @@ def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, An
         raise InvalidRequestTypeError("model must be 'cachesaver/<litellm model>', e.g. 'cachesaver/openai/gpt-4o-mini'")
     keyed_model, provider = normalise_model(model)
     n = check_n(optional_params.get("n"))
-    # Body metadata first (SDK, Router, proxy body), then the proxy's x-cachesaver-* headers.
+    optional_params, arguments = identity_arguments(optional_params)
+    # Body metadata first (SDK, Router, proxy body), then the proxy's x-cachesaver-* headers,
+    # then cachesaver_namespace= / cachesaver_request_id= given as arguments.
     metadata = (litellm_params.get("metadata"), litellm_params.get("litellm_metadata"),
                 identity_from_headers(litellm_params))
-    if not any(isinstance(m, Mapping) and m.get(NAMESPACE_KEY) is not None for m in metadata):
+    check_arguments_agree(arguments, metadata)
+    if not any(isinstance(m, Mapping) and m.get(NAMESPACE_KEY) is not None for m in (*metadata, arguments)):
         warn_no_namespace_once(model, default_namespace)  # once per process (see _namespace_warning)
-    namespace, request_id = read_identity(*metadata, default_namespace=default_namespace)
+    namespace, request_id = read_identity(*metadata, arguments, default_namespace=default_namespace,
+                                          known_keys=(ISSUE_KEY,))
     if http_names:
         check_http_name(namespace, f"metadata[{NAMESPACE_KEY!r}]", f"{{'{NAMESPACE_KEY}': 'experiment-1'}}")
         check_http_name(request_id, f"metadata[{REQUEST_ID_KEY!r}]", f"{{'{REQUEST_ID_KEY}': 'q-17'}}")

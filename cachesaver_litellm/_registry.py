@@ -11,6 +11,7 @@ import threading
 from typing import Any, Optional
 
 import litellm
+from litellm import CustomLLM
 from litellm.utils import custom_llm_setup
 
 from cachesaver.batchapi import BatchAPI
@@ -27,8 +28,10 @@ from ._capabilities import mirror_known_models
 from ._dspy_guard import install_if_loaded as guard_dspy_cache
 from ._issue_order import IssueOrder
 from ._provider import PROVIDER, CacheSaverLLM, make_backend
+from ._unregistered import Unregistered
 
-__all__ = ["register", "unregister", "get_handler", "get_pipeline", "get_callback", "stats", "consumption"]
+__all__ = ["register", "unregister", "install_stand_in", "get_handler", "get_pipeline", "get_callback", "stats",
+           "consumption"]
 
 log = logging.getLogger("cachesaver.litellm.provider")
 
@@ -37,6 +40,8 @@ _handler: Optional[CacheSaverLLM] = None
 _callback: Optional[CostCallback] = None
 #: Numbers async calls without an id in issue order (G4); installed with the provider.
 _issue_order = IssueOrder(lambda: _handler)
+#: Answers ``cachesaver/`` calls while no engine is registered (see ``_unregistered``).
+_stand_in = Unregistered()
 
 
 def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: float = 0.02,
@@ -99,10 +104,13 @@ def _batch_api(option: Any) -> dict:
         f"batch_api must be True, False or a dict of BatchAPI options (e.g. {{'window': 5.0}}), got {option!r}")
 
 
-def _install(handler: CacheSaverLLM) -> None:
+def _install(handler: CustomLLM) -> None:
     entries = [e for e in litellm.custom_provider_map if e.get("provider") != PROVIDER]
     entries.append({"provider": PROVIDER, "custom_handler": handler})
     litellm.custom_provider_map = entries
+    if handler is _stand_in:
+        custom_llm_setup()
+        return
     if _issue_order not in litellm.callbacks:
         litellm.logging_callback_manager.add_litellm_callback(_issue_order)
     custom_llm_setup()  # litellm also runs it on every call; running it now makes the name known at once
@@ -119,16 +127,27 @@ def _ensure_callback(wanted: bool) -> None:
         litellm.logging_callback_manager.remove_callback_from_all_lists(_callback)
 
 
+def install_stand_in() -> None:
+    """Answer ``cachesaver/`` calls with "call register() first" until :func:`register` runs
+    (done when ``cachesaver_litellm`` is imported; a registered engine is left in place)."""
+    with _lock:
+        if _handler is None:
+            _install(_stand_in)
+
+
 def unregister() -> None:
-    """Remove the provider, close its engine run (committing what is in flight) and its callback."""
+    """Remove the provider, close its engine run (committing what is in flight) and its callback.
+
+    ``cachesaver/`` calls made afterwards raise litellm's ``BadRequestError`` naming
+    ``cachesaver_litellm.register()``."""
     global _handler, _callback
     with _lock:
         handler, _handler = _handler, None
         callback, _callback = _callback, None
-        # The name stays in litellm's provider lists: logging threads of calls already made still
-        # resolve "cachesaver/..." when they price them, and a new call fails with litellm's
-        # clear "unknown provider" error instead of a provider-guessing error.
-        litellm.custom_provider_map = [e for e in litellm.custom_provider_map if e.get("provider") != PROVIDER]
+        # The name stays known to litellm: logging threads of calls already made still resolve
+        # "cachesaver/..." when they price them, and a new call gets the stand-in's "call
+        # register() first" instead of litellm's provider-guessing error.
+        _install(_stand_in)
         if callback is not None:
             litellm.logging_callback_manager.remove_callback_from_all_lists(callback)
         litellm.logging_callback_manager.remove_callback_from_all_lists(_issue_order)

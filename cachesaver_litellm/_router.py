@@ -34,6 +34,7 @@ from cachesaver.typedefs import Response
 
 from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
 from ._keys import normalise_messages, normalise_model, split_params
+from ._provider import check_arguments_agree, identity_arguments
 from ._samples import build_response, stream_chunks
 
 __all__ = ["CacheSaverRouter"]
@@ -133,6 +134,8 @@ class CacheSaverRouter:
 
     @property
     def stats(self) -> Stats:
+        """This router's counters: ``router.stats()``, as ``cachesaver_litellm.stats()`` (the
+        attribute ``router.stats`` is the same object, for code written before)."""
         return self.pipeline.stats
 
     def consumption(self) -> Any:
@@ -150,9 +153,12 @@ class CacheSaverRouter:
         stream = bool(kwargs.pop("stream", False))
         options = kwargs.pop("stream_options", None)
         include_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))
-        namespace, request_id = read_identity(kwargs.get("metadata"), kwargs.get("litellm_metadata"),
-                                              default_namespace=self.default_namespace)
-        keyed, call_kwargs = split_params(kwargs)
+        params, arguments = identity_arguments(kwargs)  # cachesaver_namespace= as an argument
+        metadata = (kwargs.get("metadata"), kwargs.get("litellm_metadata"))
+        check_arguments_agree(arguments, metadata)
+        namespace, request_id = read_identity(*metadata, arguments, default_namespace=self.default_namespace,
+                                              known_keys=())
+        keyed, call_kwargs = split_params(params)
         # The group's own deployments answer; fallbacks are this wrapper's (see module docstring).
         call_kwargs["disable_fallbacks"] = True
         call = RealCall(

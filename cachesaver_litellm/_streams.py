@@ -18,6 +18,7 @@ from cachesaver.runtime import END, AsyncChunkSink, ChunkSink, HostedPipeline, S
 from cachesaver.typedefs import Response
 
 from ._backend import LiteLLMRequest
+from ._refusals import refusals_as_bad_request
 from ._samples import stream_chunks, with_usage
 
 __all__ = ["async_stream", "sync_stream"]
@@ -46,37 +47,39 @@ async def _replay(chunks: Iterator[Any]) -> AsyncIterator[Any]:
 
 
 async def _live(hosted: HostedPipeline, begun: Any, request: LiteLLMRequest, finish: Finish) -> AsyncIterator[Any]:
-    sink = AsyncChunkSink(hosted.host, asyncio.get_running_loop())
-    request = dataclasses.replace(request, sink=sink)
-    future = begun.submit(request)
-    future.add_done_callback(sink.finish)
-    tail = _Tail()
-    try:
-        while (item := await sink.get()) is not END:
-            for chunk in tail.push(item):
-                sink.delivered_one()
-                yield chunk
-        result = future.result()
-    finally:
-        sink.leave(future)
+    with refusals_as_bad_request(request.model):  # an offline miss, found when read
+        sink = AsyncChunkSink(hosted.host, asyncio.get_running_loop())
+        request = dataclasses.replace(request, sink=sink)
+        future = begun.submit(request)
+        future.add_done_callback(sink.finish)
+        tail = _Tail()
+        try:
+            while (item := await sink.get()) is not END:
+                for chunk in tail.push(item):
+                    sink.delivered_one()
+                    yield chunk
+            result = future.result()
+        finally:
+            sink.leave(future)
     for chunk in tail.close(result, request, sink, finish):
         yield chunk
 
 
 def sync_stream(hosted: HostedPipeline, request: LiteLLMRequest, finish: Finish) -> Iterator[Any]:
-    sink = SyncChunkSink(hosted.host)
-    request = dataclasses.replace(request, sink=sink)
-    future = hosted.submit(request)
-    future.add_done_callback(sink.finish)
-    tail = _Tail()
-    try:
-        while (item := sink.get()) is not END:
-            for chunk in tail.push(item):
-                sink.delivered_one()
-                yield chunk
-        result = future.result()
-    finally:
-        sink.leave(future)
+    with refusals_as_bad_request(request.model):  # an offline miss, found when read
+        sink = SyncChunkSink(hosted.host)
+        request = dataclasses.replace(request, sink=sink)
+        future = hosted.submit(request)
+        future.add_done_callback(sink.finish)
+        tail = _Tail()
+        try:
+            while (item := sink.get()) is not END:
+                for chunk in tail.push(item):
+                    sink.delivered_one()
+                    yield chunk
+            result = future.result()
+        finally:
+            sink.leave(future)
     yield from tail.close(result, request, sink, finish)
 
 

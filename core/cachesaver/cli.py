@@ -216,6 +216,9 @@ class _Reversed:
 async def cmd_inspect(args: argparse.Namespace) -> int:
     """The samples of the matching key(s): plain text for people, JSON lines with ``--json``.
 
+    Text numbers samples from 1 (``#1`` is the first sample, as the fake server's "sample 1"
+    and the offline-miss errors count); ``--json``'s ``index`` is the 0-based position in the
+    sample list, as the store, bundles and ``CorruptSampleError`` number it (a data format).
     Output is printed as is (never wrapped), so it can be piped to grep, less or jq. Several
     matches are listed, one per line, unless ``--all`` asks for every one's samples. What the
     secret scanner flags in a request is shown as ``***``, there and in the samples (G7).
@@ -266,7 +269,7 @@ async def cmd_inspect(args: argparse.Namespace) -> int:
                     if args.json:
                         _json_line(out, {"key": key, "index": i, "error": str(exc)})
                     else:
-                        out.write(f"#{i} (unreadable) {exc}\n")
+                        out.write(f"#{i + 1} (unreadable) {exc}\n")
                     continue
                 data = masks[key](record.data)  # a sample may echo the request
                 text = sample_text(data)
@@ -276,7 +279,7 @@ async def cmd_inspect(args: argparse.Namespace) -> int:
                                      "completion_tokens": record.completion_tokens, "cost": record.cost,
                                      "sample": data})
                 else:
-                    out.write(f"#{i} " + text.replace("\n", "\n   ") + "\n")
+                    out.write(f"#{i + 1} " + text.replace("\n", "\n   ") + "\n")
             if n > shown and not args.json:
                 out.write(f"… {n - shown} more (use --limit)\n")
     finally:
@@ -410,7 +413,8 @@ async def cmd_clear(args: argparse.Namespace) -> int:
 def cmd_serve_fake(args: argparse.Namespace) -> int:
     from .testing.server import serve_forever
 
-    serve_forever(port=args.port, seed=args.seed, latency=args.latency, batch_delay=args.batch_delay)
+    serve_forever(port=args.port, seed=args.seed, latency=args.latency, batch_delay=args.batch_delay,
+                  quiet=args.quiet)
     return 0
 
 
@@ -529,7 +533,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cachesaver", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="cachesaver", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_cache(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -582,16 +586,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_bundle_commands(sub, with_cache)
 
-    fake = sub.add_parser("serve-fake", help="serve the local OpenAI-compatible fake server")
-    fake.add_argument("--port", type=int, default=0)
-    fake.add_argument("--seed", type=int, default=0)
-    fake.add_argument("--latency", type=float, default=0.0)
-    fake.add_argument("--batch-delay", type=float, default=0.2, help="seconds until a batch ends (default 0.2)")
+    fake = sub.add_parser(
+        "serve-fake", help="serve the local OpenAI-compatible fake server (no key, no network)",
+        description="Serve a fake OpenAI-compatible /v1/chat/completions on 127.0.0.1 until Ctrl-C. Prints its "
+                    "base URL (use it as OPENAI_BASE_URL / api_base, with any API key), logs one line per request "
+                    "on stderr, and answers GET /stats with its counters as JSON (requests, samples_generated, "
+                    "tokens): a replay served from the cache leaves them unchanged.")
+    from .testing.server import add_serve_arguments
+
+    add_serve_arguments(fake)
     batches = with_cache(sub.add_parser("batches", help="provider batches of batch mode: pending, done, failed"))
     batches.set_defaults(func=_cmd_batches)
     fake.set_defaults(func=cmd_serve_fake)
     _add_plugin_commands(sub)
+    _describe_subcommands(parser)
     return parser
+
+
+#: ``cachesaver --help``'s description, in plain text (the module docstring is reStructuredText).
+DESCRIPTION = "Look after a CacheSaver cache (stats, inspect, export, bundles), run the demo or the fake server."
+
+
+def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Give every sub-command (nested ones, and those of other packages) its one-line help as
+    the description its own ``--help`` shows, where it has none."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, child in action.choices.items():
+            if child.description is None and helps.get(name):
+                text = str(helps[name])
+                child.description = text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
+            _describe_subcommands(child)
 
 
 def _add_bundle_commands(sub: Any, with_cache: Any) -> None:

@@ -5,6 +5,8 @@ handlers keep working, and its message names the field and says how to fix it.
 """
 from __future__ import annotations
 
+import warnings
+
 __all__ = [
     "CacheSaverError",
     "InvalidRequestError",
@@ -21,6 +23,8 @@ __all__ = [
     "BundleError",
     "SecretFoundError",
     "BundleSecretError",
+    "CacheSaverWarning",
+    "MetadataKeyWarning",
 ]
 
 
@@ -105,3 +109,21 @@ class SecretFoundError(CacheSaverError, ValueError):
 
 class BundleSecretError(BundleError, SecretFoundError):
     """A bundle (create or merge) refused because of a flagged credential (see ``SecretFoundError``)."""
+
+
+class CacheSaverWarning(UserWarning):
+    """Base class of the warnings CacheSaver issues (filter them with this category)."""
+
+
+class MetadataKeyWarning(CacheSaverWarning):
+    """A call's metadata (or arguments) has a ``cachesaver_*`` key CacheSaver does not read,
+    usually a misspelling (``cachesaver_namepsace``): the call ran in the default namespace.
+
+    Shown on every such call, not once per code location (the filter below is appended, so a
+    user's own ``warnings.filterwarnings("ignore", category=MetadataKeyWarning)`` still wins).
+    """
+
+
+# Python shows a warning once per code location by default; a misspelled key is a new mistake on
+# every call that has it (each lands in the wrong namespace), so this one is shown every time.
+warnings.filterwarnings("always", category=MetadataKeyWarning, append=True)

@@ -2,8 +2,8 @@
 
 With ``offline=True`` (or on a read-only store such as a bundle) the cacher serves every hit as
 usual, and where it would generate it raises :class:`~cachesaver.errors.OfflineMissError`
-instead. The error says which prompt, key, namespace and position were asked for and how many
-samples the store holds, so a reader replaying a published experiment sees at once what the
+instead. The error says which prompt, key, namespace and position were asked for (samples
+counted from 1: "asks for sample 4, but ... holds 3") and how many samples the store holds, so a reader replaying a published experiment sees at once what the
 run asks for that the author did not record (another namespace, a larger ``n``, a new prompt).
 """
 from __future__ import annotations
@@ -56,7 +56,8 @@ async def offline_miss(store: Store, ledger: Ledger, key: str, pending: list) ->
     items = demand.live_items() or demand.items
     preview = prompt_preview(request_fields(items[0].request)) if items else "?"
     where = getattr(store, "location", "") or type(store).__name__
-    wanted = f"sample {pos}" if n == 1 else f"samples {pos}..{pos + n - 1}"
+    # Counted from 1, as people count (position ``pos`` is the namespace's ``pos + 1``-th sample).
+    wanted = f"sample {pos + 1}" if n == 1 else f"samples {pos + 1}..{pos + n}"
     more = f" (and {len(short) - 1} other namespace(s) of this key)" if len(short) > 1 else ""
     if getattr(store, "read_only", False) and not getattr(store, "is_bundle", False):
         why = (f"{where} is read-only, so it replays what it holds and cannot keep a new sample: "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .stores import REDIS_SCHEMES, DiskStore, MemoryStore, Store
+from .stores import REDIS_SCHEMES, DiskStore, MemoryStore, Store, check_url_attempt
 from .stores.urls import redact_url
 
 __all__ = ["open_store"]
@@ -33,6 +33,7 @@ def open_store(spec: Any) -> Store:
         text = os.fspath(spec)
         if text in ("memory", ":memory:"):
             return MemoryStore()
+        check_url_attempt(spec, "cache= / store=")  # "redis:/oops" is a mistyped URL, not a directory name
         if text.startswith(REDIS_SCHEMES):
             try:
                 from .stores.redis import RedisStore

@@ -3,6 +3,8 @@
 Billing follows G8: a generated sample is billed to the one response that claimed it first;
 every other delivery of it counts as saved. A call's usage is split evenly over its samples and
 the share is stored with each sample, so a hit in a later run knows what it saved.
+
+Read it as ``x.stats()`` on every surface (see :meth:`Stats.__call__`).
 """
 from __future__ import annotations
 
@@ -84,3 +86,10 @@ class Stats:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def __call__(self) -> "Stats":
+        """``stats()`` is the one spelling on every surface: ``pipeline.stats()``,
+        ``chat.stats()`` (LangChain), ``router.stats()`` and ``cachesaver_litellm.stats()`` all
+        return this object. The engine, LangChain model and router expose it as an attribute,
+        so ``pipeline.stats.summary()`` (code written before) keeps working, unchanged."""
+        return self

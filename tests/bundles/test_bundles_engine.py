@@ -130,7 +130,7 @@ def test_replay_in_a_fresh_process_from_read_only_media(recorded, tmp_path, rest
     assert got["outputs"] == outputs          # identical samples, in the same places
     assert got["model_calls"] == 0
     assert "one-more-namespace" in got["miss"] and "Solve puzzle" in got["miss"]
-    assert "samples 0..2" in got["miss"] and "holds 2 sample(s)" in got["miss"] and "model was not called" in got["miss"]
+    assert "samples 1..3" in got["miss"] and "holds 2 sample(s)" in got["miss"] and "model was not called" in got["miss"]
 
 
 def test_offline_miss_names_prompt_key_position_and_calls_nothing(recorded):
@@ -148,7 +148,8 @@ def test_offline_miss_names_prompt_key_position_and_calls_nothing(recorded):
     hit, error = asyncio.run(main())
     assert hit.data == outputs["baseline"][0] and all(hit.cached)
     text = str(error)
-    assert PROMPTS[0] in text and "'baseline'" in text and "sample 2" in text and "holds 2" in text
+    assert PROMPTS[0] in text and "'baseline'" in text and "holds 2" in text
+    assert "asks for sample 3, but" in text  # the 3rd sample (counted from 1, issue 26), 2 held
     assert model.call_count == 0
 
 
@@ -179,7 +180,7 @@ def test_offline_on_a_normal_cache(tmp_path):
             first = await p.request(Request(prompt="q", n=2))
         async with OnlineAPI(model=model, cache=str(tmp_path / "c"), timeout=0.001, offline=True) as p:
             again = await p.request(Request(prompt="q", n=2))
-            with pytest.raises(OfflineMissError, match="samples 2..3"):
+            with pytest.raises(OfflineMissError, match="samples 3..4"):
                 await p.request(Request(prompt="q", n=2))
         return first, again
     first, again = asyncio.run(main())

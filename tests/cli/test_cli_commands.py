@@ -63,7 +63,7 @@ def test_stats_summarises_and_details_on_request(cache, capsys):
 def test_inspect_by_prompt_and_prefix(cache, capsys):
     assert main(["inspect", "--cache", cache, "--prompt", "2 + 2"]) == 0
     out = capsys.readouterr().out
-    assert out.count("#0 ") == 1 and "#2 " in out and "prompt: What is 2 + 2?" in out
+    assert out.count("#1 ") == 1 and "#3 " in out and "#0 " not in out and "prompt: What is 2 + 2?" in out
     key = keys_of(cache)[0]
     assert main(["inspect", "--cache", cache, key[:10]]) == 0
     assert key in capsys.readouterr().out

@@ -56,7 +56,7 @@ def test_inspect_escapes_control_characters(hostile_cache, cli_env):
     out = _run(cli_env, "inspect", "--cache", hostile_cache, KEY[:8])
     _assert_no_raw_controls(out)
     text = out.decode()
-    assert "#0 line one \\x1b[2J\\x1b]52;c;ZWNobyBwd25lZA==\\x07\n   line two\\x0d\\x9b31m" in text
+    assert "#1 line one \\x1b[2J\\x1b]52;c;ZWNobyBwd25lZA==\\x07\n   line two\\x0d\\x9b31m" in text
     assert "model evil\\x1b[31m-model" in text and "prompt: ask \\x1b[2J" in text
 
 

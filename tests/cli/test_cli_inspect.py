@@ -55,7 +55,7 @@ def test_people_get_the_sample_text_unwrapped(cache, capsys):
     (key, (prompt, texts)), = [(k, v) for k, v in stored(cache).items() if v[0] == "What is 2 + 2?"]
     assert out.splitlines()[0].startswith(f"key {key}") and "3 samples" in out.splitlines()[0]
     assert out.splitlines()[1] == "prompt: What is 2 + 2?"
-    assert out.splitlines()[2:] == [f"#{i} {t}" for i, t in enumerate(texts)]  # text, not JSON records
+    assert out.splitlines()[2:] == [f"#{i} {t}" for i, t in enumerate(texts, start=1)]  # text, not JSON records
     assert '"d"' not in out and "{" not in out
 
 
@@ -89,7 +89,7 @@ def test_several_matches_are_listed(cache, capsys):
     assert sorted((r["prompt"], r["samples"]) for r in listed) == [("What is 2 + 2?", 3), ("What is 3 + 3?", 2)]
     assert main(["inspect", "--cache", cache, "--prompt", "What is", "--all"]) == 0
     out = capsys.readouterr().out
-    assert out.count("\nkey ") + out.startswith("key ") == 2 and out.count("#0 ") == 2
+    assert out.count("\nkey ") + out.startswith("key ") == 2 and out.count("#1 ") == 2
 
 
 @pytest.mark.parametrize("data, text", [
@@ -143,7 +143,8 @@ def test_litellm_and_langchain_samples_read_as_their_text(tmp_path, capsys):
     capsys.readouterr()  # (what litellm itself printed)
     assert main(["inspect", "--cache", directory, "--prompt", "via litellm"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2:] == [f"#{i} {c.message.content}" for i, c in enumerate(reply.choices)]
+    assert lines[2:] == [f"#{i} {c.message.content}" for i, c in enumerate(reply.choices, start=1)]
+    assert lines[2].startswith("#1 ") and "[sample 1 of " in lines[2]  # people count from 1 (issue 26)
     assert main(["inspect", "--cache", directory, "--prompt", "via langchain", "--json"]) == 0
     record, = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert record["text"] == message.content

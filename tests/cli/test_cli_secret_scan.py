@@ -233,7 +233,7 @@ def test_inspect_shows_detected_values_as_stars_in_text_and_json(tmp_path, run):
     assert code == 0, text
     assert not any(s in text for s in secrets)
     assert "key = ***" in text and "region = eu-west" in text and "Summarise this config." in text
-    assert "https://alice:***@proxy.example/v1" in text and "#0 Your key *** is a Groq key." in text
+    assert "https://alice:***@proxy.example/v1" in text and "#1 Your key *** is a Groq key." in text
 
     code, text = run(["inspect", "--cache", str(cache), key[:12], "--json"])
     assert code == 0, text

@@ -159,6 +159,6 @@ def test_cli_success_paths_print_no_secret(protected_redis, everything):
         assert main(["inspect", "--cache", url, "--prompt", "question", "--json"]) == 0
         assert main(["clear", "--cache", url, "--yes"]) == 0
         text = everything()
-        assert "1 keys, 1 samples" in text and "#0 an answer" in text and f"{protected_redis}/0" in text
+        assert "1 keys, 1 samples" in text and "#1 an answer" in text and f"{protected_redis}/0" in text
         assert "cleared redis://" in text and "***" in text
         assert SENTINEL not in text

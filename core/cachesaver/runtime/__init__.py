@@ -16,7 +16,7 @@ from __future__ import annotations
 from .fanout import FanOutModel, sink_of
 from .host import EngineHost, get_host
 from .hosted import HostedPipeline, PipelineSettings
-from .identity import NAMESPACE_KEY, REQUEST_ID_KEY, check_n, check_namespace, read_identity
+from .identity import NAMESPACE_KEY, REQUEST_ID_KEY, check_n, check_namespace, read_identity, warn_unknown_keys
 from .sink import END, AsyncChunkSink, ChunkSink, SyncChunkSink
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "NAMESPACE_KEY",
     "REQUEST_ID_KEY",
     "read_identity",
+    "warn_unknown_keys",
     "check_n",
     "check_namespace",
 ]

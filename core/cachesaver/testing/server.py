@@ -18,6 +18,11 @@ restarted server starts every prompt at sample 1 again.)
 
 Failures (HTTP errors, malformed JSON, cut streams, connection resets) can be injected
 per request to test retry and error paths.
+
+Observable from outside (``cachesaver serve-fake``): ``GET /stats`` answers its counters as JSON
+(``requests``, ``samples_generated``, ``prompt_tokens``, ...), so a user can see "0 model calls"
+for a replay without reading the server's memory; ``on_request`` receives one line per request
+(the CLI writes them to stderr; ``-q`` silences them).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any, Callable
 
 from .batches import FakeBatches
 
-__all__ = ["FakeOpenAIServer", "serve_forever"]
+__all__ = ["FakeOpenAIServer", "serve_forever", "add_serve_arguments"]
 
 _CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 #: The Batch API's routes (files and batches; see :mod:`cachesaver.testing.batches`).
@@ -205,8 +210,19 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    #: What the request log line says beyond method, path and status (set while answering).
+    note = ""
+
     def log_message(self, format: str, *args: Any) -> None:
-        """Silence per-request logging (it would also be noise in pytest output)."""
+        """Silence http.server's own logging (it would also be noise in pytest output)."""
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        """One line per request to the owner's ``on_request`` (none by default)."""
+        on_request = self.server.owner.on_request
+        if on_request is not None:
+            path = self.path.split("?", 1)[0]
+            on_request(f"{self.command} {path} {code}{self.note}")
+        self.note = ""
 
     def handle_one_request(self) -> None:
         try:
@@ -291,7 +307,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         name = self.server.owner.model_name
         model = {"id": name, "object": "model", "created": 0, "owned_by": "cachesaver-fake"}
-        if path in ("/v1/models", "/models"):
+        if path in ("/stats", "/v1/stats"):
+            self._send_json(200, self.server.owner.stats())
+        elif path in ("/v1/models", "/models"):
             self._send_json(200, {"object": "list", "data": [model]})
         elif path in (f"/v1/models/{name}", f"/models/{name}"):
             self._send_json(200, model)
@@ -350,11 +368,14 @@ class FakeOpenAIServer:
         responder: Callable[[str, random.Random], str] | None = None,
         follow_prompt: bool = False,
         batch_delay: float = 0.2,
+        on_request: Callable[[str], None] | None = None,
     ) -> None:
         self.seed = seed
         #: The Batch API (``/v1/files``, ``/v1/batches``): a batch ends ``batch_delay`` seconds
         #: after it is created; injections and counters on this object.
         self.batches = FakeBatches(self, completion_delay=batch_delay)
+        # on_request(line): one line per request served ("POST /v1/chat/completions 200 ...").
+        self.on_request = on_request
         self.latency = latency
         # Seconds between the SSE events of a stream (a model producing tokens over time);
         # ``stream_events_sent`` counts the events written so far, so a test can tell a stream
@@ -443,6 +464,16 @@ class FakeOpenAIServer:
             self.samples_generated = 0
             self.prompt_tokens = 0
             self.completion_tokens = 0
+
+    def stats(self) -> dict[str, int]:
+        """The counters as ``GET /stats`` answers them: ``requests`` (chat requests received,
+        failed ones included), ``samples_generated``, ``n_asked``, ``prompt_tokens``,
+        ``completion_tokens``, ``in_flight``, ``peak_in_flight``."""
+        with self._lock:
+            return {"requests": self.request_count, "samples_generated": self.samples_generated,
+                    "n_asked": self.n_asked, "prompt_tokens": self.prompt_tokens,
+                    "completion_tokens": self.completion_tokens, "in_flight": self.in_flight,
+                    "peak_in_flight": self.peak_in_flight}
 
     def _record(self, request: dict) -> None:
         with self._lock:
@@ -588,6 +619,8 @@ class FakeOpenAIServer:
             h._abort()
             return
         kind, status, error_body = injection or (None, 0, None)
+        if kind is not None:
+            h.note = f" (injected: {kind})"
         if kind == "reset":
             h._abort()
             return
@@ -624,6 +657,9 @@ class FakeOpenAIServer:
                 self.completion_tokens += completion_tokens
 
         head = {"id": cid, "created": int(time.time()), "model": model, "system_fingerprint": "fake"}
+        numbers = f"sample {first}" if n == 1 else f"samples {first}..{first + n - 1}"
+        h.note = (f" {model} n={n}{' stream' if stream else ''}: {numbers} of this prompt, "
+                  f"{prompt_tokens}+{completion_tokens} tokens")
         if not stream:
             bill()
             h._send_json(200, {**head, "object": "chat.completion", "choices": choices, "usage": usage})
@@ -686,9 +722,18 @@ class FakeOpenAIServer:
             h.close_connection = True
 
 
-def serve_forever(port: int = 0, seed: int = 0, latency: float = 0.0, batch_delay: float = 0.2) -> None:
-    """Run a fake server in the foreground (offline demos); Ctrl-C stops it."""
-    server = FakeOpenAIServer(seed=seed, latency=latency, port=port, batch_delay=batch_delay).start()
+def serve_forever(port: int = 0, seed: int = 0, latency: float = 0.0, batch_delay: float = 0.2,
+                  quiet: bool = False) -> None:
+    """Run a fake server in the foreground (``cachesaver serve-fake``); Ctrl-C stops it.
+
+    Prints its base URL on stdout, then one line per request on stderr unless ``quiet``."""
+    import sys
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    server = FakeOpenAIServer(seed=seed, latency=latency, port=port, batch_delay=batch_delay,
+                              on_request=None if quiet else log).start()
     print(server.base_url, flush=True)
     try:
         while True:
@@ -699,10 +744,25 @@ def serve_forever(port: int = 0, seed: int = 0, latency: float = 0.0, batch_dela
         server.stop()
 
 
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``cachesaver serve-fake`` (and ``python -m cachesaver.testing.server``)."""
+    parser.add_argument("--port", type=int, default=0,
+                        help="TCP port on 127.0.0.1 to listen on (default 0: a free port; the URL is printed)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the answers: sample k of a prompt is a pure function of (seed, prompt, k) "
+                             "(default 0)")
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds each chat request waits before it is answered, as a real model would "
+                             "(default 0)")
+    parser.add_argument("--batch-delay", type=float, default=0.2,
+                        help="seconds until a batch of the Batch API (/v1/batches) ends (default 0.2)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no request log (by default one line per request on stderr)")
+
+
 if __name__ == "__main__":
     _parser = argparse.ArgumentParser(description="Fake OpenAI-compatible server")
-    _parser.add_argument("--port", type=int, default=0)
-    _parser.add_argument("--seed", type=int, default=0)
-    _parser.add_argument("--latency", type=float, default=0.0)
+    add_serve_arguments(_parser)
     _args = _parser.parse_args()
-    serve_forever(port=_args.port, seed=_args.seed, latency=_args.latency)
+    serve_forever(port=_args.port, seed=_args.seed, latency=_args.latency, batch_delay=_args.batch_delay,
+                  quiet=_args.quiet)
