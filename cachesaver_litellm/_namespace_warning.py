@@ -2,8 +2,10 @@
 
 A call without ``metadata={"cachesaver_namespace": ...}`` lands in the provider's default
 namespace. When that default is also the built-in one (``register()`` got no ``namespace=``),
-every run shares one namespace: a "replay" in a new run then pays again (it is the same
-namespace, so it gets fresh samples), and nothing says why. The usual cause is a client that
+every such call of a run shares one namespace: two methods or arms of an experiment take each
+other's samples instead of each reusing the stored ones (their results depend on each other and
+nothing is saved between them), and in a shared run (``run_id=``) a re-run continues the
+namespace and pays again; nothing says why. The usual cause is a client that
 drops metadata on the way to litellm: ``ChatLiteLLM`` (langchain-litellm) ignores LangChain's
 ``config={"metadata": ...}``; ``ChatLiteLLM(model_kwargs={"metadata": {...}})`` works.
 
@@ -41,7 +43,8 @@ def warn_no_namespace_once(model: str, default_namespace: str) -> bool:
         _warned = True
     log.warning(
         "a cachesaver/%s call arrived with no metadata['cachesaver_namespace'], so it and every such call use the "
-        "namespace %r: another run will not replay these samples, it will continue them (and pay). Pass "
+        "namespace %r: calls of different methods or arms then take each other's samples instead of "
+        "reusing them (and a re-run of a shared run_id continues them and pays). Pass "
         "metadata={'cachesaver_namespace': ...} per call, or cachesaver_litellm.register(namespace=...). "
         "ChatLiteLLM (langchain-litellm) drops LangChain's config metadata: use "
         "ChatLiteLLM(model_kwargs={'metadata': {...}}). (Logged once per process.)",

@@ -17,7 +17,9 @@ def _register(store_path, **options):
 
 
 def test_partial_hits_across_namespaces_become_one_batch_of_missing_samples(batch_server, store_path):
-    _register(store_path)
+    # A window long enough for every miss of a wave to be planned before it closes, even on a
+    # loaded machine (with 0.1 s, a slow wave was split into two batches).
+    _register(store_path, window=1.0)
     old = [f"question {i}" for i in range(40)]
     new = [f"new question {i}" for i in range(20)]
 

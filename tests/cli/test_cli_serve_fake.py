@@ -64,6 +64,6 @@ def test_every_option_has_help():
     parser = build_parser()
     fake = parser._subparsers._group_actions[0].choices["serve-fake"]  # type: ignore[union-attr]
     options = [a for a in fake._actions if a.option_strings and a.dest != "help"]
-    assert sorted(a.dest for a in options) == ["latency", "port", "quiet", "seed"]
+    assert sorted(a.dest for a in options) == ["batch_delay", "latency", "port", "quiet", "seed"]
     assert all(a.help and len(a.help) > 20 for a in options)
     assert "GET /stats" in fake.format_help()

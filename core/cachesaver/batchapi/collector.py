@@ -26,15 +26,17 @@ import functools
 import logging
 import time
 import uuid
-from typing import Any, Hashable, Optional
+from typing import TYPE_CHECKING, Any, Hashable, Optional
 
 from ..codec import decode_sample
 from ..errors import CacheSaverError, InvalidRequestError
 from ..generation import current_generation
-from ..stores.base import Store
 from ..typedefs import Request, Response
 from .backend import ENDED, BatchBackend, BatchLineError, BatchNotAnsweredError, BatchUnsupportedError, LineResult
 from .journal import LIVE, BatchJournal, BatchRecord, LineRecord, owner_gone, owner_token
+
+if TYPE_CHECKING:  # (the stores import this package for their journals: no import at run time)
+    from ..stores.base import Store
 
 __all__ = ["BatchAPI", "BatchCollector"]
 
@@ -95,7 +97,7 @@ class BatchCollector:
     """Turns the engine's model calls into batch lines (see the module docstring)."""
 
     def __init__(self, options: BatchAPI, journal: Optional[BatchJournal], store_location: str,
-                 store: Optional[Store] = None) -> None:
+                 store: "Optional[Store]" = None) -> None:
         if journal is None:
             raise BatchUnsupportedError(
                 f"batch_api: the store at {store_location} keeps no batch journal, so a submitted "
