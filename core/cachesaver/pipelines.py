@@ -20,6 +20,7 @@ import contextvars
 import dataclasses
 import itertools
 import logging
+import math
 import uuid
 from typing import Any, Awaitable, Optional, Union
 
@@ -380,6 +381,14 @@ class OnlineAPI(Pipeline):
                 raise InvalidRequestTypeError(
                     f"batch_api must be a cachesaver.batchapi.BatchAPI, got {type(batch_api).__name__}")
             self._batches = BatchCollector(batch_api, self.store.batch_journal(), self.store.location, self.store)
+            # A batch keeps its key's generation lease until the provider answers, which can
+            # take hours: another process missing the key must wait for it, not give up after
+            # the interactive limit and submit (and pay for) the same samples again (G2). A
+            # holder that dies releases the lease at once (the kernel drops its lock).
+            from .stores.disk import DiskStore
+
+            if isinstance(self.store, DiskStore):
+                self.store.lease_max_wait = math.inf
         if not self.offline and not callable(getattr(model, "request", None)) and not callable(getattr(model, "batch_request", None)):
             raise InvalidRequestTypeError(
                 f"model {self._model_name} needs an async request(request) method "

@@ -97,3 +97,35 @@ def test_a_line_stored_by_a_process_that_died_before_marking_it_is_not_stored_ag
         got = [c.message.content for c in r.choices]
         assert len(set(got)) == 3  # three distinct samples for each request (G1)
     assert batch_server.batches.samples_generated == 8 + 4  # one more sample per key, nothing twice
+
+
+def test_a_second_process_waits_for_the_first_ones_batch_instead_of_submitting_the_same_keys(store_path):
+    """Two processes on one store, the same keys: the first's batch holds the keys' generation
+    leases until the provider answers (here 2.5 s); the second waits for it, however long, and
+    then serves the stored samples. Before, it gave up after the store's interactive limit
+    (here 0.3 s) and submitted a second batch for the same keys (paid twice)."""
+    import json
+
+    from _helpers import texts
+
+    from cachesaver.testing.server import FakeOpenAIServer
+
+    with FakeOpenAIServer(seed=7, batch_delay=2.5) as server:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        child = subprocess.Popen([sys.executable, os.path.join(HERE, "_submit_slow.py"), store_path, server.base_url],
+                                 env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while not (os.path.exists(store_path) and any(b.provider_batch for b, _ in _batches(store_path))):
+                assert time.monotonic() < deadline and child.poll() is None, "the child did not submit"
+                time.sleep(0.05)
+            cachesaver_litellm.register(store=DiskStore(store_path, lease_max_wait=0.3), timeout=0.02,
+                                        batch_api=QUICK)
+            mine = asyncio.run(ask_all(server, [(f"r{i}", "other", 2) for i in range(4)]))
+            out, _ = child.communicate(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        assert child.returncode == 0
+        assert server.batches.created == 1 and server.batches.samples_generated == 8  # paid once
+        assert [texts(r) for r in mine] == json.loads(out)  # another namespace: the same samples

@@ -467,6 +467,15 @@ class DiskStore(Store):
         return 0 if row is None else _count(row[0], "sample count", key)
 
     # -- generation lease --------------------------------------------------------------------
+    @property
+    def lease_max_wait(self) -> float:
+        """Seconds a miss waits for another process generating the same key (see the class)."""
+        return self._lease.max_wait
+
+    @lease_max_wait.setter
+    def lease_max_wait(self, seconds: float) -> None:
+        self._lease.max_wait = float(seconds)
+
     def generation_lease(self, key: str):
         """Hold ``key``'s cross-process generation lease (see :class:`DiskLease`).
 
