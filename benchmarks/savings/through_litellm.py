@@ -10,7 +10,11 @@ choices generated and the tokens it billed (its count: words + 3 per message in,
 - no cache: ``litellm.acompletion(model="openai/gpt-4.1-nano", n=k, api_base=server)``;
 - CacheSaver: ``model="cachesaver/openai/gpt-4.1-nano"`` with
   ``metadata={"cachesaver_namespace": ..., "cachesaver_request_id": ...}`` after
-  ``cachesaver_litellm.register(store=...)``; a new run is ``unregister()`` + ``register()``.
+  ``cachesaver_litellm.register(store=...)``; a new run is ``unregister()`` + ``register()``;
+- CacheSaver + Batch API: the same with ``register(..., batch_api=...)``: the misses go to the
+  server's ``/v1/batches`` (lines merged per key, only the missing samples), billed at litellm's
+  batch prices (half the list price for gpt-4.1-nano); its cost is the engine's billed figure,
+  its calls the batches the server created, and its wall time includes the batch delay.
 
 (The plain-cache column is not repeated here: litellm's own cache needs the proxy extra, fastapi,
 to serve a hit in litellm 1.110.)
@@ -21,6 +25,7 @@ import asyncio
 import os
 import re
 import tempfile
+import time
 from typing import Any, Optional, Sequence
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -30,7 +35,10 @@ from .backends import Backend, Tally, Trace
 from .model import MODEL_NAME, TEMPERATURE, price, respond
 from .scenarios import Scenario, ScenarioResult, default_scenarios, run_workload
 
-__all__ = ["ServerBackend", "run_through_litellm", "litellm_markdown", "LITELLM_SCENARIOS"]
+__all__ = ["ServerBackend", "run_through_litellm", "litellm_markdown", "LITELLM_SCENARIOS", "BATCH"]
+
+#: The batch-mode column's name.
+BATCH = "CacheSaver + Batch API"
 
 #: The smaller workload: a repeated run and the benchmarking scenario.
 LITELLM_SCENARIOS = ("repeated", "benchmark")
@@ -42,17 +50,24 @@ class ServerBackend(Backend):
     """``llm`` through litellm to the fake server, with or without the ``cachesaver/`` provider."""
 
     def __init__(self, server: Any, cachesaver: bool, store: Optional[str] = None,
-                 batch_size: int = 64, timeout: float = 0.02) -> None:
+                 batch_size: int = 64, timeout: float = 0.02, batch_api: bool = False) -> None:
         super().__init__()
         self.server = server
         self.cachesaver = cachesaver
-        self.name = "CacheSaver" if cachesaver else "no cache"
+        self.batch_api = batch_api and cachesaver
+        self.name = BATCH if self.batch_api else ("CacheSaver" if cachesaver else "no cache")
         self.store = store
-        self._options = dict(batch_size=batch_size, timeout=timeout)
+        self._options: dict[str, Any] = dict(batch_size=batch_size, timeout=timeout)
+        if self.batch_api:
+            self._options["batch_api"] = {"window": 0.1, "poll": 0.02, "max_poll": 0.05}
         self.trace = Trace()
         self.engine_calls = 0
         self.engine_samples = 0
+        #: What the engine billed (tokens and dollars): the batch column's paid figures.
+        self.billed = [0.0, 0.0, 0.0]
         server.reset_counters()
+        batches = server.batches
+        self._batches_before = (batches.created, len(batches.line_ns()), batches.samples_generated)
         if cachesaver:
             if store is None:
                 raise ValueError("store: the CacheSaver backend needs a store directory")
@@ -72,6 +87,10 @@ class ServerBackend(Backend):
         stats = cachesaver_litellm.stats()
         self.engine_calls += stats.model_calls
         self.engine_samples += stats.total.samples_generated
+        total = stats.total
+        self.billed[0] += total.prompt_tokens_billed
+        self.billed[1] += total.completion_tokens_billed
+        self.billed[2] += total.cost_billed
 
     async def _samples(self, prompt, n, namespace, request_id):
         import litellm
@@ -115,6 +134,13 @@ class ServerBackend(Backend):
 
     def tally(self) -> Tally:
         s = self.server
+        if self.batch_api:  # paid through /v1/batches: batches, lines' n, samples, engine's bill
+            created, lines, samples = self._batches_before
+            b = s.batches
+            return Tally(requests=self.requests, samples_asked=self.samples_asked, calls=b.created - created,
+                         n_sent=sum(b.line_ns()[lines:]), samples=b.samples_generated - samples,
+                         prompt_tokens=self.billed[0], completion_tokens=self.billed[1], cost=self.billed[2],
+                         duplicates=self.duplicates)
         return Tally(requests=self.requests, samples_asked=self.samples_asked, calls=s.request_count,
                      n_sent=s.n_asked, samples=s.samples_generated, prompt_tokens=s.prompt_tokens,
                      completion_tokens=s.completion_tokens,
@@ -135,20 +161,32 @@ def _minimum(trace: Trace) -> Tally:
 
 
 async def _measure(scenario: Scenario, puzzles: Sequence[g.State], seed: int, server: Any,
-                   directory: str) -> ScenarioResult:
+                   directory: str, batch: bool = True) -> ScenarioResult:
     tallies: dict[str, Tally] = {}
+    wall: dict[str, float] = {}
     plain = ServerBackend(server, cachesaver=False)
+    began = time.perf_counter()
     solved, attempts = await run_workload(scenario, plain, puzzles, seed)
+    wall[plain.name] = time.perf_counter() - began
     tallies[plain.name] = _with_solved(plain.tally(), solved, attempts)
-    cs = ServerBackend(server, cachesaver=True, store=os.path.join(directory, scenario.key))
-    try:
-        solved, attempts = await run_workload(scenario, cs, puzzles, seed)
-    finally:
-        await cs.aclose()
-    tallies[cs.name] = _with_solved(cs.tally(), solved, attempts)
-    tallies["minimum"] = _minimum(cs.trace)
-    engine = {"model_calls": cs.engine_calls, "samples_generated": cs.engine_samples,
-              "calls_by_run": cs.calls_by_run()}
+    engine: dict[str, Any] = {}
+    for batch_api in ((False, True) if batch else (False,)):
+        cs = ServerBackend(server, cachesaver=True, batch_api=batch_api,
+                           store=os.path.join(directory, scenario.key + ("-batch" if batch_api else "")))
+        began = time.perf_counter()
+        try:
+            solved, attempts = await run_workload(scenario, cs, puzzles, seed)
+        finally:
+            await cs.aclose()
+        wall[cs.name] = time.perf_counter() - began
+        tallies[cs.name] = _with_solved(cs.tally(), solved, attempts)
+        if not batch_api:
+            tallies["minimum"] = _minimum(cs.trace)
+            engine = {"model_calls": cs.engine_calls, "samples_generated": cs.engine_samples,
+                      "calls_by_run": cs.calls_by_run()}
+        else:
+            engine["batch"] = {"samples_generated": cs.engine_samples, "minimum": _minimum(cs.trace).samples}
+    engine["wall"] = wall
     return ScenarioResult(scenario, tallies, engine)
 
 
@@ -158,8 +196,9 @@ def _with_solved(tally: Tally, solved: int, attempts: int) -> Tally:
 
 
 def run_through_litellm(puzzles: int = 4, seed: int = 0, scenario_keys: Sequence[str] = LITELLM_SCENARIOS,
-                        directory: Optional[str] = None) -> list[ScenarioResult]:
-    """Run ``scenario_keys`` on ``puzzles`` puzzles through litellm and the local server."""
+                        directory: Optional[str] = None, batch: bool = True) -> list[ScenarioResult]:
+    """Run ``scenario_keys`` on ``puzzles`` puzzles through litellm and the local server
+    (``batch``: also through CacheSaver's Batch API mode)."""
     from cachesaver.testing.server import FakeOpenAIServer
 
     by_key = {s.key: s for s in default_scenarios()}
@@ -170,7 +209,7 @@ def run_through_litellm(puzzles: int = 4, seed: int = 0, scenario_keys: Sequence
 
     async def main(tmp: str) -> list[ScenarioResult]:
         with FakeOpenAIServer(seed=seed, responder=respond) as server:
-            return [await _measure(by_key[k], problems, seed, server, tmp) for k in scenario_keys]
+            return [await _measure(by_key[k], problems, seed, server, tmp, batch) for k in scenario_keys]
 
     if directory is not None:
         return asyncio.run(main(directory))
@@ -178,13 +217,16 @@ def run_through_litellm(puzzles: int = 4, seed: int = 0, scenario_keys: Sequence
         return asyncio.run(main(tmp))
 
 
-def litellm_markdown(results: Sequence[ScenarioResult], puzzles: int, seed: int, command: str) -> str:
+def litellm_markdown(results: Sequence[ScenarioResult], puzzles: int, seed: int, command: str,
+                     server_delay: float = 0.2) -> str:
     head = ("| scenario | strategy | llm requests | HTTP requests | n sent | samples generated "
             "| input tokens | output tokens | cost | handed out twice | solved |")
     lines = [head, "|" + "---|" * 11]
     checks = []
     for r in results:
-        for name in ("no cache", "CacheSaver", "minimum"):
+        for name in ("no cache", "CacheSaver", BATCH, "minimum"):
+            if name not in r.tallies:
+                continue
             t = r.tallies[name]
             if name == "minimum":
                 lines.append(f"| {r.scenario.title} | minimum | | >= {t.calls:,} | {t.samples:,} | {t.samples:,} "
@@ -202,6 +244,19 @@ def litellm_markdown(results: Sequence[ScenarioResult], puzzles: int, seed: int,
             f"{cs.calls:,}: {'yes' if r.engine.get('model_calls') == cs.calls else 'NO'}; "
             f"HTTP requests per run: {', '.join(str(c) for c in r.engine.get('calls_by_run', []))}; "
             f"saved {r.saved():.1%} of the no-cache dollars.")
+        wall = r.engine.get("wall", {})
+        if BATCH in r.tallies:
+            bt, batch = r.tallies[BATCH], r.engine["batch"]
+            checks.append(
+                f"- {r.scenario.title}, Batch API mode: samples generated {bt.samples:,} = minimum "
+                f"{batch['minimum']:,}: {'yes' if bt.samples == batch['minimum'] else 'NO'}; "
+                f"{bt.calls:,} batches asking {bt.n_sent:,} samples; billed ${bt.cost:.4f}, "
+                f"${bt.cost / max(bt.samples, 1) * 1e6:.2f} per million samples against "
+                f"${cs.cost / max(cs.samples, 1) * 1e6:.2f} interactive "
+                f"({(bt.cost / max(bt.samples, 1)) / (cs.cost / max(cs.samples, 1)):.0%}: the workloads differ "
+                f"where the fake server's next samples steer the search differently); wall time {wall.get(BATCH, 0):.1f} s against "
+                f"{wall.get('CacheSaver', 0):.1f} s interactive (the fake server ends a batch "
+                f"{server_delay:.1f} s after it is created).")
     table = "\n".join(lines)
     return f"""# The savings workload through litellm
 

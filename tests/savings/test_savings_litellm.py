@@ -23,7 +23,7 @@ def clean_litellm():
 
 def test_through_litellm_generates_exactly_the_minimum(tmp_path):
     results = run_through_litellm(puzzles=2, seed=0, scenario_keys=("repeated", "benchmark"),
-                                  directory=str(tmp_path))
+                                  directory=str(tmp_path), batch=False)
     for r in results:
         cs, none, low = r.tallies["CacheSaver"], r.tallies["no cache"], r.tallies["minimum"]
         # the server generated exactly what the trace says any correct cache must generate
@@ -41,3 +41,21 @@ def test_through_litellm_generates_exactly_the_minimum(tmp_path):
     assert first == repeated.tallies["CacheSaver"].calls > 0 and second == 0
     text = litellm_markdown(results, 2, 0, "test")
     assert "| benchmarking: ToT, GoT, FoA | CacheSaver |" in text and " NO" not in text
+
+
+def test_the_batch_api_column_generates_the_minimum_at_half_the_price(tmp_path):
+    """Issue 24: the savings workload through CacheSaver's Batch API mode: the samples the
+    server generated through /v1/batches are exactly the minimum for that run's trace, none is
+    handed out twice, and each costs half the interactive price (litellm's batch prices)."""
+    from benchmarks.savings.model import price
+    from benchmarks.savings.through_litellm import BATCH
+
+    [result] = run_through_litellm(puzzles=1, seed=0, scenario_keys=("repeated",), directory=str(tmp_path))
+    batch, interactive = result.tallies[BATCH], result.tallies["CacheSaver"]
+    assert batch.samples == batch.n_sent == result.engine["batch"]["minimum"] > 0
+    assert batch.samples == result.engine["batch"]["samples_generated"] and batch.duplicates == 0
+    assert 0 < batch.calls < interactive.calls  # a few batches instead of one call per key and step
+    # dollars: the engine's bill at litellm's batch prices = half the list price of the same tokens
+    assert batch.cost == pytest.approx(price(batch.prompt_tokens, batch.completion_tokens) / 2, rel=1e-6)
+    text = litellm_markdown([result], 1, 0, "test")
+    assert f"| {BATCH} |" in text and " NO" not in text
