@@ -52,3 +52,36 @@ def test_proxy_snippet_runs_against_the_real_proxy(block, proxy, upstream, tmp_p
         texts = ast.literal_eval(done.stdout.strip().splitlines()[-1])  # the snippet prints its 2 answers
         assert len(texts) == 2 and all("[sample" in t for t in texts)
     assert upstream.request_count - before <= 1  # at most one upstream call (a hit makes none)
+
+
+def test_the_promptfoo_recipe_repeats_fresh_and_replays_in_a_new_namespace(proxy, upstream):
+    """docs/integrations/evals.md's promptfoo config, driven as promptfoo drives it (one request
+    per repeat, the provider config's base URL, key, temperature and headers) with the OpenAI
+    client: ``--repeat 3`` gets three distinct samples; the run again under a new namespace
+    replays them in order with 0 upstream calls."""
+    import openai
+    import yaml
+
+    page = (ROOT / "docs/integrations/evals.md").read_text()
+    [config_block] = [b for b in blocks(ROOT / "docs/integrations/evals.md") if b.lang == "yaml"]
+    assert "promptfoo" in page
+    config = yaml.safe_load(config_block.code)
+    [provider] = config["providers"]
+    settings = provider["config"]
+    model = provider["id"].split(":", 2)[2]
+    client = openai.OpenAI(base_url=settings["apiBaseUrl"].replace("localhost:4000", proxy.base_url.removeprefix("http://")),
+                           api_key=MASTER_KEY, max_retries=0)
+    prompt = config["prompts"][0] + f" ({os.getpid()})"  # a prompt of this test's own
+
+    def run(namespace: str) -> list[str]:
+        headers = dict(settings["headers"], **{"x-cachesaver-namespace": namespace})
+        return [client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                               temperature=settings["temperature"], extra_headers=headers)
+                .choices[0].message.content for _ in range(3)]
+
+    before = upstream.request_count
+    first = run(settings["headers"]["x-cachesaver-namespace"])
+    assert len(set(first)) == 3 and upstream.request_count - before == 3
+    replay = run("promptfoo-run-2")
+    assert replay == first and upstream.request_count - before == 3
+    client.close()
