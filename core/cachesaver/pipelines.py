@@ -385,10 +385,7 @@ class OnlineAPI(Pipeline):
             # take hours: another process missing the key must wait for it, not give up after
             # the interactive limit and submit (and pay for) the same samples again (G2). A
             # holder that dies releases the lease at once (the kernel drops its lock).
-            from .stores.disk import DiskStore
-
-            if isinstance(self.store, DiskStore):
-                self.store.lease_max_wait = math.inf
+            self.store.lease_max_wait = math.inf
         if not self.offline and not callable(getattr(model, "request", None)) and not callable(getattr(model, "batch_request", None)):
             raise InvalidRequestTypeError(
                 f"model {self._model_name} needs an async request(request) method "

@@ -83,6 +83,11 @@ class Store(ABC):
         """How many samples ``key`` holds."""
 
     # -- generation lease --------------------------------------------------------------------
+    #: Seconds a miss waits for another process's lease of the same key before generating
+    #: anyway (None: the store's default). Stores without a cross-process lease ignore it;
+    #: batch mode sets it to ``math.inf`` (a batch keeps its lease until the provider answers).
+    lease_max_wait: Optional[float] = None
+
     def generation_lease(self, key: str) -> Any:
         """An async context manager held while the samples ``key`` lacks are generated.
 

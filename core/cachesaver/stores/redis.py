@@ -297,6 +297,10 @@ class RedisStore(Store):
         # Leases we could not release (Redis was down): the next acquire here takes them over
         # instead of waiting for them to expire.
         self._orphans: dict[str, str] = {}
+        #: Seconds a miss waits for another worker's generation lease of a key (None: 60 x the
+        #: lease ttl). Batch mode waits without a limit: a batch holds it until the provider
+        #: answers, and a holder that dies stops renewing it, so it expires within the ttl.
+        self.lease_max_wait: Optional[float] = None
         # Claims whose reply never came (Redis frozen or unreachable past the retries): the
         # script may still run once Redis is back, taking positions nobody received. Per
         # (run, namespace, key): (token, count). See _claim.
@@ -579,7 +583,9 @@ class RedisStore(Store):
         ttl = self.lease_ttl if ttl is None else float(ttl)
         if ttl <= 0:
             raise InvalidRequestError(f"lease ttl must be > 0 seconds, got {ttl}")
-        max_wait = 60 * ttl if max_wait is None else float(max_wait)
+        if max_wait is None:
+            max_wait = 60 * ttl if self.lease_max_wait is None else float(self.lease_max_wait)
+        max_wait = float(max_wait)
         ident = (self._url, self.prefix, key)
         held = _HELD.get({})  # copied on write, never changed in place
         outer = held.get(ident)
@@ -730,6 +736,13 @@ class RedisStore(Store):
     async def _unlink(self, client: _Client, names: list[bytes]) -> None:
         # RedisCluster splits a multi-key UNLINK by slot itself.
         await client.redis.unlink(*names)
+
+    # -- batch mode ---------------------------------------------------------------------------
+    def batch_journal(self) -> Any:
+        """The batch journal under this store's prefix (:mod:`.redisjournal`)."""
+        from .redisjournal import RedisJournal
+
+        return RedisJournal(self)
 
     # -- closing -----------------------------------------------------------------------------
     async def aclose(self) -> None:
