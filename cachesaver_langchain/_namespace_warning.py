@@ -11,7 +11,8 @@ does (``cachesaver_litellm._namespace_warning``), this is logged once per proces
 from __future__ import annotations
 
 import logging
-import threading
+
+from cachesaver.runtime.once import Once
 
 __all__ = ["warn_no_namespace_once", "BUILTIN_DEFAULT_NAMESPACE", "reset"]
 
@@ -20,20 +21,14 @@ log = logging.getLogger("cachesaver.langchain.namespace")
 #: ``CacheSaverChatModel``'s own default namespace.
 BUILTIN_DEFAULT_NAMESPACE = "default"
 
-_lock = threading.Lock()
-_warned = False
+_once = Once()
 
 
 def warn_no_namespace_once(default_namespace: str) -> bool:
     """Log the WARNING if this is the process's first call with no namespace from anyone
     (``default_namespace`` is the model's, which counts if the user chose it). True if logged."""
-    global _warned
-    if _warned or default_namespace != BUILTIN_DEFAULT_NAMESPACE:
+    if default_namespace != BUILTIN_DEFAULT_NAMESPACE or not _once.first():
         return False
-    with _lock:
-        if _warned:
-            return False
-        _warned = True
     log.warning(
         "a CacheSaverChatModel call arrived with no 'cachesaver_namespace' in its run metadata, so it and every "
         "such call share the namespace %r: different methods, agents or arms then take each other's samples in "
@@ -47,6 +42,4 @@ def warn_no_namespace_once(default_namespace: str) -> bool:
 
 def reset() -> None:
     """Forget that the warning was logged (tests)."""
-    global _warned
-    with _lock:
-        _warned = False
+    _once.reset()

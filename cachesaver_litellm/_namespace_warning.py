@@ -15,7 +15,8 @@ the fix and is logged once per process on ``cachesaver.litellm.namespace`` (a li
 from __future__ import annotations
 
 import logging
-import threading
+
+from cachesaver.runtime.once import Once
 
 __all__ = ["warn_no_namespace_once", "BUILTIN_DEFAULT_NAMESPACE", "reset"]
 
@@ -24,8 +25,7 @@ log = logging.getLogger("cachesaver.litellm.namespace")
 #: ``register()``'s own default namespace: calls that end up here had no namespace from anyone.
 BUILTIN_DEFAULT_NAMESPACE = "default"
 
-_lock = threading.Lock()
-_warned = False
+_once = Once()
 
 
 def warn_no_namespace_once(model: str, default_namespace: str) -> bool:
@@ -34,13 +34,8 @@ def warn_no_namespace_once(model: str, default_namespace: str) -> bool:
     ``default_namespace`` is the provider's default (``register(namespace=...)``): a default the
     user chose is a namespace, not a missing one. Returns True when this call logged it.
     """
-    global _warned
-    if _warned or default_namespace != BUILTIN_DEFAULT_NAMESPACE:
+    if default_namespace != BUILTIN_DEFAULT_NAMESPACE or not _once.first():
         return False
-    with _lock:
-        if _warned:
-            return False
-        _warned = True
     log.warning(
         "a cachesaver/%s call arrived with no metadata['cachesaver_namespace'], so it and every such call use the "
         "namespace %r: calls of different methods or arms then take each other's samples instead of "
@@ -55,6 +50,4 @@ def warn_no_namespace_once(model: str, default_namespace: str) -> bool:
 
 def reset() -> None:
     """Forget that the warning was logged (tests)."""
-    global _warned
-    with _lock:
-        _warned = False
+    _once.reset()

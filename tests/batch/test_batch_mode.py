@@ -12,14 +12,16 @@ import cachesaver_litellm
 from cachesaver.batchapi import BatchUnsupportedError
 
 
-def _register(store_path, **options):
-    return cachesaver_litellm.register(store=store_path, timeout=0.02, batch_api={**QUICK, **options})
+def _register(store_path, *, timeout=0.02, batch_size=64, **options):
+    return cachesaver_litellm.register(store=store_path, timeout=timeout, batch_size=batch_size,
+                                       batch_api={**QUICK, **options})
 
 
 def test_partial_hits_across_namespaces_become_one_batch_of_missing_samples(batch_server, store_path):
-    # A window long enough for every miss of a wave to be planned before it closes, even on a
-    # loaded machine (with 0.1 s, a slow wave was split into two batches).
-    _register(store_path, window=1.0)
+    # Each wave in one engine batch (so both arms of a key are planned together: a key's second
+    # engine batch would wait for the first one's provider batch, then make one of its own), and
+    # a provider-batch window long enough for the whole wave, even on a loaded machine.
+    _register(store_path, timeout=0.3, batch_size=4096, window=1.0)
     old = [f"question {i}" for i in range(40)]
     new = [f"new question {i}" for i in range(20)]
 
