@@ -289,6 +289,8 @@ class Cacher:
         across them: the holder generates, the others wait and then usually find the samples
         already there (a no-op for single-process stores).
         """
+        if not self.offline and self.store.lease_reports_length:
+            return await self._fill_under_lease(key, pending, calls)
         missing, generation = await self._plan(key, pending)
         if missing <= 0:
             return True
@@ -307,6 +309,19 @@ class Cacher:
                 length = await self.store.length(key)
             if not isinstance(self.ledger, PrivateLedger) or length != generation.first_index:
                 missing, generation = await self._plan(key, pending, length)
+            return await self._generate_missing(key, pending, calls, missing, generation)
+
+    async def _fill_under_lease(self, key: str, pending: list[Demand], calls: list[_Call]) -> bool:
+        """:meth:`_fill` for stores whose lease reports the list's length (Redis): take the
+        lease, plan with that length, generate what is missing, all under the lease. A miss
+        costs the lease's round trip instead of a length read plus the lease's."""
+        async with self.store.generation_lease(key) as held:
+            length = getattr(held, "length", None)
+            if not isinstance(length, int) or length < 0:  # (the wait gave up: no length)
+                length = await self.store.length(key)
+            missing, generation = await self._plan(key, pending, length)
+            if missing <= 0:
+                return True
             return await self._generate_missing(key, pending, calls, missing, generation)
 
     async def _generate_missing(self, key: str, pending: list[Demand], calls: list[_Call],

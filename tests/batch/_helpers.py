@@ -9,6 +9,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm  # noqa: E402
 
 MODEL = "cachesaver/openai/gpt-4o-mini"
+#: Options that keep a test's batches quick: a short window, frequent polls.
+QUICK = {"window": 0.1, "poll": 0.02, "max_poll": 0.05}
 #: litellm's batch prices for gpt-4o-mini (its cost map), per token.
 BATCH_IN, BATCH_OUT = 7.5e-08, 3e-07
 

@@ -7,9 +7,6 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import pytest
 
-#: Options that keep a test's batches quick: a short window, frequent polls.
-QUICK = {"window": 0.1, "poll": 0.02, "max_poll": 0.05}
-
 
 @pytest.fixture(autouse=True)
 def clean_litellm(litellm_globals_restored):

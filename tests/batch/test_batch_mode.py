@@ -6,7 +6,7 @@ import collections
 
 import pytest
 from _helpers import BATCH_IN, BATCH_OUT, ask_all, texts
-from conftest import QUICK
+from _helpers import QUICK
 
 import cachesaver_litellm
 from cachesaver.batchapi import BatchUnsupportedError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from _helpers import ask_all, texts
-from conftest import QUICK
+from _helpers import QUICK
 
 import cachesaver_litellm
 from cachesaver.batchapi.journal import BatchRecord, LineRecord

@@ -9,7 +9,7 @@ import sys
 import time
 
 from _helpers import ask_all
-from conftest import QUICK
+from _helpers import QUICK
 
 import cachesaver_litellm
 from cachesaver.stores import DiskStore

@@ -87,6 +87,10 @@ class Store(ABC):
     #: anyway (None: the store's default). Stores without a cross-process lease ignore it;
     #: batch mode sets it to ``math.inf`` (a batch keeps its lease until the provider answers).
     lease_max_wait: Optional[float] = None
+    #: True if the lease, once held, says the list's length (``held.length``) in the round trip
+    #: that took it: the engine then takes the lease first and plans with that length, instead
+    #: of asking the length, planning, then taking the lease (one round trip fewer per miss).
+    lease_reports_length: bool = False
 
     def generation_lease(self, key: str) -> Any:
         """An async context manager held while the samples ``key`` lacks are generated.

@@ -561,6 +561,8 @@ class RedisStore(Store):
         return list(taken)
 
     # -- generation lease --------------------------------------------------------------------
+    lease_reports_length = True  # the acquire script returns LLEN (Lease.length)
+
     @contextlib.asynccontextmanager
     async def generation_lease(
         self, key: str, ttl: Optional[float] = None, *, max_wait: Optional[float] = None
