@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import time
 import uuid
@@ -328,11 +327,10 @@ class BatchCollector:
                     future.set_exception(BatchNotAnsweredError(
                         f"batch {batch_id} expired before answering line {custom_id}; ask again to resubmit it"))
                     continue
+                # The same waiter's future goes with the line into the new batch.
                 fresh_id = uuid.uuid4().hex
-                fresh = dataclasses.replace(line, custom_id=fresh_id, body=self.backend.line(fresh_id, line.request, line.n),
-                                            future=asyncio.get_running_loop().create_future())
-                fresh.future.add_done_callback(functools.partial(_copy, target=future))
-                self._enqueue(fresh)
+                self._enqueue(dataclasses.replace(
+                    line, custom_id=fresh_id, body=self.backend.line(fresh_id, line.request, line.n), future=future))
             return
         for _custom_id, future, _line in lines:
             future.set_exception(BatchNotAnsweredError(
@@ -356,17 +354,6 @@ class BatchCollector:
         for task in list(self._polls.values()):
             task.cancel()
         LIVE.discard(self.owner)
-
-
-def _copy(source: "asyncio.Future[LineResult]", target: "asyncio.Future[LineResult]") -> None:
-    if target.done():
-        return
-    if source.cancelled():
-        target.cancel()
-    elif source.exception() is not None:
-        target.set_exception(source.exception())  # type: ignore[arg-type]
-    else:
-        target.set_result(source.result())
 
 
 def _created_maybe(exc: Exception) -> bool:
