@@ -299,14 +299,11 @@ class Cacher:
         lease = self.store.generation_lease(key)
         if lease is NO_LEASE:  # nobody else generates into this store: the plan stands
             return await self._generate_missing(key, pending, calls, missing, generation)
-        async with lease as held:
+        async with lease:
             # Another process may have generated since the plan: plan again, unless the list
             # is as long as planned and the positions are this process's own (a private ledger,
-            # whose positions of these namespaces only this key's turn moves). A lease that
-            # reports the list's length when taken (Redis: in the same round trip) saves asking.
-            length = getattr(held, "length", None)
-            if not isinstance(length, int) or length < 0:
-                length = await self.store.length(key)
+            # whose positions of these namespaces only this key's turn moves).
+            length = await self.store.length(key)
             if not isinstance(self.ledger, PrivateLedger) or length != generation.first_index:
                 missing, generation = await self._plan(key, pending, length)
             return await self._generate_missing(key, pending, calls, missing, generation)
