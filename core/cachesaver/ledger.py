@@ -62,10 +62,12 @@ class Ledger(ABC):
         billed)`` (see :data:`Claim`).
 
         ``wanted()`` is asked once the samples are read: if the caller has left meanwhile, the
-        private ledger consumes nothing. ``recent``: ``(first index, samples)`` this process
-        has just appended (committed) to ``key``; a private ledger takes samples from there
-        instead of reading them back from the store (a round trip on Redis). (A shared ledger claims atomically in the store, where
+        private ledger consumes nothing. (A shared ledger claims atomically in the store, where
         a caller cancelled during the round trip may still consume its samples.)
+
+        ``recent``: ``(first index, samples)`` this process has just appended (committed) to
+        ``key``; a private ledger takes samples from there instead of reading them back from
+        the store (a round trip on Redis).
         """
 
     def claim_now(self, namespace: str, key: str, count: int) -> tuple[int, list[bytes]]:

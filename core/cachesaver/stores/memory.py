@@ -23,17 +23,18 @@ class MemoryStore(Store):
         self._holes: dict[tuple[str, str, str], set[int]] = {}
         #: Shared runs' generated samples no claim has billed yet: {(run_id, key): indices}.
         self._unbilled: dict[tuple[str, str], set[int]] = {}
+        self._journal: Any = None  # see batch_journal
 
     keeps_id_positions = True
     keeps_billing = True
 
     def batch_journal(self) -> Any:
-        journal = self.__dict__.get("_journal")
-        if journal is None:
+        """This store's batch journal, made on first use (it lives as long as the store)."""
+        if self._journal is None:
             from ..batchapi.journal import MemoryJournal
 
-            journal = self.__dict__["_journal"] = MemoryJournal()
-        return journal
+            self._journal = MemoryJournal()
+        return self._journal
 
     async def id_positions(self, key: str) -> dict[tuple[str, str], tuple[int, int]]:
         return self.id_positions_now(key)
