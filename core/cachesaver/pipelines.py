@@ -384,7 +384,8 @@ class OnlineAPI(Pipeline):
             # A batch keeps its key's generation lease until the provider answers, which can
             # take hours: another process missing the key must wait for it, not give up after
             # the interactive limit and submit (and pay for) the same samples again (G2). A
-            # holder that dies releases the lease at once (the kernel drops its lock).
+            # holder that dies releases the lease: on disk at once (the kernel drops its lock),
+            # on Redis when its ttl runs out (nothing renews it).
             self.store.lease_max_wait = math.inf
         if not self.offline and not callable(getattr(model, "request", None)) and not callable(getattr(model, "batch_request", None)):
             raise InvalidRequestTypeError(
