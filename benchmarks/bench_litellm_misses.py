@@ -34,20 +34,11 @@ import urllib.request
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm  # noqa: E402
-from litellm.integrations.custom_logger import CustomLogger  # noqa: E402
 
 import cachesaver_litellm  # noqa: E402
 
-
-class SuccessCount(CustomLogger):
-    """Counts litellm's async success events (one per logged call)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen = 0
-
-    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time) -> None:
-        self.seen += 1
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_litellm import SuccessCount  # noqa: E402  (counts litellm's success events)
 
 
 def start_server() -> tuple[subprocess.Popen, str]:
