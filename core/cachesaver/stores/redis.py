@@ -15,7 +15,7 @@ sample list in one Redis Cluster slot, so each script below touches a single slo
     P:{K}:i   HASH    where request ids took their samples: field = JSON [namespace, request_id],
                       value = JSON [first position, count], set once (HSETNX)
     P:{K}:h   SET     shared-run positions below the ledger's left free (member: field|position)
-    P:{K}:u   SET     shared-run samples generated and not yet billed (member: index:run_id)
+    P:{K}:u   SET     shared-run samples generated and not yet billed (member: <index>:r<run_id>)
 
 Every append and every claim is one Lua script: atomic, and one round trip. A hit costs one
 round trip (LRANGE for a private run, the claim script for a shared run).
