@@ -83,16 +83,16 @@ def test_abatch_with_partial_hits_across_namespaces_becomes_one_batch_of_missing
     assert billed == pytest.approx(tokens_in * BATCH_IN + tokens_out * BATCH_OUT) and billed > 0
 
 
-def test_agenerate_n_in_batch_mode_asks_only_the_missing_samples(batch_server, store_path):
+def test_invoke_then_agenerate_n_in_batch_mode_asks_only_the_missing_samples(batch_server, store_path):
     chat = make_chat(batch_server.base_url, store_path, n=3)
     try:
-        first = asyncio.run(chat.ainvoke("only one", config=cachesaver_config("ns")))
-        result = asyncio.run(chat.agenerate([[HumanMessage("only one")]], n=3))
+        first = chat.invoke("only one", config=cachesaver_config("one"))  # a sync caller simply waits
+        result = asyncio.run(chat.agenerate([[HumanMessage("only one")]], n=3, metadata={"cachesaver_namespace": "two"}))
     finally:
         chat.close()
     assert batch_server.batches.line_ns() == [1, 2] and batch_server.request_count == 0
     texts = [g.text for g in result.generations[0]]
-    assert [sample_no(t) for t in texts] == [1, 2, 3] and texts[0] == first.content  # default ns: from 1
+    assert [sample_no(t) for t in texts] == [1, 2, 3] and texts[0] == first.content  # another namespace: from 1
 
 
 def test_a_restart_collects_the_pending_batch_instead_of_submitting_again(batch_server, store_path):
