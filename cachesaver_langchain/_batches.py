@@ -154,10 +154,10 @@ class OpenAIBatchBackend:
         inner: Any = self._model()
         kwargs = dict(call.kwargs)
         response_format = kwargs.get("response_format")
-        if isinstance(response_format, type):  # a pydantic class: its JSON schema, as ChatOpenAI sends it
-            from langchain_openai.chat_models.base import _convert_to_openai_response_format
+        if isinstance(response_format, type):  # a pydantic class: the JSON schema the SDK's parse() sends
+            from openai.lib._parsing._completions import type_to_response_format_param
 
-            kwargs["response_format"] = _convert_to_openai_response_format(response_format)
+            kwargs["response_format"] = type_to_response_format_param(response_format)
         payload = inner._get_request_payload(call.messages, stop=call.stop, **kwargs)
         if "messages" not in payload or inner._use_responses_api(payload):
             raise BatchUnsupportedError(

@@ -13,7 +13,8 @@ import time
 import pytest
 from _lc_helpers import make_chat, sample_no
 from langchain_core.messages import HumanMessage
-from pydantic import ValidationError
+from langchain_core.tools import tool
+from pydantic import BaseModel, Field, ValidationError
 
 from cachesaver.batchapi import BatchLineError, BatchUnsupportedError
 from cachesaver.errors import InvalidRequestTypeError
@@ -93,6 +94,44 @@ def test_invoke_then_agenerate_n_in_batch_mode_asks_only_the_missing_samples(bat
     assert batch_server.batches.line_ns() == [1, 2] and batch_server.request_count == 0
     texts = [g.text for g in result.generations[0]]
     assert [sample_no(t) for t in texts] == [1, 2, 3] and texts[0] == first.content  # another namespace: from 1
+
+
+class Answer(BaseModel):
+    """An answer with a score."""
+
+    answer: str = Field(description="the answer")
+    score: int = Field(description="a score")
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+def test_structured_output_and_tools_go_into_the_lines_as_chatopenai_sends_them(batch_server, store_path):
+    chat = make_chat(batch_server.base_url, store_path)
+    structured = chat.with_structured_output(Answer)  # ChatOpenAI's default: json_schema, parse()
+    tools = chat.bind_tools([add], tool_choice="add")
+
+    async def run():
+        return await asyncio.gather(structured.abatch(["a", "b"], config=cachesaver_config("A")),
+                                    tools.abatch(["c", "d"], config=cachesaver_config("A")))
+
+    try:
+        answers, calls = asyncio.run(run())
+        replayed = structured.batch(["a", "b"], config=cachesaver_config("B"))
+    finally:
+        chat.close()
+    assert batch_server.batches.created == 1 and batch_server.request_count == 0
+    bodies = {body["messages"][0]["content"]: body for _, _, body in batch_server.batches.lines}
+    for prompt in ("a", "b"):
+        assert bodies[prompt]["response_format"]["type"] == "json_schema"
+        assert bodies[prompt]["response_format"]["json_schema"]["name"] == "Answer"
+    for prompt in ("c", "d"):
+        assert bodies[prompt]["tools"][0]["function"]["name"] == "add"
+    assert all(isinstance(a, Answer) for a in answers) and replayed == answers
+    assert [m.tool_calls[0]["name"] for m in calls] == ["add", "add"]
 
 
 def test_a_restart_collects_the_pending_batch_instead_of_submitting_again(batch_server, store_path):
