@@ -187,6 +187,18 @@ def test_failed_lines_fail_exactly_their_waiters_and_asking_again_resubmits_them
     assert batch_server.batches.samples_generated == 8  # nothing of the failed lines was stored
 
 
+def test_an_expired_batch_resubmits_only_its_unanswered_lines(batch_server, store_path):
+    chat = make_chat(batch_server.base_url, store_path)
+    batch_server.batches.expire_next(keep=2)
+    try:
+        messages = asyncio.run(chat.abatch([f"e{i}" for i in range(5)], config=cachesaver_config("ns")))
+    finally:
+        chat.close()
+    assert [sample_no(m.content) for m in messages] == [1] * 5
+    assert batch_server.batches.created == 2 and len(batch_server.batches.line_ns()) == 5 + 3
+    assert batch_server.batches.samples_generated == 5
+
+
 def test_inner_models_without_a_batch_api_are_refused_at_construction(batch_server, store_path):
     from langchain_core.language_models import FakeListChatModel
 
