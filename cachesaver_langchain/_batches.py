@@ -9,6 +9,8 @@ parameters, bound tools and stop are exactly those of an interactive call) with 
 missing count; an answered line is turned back into generations by ``ChatOpenAI``'s own
 ``_create_chat_result`` and stored as the samples of an interactive call would be.
 
+Batch creation is never retried blindly (see :meth:`OpenAIBatchBackend.create`).
+
 Refused, before anything is sent: inner models other than ``ChatOpenAI`` (no batch API this
 backend can reach, or an untested one: ``AzureChatOpenAI``, OpenAI-compatible providers), and
 calls ``ChatOpenAI`` would send to the Responses API (a batch line here is a chat completion).
@@ -112,9 +114,20 @@ class OpenAIBatchBackend:
         return str(file.id)
 
     async def create(self, request: Request, input_file: str, journal_id: str) -> str:
-        batch = await self._client().batches.create(completion_window="24h", endpoint=_ENDPOINT,
-                                                    input_file_id=input_file,
-                                                    metadata={"cachesaver_batch": journal_id})
+        """Sent once: the SDK's retry after a lost reply would create (and bill) a second batch.
+        A lost reply raises ConnectionError, after which the collector keeps the record and a
+        later miss finds the batch by its input file (:meth:`find`)."""
+        import openai
+
+        client = self._client().with_options(max_retries=0)
+        try:
+            batch = await client.batches.create(completion_window="24h", endpoint=_ENDPOINT, input_file_id=input_file,
+                                                metadata={"cachesaver_batch": journal_id})
+        except openai.APIConnectionError as exc:  # timeouts included
+            raise ConnectionError(
+                f"no reply to the creation of the batch of file {input_file} ({type(exc).__name__}): it may "
+                "exist at the provider; asking again finds it by its input file instead of creating another"
+            ) from exc
         return str(batch.id)
 
     async def find(self, request: Request, input_file: str) -> Optional[str]:

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from _lc_helpers import make_chat, sample_no
+from _lc_helpers import QUICK, make_chat, sample_no
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field, ValidationError
@@ -185,6 +185,29 @@ def test_failed_lines_fail_exactly_their_waiters_and_asking_again_resubmits_them
     assert batch_server.batches.created == 2 and batch_server.batches.line_ns()[8:] == [1] * 3
     assert [sample_no(m.content) for m in retried] == [1] * 3
     assert batch_server.batches.samples_generated == 8  # nothing of the failed lines was stored
+
+
+def test_a_lost_creation_reply_is_never_paid_twice_asking_again_finds_the_batch(batch_server, store_path):
+    """The provider created the batch but its reply was lost: the OpenAI SDK's own retry would
+    create (and bill) a second batch. Creation is sent once; the waiters fail with a
+    ConnectionError saying so, and asking again finds the batch by its input file and collects
+    it: one batch, each sample generated once."""
+    from langchain_openai import ChatOpenAI
+
+    inner = ChatOpenAI(model="gpt-4o-mini", base_url=batch_server.base_url, api_key="sk-test")  # SDK retries on
+    chat = CacheSaverChatModel(chat_model=inner, store=store_path, batch_api=QUICK)
+    prompts = [f"l{i}" for i in range(3)]
+    batch_server.batches.lose_create_reply_next()
+    try:
+        lost = asyncio.run(chat.abatch(prompts, config=cachesaver_config("ns"), return_exceptions=True))
+        assert all(isinstance(r, ConnectionError) for r in lost), lost
+        again = asyncio.run(chat.abatch(prompts, config=cachesaver_config("ns")))
+    finally:
+        chat.close()
+    assert batch_server.batches.created == 1 and batch_server.batches.samples_generated == 3
+    assert [sample_no(m.content) for m in again] == [1] * 3
+    [(record, counts)] = _journal(store_path)
+    assert record.state == "completed" and counts["stored"] == 3
 
 
 def test_an_expired_batch_resubmits_only_its_unanswered_lines(batch_server, store_path):
