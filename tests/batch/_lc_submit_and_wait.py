@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _lc_helpers import make_chat  # noqa: E402
+from _lc_batch_helpers import make_chat  # noqa: E402
 
 from cachesaver_langchain import cachesaver_config  # noqa: E402
 

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from _lc_helpers import QUICK, make_chat, sample_no
+from _lc_batch_helpers import QUICK, make_chat, sample_no
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field, ValidationError
