@@ -44,13 +44,14 @@ import dspy
 from . import _dspy_fastpath, _dspy_guard
 from ._callback import record_call
 from ._capabilities import inner_model, mirror_model
-from ._samples import build_response
+from ._samples import build_plain_response, plain_structure
 
 try:  # DSPy 3.4's execution path: its cache answers there, and so do CacheSaver hits (see below)
     from dspy.clients._deprecation import warn_openai_messages
     from dspy.clients.base_lm import BaseLM
     from dspy.clients.call_result import CallResult
     from dspy.clients.execution import finalize, prepare
+    from dspy.clients.legacy_outputs import plain, value
     from dspy.utils.callback import with_callbacks
 except ImportError:  # pragma: no cover - another DSPy: every call takes the normal path
     _FAST = False
@@ -145,11 +146,23 @@ class CacheSaverLM(dspy.LM):
         request = plan.request
         assert request is not None
         warn_openai_messages(self, messages)
-        response = build_response(result, namespace=request.namespace, request_id=request.request_id,
-                                  key=result.key or "", model=request.model, provider=plan.provider)
+        structure = plain_structure(result)
+        response = build_plain_response(result, namespace=request.namespace, request_id=request.request_id,
+                                        key=result.key or "", model=request.model, provider=plan.provider,
+                                        structure=structure)
         record_call(response._hidden_params["cachesaver"], response)  # as the provider does
         self._check_truncation(response)
-        return finalize(self, plan.call, CallResult.legacy(self, response, kwargs=plan.call.legacy))
+        legacy = plan.call.legacy
+        if structure is not None and not legacy.get("logprobs"):
+            # What CallResult.legacy makes of one choice of plain text (DSPy's _process_completion:
+            # only "text" -> a list of texts), without its generic walk of the response.
+            outcome = CallResult(outputs=[response.choices[0].message.content],
+                                 usage=plain(dict(value(response, "usage", {}) or {})),
+                                 cost=response._hidden_params.get("response_cost"), raw=response,
+                                 response_model=value(response, "model", self.model))
+        else:
+            outcome = CallResult.legacy(self, response, kwargs=legacy)
+        return finalize(self, plan.call, outcome)
 
     if _FAST:
         @with_callbacks
