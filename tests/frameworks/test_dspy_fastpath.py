@@ -209,3 +209,24 @@ def test_a_namespace_that_the_normal_path_refuses_is_refused_the_same_way(lm, se
     with pytest.raises(Exception) as slow_error:
         normal_path(lm, PROMPT, metadata={"cachesaver_namespace": ""})
     assert type(fast_error.value) is type(slow_error.value)
+
+
+def test_async_misses_keep_the_number_they_were_issued_with(lm, server):
+    """Two stored samples, four calls issued together: two fast hits, two misses through litellm.
+    The misses keep their issue numbers (2 and 3), so the normal path replays all four in order."""
+    async def run():
+        with namespace("A"):
+            await lm.acall(PROMPT, n=2)
+        with namespace("B"):
+            mixed = await asyncio.gather(*[lm.acall(PROMPT) for _ in range(4)])
+            ids = [entry["response"]._hidden_params["cachesaver"]["request_id"] for entry in lm.history[-4:]]
+        paid = server.request_count
+        with namespace("C"):
+            replay = await asyncio.gather(*[anormal_path(lm, PROMPT) for _ in range(4)])
+        assert server.request_count == paid
+        return [out[0] for out in mixed], sorted(ids), [out[0] for out in replay]
+
+    mixed, ids, replay = asyncio.run(run())
+    assert len(set(mixed)) == 4
+    assert ids == [f"issue-{i:010d}@B" for i in range(4)]
+    assert replay == mixed
