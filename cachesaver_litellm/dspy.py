@@ -24,6 +24,9 @@ How DSPy's notions map onto CacheSaver:
   Refine copy the LM with ``rollout_id=i``); DSPy strips it before litellm. With DSPy's cache off
   repeated calls in a namespace already get distinct samples, so it changes no sample; it becomes
   the call's ``cachesaver_request_id`` (zero-padded), which orders calls that meet in one batch.
+- **Hits before litellm**: a full hit is served from the engine on the caller's thread, where
+  DSPy answers its own cache hits, with the samples, ledger positions and flags the provider
+  would give (see :mod:`cachesaver_litellm._dspy_fastpath`); misses take the normal path.
 - **Evaluate with threads**: :class:`Evaluate` gives each example its own namespace,
   ``<namespace>/example-<position>``. Why: threads reach the model in any order, and within one
   namespace the k-th call of a prompt gets sample k-1, so two examples sending the same prompt
