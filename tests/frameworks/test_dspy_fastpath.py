@@ -96,6 +96,7 @@ def test_a_hit_makes_no_litellm_provider_or_model_call_and_takes_the_next_sample
         fresh = lm(PROMPT)[0]
     assert fresh not in first
     assert calls.provider == 1 and server.request_count == paid + 1
+    assert not any(cachesaver_litellm.get_pipeline().queues.held().values())  # the miss held no place
 
 
 def test_async_hits_make_no_litellm_call_and_replay_in_issue_order(lm, server, monkeypatch):
