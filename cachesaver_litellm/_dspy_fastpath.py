@@ -21,7 +21,9 @@ as the normal path would (G1-G4: a hit takes the next ledger position like any h
 same engine call, :meth:`~cachesaver.runtime.HostedPipeline.hit_now`).
 
 Shapes belong to one registered provider (a new ``register()`` learns afresh); at most
-:data:`MAX_SHAPES` are kept per provider. Not on this path (always the normal one): explicit
+:data:`MAX_SHAPES` are kept per provider. Process-wide litellm settings that change how litellm
+maps parameters (``litellm.drop_params``) count as they were when the shape was learned: change
+them before the calls, or ``register()`` again. Not on this path (always the normal one): explicit
 ``dspy.lm15.Request`` calls, streaming, non-chat model types, messages other than plain
 ``{"role", "content": str}`` dicts, identities given any other way than ``metadata``, the
 LiteLLM Proxy's provider, shared runs and remote stores (no synchronous hits).

@@ -144,6 +144,16 @@ def test_hits_give_exactly_what_the_normal_path_gives(lm, server):
         slow_flags = slow["response"]._hidden_params["cachesaver"]
         assert fast_flags["namespace"] == "fast" and slow_flags["namespace"] == "slow"
         assert {**fast_flags, "namespace": ""} == {**slow_flags, "namespace": ""}
+    with namespace("fill"):
+        lm(PROMPT, n=4)
+    with namespace("fast"):  # n=2: two choices, the validated response and DSPy's generic reading
+        lm(PROMPT, n=2)
+    with namespace("slow"):
+        normal_path(lm, PROMPT, n=2)
+    fast, slow = lm.history[-2], lm.history[-1]
+    assert server.request_count == paid + 1  # only the fill
+    assert len(fast["outputs"]) == 2 and fast["outputs"] == slow["outputs"] and fast["usage"] == slow["usage"]
+    assert fast["response"].choices == slow["response"].choices
     consumed = cachesaver_litellm.consumption()
     assert consumed["fast"] == consumed["slow"]  # the same key, the same ledger positions
 
