@@ -23,7 +23,8 @@ same engine call, :meth:`~cachesaver.runtime.HostedPipeline.hit_now`).
 Shapes belong to one registered provider (a new ``register()`` learns afresh); at most
 :data:`MAX_SHAPES` are kept per provider. Process-wide litellm settings that change how litellm
 maps parameters (``litellm.drop_params``) count as they were when the shape was learned: change
-them before the calls, or ``register()`` again. Not on this path (always the normal one): explicit
+them before the calls, or register the provider anew (``unregister()``, then ``register()``).
+Not on this path (always the normal one): explicit
 ``dspy.lm15.Request`` calls, streaming, non-chat model types, messages other than plain
 ``{"role", "content": str}`` dicts, identities given any other way than ``metadata``, the
 LiteLLM Proxy's provider, shared runs and remote stores (no synchronous hits).
