@@ -20,6 +20,11 @@ The second DSPy row is DSPy's cache in front of its LiteLLM engine (``engine="li
 hit hands out a litellm ``ModelResponse`` (a deep copy of the stored one), as a ``CacheSaverLM``
 hit does; the default engine's hit builds DSPy's own lighter response objects.
 
+"no callbacks" times DSPy's hit with no DSPy callback installed, as in a process without
+CacheSaver: importing ``cachesaver_litellm.dspy`` (or ``register()`` with DSPy loaded) adds one
+process-wide DSPy callback, the warning guard of ``_dspy_guard``, and with any callback DSPy's
+callback wrapper runs on every LM call (every other row pays it alike).
+
 "normal path" is the same ``CacheSaverLM`` call sent through DSPy's own ``__call__``/``acall``
 body (DSPy -> litellm -> the ``cachesaver/`` provider), which is how every hit was served before
 the fast path: the "before" figure.
@@ -77,9 +82,23 @@ def timed_block_async(loop: asyncio.AbstractEventLoop, call: Callable[[], Any], 
 class Hits:
     """One variant: the calls it times, and the check that each was a hit."""
 
-    def __init__(self, name: str, lm: Any, call: Callable[[], Any], asynchronous: bool, cachesaver: bool) -> None:
+    def __init__(self, name: str, lm: Any, call: Callable[[], Any], asynchronous: bool, cachesaver: bool,
+                 bare: bool = False) -> None:
         self.name, self.lm, self.call, self.asynchronous, self.cachesaver = name, lm, call, asynchronous, cachesaver
+        #: Timed with no DSPy callback installed: DSPy's hit in a process without CacheSaver, whose
+        #: import adds one process-wide callback (the cache guard) that every DSPy LM call pays for.
+        self.bare = bare
         self.times: list[float] = []
+
+    def run(self, loop: asyncio.AbstractEventLoop, block: int) -> list[float]:
+        callbacks = dspy.settings.callbacks
+        saved = list(callbacks)
+        if self.bare:
+            callbacks.clear()
+        try:
+            return timed_block_async(loop, self.call, block) if self.asynchronous else timed_block(self.call, block)
+        finally:
+            callbacks[:] = saved
 
     def check(self, server: FakeOpenAIServer, requests_before: int, calls_before: int, block: int) -> None:
         assert server.request_count == requests_before, f"{self.name}: an HTTP request during hits"
@@ -127,9 +146,12 @@ def bench_store(store: Any, label: str, rounds: int, block: int, server: FakeOpe
         Hits("CacheSaverLM hit", fast, lambda: fast(PROMPT), False, True),
         Hits("CacheSaverLM hit, normal path (before)", slow, lambda: normal_path(slow), False, True),
         Hits("dspy.LM(cache=True, engine='litellm') hit", via_litellm, lambda: via_litellm(PROMPT), False, False),
+        Hits("dspy.LM(cache=True) hit, no callbacks", plain, lambda: plain(PROMPT), False, False, bare=True),
         Hits("dspy.LM(cache=True) hit, acall", plain, lambda: plain.acall(PROMPT), True, False),
         Hits("dspy.LM(cache=True, engine='litellm') hit, acall", via_litellm, lambda: via_litellm.acall(PROMPT),
              True, False),
+        Hits("dspy.LM(cache=True) hit, acall, no callbacks", plain, lambda: plain.acall(PROMPT), True, False,
+             bare=True),
         Hits("CacheSaverLM hit, acall", fast, lambda: fast.acall(PROMPT), True, True),
         Hits("CacheSaverLM hit, acall, normal path (before)", slow, lambda: normal_path_async(slow), True, True),
     ]
@@ -138,8 +160,7 @@ def bench_store(store: Any, label: str, rounds: int, block: int, server: FakeOpe
             for round_ in range(rounds + 1):  # round 0 warms up
                 for v in variants:
                     requests, calls = server.request_count, cachesaver_litellm.stats().model_calls
-                    times = (timed_block_async(loop, v.call, block) if v.asynchronous
-                             else timed_block(v.call, block))
+                    times = v.run(loop, block)
                     v.check(server, requests, calls, block)
                     if round_:
                         v.times.extend(times)
@@ -187,19 +208,23 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|")
     for label, r in results.items():
         ref_s, ref_a = r["dspy.LM(cache=True) hit"], r["dspy.LM(cache=True) hit, acall"]
-        for name in ("dspy.LM(cache=True) hit", "dspy.LM(cache=True, engine='litellm') hit", "CacheSaverLM hit",
+        for name in ("dspy.LM(cache=True) hit", "dspy.LM(cache=True, engine='litellm') hit",
+                     "dspy.LM(cache=True) hit, no callbacks", "CacheSaverLM hit",
                      "CacheSaverLM hit, normal path (before)"):
             s = r[name]
-            a = r[name.replace(" hit", " hit, acall", 1)] if "normal" in name else r[f"{name}, acall"]
+            a = r[name.replace(" hit", " hit, acall", 1)] if "," in name else r[f"{name}, acall"]
             print(f"| {label} | {name} | {s:.0f} | {s / ref_s:.2f} | {a:.0f} | {a / ref_a:.2f} |")
     print()
     lit = "dspy.LM(cache=True, engine='litellm') hit"
+    bare, bare_a = "dspy.LM(cache=True) hit, no callbacks", "dspy.LM(cache=True) hit, acall, no callbacks"
     for label, r in results.items():
         print(f"- {label} store: CacheSaverLM hit = {r['CacheSaverLM hit'] / r['dspy.LM(cache=True) hit']:.2f}x "
               f"(sync) / {r['CacheSaverLM hit, acall'] / r['dspy.LM(cache=True) hit, acall']:.2f}x (async) "
               "DSPy's own cache hit (target <= 1.0x); "
               f"{r['CacheSaverLM hit'] / r[lit]:.2f}x / {r['CacheSaverLM hit, acall'] / r[lit + ', acall']:.2f}x "
-              "its hit on DSPy's LiteLLM engine")
+              "its hit on DSPy's LiteLLM engine; "
+              f"{r['CacheSaverLM hit'] / r[bare]:.2f}x / {r['CacheSaverLM hit, acall'] / r[bare_a]:.2f}x "
+              "its hit with no DSPy callback installed")
 
 
 if __name__ == "__main__":
