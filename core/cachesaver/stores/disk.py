@@ -98,7 +98,8 @@ _LATER_TABLES = ("cachesaver_ids", "cachesaver_holes", "cachesaver_unbilled")
 #: each sample row (a sample's length is only in its own row). ``bytes_n`` is what makes it
 #: safe: a version that does not keep ``bytes`` raises ``count`` alone, and a row whose
 #: ``bytes_n`` differs from ``count`` is summed from its samples instead. Cost: two integers
-#: per key (2-6 bytes with their header bytes), nothing per sample; no extra statement.
+#: per key (2-6 bytes of row with their header bytes; ~13 bytes of file per key measured at 1M
+#: keys, as fewer rows fit a page), nothing per sample; no extra statement.
 _BYTES_COLUMNS = (
     "ALTER TABLE cachesaver_keys ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE cachesaver_keys ADD COLUMN bytes_n INTEGER NOT NULL DEFAULT 0",
