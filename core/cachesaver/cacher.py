@@ -395,7 +395,7 @@ class Cacher:
             # keys generating at once, what each waiting frame holds is the collector's work).
             k = len(encoded)
             start = await self._appends.append(key, encoded, meta)
-            for hook in generation.on_stored:
+            for hook in generation.on_stored or ():
                 try:
                     await hook(start)
                 except Exception as exc:  # the samples are stored; a hook only keeps records

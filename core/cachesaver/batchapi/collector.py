@@ -141,7 +141,7 @@ class BatchCollector:
         generation = current_generation()
         if generation is not None:  # the line is done once the engine has appended its samples
             batch_id, custom_id = result.batch, result.custom_id
-            generation.on_stored.append(lambda _start: self.journal.close_line(batch_id, custom_id, "stored"))
+            generation.when_stored(lambda _start: self.journal.close_line(batch_id, custom_id, "stored"))
         return Response(data=list(result.samples), usage=result.usage)
 
     # -- adoption (a restart collects what a gone process submitted) ---------------------------

@@ -27,7 +27,10 @@ claims what it generated), so they record nothing.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, AsyncIterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Optional, Sequence
+
+if TYPE_CHECKING:
+    from .totals import KeyTotals
 
 __all__ = ["Store", "LedgerEntry", "NO_LEASE"]
 
@@ -178,6 +181,14 @@ class Store(ABC):
             n = await self.length(key)
             size = sum(len(raw) for raw in await self.read(key, 0, n))
             yield key, n, size, await self.get_meta(key)
+
+    async def key_totals(self, top: int = 0) -> "KeyTotals":
+        """Keys, samples and bytes per model, and the ``top`` keys with the most samples (see
+        :mod:`.totals`), in memory that does not grow with the number of keys. The default
+        reads :meth:`iter_key_sizes` one key at a time; the disk store aggregates in SQL."""
+        from .totals import stream_key_totals
+
+        return await stream_key_totals(self, top)
 
     @abstractmethod
     async def get_meta(self, key: str) -> Optional[bytes]:
