@@ -319,10 +319,15 @@ class Cacher:
             missing, generation = await self._plan(key, pending, length)
             if missing <= 0:
                 return True
-            return await self._generate_missing(key, pending, calls, missing, generation)
+            return await self._generate_missing(key, pending, calls, missing, generation, held)
 
     async def _generate_missing(self, key: str, pending: list[Demand], calls: list[_Call],
-                                missing: int, generation: Generation) -> bool:
+                                missing: int, generation: Generation, lease: Any = None) -> bool:
+        """Call the model until ``missing`` samples are stored. ``lease``: the generation lease
+        held around this, on a store that can end it with the last append (the call that
+        brings the last missing samples): one round trip fewer per miss."""
+        if not self.store.append_ends_lease:
+            lease = None
         meta: Optional[bytes] = None
         short_calls = 0
         while missing > 0:
@@ -345,7 +350,8 @@ class Cacher:
                         item.fail(self.calls.refused)
                 return False
             try:
-                call = await self._call_model(key, representative.request, asked, meta, generation)
+                call = await self._call_model(key, representative.request, asked, meta, generation,
+                                              lease, missing)
             except Exception as exc:
                 self.stats.failed_calls += 1
                 # The type only: provider messages can echo request details (even credentials).
@@ -379,8 +385,10 @@ class Cacher:
         return short
 
     async def _call_model(self, key: str, template: Request, n: int, meta: bytes,
-                          generation: Generation) -> _Call:
-        """One model call for ``n`` samples; returns where its samples were appended."""
+                          generation: Generation, lease: Any = None, missing: int = 0) -> _Call:
+        """One model call for ``n`` samples; returns where its samples were appended. With a
+        ``lease``, an answer that brings all ``missing`` samples ends the lease in its append
+        (nothing else is done under the lease after it), unless hooks still run after it."""
         request = template if template.n == n else dataclasses.replace(template, n=n)
         self.stats.model_calls += 1
         self.stats.samples_requested += n
@@ -394,7 +402,11 @@ class Cacher:
             # Only the encoded samples stay referenced while the append waits (with thousands of
             # keys generating at once, what each waiting frame holds is the collector's work).
             k = len(encoded)
-            start = await self._appends.append(key, encoded, meta)
+            if lease is not None and k >= missing and not generation.on_stored:
+                start = await self.store.append_and_release(
+                    key, encoded, meta, lease, unbilled_run=self._appends.unbilled_run)
+            else:
+                start = await self._appends.append(key, encoded, meta)
             for hook in generation.on_stored:
                 try:
                     await hook(start)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import itertools
 import logging
 import os
@@ -78,25 +79,31 @@ _APPEND_TOKENS_KEPT = 16
 _PUSH_CHUNK = 4000
 _SCAN_COUNT = 1000
 
-# KEYS: samples, meta, append tokens, unbilled. ARGV: token, has_meta ('1'/'0'), meta,
-# unbilled run ('' = none), samples...
+# KEYS: samples, meta, append tokens, unbilled, lease. ARGV: token, has_meta ('1'/'0'), meta,
+# unbilled run ('' = none), lease token to end ('' = none), samples... The lease ends (if that
+# token still holds it) on a retried append too: the retry answers what the first one did.
 _APPEND_LUA = f"""
+local function release()
+  if ARGV[5] ~= '' and redis.call('GET', KEYS[5]) == ARGV[5] then redis.call('DEL', KEYS[5]) end
+end
 local mark = ARGV[1] .. ' '
 for _, entry in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
   if string.sub(entry, 1, #mark) == mark then
+    release()
     return tonumber(string.sub(entry, #mark + 1))
   end
 end
 local start = redis.call('LLEN', KEYS[1])
-for i = 5, #ARGV, {_PUSH_CHUNK} do
+for i = 6, #ARGV, {_PUSH_CHUNK} do
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + {_PUSH_CHUNK - 1}, #ARGV)))
 end
 if ARGV[2] == '1' then redis.call('SET', KEYS[2], ARGV[3], 'NX') end
 if ARGV[4] ~= '' then
-  for i = 0, #ARGV - 5 do redis.call('SADD', KEYS[4], (start + i) .. ':' .. ARGV[4]) end
+  for i = 0, #ARGV - 6 do redis.call('SADD', KEYS[4], (start + i) .. ':' .. ARGV[4]) end
 end
 redis.call('LPUSH', KEYS[3], mark .. start)
 redis.call('LTRIM', KEYS[3], 0, {_APPEND_TOKENS_KEPT - 1})
+release()
 return start
 """
 
@@ -209,6 +216,13 @@ class Lease:
     #: The sample list's length when the lease was taken (None: not known). The engine plans
     #: with it instead of asking again.
     length: Optional[int] = None
+    #: True when this is the lease an enclosing body of the same task holds (re-entrance): only
+    #: that body ends it.
+    nested: bool = False
+    #: True once an append ended it (:meth:`RedisStore.append_and_release`).
+    ended: bool = False
+    #: The task renewing it while the body runs (stopped when the last append is sent).
+    renewer: Optional["asyncio.Task[None]"] = dataclasses.field(default=None, repr=False, compare=False)
 
 
 class _Client:
@@ -412,15 +426,38 @@ class RedisStore(Store):
 
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None, *,
                      unbilled_run: Optional[str] = None) -> int:
+        return await self._append(key, samples, meta, unbilled_run, None)
+
+    append_ends_lease = True  # the append script can end the generation lease (one round trip)
+
+    async def append_and_release(self, key: str, samples: Sequence[bytes], meta: Optional[bytes],
+                                 lease: Any, *, unbilled_run: Optional[str] = None) -> int:
+        """:meth:`append`, and end ``lease`` (held on ``key``) in the same script: a miss's last
+        append and the lease's release are one round trip. A lease that was lost, or that a
+        nesting holder keeps, is left alone (then it ends as usual when its body exits)."""
+        own = (isinstance(lease, Lease) and lease.key == key and lease.acquired and not lease.nested
+               and not lease.released)
+        if own and lease.renewer is not None:
+            # The body ends with this append: no renewal may race the release (a renewal
+            # answered after it would report the lease lost).
+            lease.renewer.cancel()
+        start = await self._append(key, samples, meta, unbilled_run, lease if own else None)
+        if own:
+            lease.ended = True  # the body's exit sends no second release
+        return start
+
+    async def _append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes],
+                      unbilled_run: Optional[str], lease: Optional[Lease]) -> int:
         base = self._base(key)
         values = [_as_bytes(raw, f"sample {i} for key {key}") for i, raw in enumerate(samples)]
         meta_arg = b"" if meta is None else _as_bytes(meta, f"meta for key {key}")
         client = await self._ready()
         try:
             start = await client.append(
-                keys=[base + "s", base + "m", base + "t", base + "u"],
+                keys=[base + "s", base + "m", base + "t", base + "u", base + "g"],
                 args=[self._token(), "0" if meta is None else "1", meta_arg,
-                      "" if unbilled_run is None else _run_arg(unbilled_run), *values],
+                      "" if unbilled_run is None else _run_arg(unbilled_run),
+                      "" if lease is None else lease.token, *values],
             )
         except RedisError as exc:
             raise self._error(exc, f"appending {len(values)} samples to key {key}", maybe_applied=True) from exc
@@ -591,8 +628,10 @@ class RedisStore(Store):
         ident = (self._url, self.prefix, key)
         held = _HELD.get({})  # copied on write, never changed in place
         outer = held.get(ident)
-        if outer is not None and not outer.released:
-            yield outer
+        if outer is not None and not outer.released and not outer.ended:
+            # The enclosing body's lease, as a view that cannot end it; its length is unknown
+            # here (the enclosing body may have appended since it was taken).
+            yield Lease(key=key, token=outer.token, acquired=outer.acquired, nested=True)
             return
         lease = Lease(key=key, token=self._token())
         lease_key = base + "g"
@@ -620,6 +659,7 @@ class RedisStore(Store):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05, ttl / 4)
         renewer = loop.create_task(self._renew(client, lease, lease_key, ttl, ttl_ms)) if lease.acquired else None
+        lease.renewer = renewer
         marker = _HELD.set({**held, ident: lease}) if lease.acquired else None
         try:
             yield lease
@@ -634,7 +674,8 @@ class RedisStore(Store):
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
             lease.released = True
-            if lease.acquired:
+            lease.renewer = None
+            if lease.acquired and not lease.ended:
                 try:
                     await client.lease_release(keys=[lease_key], args=[lease.token])
                 except RedisError as exc:  # it expires by itself, or our next acquire takes it
