@@ -221,8 +221,8 @@ class Lease:
     nested: bool = False
     #: True once an append ended it (:meth:`RedisStore.append_and_release`).
     ended: bool = False
-    #: The task renewing it while the body runs (stopped when the last append is sent).
-    renewer: Optional["asyncio.Task[None]"] = dataclasses.field(default=None, repr=False, compare=False)
+    #: What renews it while the body runs (stopped when the last append is sent).
+    renewer: Optional["_Renewal"] = dataclasses.field(default=None, repr=False, compare=False)
 
 
 class _Client:
@@ -440,7 +440,7 @@ class RedisStore(Store):
         if own and lease.renewer is not None:
             # The body ends with this append: no renewal may race the release (a renewal
             # answered after it would report the lease lost).
-            lease.renewer.cancel()
+            lease.renewer.stop()
         start = await self._append(key, samples, meta, unbilled_run, lease if own else None)
         if own:
             lease.ended = True  # the body's exit sends no second release
@@ -658,7 +658,7 @@ class RedisStore(Store):
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05, ttl / 4)
-        renewer = loop.create_task(self._renew(client, lease, lease_key, ttl, ttl_ms)) if lease.acquired else None
+        renewer = _Renewal(client, lease, lease_key, ttl, ttl_ms, loop) if lease.acquired else None
         lease.renewer = renewer
         marker = _HELD.set({**held, ident: lease}) if lease.acquired else None
         try:
@@ -670,9 +670,10 @@ class RedisStore(Store):
                 except ValueError:  # exited in another context (a collected generator)
                     pass
             if renewer is not None:
-                renewer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewer
+                renewing = renewer.stop()
+                if renewing is not None:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await renewing
             lease.released = True
             lease.renewer = None
             if lease.acquired and not lease.ended:
@@ -682,20 +683,6 @@ class RedisStore(Store):
                     self._orphans[key] = lease.token
                     log.warning("could not release the generation lease of key %s (%s); it "
                                 "expires within %.1fs", key, exc, ttl)
-
-    async def _renew(self, client: _Client, lease: Lease, lease_key: str, ttl: float, ttl_ms: int) -> None:
-        while True:
-            await asyncio.sleep(ttl / 3)
-            try:
-                kept = await client.lease_renew(keys=[lease_key], args=[lease.token, ttl_ms])
-            except RedisError as exc:
-                kept = 0
-                log.warning("could not renew the generation lease of key %s: %s", lease.key, exc)
-            if not kept:
-                log.warning("lost the generation lease of key %s; another worker may generate "
-                            "the same samples", lease.key)
-                lease.acquired = False
-                return
 
     # -- administration ----------------------------------------------------------------------
     async def _scan(self, kind: str) -> AsyncIterator[tuple[str, bytes]]:
@@ -816,6 +803,53 @@ class RedisStore(Store):
 
     def __repr__(self) -> str:
         return f"RedisStore({self.location!r}, prefix={self.prefix!r})"
+
+
+class _Renewal:
+    """Renews a held lease every ``ttl/3`` while its body runs, so a long model call keeps it
+    and a crashed holder loses it. A timer between renewals, not a task that sleeps: most
+    bodies end before the first renewal, and stopping a timer costs no turn of the loop."""
+
+    def __init__(self, client: _Client, lease: Lease, lease_key: str, ttl: float, ttl_ms: int,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.client, self.lease, self.lease_key = client, lease, lease_key
+        self.interval, self.ttl_ms, self.loop = ttl / 3, ttl_ms, loop
+        self.stopped = False
+        self.task: "Optional[asyncio.Task[None]]" = None
+        self.timer: Optional[asyncio.TimerHandle] = loop.call_later(self.interval, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        if not self.stopped:
+            self.task = self.loop.create_task(self._renew())
+
+    async def _renew(self) -> None:
+        lease = self.lease
+        try:
+            kept = await self.client.lease_renew(keys=[self.lease_key], args=[lease.token, self.ttl_ms])
+        except RedisError as exc:
+            kept = 0
+            log.warning("could not renew the generation lease of key %s: %s", lease.key, exc)
+        self.task = None
+        if self.stopped:
+            return
+        if not kept:
+            log.warning("lost the generation lease of key %s; another worker may generate "
+                        "the same samples", lease.key)
+            lease.acquired = False
+            return
+        self.timer = self.loop.call_later(self.interval, self._fire)
+
+    def stop(self) -> "Optional[asyncio.Task[None]]":
+        """Renew no more; returns a renewal still in flight (cancelled), for the caller to await."""
+        self.stopped = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        task, self.task = self.task, None
+        if task is not None:
+            task.cancel()
+        return task
 
 
 # -- helpers ---------------------------------------------------------------------------------
