@@ -234,11 +234,14 @@ async def miss_block(kind: str, url: str, tmp: str, tag: str, count: int, concur
 
     model = FakeModel(seed=7)
     store = RedisStore(url, prefix=f"bench-miss-{tag}") if kind == "redis" else os.path.join(tmp, tag)
-    warm = 20  # connections, scripts, the first-use checks of a pipeline: off the clock
+    # Off the clock: scripts loaded, a pipeline's first-use checks, and (all at once) the
+    # connections a burst opens.
+    warm = count if concurrent else 20
     requests = [Request(prompt=f"{tag} miss {i}", n=1, namespace="ns") for i in range(warm + count)]
     async with OnlineAPI(model=model, cache=store, batch_size=512, timeout=0 if not concurrent else 0.005) as pipe:
-        for r in requests[:warm]:
+        for r in requests[:20]:
             await pipe.request(r)
+        await asyncio.gather(*(pipe.request(r) for r in requests[20:warm]))
         timed = requests[warm:]
         server0 = _server_cpu(url) if kind == "redis" else 0.0
         with RoundTripCounter() as counter:
