@@ -23,7 +23,7 @@ from .errors import CacheSaverError, CorruptSampleError, ModelOutputError
 from .generation import Generation, reset_generation, set_generation
 from .idpositions import IdPositions
 from .keys import keyed_json
-from .ledger import Ledger, PrivateLedger
+from .ledger import Ledger, PrivateLedger, SharedLedger
 from .modelcalls import ModelCalls
 from .offline import offline_miss
 from .pending import Pending
@@ -252,20 +252,24 @@ class Cacher:
             with self.lock:
                 self._deliver(deliveries, calls)  # what was claimed is handed out, whatever happened
 
-    async def _plan(self, key: str, pending: list[Demand], length: Optional[int] = None) -> tuple[int, Generation]:
+    async def _plan(self, key: str, pending: list[Demand], length: Optional[int] = None,
+                    positions: Optional[dict[str, int]] = None) -> tuple[int, Generation]:
         """How many samples the most demanding namespace lacks beyond the stored list (G2), and
         who the first new sample will be handed to (see :mod:`cachesaver.generation`).
 
         Each demand's live items take its namespace's samples in order from its ledger position;
         of the items that will receive the first new sample (index = the list's length), the
         one whose request goes to the model is preferred, else the first in ``request_id`` order.
+        ``positions``: ledger positions per namespace read with the lease (else asked here).
         """
         if length is None:
             length = await self.store.length(key)
         target = 0
         receivers: list[Pending] = []
         for demand in pending:
-            pos = await self.ledger.position(demand.namespace, key)
+            pos = positions.get(demand.namespace) if positions is not None else None
+            if pos is None:
+                pos = await self.ledger.position(demand.namespace, key)
             target = max(target, pos + demand.n)
             for item in demand.live_items():
                 if pos <= length < pos + item.request.n:
@@ -312,11 +316,16 @@ class Cacher:
         """:meth:`_fill` for stores whose lease reports the list's length (Redis): take the
         lease, plan with that length, generate what is missing, all under the lease. A miss
         costs the lease's round trip instead of a length read plus the lease's."""
-        async with self.store.generation_lease(key) as held:
+        if self.store.lease_reports_positions and isinstance(self.ledger, SharedLedger):
+            lease = self.store.generation_lease(  # type: ignore[call-arg]  # stores that report them
+                key, run_id=self.ledger.run_id, namespaces=[demand.namespace for demand in pending])
+        else:
+            lease = self.store.generation_lease(key)
+        async with lease as held:
             length = getattr(held, "length", None)
             if not isinstance(length, int) or length < 0:  # (the wait gave up: no length)
                 length = await self.store.length(key)
-            missing, generation = await self._plan(key, pending, length)
+            missing, generation = await self._plan(key, pending, length, getattr(held, "positions", None))
             if missing <= 0:
                 return True
             return await self._generate_missing(key, pending, calls, missing, generation, held)

@@ -403,6 +403,38 @@ async def test_a_private_run_miss_is_three_round_trips(redis_store_factory, raw_
     assert count == 3
 
 
+async def test_a_shared_run_miss_is_four_round_trips(redis_store_factory):
+    """A shared run's miss (ledger in Redis): the hit attempt (the claim script), the lease
+    (which also reads the namespaces' ledger positions the plan needs), the append (which ends
+    the lease) and the billed claim. Before: 6 (a position read of its own, a release of its
+    own). The position read with the lease is the one the plan uses: namespace "a" has taken
+    2 samples, so its next request generates sample 2 alone."""
+    from redis.asyncio.connection import AbstractConnection
+
+    store = redis_store_factory()
+    model = FakeModel(seed=6)
+    # (No model id: a keyed model makes its first misses look for pre-0.2 keys too.)
+    async with OnlineAPI(model=model, cache=store, timeout=0, run_id="r") as pipe:
+        first = await pipe.request(Request(prompt="p", n=2, namespace="a"))
+        count = 0
+        original = AbstractConnection.send_packed_command
+
+        async def counting(conn, *args, **kwargs):
+            nonlocal count
+            count += 1
+            return await original(conn, *args, **kwargs)
+
+        AbstractConnection.send_packed_command = counting
+        try:
+            second = await pipe.request(Request(prompt="p", n=1, namespace="a"))
+        finally:
+            AbstractConnection.send_packed_command = original
+        other = await pipe.request(Request(prompt="p", n=3, namespace="b"))
+    assert first.data + second.data == other.data == [model.sample_text("p", k) for k in range(3)]
+    assert second.cached == [False] and other.cached == [True] * 3 and model.samples_generated == 3
+    assert count == 4
+
+
 async def test_the_lease_is_held_through_every_call_of_a_miss(redis_store_factory, raw_redis):
     """A model that answers short is asked again for the rest: only the append of the answer
     that completes the miss ends the lease, so no other worker generates meanwhile (G2)."""

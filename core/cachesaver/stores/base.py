@@ -91,6 +91,10 @@ class Store(ABC):
     #: that took it: the engine then takes the lease first and plans with that length, instead
     #: of asking the length, planning, then taking the lease (one round trip fewer per miss).
     lease_reports_length: bool = False
+    #: True if ``generation_lease(key, run_id=..., namespaces=...)`` also says those namespaces'
+    #: ledger positions in that shared run, read with the lease (``held.positions``): the
+    #: engine then plans a shared run's miss without a position read per namespace.
+    lease_reports_positions: bool = False
 
     #: True if :meth:`append_and_release` ends the lease in the append's own step (Redis: one
     #: script): the engine then sends a miss's last append that way, and the lease's exit

@@ -164,13 +164,18 @@ redis.call('DEL', unpack(KEYS))
 return n
 """
 
-# KEYS: lease, samples (optional). ARGV: token, ttl ms, orphan token ('' = none). Idempotent
-# for the holder (a retried acquire succeeds); takes over an orphan: our own earlier lease whose
-# release failed. Returns {1, list length} when held (the length the holder plans with: no
-# second round trip), {0, 0} when someone else holds it.
+# KEYS: lease, samples (optional), ledger (optional). ARGV: token, ttl ms, orphan token ('' =
+# none), ledger fields... Idempotent for the holder (a retried acquire succeeds); takes over an
+# orphan: our own earlier lease whose release failed. Returns {1, list length, {ledger position
+# of each field}} when held (what the holder plans with: no second round trip), {0, 0} when
+# someone else holds it.
 _LEASE_ACQUIRE_LUA = """
 local cur = redis.call('GET', KEYS[1])
-local function held() return {1, KEYS[2] and redis.call('LLEN', KEYS[2]) or -1} end
+local function held()
+  local out = {1, KEYS[2] and redis.call('LLEN', KEYS[2]) or -1}
+  if #ARGV > 3 then out[3] = redis.call('HMGET', KEYS[3], unpack(ARGV, 4)) end
+  return out
+end
 if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return held() end
 if cur and cur ~= ARGV[3] then return {0, 0} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -216,6 +221,9 @@ class Lease:
     #: The sample list's length when the lease was taken (None: not known). The engine plans
     #: with it instead of asking again.
     length: Optional[int] = None
+    #: The ledger positions of the namespaces asked for, in the shared run asked for, read with
+    #: the lease (None: not asked, or not known).
+    positions: Optional[dict[str, int]] = None
     #: True when this is the lease an enclosing body of the same task holds (re-entrance): only
     #: that body ends it.
     nested: bool = False
@@ -599,10 +607,12 @@ class RedisStore(Store):
 
     # -- generation lease --------------------------------------------------------------------
     lease_reports_length = True  # the acquire script returns LLEN (Lease.length)
+    lease_reports_positions = True  # ... and, asked for, a shared run's ledger positions
 
     @contextlib.asynccontextmanager
     async def generation_lease(
-        self, key: str, ttl: Optional[float] = None, *, max_wait: Optional[float] = None
+        self, key: str, ttl: Optional[float] = None, *, max_wait: Optional[float] = None,
+        run_id: Optional[str] = None, namespaces: Sequence[str] = (),
     ) -> AsyncIterator[Lease]:
         """Hold ``key``'s generation lease across processes while the body runs.
 
@@ -616,6 +626,8 @@ class RedisStore(Store):
         waiter gives up and yields ``Lease(acquired=False)``: generating twice is better than
         waiting forever. Correctness (G1, G6) never depends on the lease.
         Re-entrant: inside a body that holds ``key``'s lease, acquiring it again yields at once.
+        ``run_id`` and ``namespaces``: the held lease also says those namespaces' ledger
+        positions in that shared run (``Lease.positions``), read with the lease in one script.
         Raises :class:`StoreError` if Redis is unreachable while acquiring.
         """
         base = self._base(key)
@@ -636,20 +648,26 @@ class RedisStore(Store):
         lease = Lease(key=key, token=self._token())
         lease_key = base + "g"
         ttl_ms = max(1, int(ttl * 1000))
+        wanted = list(dict.fromkeys(namespaces)) if run_id is not None else []
+        fields = [orjson.dumps([run_id, namespace]) for namespace in wanted]
         client = await self._ready()
         loop = asyncio.get_running_loop()
         started = loop.time()
         delay = min(0.002, ttl / 20)
         while True:
             try:
-                got, length = await client.lease_acquire(
-                    keys=[lease_key, base + "s"], args=[lease.token, ttl_ms, self._orphans.get(key, "")])
+                got, length, *found = await client.lease_acquire(
+                    keys=[lease_key, base + "s", base + "l"],
+                    args=[lease.token, ttl_ms, self._orphans.get(key, ""), *fields])
             except RedisError as exc:
                 raise self._error(exc, f"acquiring the generation lease of key {key}") from exc
             lease.waited = loop.time() - started
             if got:
                 lease.acquired = True
                 lease.length = int(length)
+                if found:
+                    lease.positions = {ns: int(pos) if pos is not None else 0
+                                       for ns, pos in zip(wanted, found[0])}
                 self._orphans.pop(key, None)
                 break
             if lease.waited >= max_wait:
