@@ -864,7 +864,7 @@ class _Renewal:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        task, self.task = self.task, None
+        task = self.task  # kept: whoever stops it last awaits it
         if task is not None:
             task.cancel()
         return task
