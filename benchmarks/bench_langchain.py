@@ -133,6 +133,19 @@ def main() -> None:
         async def nothing() -> None:
             return None
 
+        redis_context: dict[str, Callable[[int], Any]] = {}
+        if redis_store is not None:
+            import redis as redis_sync
+
+            sync_client = redis_sync.Redis.from_url(args.redis)
+            probe = f"{redis_store.prefix}:{{probe}}:s"  # an empty list: one LRANGE all the same
+            redis_context = {
+                "context: Redis, hop + LRANGE on the engine loop (a hit's store read)":
+                    lambda i: host.run(redis_store.read("probe", 0, 1)),
+                "context: Redis, a synchronous LRANGE on the caller's thread":
+                    lambda i: sync_client.lrange(probe, 0, 0),
+            }
+
         def sync_hit(model: CacheSaverChatModel) -> Callable[[int], Any]:
             return lambda i: model.invoke(PROMPT, config=ns(i))
 
@@ -145,6 +158,7 @@ def main() -> None:
             "bare ChatOpenAI call (local HTTP)": lambda i: bare.invoke(PROMPT),
             "context: constant model, no cache": lambda i: constant.invoke(PROMPT),
             "context: a thread hop to the engine loop (misses only)": lambda i: host.run(nothing()),
+            **redis_context,
         }, rounds, block)
         sync["context: engine hit alone (synchronous)"] = statistics.median(
             engine_alone(block) for _ in range(rounds))
