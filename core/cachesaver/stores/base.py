@@ -94,6 +94,23 @@ class Store(ABC):
     #: that took it: the engine then takes the lease first and plans with that length, instead
     #: of asking the length, planning, then taking the lease (one round trip fewer per miss).
     lease_reports_length: bool = False
+    #: True if ``generation_lease(key, run_id=..., namespaces=...)`` also says those namespaces'
+    #: ledger positions in that shared run, read with the lease (``held.positions``): the
+    #: engine then plans a shared run's miss without a position read per namespace.
+    lease_reports_positions: bool = False
+
+    #: True if :meth:`append_and_release` ends the lease in the append's own step (Redis: one
+    #: script): the engine then sends a miss's last append that way, and the lease's exit
+    #: costs nothing more.
+    append_ends_lease: bool = False
+
+    async def append_and_release(self, key: str, samples: Sequence[bytes], meta: Optional[bytes],
+                                 lease: Any, *, unbilled_run: Optional[str] = None) -> int:
+        """:meth:`append`, the last one under ``lease`` (what :meth:`generation_lease` yielded
+        for ``key``): stores with ``append_ends_lease`` end the lease in the same atomic step,
+        so another process waiting for it sees the samples as soon as it gets it. The default
+        appends only (the lease ends when its body exits, as always)."""
+        return await self.append(key, samples, meta, unbilled_run=unbilled_run)
 
     def generation_lease(self, key: str) -> Any:
         """An async context manager held while the samples ``key`` lacks are generated.
