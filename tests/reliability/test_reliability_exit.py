@@ -30,6 +30,8 @@ from cachesaver.typedefs import Request
 
 LITELLM_CTRL_C = textwrap.dedent("""
     import sys, litellm, cachesaver_litellm
+    from cachesaver.runtime import host
+    host.EXIT_TIMEOUT = 40.0  # the mechanism is under test, not the default bound (a busy CI machine)
     store, base = sys.argv[1], sys.argv[2]
     cachesaver_litellm.register(store=store, namespace="exit")
     print("ready", flush=True)
@@ -41,6 +43,8 @@ LANGCHAIN_CTRL_C = textwrap.dedent("""
     import sys
     from langchain_openai import ChatOpenAI
     from cachesaver_langchain import CacheSaverChatModel
+    from cachesaver.runtime import host
+    host.EXIT_TIMEOUT = 40.0
     store, base = sys.argv[1], sys.argv[2]
     chat = CacheSaverChatModel(chat_model=ChatOpenAI(model="fake-model", base_url=base, api_key="sk-fake",
                                                      max_retries=0), store=store)
@@ -50,6 +54,8 @@ LANGCHAIN_CTRL_C = textwrap.dedent("""
 
 DAEMON_EXIT = textwrap.dedent("""
     import sys, threading, litellm, cachesaver_litellm
+    from cachesaver.runtime import host
+    host.EXIT_TIMEOUT = 40.0
     store, base = sys.argv[1], sys.argv[2]
     cachesaver_litellm.register(store=store, namespace="exit")
 
@@ -149,7 +155,7 @@ def test_a_process_ending_during_a_miss_stores_what_the_provider_generated(tmp_p
             assert time.monotonic() < deadline, f"never in flight: {sorted(waiting)}"
             time.sleep(0.005)
         billed, kept, errors = {}, {}, {}
-        ended_by = time.monotonic() + 120  # all were told to end by now; each takes seconds
+        ended_by = time.monotonic() + 150  # all were told to end by now; each takes seconds
         for name, child in children.items():
             kept[name], errors[name] = child.finish(ended_by)
             billed[name] = (child.server.request_count, child.server.samples_generated)
