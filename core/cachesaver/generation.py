@@ -33,6 +33,10 @@ class Generation:
     #: Called with the first index once the call's samples are appended (batch mode marks its
     #: journal line stored there); a failing hook is logged, never fails the call.
     on_stored: "list[Callable[[int], Awaitable[Any]]]" = field(default_factory=list, compare=False, repr=False)
+    #: The canonical request JSON the samples are stored with (set by the cacher for the call):
+    #: batch mode records it with its line, so that a line collected by another process (the
+    #: ``cachesaver batches collect`` command) is stored with the request, as the engine would.
+    meta: Optional[bytes] = field(default=None, compare=False, repr=False)
 
 
 _current: contextvars.ContextVar[Optional[Generation]] = contextvars.ContextVar(

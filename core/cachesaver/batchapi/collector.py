@@ -83,6 +83,8 @@ class _Line:
     body: bytes
     future: "asyncio.Future[LineResult]"
     first: int = -1  # where its samples are planned to go (LineRecord.first)
+    meta: Optional[bytes] = None       # LineRecord.meta
+    estimate: Optional[float] = None   # LineRecord.estimate
 
 
 @dataclasses.dataclass(eq=False)
@@ -140,8 +142,8 @@ class BatchCollector:
                                  f"an error: {result.error}; nothing was stored, asking again submits it again")
         generation = current_generation()
         if generation is not None:  # the line is done once the engine has appended its samples
-            batch_id, custom_id = result.batch, result.custom_id
-            generation.on_stored.append(lambda _start: self.journal.close_line(batch_id, custom_id, "stored"))
+            batch_id, custom_id, cost = result.batch, result.custom_id, result.usage.cost
+            generation.on_stored.append(lambda _start: self.journal.close_line(batch_id, custom_id, "stored", cost))
         return Response(data=list(result.samples), usage=result.usage)
 
     # -- adoption (a restart collects what a gone process submitted) ---------------------------
@@ -199,7 +201,7 @@ class BatchCollector:
         except CacheSaverError:
             return False
         if same:
-            await self.journal.close_line(line.batch, line.custom_id, "stored")
+            await self.journal.close_line(line.batch, line.custom_id, "stored", result.usage.cost)
             log.info("batch line %s of key %s was stored by the process that submitted it", line.custom_id, key)
         return same
 
@@ -209,7 +211,10 @@ class BatchCollector:
         body = self.backend.line(custom_id, request, request.n)
         generation = current_generation()
         first = generation.first_index if generation is not None and generation.key == key else -1
-        line = _Line(custom_id, key, request.n, request, body, asyncio.get_running_loop().create_future(), first)
+        meta = generation.meta if generation is not None and generation.key == key else None
+        estimate = getattr(self.backend, "estimate", None)  # (optional: BatchBackend.estimate)
+        line = _Line(custom_id, key, request.n, request, body, asyncio.get_running_loop().create_future(), first,
+                     meta, estimate(request, request.n) if estimate is not None else None)
         self._enqueue(line)
         return line
 
@@ -253,8 +258,8 @@ class BatchCollector:
             futures[line.custom_id] = line.future
             self._lines[line.custom_id] = line
         try:
-            await self.journal.add(batch, [LineRecord(batch.id, ln.custom_id, ln.key, ln.n, first=ln.first)
-                                           for ln in lines])
+            await self.journal.add(batch, [LineRecord(batch.id, ln.custom_id, ln.key, ln.n, first=ln.first,
+                                                      meta=ln.meta, estimate=ln.estimate) for ln in lines])
             input_file = await self.backend.upload(request, b"".join(line.body for line in lines))
             await self.journal.update(batch.id, input_file=input_file)
             provider_batch = await self.backend.create(request, input_file, batch.id)
