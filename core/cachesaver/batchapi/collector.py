@@ -84,7 +84,6 @@ class _Line:
     future: "asyncio.Future[LineResult]"
     first: int = -1  # where its samples are planned to go (LineRecord.first)
     meta: Optional[bytes] = None       # LineRecord.meta
-    estimate: Optional[float] = None   # LineRecord.estimate
 
 
 @dataclasses.dataclass(eq=False)
@@ -212,9 +211,8 @@ class BatchCollector:
         generation = current_generation()
         first = generation.first_index if generation is not None and generation.key == key else -1
         meta = generation.meta if generation is not None and generation.key == key else None
-        estimate = getattr(self.backend, "estimate", None)  # (optional: BatchBackend.estimate)
         line = _Line(custom_id, key, request.n, request, body, asyncio.get_running_loop().create_future(), first,
-                     meta, estimate(request, request.n) if estimate is not None else None)
+                     meta)
         self._enqueue(line)
         return line
 
@@ -258,8 +256,11 @@ class BatchCollector:
             futures[line.custom_id] = line.future
             self._lines[line.custom_id] = line
         try:
-            await self.journal.add(batch, [LineRecord(batch.id, ln.custom_id, ln.key, ln.n, first=ln.first,
-                                                      meta=ln.meta, estimate=ln.estimate) for ln in lines])
+            # Estimated when the window closes (not as lines join it: the window's age is not spent on it).
+            estimate = getattr(self.backend, "estimate", None)  # (optional: see BatchBackend)
+            await self.journal.add(batch, [LineRecord(batch.id, ln.custom_id, ln.key, ln.n, first=ln.first, meta=ln.meta,
+                                                      estimate=estimate(ln.request, ln.n) if estimate else None)
+                                           for ln in lines])
             input_file = await self.backend.upload(request, b"".join(line.body for line in lines))
             await self.journal.update(batch.id, input_file=input_file)
             provider_batch = await self.backend.create(request, input_file, batch.id)
