@@ -212,3 +212,25 @@ def test_collect_on_redis(batch_server, redis_store_factory, capsys):
     assert sorted(texts(r) for r in results) == \
         sorted([s["choice"]["message"]["content"] for s in samples] for samples in stored.values())
     assert all(f for r in results for f in r._hidden_params["cachesaver"]["cached"])
+
+
+def test_collect_does_not_store_again_what_the_dead_process_stored_before_marking_it(batch_server, store_path,
+                                                                                      capsys):
+    """The crash window between appending a line's samples and marking the line stored: collect
+    finds them where the line planned them, marks the line stored and appends nothing."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.run([sys.executable, os.path.join(HERE, "_store_then_die.py"), store_path,
+                            batch_server.base_url], env=env, timeout=120)
+    assert child.returncode == -signal.SIGKILL
+    [(record, counts)] = _batches(store_path)
+    assert counts["open"] == 4 and batch_server.batches.samples_generated == 8
+    keys = [line.key for line in _lines(store_path, record.id)]
+    before = _samples(store_path, keys)
+    assert sorted(len(samples) for samples in before.values()) == [2, 2, 2, 2]
+
+    assert main(["batches", "collect", record.id, "--cache", store_path]) == 0
+    assert _samples(store_path, keys) == before  # before the check: 4 samples each, 2 of them twice
+    out = capsys.readouterr().out
+    assert "0 lines stored (0 samples" in out and "4 already stored" in out
+    [(record, counts)] = _batches(store_path)
+    assert counts["stored"] == 4 and counts["open"] == 0 and batch_server.batches.created == 1
