@@ -41,10 +41,7 @@ class DiskJournal:
         def add(con: sqlite3.Connection) -> None:
             for statement in _SCHEMA:
                 con.execute(statement)
-            have = _line_columns(con)
-            for name, kind in _LINE_EXTRA:
-                if name not in have:
-                    con.execute(f"ALTER TABLE cachesaver_batch_lines ADD COLUMN {name} {kind}")
+            _extend(con)
             con.execute(f"INSERT INTO cachesaver_batches ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (batch.id, batch.state, batch.owner, batch.created, batch.provider_batch,
                          batch.input_file, json.dumps(batch.info, sort_keys=True)))
@@ -77,12 +74,14 @@ class DiskJournal:
 
     async def close_line(self, batch_id: str, custom_id: str, state: str, cost: Optional[float] = None) -> None:
         def close(con: sqlite3.Connection) -> None:
-            if cost is None:  # (a table from before the cost column is only written by add)
+            if cost is None:
                 con.execute("UPDATE cachesaver_batch_lines SET state = ? WHERE batch = ? AND custom_id = ? "
                             "AND state = 'open'", (state, batch_id, custom_id))
-            else:
-                con.execute("UPDATE cachesaver_batch_lines SET state = ?, cost = ? WHERE batch = ? "
-                            "AND custom_id = ? AND state = 'open'", (state, cost, batch_id, custom_id))
+                return
+            if "cost" not in _line_columns(con):  # a line of a table from before the column
+                _extend(con)
+            con.execute("UPDATE cachesaver_batch_lines SET state = ?, cost = ? WHERE batch = ? "
+                        "AND custom_id = ? AND state = 'open'", (state, cost, batch_id, custom_id))
 
         await self._store._write(f"closing line {custom_id} of batch {batch_id} in", close)
 
@@ -125,6 +124,13 @@ class DiskJournal:
         for batch_id, state, n, estimate, cost in lines:
             by_batch.setdefault(batch_id, []).append((state, n, estimate, cost))
         return [(_batch(row), count_lines(by_batch.get(row[0], []))) for row in batches]
+
+
+def _extend(con: sqlite3.Connection) -> None:
+    have = _line_columns(con)
+    for name, kind in _LINE_EXTRA:
+        if name not in have:
+            con.execute(f"ALTER TABLE cachesaver_batch_lines ADD COLUMN {name} {kind}")
 
 
 def _line_columns(con: sqlite3.Connection) -> set:
