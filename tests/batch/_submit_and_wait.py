@@ -2,14 +2,19 @@
 
 argv: store, base URL, and optionally a JSON object: ``kwargs`` (extra litellm arguments of
 every call), ``waves`` (``[[start, stop], ...]``: questions r<start>..r<stop-1> asked together,
-each wave once the previous one's batch is submitted) and ``window`` (batch mode's)."""
+each wave once the previous one's batch is submitted), ``window`` (batch mode's) and
+``hostname`` (the host its batches are recorded as submitted from)."""
 import asyncio
 import json
 import os
+import socket
 import sys
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, os.path.dirname(__file__))
+options = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+if "hostname" in options:  # a process of another host (there is no second machine here)
+    socket.gethostname = lambda: options["hostname"]
 
 from _helpers import ask  # noqa: E402
 
@@ -20,7 +25,6 @@ class _Server:
     base_url = sys.argv[2]
 
 
-options = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
 window = options.get("window", 0.05)
 
 

@@ -197,10 +197,26 @@ def test_collect_and_cancel_the_batches_of_a_killed_process(store_path, capsys):
         assert server.batches.samples_generated == 20
 
 
-def test_collect_on_redis(batch_server, redis_store_factory, capsys):
-    spec = f"{redis_store_factory.url}?prefix={redis_store_factory.prefix}"
-    for _alive in _submit_then_kill(spec, batch_server, 1, {"kwargs": {"max_tokens": MAX_TOKENS}, "window": 0.3}):
-        pass
+def test_collect_on_redis_the_batch_of_a_process_of_another_host_that_died(batch_server, redis_store_factory,
+                                                                           capsys):
+    """On Redis, a batch submitted from another host is collected once that host's process
+    stops renewing its liveness (``lease_ttl``, 1 s here), never while it does."""
+    spec = f"{redis_store_factory.url}?prefix={redis_store_factory.prefix}&lease_ttl=1"
+    batch_server.batches.completion_delay = 60.0  # pending while the child lives
+    killed = _submit_then_kill(spec, batch_server, 1, {"kwargs": {"max_tokens": MAX_TOKENS}, "window": 0.3,
+                                                       "hostname": "another-host"})
+    next(killed)
+    [(record, counts)] = _batches(spec)
+    assert record.owner.startswith("another-host:")
+    time.sleep(1.2)  # longer than its liveness lasts without renewal: the child renews it
+    assert main(["batches", "collect", "--all", "--cache", spec]) == 0
+    assert "collector is alive (pid" in capsys.readouterr().out
+    next(killed, None)
+    batch_server.batches.completion_delay = 0.15
+    deadline = time.monotonic() + 20
+    while _run(spec, lambda store: store.batch_journal().alive(record.owner)):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
     [(record, counts)] = _batches(spec)
     assert counts["open"] == 10 and counts["pending"] == pytest.approx(_estimate(f"r{i}" for i in range(10)))
     assert main(["batches", "collect", "--all", "--wait", "20", "--cache", spec]) == 0

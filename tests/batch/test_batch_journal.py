@@ -71,3 +71,39 @@ def test_a_journal_written_before_the_cost_columns_is_read_and_extended(tmp_path
         await store.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_collector_of_another_host_is_gone_once_it_stops_renewing_its_liveness_on_redis(redis_store_factory):
+    import time
+
+    from cachesaver.batchapi.journal import collector_gone, owner_token
+    from cachesaver.stores.redis import RedisStore
+
+    store = RedisStore(redis_store_factory.url, prefix=redis_store_factory.prefix, lease_ttl=0.3)
+    journal = store.batch_journal()
+    me, other = owner_token("me"), "another-host:4242:boot:x"
+
+    async def scenario():
+        assert await collector_gone(journal, other, me)  # never said it was alive
+        await journal.heartbeat(other)
+        assert not await collector_gone(journal, other, me) and await journal.alive(other)
+        time.sleep(0.4)
+        assert await collector_gone(journal, other, me)  # stopped renewing for longer than lease_ttl
+        await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_other_stores_leave_a_batch_of_another_host_to_it(tmp_path):
+    """A directory store is shared by the processes of one host (SQLite needs a local file
+    system): a batch recorded from another host is never taken from it."""
+    from cachesaver.batchapi.journal import MemoryJournal, collector_gone, owner_token
+
+    disk = DiskStore(str(tmp_path / "s"))
+
+    async def scenario():
+        for journal in (MemoryJournal(), disk.batch_journal()):
+            assert not await collector_gone(journal, "another-host:4242:boot:x", owner_token("me"))
+
+    asyncio.run(scenario())
+    disk.close()

@@ -32,7 +32,7 @@ from ..errors import CacheSaverError, InvalidRequestError
 from ..generation import current_generation
 from ..typedefs import Request, Response
 from .backend import ENDED, BatchBackend, BatchLineError, BatchNotAnsweredError, BatchUnsupportedError, LineResult
-from .journal import LIVE, BatchJournal, BatchRecord, LineRecord, owner_gone, owner_token
+from .journal import LIVE, BatchJournal, BatchRecord, BatchTakenOverError, LineRecord, collector_gone, owner_token
 
 if TYPE_CHECKING:  # (the stores import this package for their journals: no import at run time)
     from ..stores.base import Store
@@ -116,6 +116,7 @@ class BatchCollector:
         #: Lines this process submitted and still waits for (to resubmit them if their batch expires).
         self._lines: dict[str, _Line] = {}
         self._tasks: set["asyncio.Task[Any]"] = set()
+        self._heartbeat: "Optional[asyncio.Future[None]]" = None
         #: Counters: batches submitted and adopted (collected for a gone process), lines sent.
         self.submitted = 0
         self.adopted = 0
@@ -148,10 +149,12 @@ class BatchCollector:
     # -- adoption (a restart collects what a gone process submitted) ---------------------------
     async def _adopt(self, key: str, request: Request) -> Optional[Response]:
         for batch, line in await self.journal.open_lines(key):
-            if batch.owner != self.owner and not owner_gone(batch.owner, self.owner):
+            if batch.owner != self.owner and not await collector_gone(self.journal, batch.owner, self.owner):
                 continue
-            if batch.owner != self.owner and not await self.journal.take_over(batch.id, batch.owner, self.owner):
-                continue
+            if batch.owner != self.owner:
+                await self._beat()  # alive before it owns the batch (another host must not take it back)
+                if not await self.journal.take_over(batch.id, batch.owner, self.owner):
+                    continue
             if batch.owner != self.owner:
                 self.adopted += 1
                 log.info("collecting batch %s (%s) submitted by a process that is gone",
@@ -258,6 +261,7 @@ class BatchCollector:
         try:
             # Estimated when the window closes (not as lines join it: the window's age is not spent on it).
             estimate = getattr(self.backend, "estimate", None)  # (optional: see BatchBackend)
+            await self._beat()  # the batch is recorded as owned by a collector known to be alive
             await self.journal.add(batch, [LineRecord(batch.id, ln.custom_id, ln.key, ln.n, first=ln.first, meta=ln.meta,
                                                       estimate=estimate(ln.request, ln.n) if estimate else None)
                                            for ln in lines])
@@ -285,6 +289,27 @@ class BatchCollector:
     # -- polling -------------------------------------------------------------------------------
     def _start_poll(self, batch_id: str, provider_batch: str, request: Request) -> None:
         self._polls[batch_id] = self._spawn(self._poll(batch_id, provider_batch, request))
+        if self._heartbeat is None and hasattr(self.journal, "heartbeat"):
+            self._heartbeat = asyncio.ensure_future(self._keep_alive())
+
+    # -- liveness (journals that keep it: a collector of another host that stops renewing it
+    # is gone, and its batches are collected by another process) ------------------------------
+    async def _beat(self) -> None:
+        beat = getattr(self.journal, "heartbeat", None)
+        if beat is not None:
+            await beat(self.owner)
+
+    async def _keep_alive(self) -> None:
+        """Renew this collector's liveness while it polls batches."""
+        try:
+            while self._polls:
+                try:
+                    await self._beat()
+                except Exception as exc:  # the next renewal may succeed; past the TTL, others take over
+                    log.warning("could not renew the batch collector's liveness: %s", exc)
+                await asyncio.sleep(self.journal.heartbeat_every)  # type: ignore[attr-defined]
+        finally:
+            self._heartbeat = None
 
     async def _poll(self, batch_id: str, provider_batch: str, request: Request) -> None:
         futures = self._waiting.get(batch_id, {})
@@ -297,6 +322,12 @@ class BatchCollector:
                 await asyncio.sleep(wait)
                 wait = min(wait * self.options.backoff, self.options.max_poll)
             results = await self.backend.results(request, status)
+            owner = getattr(self.journal, "owner", None)
+            if owner is not None and await owner(batch_id) != self.owner:
+                # Taken over while this process did not renew its liveness: the new owner
+                # stores the answers (stored twice otherwise).
+                raise BatchTakenOverError(f"batch {batch_id} was taken over by another process (this one did "
+                                          "not renew its liveness in time), which stores its answers; ask again")
             await self.journal.update(batch_id, state=status.state)
         except Exception as exc:  # the batch is still recorded: a later miss collects it again
             for future in futures.values():
@@ -359,6 +390,8 @@ class BatchCollector:
             await asyncio.gather(*submitting, return_exceptions=True)
         for task in list(self._polls.values()):
             task.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         LIVE.discard(self.owner)
 
 

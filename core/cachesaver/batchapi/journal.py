@@ -19,8 +19,14 @@ import socket
 import time
 from typing import Any, Optional, Protocol
 
-__all__ = ["BatchRecord", "LineRecord", "BatchJournal", "MemoryJournal", "owner_token", "owner_gone",
-           "LINE_STATES", "BATCH_STATES"]
+from ..errors import CacheSaverError
+
+__all__ = ["BatchRecord", "LineRecord", "BatchJournal", "MemoryJournal", "owner_token", "owner_gone", "collector_gone",
+           "BatchTakenOverError", "LINE_STATES", "BATCH_STATES"]
+
+class BatchTakenOverError(CacheSaverError, RuntimeError):
+    """Another process took a batch over (this one had stopped renewing its liveness)."""
+
 
 #: A line's states: waiting for its batch, its samples appended, answered with an error, never answered.
 LINE_STATES = ("open", "stored", "failed", "lost")
@@ -160,6 +166,17 @@ LIVE: set[str] = set()
 def owner_token(instance: str) -> str:
     """``host:pid:boot:instance``: which process (and which collector in it) collects a batch."""
     return f"{socket.gethostname()}:{os.getpid()}:{_BOOT}:{instance}"
+
+
+async def collector_gone(journal: Any, owner: str, me: str) -> bool:
+    """:func:`owner_gone`, and on a journal that keeps collectors' liveness (``alive``: the
+    Redis journal's heartbeats), also a collector of another host that stopped renewing it."""
+    if owner_gone(owner, me):
+        return True
+    alive = getattr(journal, "alive", None)
+    if alive is None or owner == me or owner.partition(":")[0] == socket.gethostname():
+        return False
+    return not await alive(owner)
 
 
 def owner_gone(owner: str, me: str) -> bool:

@@ -1,8 +1,9 @@
 """Collecting or cancelling a recorded batch from outside the process that submitted it.
 
 What ``cachesaver batches collect`` and ``cancel`` do. A batch is only touched here when its
-collector is gone (:func:`~.journal.owner_gone`: a process of this host that exited); a live
-collector stores its own answers. Ownership then passes here atomically
+collector is gone (:func:`~.journal.collector_gone`: a process of this host that exited, or on
+Redis one of another host that stopped renewing its liveness); a live collector stores its own
+answers. Ownership then passes here atomically
 (:meth:`BatchJournal.take_over`), so a process that misses one of its keys meanwhile does not
 collect it too, and each answer is stored once:
 
@@ -27,13 +28,13 @@ import dataclasses
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Optional
 
 from ..codec import decode_sample
 from ..errors import CacheSaverError, InvalidRequestError
 from ..typedefs import Request, Response
 from .backend import ENDED, BatchBackend, BatchStatus, LineResult
-from .journal import LIVE, BatchJournal, BatchRecord, LineRecord, owner_gone, owner_token
+from .journal import LIVE, BatchJournal, BatchRecord, LineRecord, collector_gone, owner_token
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..stores.base import Store
@@ -132,7 +133,7 @@ async def cancel(store: "Store", journal: BatchJournal, record: BatchRecord, bac
         status = await backend.status(request, provider_batch)
         if status.state not in ENDED:
             await backend.cancel(request, provider_batch)
-        alive = record.owner != me and not owner_gone(record.owner, me)
+        alive = record.owner != me and not await collector_gone(journal, record.owner, me)
         if alive:
             return Outcome(record.id, "cancelling", note="cancelled at the provider; the live process that "
                            "submitted it stores what was answered and fails the rest")
@@ -150,7 +151,7 @@ async def cancel(store: "Store", journal: BatchJournal, record: BatchRecord, bac
 async def _ready(journal: BatchJournal, record: BatchRecord, backend: BatchBackend, request: Request,
                  me: str) -> "str | Outcome":
     """The provider batch id of a batch this process may collect, or why it may not."""
-    if record.owner != me and not owner_gone(record.owner, me):
+    if record.owner != me and not await collector_gone(journal, record.owner, me):
         return Outcome(record.id, record.state, note=f"its collector is alive ({_process(record.owner)}): "
                        "it stores the answers itself")
     provider_batch = record.provider_batch
@@ -192,6 +193,7 @@ async def _store_answers(store: "Store", journal: BatchJournal, record: BatchRec
     async with contextlib.AsyncExitStack() as leases:
         for key in keys:  # (in key order, as every holder of several takes them)
             await leases.enter_async_context(store.generation_lease(key))
+        await leases.enter_async_context(_alive(journal, me))
         if not await journal.take_over(record.id, record.owner, me):
             return Outcome(record.id, status.state, note="another process took it over meanwhile")
         return await _store_lines(store, journal, record, status, results)
@@ -241,6 +243,27 @@ async def _stored_already(store: "Store", line: LineRecord, result: LineResult) 
                 for i, raw in enumerate(stored)] == list(result.samples)
     except CacheSaverError:
         return False
+
+
+@contextlib.asynccontextmanager
+async def _alive(journal: BatchJournal, me: str) -> AsyncIterator[None]:
+    """Keep ``me``'s liveness renewed (journals that keep it), from before it owns a batch."""
+    beat = getattr(journal, "heartbeat", None)
+    if beat is None:
+        yield
+        return
+    await beat(me)
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(journal.heartbeat_every)  # type: ignore[attr-defined]
+            await beat(me)
+
+    task = asyncio.ensure_future(renew())
+    try:
+        yield
+    finally:
+        task.cancel()
 
 
 def _process(owner: str) -> str:

@@ -13,9 +13,11 @@ Writes are atomic (a MULTI/EXEC transaction or one script; see
 :mod:`cachesaver.batchapi.journal` for what is recorded when). The store's ``clear`` removes the
 journal with everything else of its prefix.
 
-Owners on other hosts are presumed alive (a batch whose host died is left to it, as on disk);
-the generation lease, which expires when its holder stops renewing it, is what lets the other
-workers go on.
+Liveness across hosts: a collector renews ``P:{batches}:alive:<owner>`` (expiring after the
+store's ``lease_ttl``, like a generation lease) while it waits for batches. An owner on another
+host whose key has expired is gone: its batch is collected by the next worker that misses one of
+its keys, or by ``cachesaver batches collect`` (on this host, a process that exited is gone at
+once, as on disk).
 """
 from __future__ import annotations
 
@@ -156,6 +158,42 @@ class RedisJournal:
                              custom_id, state, batch_id, "" if cost is None else repr(float(cost)))
         except RedisError as exc:
             raise self._error(exc, f"closing line {custom_id} of batch {batch_id}") from exc
+
+    @property
+    def heartbeat_every(self) -> float:
+        """Seconds between a collector's renewals of its liveness key (a third of its life)."""
+        return float(self._store.lease_ttl) / 3
+
+    async def heartbeat(self, owner: str) -> None:
+        """Say that collector ``owner`` is alive for the store's ``lease_ttl`` seconds more."""
+        from redis.exceptions import RedisError
+
+        redis = await self._client()
+        try:
+            await redis.set(f"{self._base}alive:{owner}", b"1", px=max(1, int(self._store.lease_ttl * 1000)))
+        except RedisError as exc:
+            raise self._error(exc, "renewing a batch collector's liveness") from exc
+
+    async def alive(self, owner: str) -> bool:
+        """Whether collector ``owner`` renewed its liveness within ``lease_ttl`` seconds."""
+        from redis.exceptions import RedisError
+
+        redis = await self._client()
+        try:
+            return bool(await redis.exists(f"{self._base}alive:{owner}"))
+        except RedisError as exc:
+            raise self._error(exc, "reading a batch collector's liveness") from exc
+
+    async def owner(self, batch_id: str) -> Optional[str]:
+        """The collector a batch has now (None: no such batch)."""
+        from redis.exceptions import RedisError
+
+        redis = await self._client()
+        try:
+            value = await redis.hget(self._batch_key(batch_id), "owner")
+        except RedisError as exc:
+            raise self._error(exc, f"reading the owner of batch {batch_id}") from exc
+        return None if value is None else _text(value)
 
     async def lines(self, batch_id: str) -> "list[LineRecord]":
         from redis.exceptions import RedisError
