@@ -2,6 +2,7 @@
 engine request, from an engine response to a ``ChatResult``."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -66,6 +67,7 @@ def flags(response: Response, i: int, request: ChatRequest) -> dict[str, Any]:
 
 def chat_result(response: Response, request: ChatRequest) -> ChatResult:
     generations = []
+    schema = _response_schema(request)
     shares = response.sample_usage or [None] * len(response.data)
     for i, sample in enumerate(response.data):
         where = f"sample {i} delivered to namespace {request.namespace!r}"
@@ -76,4 +78,35 @@ def chat_result(response: Response, request: ChatRequest) -> ChatResult:
             )
         except CorruptSampleError as exc:
             raise CorruptSampleError(f"{exc} (key {request_key(request)})") from None
+        if schema:
+            _add_parsed(generations[-1].message)
     return ChatResult(generations=generations)
+
+
+def _response_schema(request: ChatRequest) -> bool:
+    """Whether the call asked for structured output by a class (``response_format=Model``)."""
+    call = request.call
+    return call is not None and isinstance(call.kwargs.get("response_format"), type)
+
+
+def _add_parsed(message: Any) -> None:
+    """``additional_kwargs["parsed"]`` from the JSON content, where the sample has none.
+
+    An interactive ``ChatOpenAI`` call with ``response_format=Model`` goes through the SDK's
+    ``parse()``, which adds the parsed object (stored with the sample); a batch line's answer is
+    a plain completion without it (a Batch API output file has no parsed field). LangChain's
+    structured-output parser reads ``parsed``, so it is derived here, at delivery, from the
+    content the model answered: the same dict a stored ``parsed`` replays as.
+    """
+    kwargs = getattr(message, "additional_kwargs", None)
+    if not isinstance(kwargs, dict) or kwargs.get("parsed") is not None or kwargs.get("refusal"):
+        return
+    content = getattr(message, "content", None)
+    if not isinstance(content, str):
+        return
+    try:
+        parsed = json.loads(content)
+    except ValueError:
+        return  # not JSON: the parser reports it as for any answer
+    if isinstance(parsed, dict):
+        kwargs["parsed"] = parsed

@@ -27,6 +27,7 @@ from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, check_
 from cachesaver.stats import Stats
 from cachesaver.stores import check_store_spec
 
+from ._batches import batch_api_option
 from ._batching import leave_group, member_of
 from ._calls import NAMESPACE_KEY, REQUEST_ID_KEY, SCOPE_KW, Scope, chat_result, identity
 from ._codec import message_payload
@@ -100,6 +101,12 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
     """Dollars of one inner call, ``(model, input_tokens, output_tokens) -> float``, kept with
     its samples for ``stats`` and bundles. Default: litellm's cost map when litellm is installed
     (0 for a model it does not know); None: no prices."""
+    batch_api: Union[bool, dict, None] = False
+    """Send misses through OpenAI's Batch API (about half price) instead of one call each:
+    ``True`` or a dict of :class:`cachesaver.batchapi.BatchAPI` options (``{"window": 5.0}``).
+    Hits are served at once; a call with misses returns when its batch does; submitted batches
+    are recorded in the store, so a restart collects them instead of paying again. The inner
+    model must be a ``ChatOpenAI`` (others are refused here). See docs/batch.md."""
 
     # Standard parameters, applied to (a copy of) the inner model where it has them.
     temperature: Optional[float] = None
@@ -156,6 +163,7 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
         given = {name: getattr(self, name) for name in FORWARDED
                  if name in self.model_fields_set and getattr(self, name) is not None}
         self.chat_model = configure_inner(self.chat_model, given)
+        batch_api_option(self.batch_api, self.chat_model, self.price)  # refused here, not on the first miss
         return self
 
     # -- LangChain model interface -----------------------------------------------------------
@@ -249,10 +257,15 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
                     settings = PipelineSettings(self.store, batch_size=self.batch_size,
                                                 timeout=self.batch_timeout, run_id=self.run_id,
                                                 namespace=self.namespace,
-                                                extra={"offline": self.offline, "max_n": self.max_n})
+                                                extra={"offline": self.offline, "max_n": self.max_n,
+                                                       **self._batch_api_extra()})
                     self._hosted = HostedPipeline(InnerFactory(self.chat_model, self.price), settings)
                 hosted = self._hosted
         return hosted
+
+    def _batch_api_extra(self) -> dict[str, Any]:
+        batch_api = batch_api_option(self.batch_api, self.chat_model, self.price)
+        return {} if batch_api is None else {"batch_api": batch_api}
 
     def _inner_view(self) -> InnerView:
         previous = _private(self, "_view")

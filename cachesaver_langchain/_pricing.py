@@ -10,6 +10,11 @@ bundled map, offline). The model is the one the provider says it answered with
 
 ``CacheSaverChatModel(price=...)`` replaces the default: a callable ``(model, input_tokens,
 output_tokens) -> dollars``, or None for no prices at all.
+
+Batch mode (``batch_api=``) bills a line at the batch price: litellm's batch prices
+(``input_cost_per_token_batches``/``output_cost_per_token_batches``, the figures the LiteLLM
+adapter's batch mode bills) with the default price where litellm has them, else half of the
+interactive price (what OpenAI's Batch API bills), also for a ``price=`` of the user's.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import logging
 import os
 from typing import Any, Callable, Optional
 
-__all__ = ["Price", "litellm_price", "model_of"]
+__all__ = ["Price", "litellm_price", "model_of", "batch_price"]
 
 log = logging.getLogger("cachesaver.langchain.pricing")
 
@@ -79,3 +84,15 @@ def priced(price: Optional[Price], model: str, input_tokens: int, output_tokens:
     except Exception as exc:
         log.warning("the price function failed for model %r (%s): billed as $0", model, type(exc).__name__)
         return 0.0
+
+
+def batch_price(price: Optional[Price], model: str, input_tokens: int, output_tokens: int) -> tuple[float, str]:
+    """What a batch line billed and where the price came from (see the module docstring)."""
+    if price is None:
+        return 0.0, "no price"
+    if price is litellm_price and _cost_per_token() is not None and model:
+        entry = _litellm.model_cost.get(model) or {}
+        per_in, per_out = entry.get("input_cost_per_token_batches"), entry.get("output_cost_per_token_batches")
+        if isinstance(per_in, (int, float)) and isinstance(per_out, (int, float)):
+            return input_tokens * per_in + output_tokens * per_out, "litellm batch price"
+    return priced(price, model, input_tokens, output_tokens) / 2, "half the interactive price"

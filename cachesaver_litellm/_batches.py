@@ -59,7 +59,7 @@ class LiteLLMBatchBackend:
     def describe(self, request: Request) -> dict:
         call = _call(request)
         base = call.kwargs.get("api_base")
-        info = {"backend": "litellm", "provider": call.provider, "model": _name(request),
+        info = {"adapter": "litellm", "provider": call.provider, "model": _name(request),
                 "endpoint": url_without_userinfo(str(base)) if base else ""}
         for name in _PRICES:  # the call's own prices (not secrets): a later collect bills by them too
             value = call.kwargs.get(name)

@@ -40,7 +40,8 @@ async def _run(server, content, cancel=False):
 
 
 def test_batch_lifecycle_n_per_line_and_chat_identical_samples():
-    with FakeOpenAIServer(seed=3, batch_delay=0.15) as server:
+    # in_progress lasts 0.8 s of the 1 s: long enough to be seen by a poll on a busy machine
+    with FakeOpenAIServer(seed=3, batch_delay=1.0) as server:
         batch, seen, out = asyncio.run(_run(server, _lines([("red", 2), ("blue", 3)])))
         assert seen[0] == "validating" and "in_progress" in seen and seen[-1] == "completed"
         assert batch.request_counts.completed == 2 and batch.request_counts.failed == 0

@@ -88,7 +88,10 @@ class Child:
     def __init__(self, code: str, directory: str) -> None:
         self.directory = directory
         self.server = FakeOpenAIServer(latency=1.0).start()
-        self.proc = subprocess.Popen([sys.executable, "-c", code, directory, self.server.base_url],
+        # -X faulthandler: a child that does not end in time is sent SIGABRT and prints where
+        # each of its threads is (see finish).
+        self.proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", code, directory,
+                                      self.server.base_url],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
 
@@ -97,11 +100,16 @@ class Child:
         assert self.proc.poll() is None, self.proc.stderr.read()[-3000:]
         return self.server.in_flight > 0
 
-    def finish(self) -> tuple[int, str]:
-        """Wait for the child and for the server to finish (and bill) its answer; return the
-        samples in the store and the child's stderr."""
+    def finish(self, deadline: float) -> tuple[int, str]:
+        """Wait (until ``deadline``) for the child and for the server to finish (and bill) its
+        answer; return the samples in the store and the child's stderr. A child still running at
+        the deadline is hung: the failure shows each of its threads' stacks."""
         try:
-            _, err = self.proc.communicate(timeout=60)
+            _, err = self.proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            _, err = self.proc.communicate(timeout=30)
+            raise AssertionError(f"the child did not end; its threads:\n{err[-12000:]}") from None
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -141,8 +149,9 @@ def test_a_process_ending_during_a_miss_stores_what_the_provider_generated(tmp_p
             assert time.monotonic() < deadline, f"never in flight: {sorted(waiting)}"
             time.sleep(0.005)
         billed, kept, errors = {}, {}, {}
+        ended_by = time.monotonic() + 120  # all were told to end by now; each takes seconds
         for name, child in children.items():
-            kept[name], errors[name] = child.finish()
+            kept[name], errors[name] = child.finish(ended_by)
             billed[name] = (child.server.request_count, child.server.samples_generated)
         assert billed == {name: (1, n) for name, (_, _, n) in CASES.items()}, errors
         # before the fix: 0 stored in each case, every sample billed

@@ -95,7 +95,13 @@ async def _each(args: argparse.Namespace, open_cache: Callable[[str], Any], cons
             records = [await manage.find_batch(journal, args.batch)]
         status = 0
         for record in records:
-            factory = manage.load_backend(record.info)
+            try:
+                factory = manage.load_backend(record.info)
+            except CacheSaverError as exc:
+                if not getattr(args, "all", False):
+                    raise
+                console.print(f"batch {record.id[:12]}: {action} did nothing: {printable(str(exc))}", soft_wrap=True)
+                continue
             backend, request = factory(record.info, args.api_base)
             try:
                 if action == "collect":
@@ -109,7 +115,7 @@ async def _each(args: argparse.Namespace, open_cache: Callable[[str], Any], cons
                 code = getattr(exc, "status_code", None)
                 raise error(f"{action} of batch {record.id[:12]} failed at the provider ({type(exc).__name__}"
                             + (f", HTTP {code}" if code else "") + "); check --api-base and the API key in "
-                            "the environment; nothing was changed in the store that is not done") from None
+                            "the environment (lines stored before the failure stay stored; run it again)") from None
             console.print(_report(action, record.provider_batch, outcome), soft_wrap=True)
             if outcome.note and action == "collect" and not getattr(args, "all", False):
                 status = 1

@@ -45,7 +45,7 @@ log = logging.getLogger("cachesaver.batchapi")
 
 #: Entry-point group of batch backend plugins: ``name = "pkg.mod:factory"``, where
 #: ``factory(info, api_base)`` returns ``(backend, request)`` for a batch whose journal
-#: ``info`` names ``backend = name`` (the request carries the transport settings; credentials
+#: ``info`` names ``adapter = name`` (the request carries the transport settings; credentials
 #: come from the environment as the provider's library reads them).
 BACKENDS_GROUP = "cachesaver.batch_backends"
 
@@ -67,24 +67,26 @@ class Outcome:
     note: str = ""                   # why nothing was done, when nothing was
 
 
+#: The adapter of a batch recorded before records named theirs (only litellm submitted batches then).
+_UNNAMED = "litellm"
+
+
 def load_backend(info: dict, factories: "Optional[dict[str, Factory]]" = None) -> Factory:
-    """The plugin for a batch: the one its ``info["backend"]`` names, or the only one installed."""
+    """The plugin of the adapter that submitted a batch (``info["adapter"]``)."""
     if factories is None:
         from importlib.metadata import entry_points
 
         factories = {}
         for ep in entry_points(group=BACKENDS_GROUP):
             factories.setdefault(ep.name, ep.load())
-    name = info.get("backend")
+    name = str(info.get("adapter") or _UNNAMED)
     if name in factories:
         return factories[name]
-    if name is None and len(factories) == 1:
-        return next(iter(factories.values()))
     installed = ", ".join(sorted(factories)) or "none"
     raise InvalidRequestError(
-        f"no batch backend {name or '(unnamed)'!r} to reach the provider of this batch (installed: {installed}); "
-        "install the adapter that submitted it (batches submitted through litellm need cachesaver_litellm: "
-        "pip install -e . in cachesaver-integrations)")
+        f"this batch was submitted through {name}, which provides no batch backend to collect or cancel it from "
+        f"the command line (installed: {installed}); the next {name} process that asks for one of its keys "
+        "collects it (if cachesaver_litellm's is missing: pip install -e . in cachesaver-integrations)")
 
 
 async def find_batch(journal: BatchJournal, wanted: str) -> BatchRecord:

@@ -13,7 +13,7 @@ A batch is ``validating`` for its first fifth of ``completion_delay`` seconds, t
 Its lines are answered when it is first seen ended, by the same sample generator as the chat
 endpoint: line ``n=k`` takes the next ``k`` samples of its prompt, deterministic per (seed,
 prompt, sample index). Injected per-line failures go to the error file; an expired batch answers
-only its first ``keep`` lines. Counters: ``created`` (batches), ``lines`` (every line body
+only its first ``keep`` lines; a lost creation reply creates the batch and closes the connection. Counters: ``created`` (batches), ``lines`` (every line body
 submitted, with its batch id), ``samples_generated``.
 """
 from __future__ import annotations
@@ -65,6 +65,11 @@ class FakeBatches:
         """The next batch fails validation as a whole (no output file)."""
         self._next.append({"failed": message})
 
+    def lose_create_reply_next(self) -> None:
+        """The next batch is created, but its creation request is answered by closing the
+        connection (a reply lost on the way: the client cannot know the batch exists)."""
+        self._next.append({"lose_reply": True})
+
     # -- HTTP -------------------------------------------------------------------------------
     def handle(self, h: "_Handler", method: str, path: str, body: bytes) -> None:
         parts = [p for p in path.split("/") if p]
@@ -98,7 +103,13 @@ class FakeBatches:
 
     def _batches(self, h: "_Handler", method: str, rest: list[str], body: bytes) -> None:
         if method == "POST" and not rest:
-            h._send_json(200, self._create(json.loads(body or b"{}")))
+            batch = self._create(json.loads(body or b"{}"))
+            with self._lock:
+                lose = self._plans[batch["id"]].get("lose_reply", False)
+            if lose:
+                h.close_connection = True  # no status line at all: the client sees a dropped connection
+                return
+            h._send_json(200, batch)
         elif method == "GET" and not rest:
             with self._lock:
                 ids = sorted(self.batches, key=lambda i: self.batches[i]["created_at"], reverse=True)
