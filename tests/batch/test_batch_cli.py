@@ -250,3 +250,40 @@ def test_collect_does_not_store_again_what_the_dead_process_stored_before_markin
     assert "0 lines stored (0 samples" in out and "4 already stored" in out
     [(record, counts)] = _batches(store_path)
     assert counts["stored"] == 4 and counts["open"] == 0 and batch_server.batches.created == 1
+
+
+def _recorded(spec, info, provider_batch="batch_x"):
+    """A batch recorded by a process that is gone (this pid, an earlier boot), with one open line."""
+    import socket
+
+    from cachesaver.batchapi.journal import BatchRecord, LineRecord
+
+    owner = f"{socket.gethostname()}:{os.getpid()}:an-earlier-boot:x"
+
+    async def add(store):
+        await store.batch_journal().add(BatchRecord("j1", "submitted", owner, 1.0, provider_batch=provider_batch,
+                                                    info=info), [LineRecord("j1", "c1", "k1", 2, first=0)])
+
+    _run(spec, add)
+
+
+def test_a_batch_submitted_through_another_adapter_is_left_to_it(store_path, capsys):
+    _recorded(store_path, {"adapter": "langchain", "provider": "openai", "model": "gpt-4o-mini"})
+    assert main(["batches", "collect", "--all", "--cache", store_path]) == 0
+    assert "submitted through langchain" in capsys.readouterr().out
+    assert main(["batches", "collect", "j1", "--cache", store_path]) == 1
+    assert "the next langchain process that asks for one of its keys collects it" in capsys.readouterr().err
+    [(record, counts)] = _batches(store_path)
+    assert (record.owner.split(":")[2], counts["open"]) == ("an-earlier-boot", 1)  # untouched
+
+
+def test_a_provider_that_cannot_be_reached_is_reported_without_its_message(store_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-0123456789abcdef")
+    _recorded(store_path, {"adapter": "litellm", "provider": "openai", "model": "gpt-4o-mini",
+                           "endpoint": "http://127.0.0.1:9/v1"})
+    assert main(["batches", "collect", "j1", "--cache", store_path]) == 2
+    out = capsys.readouterr()
+    assert "failed at the provider (APIConnectionError)" in out.err, out
+    assert "sk-secret" not in out.out + out.err
+    [(record, counts)] = _batches(store_path)
+    assert counts["open"] == 1 and record.state == "submitted"  # nothing changed
