@@ -33,7 +33,8 @@ async def cmd_batches(args: argparse.Namespace, open_cache: Callable[[str], Any]
     for column in ("created", "batch", "provider batch", "state", "model", "open", "stored", "failed", "lost",
                    "samples", "billed", "pending (est.)"):
         # Ids and figures are never wrapped (a narrow terminal wraps the dates and models instead).
-        table.add_column(column, no_wrap=column not in ("created", "model"))
+        table.add_column(column, no_wrap=column not in ("created", "model"),
+                         overflow="fold" if column == "model" else "ellipsis")
     pending = billed = 0.0
     for record, counts in rows:
         created = datetime.datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S")
