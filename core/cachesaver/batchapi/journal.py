@@ -182,7 +182,7 @@ async def collector_gone(journal: Any, owner: str, me: str) -> bool:
 def owner_gone(owner: str, me: str) -> bool:
     """Whether the collector ``owner`` can no longer collect its batch: another collector of this
     process (closed or replaced), or a process of this host that has exited. A process on
-    another host is presumed alive (its batch is left to it)."""
+    another host is presumed alive here (:func:`collector_gone` also asks the journal)."""
     if owner == me:
         return False
     host, _, rest = owner.partition(":")
