@@ -3,8 +3,11 @@ and beside the bare inner model (a real HTTP call to the local fake server). Pri
 
     python benchmarks/bench_langchain.py            # ~30 s
     python benchmarks/bench_langchain.py --quick    # fewer rounds
+    python benchmarks/bench_langchain.py --redis redis://127.0.0.1:6379/0   # also a Redis store
 
-Target: a wrapper hit <= 1.3x an InMemoryCache hit, invoke and ainvoke. Variants are measured in
+Target: a wrapper hit <= 1.3x an InMemoryCache hit, invoke and ainvoke, on memory and disk
+stores; <= 2.5x on a Redis store (``--redis URL``: a random key prefix, deleted afterwards;
+a hit there is one round trip to the server). Variants are measured in
 interleaved rounds (one block of calls of each per round, median over rounds), so a busy machine
 slows them alike and the ratios stay meaningful. Every wrapper hit is a real hit: each call uses
 a fresh namespace, which starts at sample 0 of the one stored sample. The context rows show where
@@ -88,6 +91,7 @@ def ns(i: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--redis", metavar="URL", help="also a Redis store at URL (a random key prefix)")
     args = parser.parse_args()
     rounds, block = (7, 100) if args.quick else (15, 300)
 
@@ -99,9 +103,16 @@ def main() -> None:
         in_memory = openai(cache=InMemoryCache())
         wrapper_mem = CacheSaverChatModel(chat_model=openai(), store="memory")
         wrapper_disk = CacheSaverChatModel(chat_model=openai(), store=os.path.join(tmp, "store"))
+        wrappers = {"memory": wrapper_mem, "disk": wrapper_disk}
+        redis_store = None
+        if args.redis:
+            from cachesaver.stores.redis import RedisStore
+
+            redis_store = RedisStore(args.redis, prefix=f"bench-lc-{os.urandom(4).hex()}")
+            wrappers["Redis"] = CacheSaverChatModel(chat_model=openai(), store=redis_store)
         bare = openai(http_async_client=httpx.AsyncClient())  # its own client: its own loop
         constant = ConstantChat()
-        for model in (in_memory, wrapper_mem, wrapper_disk):
+        for model in (in_memory, *wrappers.values()):
             model.invoke(PROMPT, config=ns(-1))  # store the one sample every hit replays
 
         host = get_host()
@@ -122,13 +133,32 @@ def main() -> None:
         async def nothing() -> None:
             return None
 
+        redis_context: dict[str, Callable[[int], Any]] = {}
+        if redis_store is not None:
+            import redis as redis_sync
+
+            sync_client = redis_sync.Redis.from_url(args.redis)
+            probe = f"{redis_store.prefix}:{{probe}}:s"  # an empty list: one LRANGE all the same
+            redis_context = {
+                "context: Redis, hop + LRANGE on the engine loop (a hit's store read)":
+                    lambda i: host.run(redis_store.read("probe", 0, 1)),
+                "context: Redis, a synchronous LRANGE on the caller's thread":
+                    lambda i: sync_client.lrange(probe, 0, 0),
+            }
+
+        def sync_hit(model: CacheSaverChatModel) -> Callable[[int], Any]:
+            return lambda i: model.invoke(PROMPT, config=ns(i))
+
+        def async_hit(model: CacheSaverChatModel) -> Callable[[int], Any]:
+            return lambda i: model.ainvoke(PROMPT, config=ns(10**7 + i))
+
         sync = interleaved({
             "InMemoryCache hit (ChatOpenAI)": lambda i: in_memory.invoke(PROMPT),
-            "CacheSaver hit, memory store": lambda i: wrapper_mem.invoke(PROMPT, config=ns(i)),
-            "CacheSaver hit, disk store": lambda i: wrapper_disk.invoke(PROMPT, config=ns(i)),
+            **{f"CacheSaver hit, {label} store": sync_hit(model) for label, model in wrappers.items()},
             "bare ChatOpenAI call (local HTTP)": lambda i: bare.invoke(PROMPT),
             "context: constant model, no cache": lambda i: constant.invoke(PROMPT),
             "context: a thread hop to the engine loop (misses only)": lambda i: host.run(nothing()),
+            **redis_context,
         }, rounds, block)
         sync["context: engine hit alone (synchronous)"] = statistics.median(
             engine_alone(block) for _ in range(rounds))
@@ -136,17 +166,22 @@ def main() -> None:
         async def run_async() -> dict[str, float]:
             return await ainterleaved({
                 "InMemoryCache hit (ChatOpenAI)": lambda i: in_memory.ainvoke(PROMPT),
-                "CacheSaver hit, memory store": lambda i: wrapper_mem.ainvoke(PROMPT, config=ns(10**7 + i)),
-                "CacheSaver hit, disk store": lambda i: wrapper_disk.ainvoke(PROMPT, config=ns(10**7 + i)),
+                **{f"CacheSaver hit, {label} store": async_hit(model) for label, model in wrappers.items()},
                 "bare ChatOpenAI call (local HTTP)": lambda i: bare.ainvoke(PROMPT),
                 "context: constant model, no cache": lambda i: constant.ainvoke(PROMPT),
                 "context: a thread hop to the engine loop (misses only)": lambda i: host.arun(nothing()),
             }, rounds, block)
 
         asynchronous = asyncio.run(run_async())
-        for model in (wrapper_mem, wrapper_disk):
+        for model in wrappers.values():
             assert model.stats.model_calls == 1, "every timed wrapper call must have been a hit"
             model.close()
+        if redis_store is not None:
+            async def clear() -> None:
+                await redis_store.clear()
+                await redis_store.aclose()
+
+            asyncio.run(clear())
 
     ref_s, ref_a = sync["InMemoryCache hit (ChatOpenAI)"], asynchronous["InMemoryCache hit (ChatOpenAI)"]
     bare_s, bare_a = sync["bare ChatOpenAI call (local HTTP)"], asynchronous["bare ChatOpenAI call (local HTTP)"]
@@ -158,11 +193,12 @@ def main() -> None:
         a_txt = f"{a:.0f} | {a / ref_a:.2f}" if a is not None else "- | -"
         print(f"| {name} | {sync[name]:.0f} | {sync[name] / ref_s:.2f} | {a_txt} |")
     print()
-    for label, store in (("memory", "CacheSaver hit, memory store"), ("disk", "CacheSaver hit, disk store")):
-        s, a = sync[store], asynchronous[store]
-        verdict = "met" if max(s / ref_s, a / ref_a) <= 1.3 else "NOT met"
+    for label in wrappers:
+        s, a = sync[f"CacheSaver hit, {label} store"], asynchronous[f"CacheSaver hit, {label} store"]
+        target = 2.5 if label == "Redis" else 1.3
+        verdict = "met" if max(s / ref_s, a / ref_a) <= target else "NOT met"
         print(f"- {label} store: hit = {s / ref_s:.2f}x (sync) / {a / ref_a:.2f}x (async) an InMemoryCache "
-              f"hit, {s / bare_s:.3f}x / {a / bare_a:.3f}x a bare local call; target <= 1.3x: {verdict}")
+              f"hit, {s / bare_s:.3f}x / {a / bare_a:.3f}x a bare local call; target <= {target}x: {verdict}")
     sys.stdout.flush()
 
 

@@ -15,6 +15,20 @@ processes start together; the table sums operations over processes):
   engine hit run   the same with run_id= (the ledger lives in Redis)
 "round trips" counts request writes on redis-py connections over 2,000 sequential operations
 of one client; "latency" is the mean time of those sequential operations.
+
+Misses, Redis beside disk (``--misses``; target: a Redis miss <= 3 round trips and <= 2x the
+CPU of a disk miss):
+
+    python benchmarks/bench_redis.py --misses                  # this tree
+    python benchmarks/bench_redis.py --misses --against DIR    # interleaved with the tree in DIR
+
+Each round runs one process per tree (alternating, with ``--against``); in it, blocks of
+distinct-key misses through ``OnlineAPI`` (``FakeModel``, no latency, n=1) alternate between a
+fresh disk store and a fresh Redis prefix: ``--miss-count`` misses one after another (round
+trips counted at redis-py's connections), then the same count all at once. Per miss it reports
+this process's CPU (``time.process_time``), the Redis server's CPU (its ``INFO cpu`` counters;
+only this benchmark's when the server is private) and wall time; medians over blocks and rounds.
+Every block asserts that each request was a miss: one model call and one stored sample each.
 """
 from __future__ import annotations
 
@@ -29,6 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Optional
 
 KEYS = 64
 SAMPLES_PER_KEY = 4_000
@@ -201,6 +216,118 @@ def start_private_server():
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
+# -- misses: Redis beside disk ----------------------------------------------------------------
+def _server_cpu(url: str) -> float:
+    import redis
+
+    with redis.Redis.from_url(url) as r:
+        info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def miss_block(kind: str, url: str, tmp: str, tag: str, count: int, concurrent: bool) -> dict:
+    """``count`` distinct-key misses on a fresh store; figures per miss."""
+    from cachesaver.pipelines import OnlineAPI
+    from cachesaver.stores.redis import RedisStore
+    from cachesaver.testing import FakeModel
+    from cachesaver.typedefs import Request
+
+    model = FakeModel(seed=7)
+    store = RedisStore(url, prefix=f"bench-miss-{tag}") if kind == "redis" else os.path.join(tmp, tag)
+    # Off the clock: scripts loaded, a pipeline's first-use checks, and (all at once) the
+    # connections a burst opens.
+    warm = count if concurrent else 20
+    requests = [Request(prompt=f"{tag} miss {i}", n=1, namespace="ns") for i in range(warm + count)]
+    async with OnlineAPI(model=model, cache=store, batch_size=512, timeout=0 if not concurrent else 0.005) as pipe:
+        for r in requests[:20]:
+            await pipe.request(r)
+        await asyncio.gather(*(pipe.request(r) for r in requests[20:warm]))
+        timed = requests[warm:]
+        server0 = _server_cpu(url) if kind == "redis" else 0.0
+        with RoundTripCounter() as counter:
+            t0, c0 = time.perf_counter(), time.process_time()
+            if concurrent:
+                responses = await asyncio.gather(*(pipe.request(r) for r in timed))
+            else:
+                responses = [await pipe.request(r) for r in timed]
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        server = _server_cpu(url) - server0 if kind == "redis" else 0.0
+        # A miss is a miss: one model call and one stored sample per request, none cached.
+        assert model.call_count == warm + count and model.samples_generated == warm + count
+        assert all(r.cached == [False] for r in responses)
+        assert sum([await pipe.store.length(r.key) for r in responses]) == count
+        if kind == "redis":
+            await pipe.store.clear()
+    return {"trips": counter.count / count, "cpu": cpu / count * 1e6, "server": server / count * 1e6,
+            "wall": wall / count * 1e6}
+
+
+def miss_rounds(url: str, rounds: int, count: int) -> dict:
+    """Medians per (mode, store, figure) over ``rounds`` interleaved disk/Redis blocks."""
+    import statistics
+
+    figures: dict = {}
+
+    async def run() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(rounds + 1):  # round 0 warms up, off the record
+                for mode, concurrent in (("sequential", False), ("concurrent", True)):
+                    order = ("disk", "redis") if r % 2 else ("redis", "disk")
+                    for kind in order:
+                        got = await miss_block(kind, url, tmp, f"{uuid.uuid4().hex[:8]}", count, concurrent)
+                        if r:
+                            for name, value in got.items():
+                                figures.setdefault(mode, {}).setdefault(kind, {}).setdefault(name, []).append(value)
+
+    asyncio.run(run())
+    return {mode: {kind: {name: statistics.median(v) for name, v in names.items()}
+                   for kind, names in kinds.items()} for mode, kinds in figures.items()}
+
+
+def print_misses(results: dict, count: int, title: str) -> None:
+    trees = list(results)
+    print(f"### {count:,} distinct-key misses per block, Redis beside disk ({title}); medians, per miss\n")
+    head = "| misses | figure | " + " | ".join(trees) + " |"
+    print(head + "\n|---|---|" + "---|" * len(trees))
+    for mode in ("sequential", "concurrent"):
+        rows = [
+            ("Redis round trips", lambda f: f"{f['redis']['trips']:.2f}"),
+            ("disk: CPU (us)", lambda f: f"{f['disk']['cpu']:.0f}"),
+            ("Redis: CPU of this process (us)", lambda f: f"{f['redis']['cpu']:.0f}"),
+            ("Redis: CPU of redis-server (us)", lambda f: f"{f['redis']['server']:.0f}"),
+            ("Redis / disk CPU, this process", lambda f: f"{f['redis']['cpu'] / f['disk']['cpu']:.2f}x"),
+            ("Redis / disk CPU, with the server", lambda f: f"{(f['redis']['cpu'] + f['redis']['server']) / f['disk']['cpu']:.2f}x"),
+            ("disk / Redis: wall (us)", lambda f: f"{f['disk']['wall']:.0f} / {f['redis']['wall']:.0f}"),
+        ]
+        label = "one at a time" if mode == "sequential" else "all at once"
+        for name, cell in rows:
+            print(f"| {label} | {name} | " + " | ".join(cell(results[t][mode]) for t in trees) + " |")
+
+
+def misses_against(url: str, other: Optional[str], rounds: int, count: int) -> None:
+    """One process per tree and round, alternating; each prints its medians as JSON."""
+    import json
+    import statistics
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = {"before": os.path.abspath(other), "after": here} if other else {"this tree": here}
+    per_tree: dict = {name: [] for name in trees}
+    for _ in range(rounds):
+        for name, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{os.path.join(tree, 'core')}"}
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--url", url, "--misses-json",
+                                  "--miss-count", str(count)], env=env, capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(out.stderr)
+            per_tree[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    results = {
+        name: {mode: {kind: {fig: statistics.median(run[mode][kind][fig] for run in runs)
+                             for fig in runs[0][mode][kind]} for kind in runs[0][mode]} for mode in runs[0]}
+        for name, runs in per_tree.items()}
+    title = f"{rounds} rounds, one process per tree and round" + (f"; before = {other}" if other else "")
+    print_misses(results, count, title)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="use this Redis (default: start a private redis-server)")
@@ -208,10 +335,30 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="asyncio tasks per process (default 8)")
     parser.add_argument("--seconds", type=float, default=2.0, help="measured time per cell (default 2)")
     parser.add_argument("--ops", default=",".join(OPS), help="subset of: " + ", ".join(OPS))
+    parser.add_argument("--misses", action="store_true", help="misses on Redis beside disk instead")
+    parser.add_argument("--against", metavar="DIR", help="with --misses: also the tree in DIR, interleaved")
+    parser.add_argument("--miss-count", type=int, default=300, help="misses per block (default 300)")
+    parser.add_argument("--rounds", type=int, default=5, help="with --misses: rounds (default 5)")
+    parser.add_argument("--misses-json", action="store_true", help=argparse.SUPPRESS)  # one round, JSON
     args = parser.parse_args()
 
+    if args.misses_json:
+        import json
+
+        print(json.dumps(miss_rounds(args.url, 1, args.miss_count)))
+        return 0
     server, url = (None, args.url) if args.url else start_private_server()
     url = url or "redis://127.0.0.1:6379/0"
+    if args.misses:
+        try:
+            print(f"Redis at {url} ({'private server' if server else 'given server'}); "
+                  f"{os.cpu_count()} CPUs shared by clients and server\n")
+            misses_against(url, args.against, args.rounds, args.miss_count)
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(10)
+        return 0
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
     counts = [int(p) for p in args.procs.split(",")]

@@ -3,12 +3,18 @@
     python benchmarks/bench_stats.py                       # 100,000 keys
     python benchmarks/bench_stats.py --keys 1000000        # 1M keys (building it takes a while)
     python benchmarks/bench_stats.py --against DIR         # also the CLI of the tree in DIR
+    python benchmarks/bench_stats.py --keep DIR            # build the cache in DIR once, reuse it
 
 Builds a disk cache of N keys with 2 samples each (written through ``DiskStore.append_many``, as
 the engine writes them, with each key's canonical request), then runs ``python -m cachesaver
 stats --cache DIR`` (and ``--detail``) in a fresh process per tree, alternating trees, and
-reports the median wall time and the peak RSS of the child (``ru_maxrss``). Asserts the command
-reports N keys (it measured what it claims).
+reports the median wall time, the CPU time (user + system) and the peak RSS of the child
+(``VmHWM``, its own address space since ``exec``; ``ru_maxrss`` on Linux starts from the parent's
+peak, which building the cache raises), and the load average while it ran: on a machine shared with other work the CPU
+time is the steadier figure (wall time counts the time spent waiting for a CPU). Asserts the
+command reports N keys and 2N samples (it measured what it claims).
+
+The cache is written by this tree's ``DiskStore`` (with ``--keep``, by whichever tree built it).
 """
 from __future__ import annotations
 
@@ -43,19 +49,22 @@ async def build(directory: str, keys: int) -> None:
         store.close()
 
 
-def run_stats(tree: str, directory: str, extra: list[str]) -> tuple[float, int, str]:
+def run_stats(tree: str, directory: str, extra: list[str]) -> tuple[float, float, int, str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, os.path.join(tree, "core")]))
     code = ("import resource, runpy, sys; sys.argv = ['cachesaver'] + sys.argv[1:]\n"
             "try:\n    runpy.run_module('cachesaver', run_name='__main__')\n"
-            "finally:\n    print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+            "finally:\n    u = resource.getrusage(resource.RUSAGE_SELF)\n    peak = u.ru_maxrss\n"
+            "    try:\n        peak = int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))\n"
+            "    except OSError:\n        pass\n"
+            "    print('MAXRSS', peak, u.ru_utime + u.ru_stime, file=sys.stderr)\n")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, "stats", "--cache", directory, *extra], env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-2000:])
-    rss = int(next(line.split()[1] for line in proc.stderr.splitlines() if line.startswith("MAXRSS")))
-    return wall, rss, proc.stdout
+    line = next(line.split() for line in proc.stderr.splitlines() if line.startswith("MAXRSS"))
+    return wall, float(line[2]), int(line[1]), proc.stdout
 
 
 def main() -> None:
@@ -63,29 +72,33 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--against", help="another source tree to run too")
+    parser.add_argument("--keep", help="a directory for the cache: built there if absent, reused if present")
     args = parser.parse_args()
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trees = [("this tree", here)] + ([("--against", os.path.abspath(args.against))] if args.against else [])
     with tempfile.TemporaryDirectory() as tmp:
-        directory = os.path.join(tmp, "cache")
-        began = time.perf_counter()
-        asyncio.run(build(directory, args.keys))
-        print(f"built {args.keys:,} keys in {time.perf_counter() - began:.1f} s", file=sys.stderr)
-        results: dict[tuple[str, str], list[tuple[float, int]]] = {}
+        directory = os.path.abspath(args.keep) if args.keep else os.path.join(tmp, "cache")
+        if not os.path.exists(os.path.join(directory, "cache.db")):
+            began = time.perf_counter()
+            asyncio.run(build(directory, args.keys))
+            print(f"built {args.keys:,} keys in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+        results: dict[tuple[str, str], list[tuple[float, float, int, float]]] = {}
         for repeat in range(args.repeats):
             for label, tree in (trees if repeat % 2 == 0 else trees[::-1]):
                 for variant, extra in (("stats", []), ("stats --detail", ["--detail"])):
-                    wall, rss, out = run_stats(tree, directory, extra)
-                    assert f"{args.keys} keys" in out, out[:500]
-                    results.setdefault((label, variant), []).append((wall, rss))
+                    wall, cpu, rss, out = run_stats(tree, directory, extra)
+                    assert f"{args.keys} keys, {2 * args.keys} samples" in out, out[:500]
+                    results.setdefault((label, variant), []).append((wall, cpu, rss, os.getloadavg()[0]))
     print(f"\n`cachesaver stats` on a disk cache of {args.keys:,} keys x 2 samples "
           f"(median of {args.repeats}, fresh process each)\n")
-    print("| tree | command | wall s | peak RSS MB |")
-    print("|---|---|---:|---:|")
+    print("| tree | command | wall s | CPU s | peak RSS MB | load average (1 min) |")
+    print("|---|---|---:|---:|---:|---:|")
     for (label, variant), got in sorted(results.items()):
-        wall = statistics.median(w for w, _ in got)
-        rss = statistics.median(r for _, r in got) / 1024
-        print(f"| {label} | `{variant}` | {wall:.2f} | {rss:.0f} |")
+        wall = statistics.median(g[0] for g in got)
+        cpu = statistics.median(g[1] for g in got)
+        rss = statistics.median(g[2] for g in got) / 1024
+        load = statistics.median(g[3] for g in got)
+        print(f"| {label} | `{variant}` | {wall:.2f} | {cpu:.2f} | {rss:.0f} | {load:.1f} |")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ def issue_request_id(metadata: Any, namespace: str) -> str:
     return ""
 
 
+def _numbered(metadata: Any) -> bool:
+    return isinstance(metadata, Mapping) and isinstance(metadata.get(ISSUE_KEY), int)
+
+
 class IssueOrder(CustomLogger):
     """Numbers async ``cachesaver/`` calls without a request id in issue order (see module docstring).
 
@@ -61,8 +65,8 @@ class IssueOrder(CustomLogger):
                                                   default_namespace=handler.settings.namespace)
         except (TypeError, ValueError):
             return None  # the handler refuses the call with the field named
-        if request_id:
-            return None
+        if request_id or _numbered(metadata):
+            return None  # ordered by its id, or numbered at issue already (CacheSaverLM)
         kwargs["metadata"] = {**(metadata if isinstance(metadata, Mapping) else {}),
                               ISSUE_KEY: handler.next_issue(namespace)}
         return kwargs

@@ -32,6 +32,7 @@ from cachesaver.typedefs import Response
 
 from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
 from ._callback import never_store, record_call
+from ._dspy_fastpath import observe
 from ._http_identity import check_http_name, identity_from_headers
 from ._issue_order import ISSUE_KEY, issue_request_id
 from ._keys import normalise_messages, normalise_model, split_params
@@ -151,7 +152,7 @@ class CacheSaverLLM(CustomLLM):
     # -- conversion ------------------------------------------------------------------------------
     def _request(self, call: Mapping[str, Any]) -> LiteLLMRequest:
         never_store(call.get("logging_obj"))
-        return build_request(
+        request = build_request(
             model=call.get("model"),
             messages=call.get("messages"),
             optional_params=call.get("optional_params") or {},
@@ -164,6 +165,8 @@ class CacheSaverLLM(CustomLLM):
             key_api_base=self.key_api_base,
             http_names=self.http_names,
         )
+        observe(self, request)  # a CacheSaverLM call learning its shape (see _dspy_fastpath)
+        return request
 
     def _finish(self, request: LiteLLMRequest, result: Response, call: Mapping[str, Any],
                 stream: bool = False) -> Any:

@@ -12,6 +12,7 @@ re-indexed 0..k-1), so no two callers ever share a mutable object.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ __all__ = [
     "response_tokens",
     "response_cost",
     "build_response",
+    "build_plain_response",
+    "plain_structure",
     "stream_chunks",
     "final_usage_chunk",
     "with_usage",
@@ -138,6 +141,121 @@ def build_response(
         provider=first.get("provider") or provider,
     )
     return response
+
+
+#: Validated responses kept as patterns for :func:`build_plain_response`, by structure.
+_patterns: dict[tuple, Any] = {}
+_patterns_lock = threading.Lock()
+#: Structures kept (a handful occur: role, finish reason, which fields are None).
+MAX_PATTERNS = 64
+
+
+def build_plain_response(result: Response, *, namespace: str, request_id: str, key: str, model: str,
+                         provider: str, structure: Optional[tuple]) -> Any:
+    """:func:`build_response`'s response, built without re-validating it when it can be copied.
+
+    For the common hit, one sample of plain text (no tool calls, reasoning, logprobs or other
+    fields set), the response is a copy of a validated response of the very same structure
+    (same fields, same ``None`` fields, same role and finish reason) with this sample's text,
+    ids and token counts put in; pydantic would store those values unchanged. Anything else
+    is :func:`build_response`. ``structure`` is :func:`plain_structure` of ``result``. Each call
+    returns fresh objects (nothing is shared between callers or with the pattern). ~3x faster
+    than validating: the hit path of ``CacheSaverLM``.
+    """
+    samples: Sequence[Mapping[str, Any]] = result.data
+    if structure is None:
+        return build_response(result, namespace=namespace, request_id=request_id, key=key, model=model,
+                              provider=provider)
+    pattern = _patterns.get(structure)
+    if pattern is None:
+        pattern = build_response(result, namespace=namespace, request_id=request_id, key=key, model=model,
+                                 provider=provider)
+        with _patterns_lock:
+            if len(_patterns) >= MAX_PATTERNS:
+                _patterns.clear()
+            _patterns[structure] = pattern
+    sample = samples[0]
+    choice_data = sample["choice"]
+    shares = result.sample_usage or []
+    prompt_tokens = int(round(sum(share.prompt_tokens for share in shares)))
+    completion_tokens = int(round(sum(share.completion_tokens for share in shares)))
+
+    message = pattern.choices[0].message.model_copy()
+    _fresh_empties(message.__dict__)
+    message.__dict__["content"] = choice_data["message"]["content"]
+    choice = pattern.choices[0].model_copy()
+    _fresh_empties(choice.__dict__)
+    choice.__dict__["message"] = message
+    usage = pattern.usage.model_copy()
+    usage.__dict__.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                          total_tokens=prompt_tokens + completion_tokens)
+    response = pattern.model_copy()
+    response.__dict__.update(
+        id=sample.get("id") or f"chatcmpl-cachesaver-{uuid.uuid4().hex}",
+        created=sample.get("created") or int(time.time()),
+        model=sample.get("model") or model.partition("/")[2] or model,
+        system_fingerprint=sample.get("system_fingerprint"),
+        choices=[choice],
+    )
+    response.__pydantic_extra__["usage"] = usage
+    response._hidden_params = hidden_params(result, namespace=namespace, request_id=request_id, key=key,
+                                            model=model, provider=sample.get("provider") or provider)
+    return response
+
+
+def plain_structure(result: Response) -> Optional[tuple]:
+    """The structure of ``result`` if it is one sample of plain text, else None (see
+    :func:`build_plain_response`)."""
+    return _plain_structure(result.data[0]) if len(result.data) == 1 else None
+
+
+_PLAIN_CHOICE = frozenset({"index", "finish_reason", "message"})
+_PLAIN_MESSAGE = frozenset({"content", "role"})
+
+
+def _plain_structure(sample: Mapping[str, Any]) -> Optional[tuple]:
+    """The structure of a one-choice sample of plain text, or None for any other sample."""
+    choice = sample.get("choice")
+    if type(choice) is not dict:
+        return None
+    message = choice.get("message")
+    if (type(message) is not dict or type(message.get("content")) is not str
+            or type(message.get("role")) is not str or type(choice.get("finish_reason")) is not str
+            or type(choice.get("index")) is not int):
+        return None
+    for name, value in choice.items():
+        if not (value is None or name in _PLAIN_CHOICE or _empty(value)):
+            return None
+    for name, value in message.items():
+        if not (value is None or name in _PLAIN_MESSAGE or _empty(value)):
+            return None
+    for name, kind in (("id", str), ("created", int), ("model", str)):
+        if type(sample.get(name)) is not kind:
+            return None
+    fingerprint = sample.get("system_fingerprint")
+    if fingerprint is not None and type(fingerprint) is not str:
+        return None
+    return (tuple((name, _kind(value)) for name, value in choice.items() if name != "message"),
+            tuple((name, _kind(value)) for name, value in message.items() if name != "content"),
+            message["role"], choice["finish_reason"], fingerprint is None)
+
+
+def _empty(value: Any) -> bool:
+    return (type(value) is dict or type(value) is list) and not value
+
+
+def _kind(value: Any) -> Any:
+    """What a structure records of a field: None, an empty container's type, or the type."""
+    if value is None:
+        return None
+    return ("empty", type(value).__name__) if _empty(value) else type(value).__name__
+
+
+def _fresh_empties(fields: dict) -> None:
+    """A copied model's empty dicts and lists replaced by new ones (never shared with the pattern)."""
+    for name, value in fields.items():
+        if _empty(value):
+            fields[name] = type(value)()
 
 
 def hidden_params(result: Response, *, namespace: str, request_id: str, key: str, model: str,

@@ -24,6 +24,9 @@ How DSPy's notions map onto CacheSaver:
   Refine copy the LM with ``rollout_id=i``); DSPy strips it before litellm. With DSPy's cache off
   repeated calls in a namespace already get distinct samples, so it changes no sample; it becomes
   the call's ``cachesaver_request_id`` (zero-padded), which orders calls that meet in one batch.
+- **Hits before litellm**: a full hit is served from the engine on the caller's thread, where
+  DSPy answers its own cache hits, with the samples, ledger positions and flags the provider
+  would give (see :mod:`cachesaver_litellm._dspy_fastpath`); misses take the normal path.
 - **Evaluate with threads**: :class:`Evaluate` gives each example its own namespace,
   ``<namespace>/example-<position>``. Why: threads reach the model in any order, and within one
   namespace the k-th call of a prompt gets sample k-1, so two examples sending the same prompt
@@ -41,8 +44,23 @@ from typing import Any, Iterator, Optional
 
 import dspy
 
-from . import _dspy_guard
+from . import _dspy_fastpath, _dspy_guard
+from ._callback import record_call
 from ._capabilities import inner_model, mirror_model
+from ._samples import build_plain_response, plain_structure
+
+try:  # DSPy 3.4's execution path: its cache answers there, and so do CacheSaver hits (see below)
+    from dspy.clients._deprecation import warn_openai_messages
+    from dspy.clients.base_lm import BaseLM
+    from dspy.clients.call_result import CallResult
+    from dspy.clients.execution import finalize, prepare
+    from dspy.clients.legacy_outputs import plain, value
+    from dspy.utils.callback import with_callbacks
+except ImportError:  # pragma: no cover - another DSPy: every call takes the normal path
+    _FAST = False
+    with_callbacks = None
+else:
+    _FAST = True
 
 __all__ = ["CacheSaverLM", "Evaluate", "namespace", "current_namespace", "SETTING"]
 
@@ -108,13 +126,75 @@ class CacheSaverLM(dspy.LM):
         self.namespace = namespace
         mirror_model(model)  # capabilities of the inner model, exactly (DSPy's adapters ask litellm)
 
-    # DSPy's adapters call the LM through __call__/acall; forward/aforward stay DSPy's own, so DSPy
-    # keeps managing retries, history and usage.
+    # DSPy's adapters call the LM through __call__/acall. A full hit is answered there, from the
+    # engine on the caller's thread, where DSPy answers its own cache hits (before any engine or
+    # litellm runs); DSPy's callbacks, history and usage tracker see it as any call. Everything
+    # else is DSPy's own __call__/acall body: forward/aforward stay DSPy's, so DSPy keeps managing
+    # retries, history and usage (see cachesaver_litellm._dspy_fastpath).
     def __call__(self, prompt=None, *, messages=None, **kwargs):
-        return super().__call__(prompt, messages=messages, **self._cachesaver_kwargs(kwargs))
+        return self._lm_call(prompt, messages=messages, **self._cachesaver_kwargs(kwargs))
 
     async def acall(self, prompt=None, *, messages=None, **kwargs):
-        return await super().acall(prompt, messages=messages, **self._cachesaver_kwargs(kwargs))
+        return await self._lm_acall(prompt, messages=messages, **self._cachesaver_kwargs(kwargs))
+
+    def _plan(self, prompt, messages, kwargs, asynchronous: bool) -> Optional[_dspy_fastpath.Plan]:
+        if not _FAST:
+            return None
+        return _dspy_fastpath.plan(self, prompt, messages, kwargs, asynchronous=asynchronous, prepare=prepare,
+                                   send_stream=dspy.settings.send_stream)
+
+    def _answer_hit(self, plan: _dspy_fastpath.Plan, messages: Any, result: Any) -> Any:
+        """A served hit, finished as DSPy finishes a call of this LM on its LiteLLM path: the
+        provider's response (as the normal path builds it), DSPy's outputs, history and usage."""
+        request = plan.request
+        assert request is not None
+        warn_openai_messages(self, messages)
+        structure = plain_structure(result)
+        response = build_plain_response(result, namespace=request.namespace, request_id=request.request_id,
+                                        key=result.key or "", model=request.model, provider=plan.provider,
+                                        structure=structure)
+        record_call(response._hidden_params["cachesaver"], response)  # as the provider does
+        self._check_truncation(response)
+        legacy = plan.call.legacy
+        if structure is not None and not legacy.get("logprobs"):
+            # What CallResult.legacy makes of one choice of plain text (DSPy's _process_completion:
+            # only "text" -> a list of texts), without its generic walk of the response.
+            outcome = CallResult(outputs=[response.choices[0].message.content],
+                                 usage=plain(dict(value(response, "usage", {}) or {})),
+                                 cost=response._hidden_params.get("response_cost"), raw=response,
+                                 response_model=value(response, "model", self.model))
+        else:
+            outcome = CallResult.legacy(self, response, kwargs=legacy)
+        return finalize(self, plan.call, outcome)
+
+    if _FAST:
+        @with_callbacks
+        def _lm_call(self, prompt=None, *, messages=None, **kwargs):
+            plan = self._plan(prompt, messages, kwargs, asynchronous=False)
+            if plan is not None and plan.request is not None:
+                result = plan.hit_now()
+                if result is not None:
+                    return self._answer_hit(plan, messages, result)
+            with _dspy_fastpath.learning(plan):
+                return BaseLM.__call__.__wrapped__(self, prompt, messages=messages, **kwargs)
+
+        @with_callbacks
+        async def _lm_acall(self, prompt=None, *, messages=None, **kwargs):
+            plan = self._plan(prompt, messages, kwargs, asynchronous=True)
+            if plan is not None:
+                kwargs = plan.kwargs or kwargs  # an async call numbered at issue keeps its number
+                if plan.request is not None:
+                    result = await plan.hit_async()
+                    if result is not None:
+                        return self._answer_hit(plan, messages, result)
+            with _dspy_fastpath.learning(plan):
+                return await BaseLM.acall.__wrapped__(self, prompt, messages=messages, **kwargs)
+    else:  # pragma: no cover - another DSPy
+        def _lm_call(self, prompt=None, *, messages=None, **kwargs):
+            return super().__call__(prompt, messages=messages, **kwargs)
+
+        async def _lm_acall(self, prompt=None, *, messages=None, **kwargs):
+            return await super().acall(prompt, messages=messages, **kwargs)
 
     def _cachesaver_kwargs(self, kwargs: dict) -> dict:
         """The call's kwargs with ``metadata`` carrying namespace and request id (a new dict)."""

@@ -27,8 +27,8 @@ Slot = tuple[str, str]  # (namespace, key)
 class Reservation:
     """A request's place in its (namespace, key) queue, from its miss until it is done.
 
-    Released once, by whoever finishes last (its request's done-callback, or a stream nobody
-    read being collected); releasing twice is harmless.
+    Released once, by whoever finishes last (its request, as it ends, or a stream nobody read
+    being collected); releasing twice is harmless.
     """
 
     __slots__ = ("_queues", "slot", "meta", "released")
@@ -40,10 +40,6 @@ class Reservation:
         #: it reserves for is admitted with it instead of walking the request again.
         self.meta = meta
         self.released = False
-
-    def on_done(self, _future: Any) -> None:
-        """:meth:`release` as a done-callback (a bound method: no closure cell per request)."""
-        self._queues.release(self)
 
     def release(self) -> None:
         self._queues.release(self)

@@ -23,7 +23,7 @@ from .errors import CacheSaverError, CorruptSampleError, ModelOutputError
 from .generation import Generation, reset_generation, set_generation
 from .idpositions import IdPositions
 from .keys import keyed_json
-from .ledger import Ledger, PrivateLedger
+from .ledger import Ledger, PrivateLedger, SharedLedger
 from .modelcalls import ModelCalls
 from .offline import offline_miss
 from .pending import Pending
@@ -252,20 +252,24 @@ class Cacher:
             with self.lock:
                 self._deliver(deliveries, calls)  # what was claimed is handed out, whatever happened
 
-    async def _plan(self, key: str, pending: list[Demand], length: Optional[int] = None) -> tuple[int, Generation]:
+    async def _plan(self, key: str, pending: list[Demand], length: Optional[int] = None,
+                    positions: Optional[dict[str, int]] = None) -> tuple[int, Generation]:
         """How many samples the most demanding namespace lacks beyond the stored list (G2), and
         who the first new sample will be handed to (see :mod:`cachesaver.generation`).
 
         Each demand's live items take its namespace's samples in order from its ledger position;
         of the items that will receive the first new sample (index = the list's length), the
         one whose request goes to the model is preferred, else the first in ``request_id`` order.
+        ``positions``: ledger positions per namespace read with the lease (else asked here).
         """
         if length is None:
             length = await self.store.length(key)
         target = 0
         receivers: list[Pending] = []
         for demand in pending:
-            pos = await self.ledger.position(demand.namespace, key)
+            pos = positions.get(demand.namespace) if positions is not None else None
+            if pos is None:
+                pos = await self.ledger.position(demand.namespace, key)
             target = max(target, pos + demand.n)
             for item in demand.live_items():
                 if pos <= length < pos + item.request.n:
@@ -312,17 +316,27 @@ class Cacher:
         """:meth:`_fill` for stores whose lease reports the list's length (Redis): take the
         lease, plan with that length, generate what is missing, all under the lease. A miss
         costs the lease's round trip instead of a length read plus the lease's."""
-        async with self.store.generation_lease(key) as held:
+        if self.store.lease_reports_positions and isinstance(self.ledger, SharedLedger):
+            lease = self.store.generation_lease(  # type: ignore[call-arg]  # stores that report them
+                key, run_id=self.ledger.run_id, namespaces=[demand.namespace for demand in pending])
+        else:
+            lease = self.store.generation_lease(key)
+        async with lease as held:
             length = getattr(held, "length", None)
             if not isinstance(length, int) or length < 0:  # (the wait gave up: no length)
                 length = await self.store.length(key)
-            missing, generation = await self._plan(key, pending, length)
+            missing, generation = await self._plan(key, pending, length, getattr(held, "positions", None))
             if missing <= 0:
                 return True
-            return await self._generate_missing(key, pending, calls, missing, generation)
+            return await self._generate_missing(key, pending, calls, missing, generation, held)
 
     async def _generate_missing(self, key: str, pending: list[Demand], calls: list[_Call],
-                                missing: int, generation: Generation) -> bool:
+                                missing: int, generation: Generation, lease: Any = None) -> bool:
+        """Call the model until ``missing`` samples are stored. ``lease``: the generation lease
+        held around this, on a store that can end it with the last append (the call that
+        brings the last missing samples): one round trip fewer per miss."""
+        if not self.store.append_ends_lease:
+            lease = None
         meta: Optional[bytes] = None
         short_calls = 0
         while missing > 0:
@@ -345,7 +359,8 @@ class Cacher:
                         item.fail(self.calls.refused)
                 return False
             try:
-                call = await self._call_model(key, representative.request, asked, meta, generation)
+                call = await self._call_model(key, representative.request, asked, meta, generation,
+                                              lease, missing)
             except Exception as exc:
                 self.stats.failed_calls += 1
                 # The type only: provider messages can echo request details (even credentials).
@@ -379,14 +394,18 @@ class Cacher:
         return short
 
     async def _call_model(self, key: str, template: Request, n: int, meta: bytes,
-                          generation: Generation) -> _Call:
-        """One model call for ``n`` samples; returns where its samples were appended."""
+                          generation: Generation, lease: Any = None, missing: int = 0) -> _Call:
+        """One model call for ``n`` samples; returns where its samples were appended. With a
+        ``lease``, an answer that brings all ``missing`` samples ends the lease in its append
+        (nothing else is done under the lease after it), unless hooks still run after it."""
         request = template if template.n == n else dataclasses.replace(template, n=n)
         self.stats.model_calls += 1
         self.stats.samples_requested += n
         in_flight = self.calls.start()  # from the call until its samples are stored
         try:
-            token = set_generation(dataclasses.replace(generation, meta=meta))
+            if generation.meta is None:  # (frozen: set once, before the model sees it, as when_stored does)
+                object.__setattr__(generation, "meta", meta)
+            token = set_generation(generation)
             try:
                 encoded = self._encode(key, n, await self._generate(request))
             finally:
@@ -394,8 +413,12 @@ class Cacher:
             # Only the encoded samples stay referenced while the append waits (with thousands of
             # keys generating at once, what each waiting frame holds is the collector's work).
             k = len(encoded)
-            start = await self._appends.append(key, encoded, meta)
-            for hook in generation.on_stored:
+            if lease is not None and k >= missing and not generation.on_stored:
+                start = await self.store.append_and_release(
+                    key, encoded, meta, lease, unbilled_run=self._appends.unbilled_run)
+            else:
+                start = await self._appends.append(key, encoded, meta)
+            for hook in generation.on_stored or ():
                 try:
                     await hook(start)
                 except Exception as exc:  # the samples are stored; a hook only keeps records

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import os
 import sys
 from typing import Any, Optional, Sequence
@@ -122,33 +121,18 @@ def _console():
 # -- commands --------------------------------------------------------------------------------
 async def cmd_stats(args: argparse.Namespace) -> int:
     """A few lines by default (totals, per model, the ledgers summed); tables on request."""
-    import heapq
-
     from rich.table import Table
 
     store = open_cache(args.cache)
-    # Streamed in bounded memory: totals per model, and only the --top largest keys kept.
-    top: "list[tuple[int, _Reversed, str, int, Optional[bytes]]]" = []  # a min-heap by (samples, key)
-    by_model: dict[str, list[int]] = {}
-    keys = samples = size_total = 0
+    # Computed by the store in bounded memory: totals per model, and only the --top largest keys.
     try:
-        async for key, n, size, raw_meta in store.iter_key_sizes():
-            model = _model_of(_meta_of(raw_meta))
-            totals = by_model.setdefault(model, [0, 0, 0])
-            totals[0] += 1
-            totals[1] += n
-            totals[2] += size
-            keys, samples, size_total = keys + 1, samples + n, size_total + size
-            if args.detail:
-                entry = (n, _Reversed(key), model, size, raw_meta)
-                if len(top) < args.top:
-                    heapq.heappush(top, entry)
-                elif entry[:2] > top[0][:2]:
-                    heapq.heapreplace(top, entry)
+        totals = await store.key_totals(args.top if args.detail else 0)
         ledger = [entry async for entry in store.iter_ledger()]
     finally:
         await store.aclose()
-    rows = [(k.key, model, n, size, _meta_of(raw)) for n, k, model, size, raw in top]
+    by_model = totals.by_model
+    keys, samples, size_total = totals.keys, totals.samples, totals.bytes
+    rows = [(key, _model_of(_meta_of(raw)), n, size, _meta_of(raw)) for key, n, size, raw in totals.largest]
     console = _console()
     console.print(f"cache: {_shown(args.cache)}: {keys} keys, {samples} samples, "
                   f"{size_total:,} bytes", soft_wrap=True)
@@ -196,23 +180,6 @@ async def cmd_stats(args: argparse.Namespace) -> int:
     elif keys:
         console.print("largest keys and their prompts: --detail", soft_wrap=True)
     return 0
-
-
-@functools.total_ordering
-class _Reversed:
-    """A key that sorts backwards: in the --detail heap, equal sample counts keep the keys that
-    come first (the table lists by samples, then key)."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def __lt__(self, other: "_Reversed") -> bool:
-        return self.key > other.key
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Reversed) and self.key == other.key
 
 
 async def cmd_inspect(args: argparse.Namespace) -> int:

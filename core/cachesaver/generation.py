@@ -31,12 +31,20 @@ class Generation:
     #: is due to receive it (in a shared run another process may claim it first: a prediction).
     first_receiver: Optional[Request] = None
     #: Called with the first index once the call's samples are appended (batch mode marks its
-    #: journal line stored there); a failing hook is logged, never fails the call.
-    on_stored: "list[Callable[[int], Awaitable[Any]]]" = field(default_factory=list, compare=False, repr=False)
+    #: journal line stored there); a failing hook is logged, never fails the call. Added with
+    #: :meth:`when_stored`; None until then (most calls have none: no list per call).
+    on_stored: "Optional[list[Callable[[int], Awaitable[Any]]]]" = field(default=None, compare=False, repr=False)
     #: The canonical request JSON the samples are stored with (set by the cacher for the call):
     #: batch mode records it with its line, so that a line collected by another process (the
     #: ``cachesaver batches collect`` command) is stored with the request, as the engine would.
     meta: Optional[bytes] = field(default=None, compare=False, repr=False)
+
+    def when_stored(self, hook: "Callable[[int], Awaitable[Any]]") -> None:
+        """Call ``hook(first_index)`` once this call's samples are appended."""
+        if self.on_stored is None:
+            object.__setattr__(self, "on_stored", [hook])  # (frozen: only this field changes)
+        else:
+            self.on_stored.append(hook)
 
 
 _current: contextvars.ContextVar[Optional[Generation]] = contextvars.ContextVar(

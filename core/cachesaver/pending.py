@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .typedefs import Request, Response
+
+if TYPE_CHECKING:
+    from .admission import Reservation
 
 __all__ = ["Pending"]
 
@@ -19,7 +22,7 @@ class Pending:
     #: This request's place in its (namespace, key) queue, once it has one: taken by the
     #: synchronous hit path's miss (``OnlineAPI.try_now``) or by the tick's check; released
     #: when the request is done.
-    reservation: "Optional[object]" = None
+    reservation: "Optional[Reservation]" = None
     #: The canonical JSON of the request's keyed fields (its key is their hash), kept from
     #: admission for the store's key meta, so a miss does not walk the request twice.
     meta: Optional[bytes] = None

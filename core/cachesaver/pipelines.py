@@ -16,7 +16,6 @@ consistent between that path and the loop.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import itertools
 import logging
@@ -136,7 +135,6 @@ class Pipeline:
             raise
         if reservation is not None:
             item.reservation = reservation
-            item.future.add_done_callback(reservation.on_done)
         request = item.request
         self._inflight_ids.add(request.request_id)
         try:
@@ -144,12 +142,18 @@ class Pipeline:
             if len(self._tick) == 1:
                 await self._lead_tick()
             return await item.future
-        except asyncio.CancelledError:
-            # A caller that leaves gets no samples and consumes none, wherever it was cancelled.
+        except BaseException:
+            # A caller that leaves gets no samples and consumes none, wherever it was cancelled
+            # (a future already done, with the error raised here, stays as it is).
             item.future.cancel()
             raise
         finally:
             self._inflight_ids.discard(request.request_id)
+            # The request is done: its place in its (namespace, key) queue is given back here,
+            # by the caller, rather than by a done-callback on its future (a bound method and
+            # a callback entry per miss, alive until it is served: the collector's work).
+            if item.reservation is not None:
+                item.reservation.release()
 
     @property
     def model_id(self) -> Optional[str]:
@@ -400,9 +404,6 @@ class OnlineAPI(Pipeline):
             size=lambda item: item.request.n,
             spawn=self._spawn,
         )
-        #: The context the queue's done-callbacks run in: they read no context variable, and
-        #: without one each callback would keep a copy of the caller's context while it waits.
-        self._bare = contextvars.Context()
 
     def _offers_sync_hits(self) -> bool:
         store = self.store
@@ -484,9 +485,10 @@ class OnlineAPI(Pipeline):
         return self.queues.ahead(slot) == (1 if item.reservation is not None else 0)
 
     def _hold_place(self, item: Pending, slot: tuple[str, str]) -> None:
-        if item.reservation is None:
+        """Take ``item``'s place; :meth:`request` gives it back when the request is done. A
+        caller that already left (its future done: :meth:`request` has ended) takes none."""
+        if item.reservation is None and not item.future.done():
             item.reservation = self.queues.reserve(slot)
-            item.future.add_done_callback(item.reservation.on_done, context=self._bare)
 
     async def _handle_batch(self, items: list[Pending]) -> None:
         await self.cacher.serve(deduplicate(reorder(items)))

@@ -21,18 +21,21 @@ from cachesaver.typedefs import Request
 
 
 def _hold_first_append(store):
-    """Make ``store``'s first append wait, once committed, until ``release`` is set."""
+    """Make ``store``'s first append wait, once committed, until ``release`` is set (a miss's
+    last append may be the one that also ends the generation lease: both are held)."""
     appended, release = asyncio.Event(), asyncio.Event()
-    original = store.append
 
-    async def append(*args, **kwargs):
-        start = await original(*args, **kwargs)
-        if not release.is_set():
-            appended.set()
-            await release.wait()
-        return start
+    def held(original):
+        async def append(*args, **kwargs):
+            start = await original(*args, **kwargs)
+            if not release.is_set():
+                appended.set()
+                await release.wait()
+            return start
+        return append
 
-    store.append = append
+    store.append = held(store.append)
+    store.append_and_release = held(store.append_and_release)
     return appended, release
 
 

@@ -123,7 +123,7 @@ def worker(config: dict) -> None:
         async with OnlineAPI(model=model, cache=config["url"], batch_size=64, timeout=0.01,
                              run_id=config["run_id"]) as pipe:
             if not config["lease"]:
-                pipe.store.generation_lease = lambda key: NO_LEASE  # generate without the lease
+                pipe.store.generation_lease = lambda key, **_: NO_LEASE  # generate without the lease
             await pipe.store.length("warm-up")  # connect before the start signal
             print("ready", flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)

@@ -170,9 +170,9 @@ async def test_retried_append_and_claim_are_applied_once(redis_store_factory):
     store = redis_store_factory()
     client = await store._ready()
     base = f"{store.prefix}:{{{K}}}:"
-    append_keys = [base + "s", base + "m", base + "t", base + "u"]
-    first = await client.append(keys=append_keys, args=["tok-1", "0", b"", "rrun", rec(0), rec(1)])
-    again = await client.append(keys=append_keys, args=["tok-1", "0", b"", "rrun", rec(0), rec(1)])
+    append_keys = [base + "s", base + "m", base + "t", base + "u", base + "g"]
+    first = await client.append(keys=append_keys, args=["tok-1", "0", b"", "rrun", "", rec(0), rec(1)])
+    again = await client.append(keys=append_keys, args=["tok-1", "0", b"", "rrun", "", rec(0), rec(1)])
     assert (first, again) == (0, 0) and await store.length(K) == 2
     assert await store.append(K, [rec(2)]) == 2
 
@@ -365,13 +365,14 @@ async def test_requests_with_ids_replay_their_samples_whatever_the_order_on_redi
     await store.aclose()
 
 
-async def test_a_private_run_miss_is_four_round_trips(redis_store_factory):
+async def test_a_private_run_miss_is_three_round_trips(redis_store_factory, raw_redis):
     """Round trips of one miss (issue 25, item 3), counted at redis-py's connections: the hit
     attempt (LRANGE), the lease (its script returns the list length the holder plans with), the
-    append script, the lease release; the claim of what was just appended is served from
-    memory. Before: 7 (a length read before the plan and another under the lease, and the claim
-    read the samples back). (The first 16 misses of a pipeline also look for samples stored under the
-    pre-0.2 key, one more round trip each: this counts a miss after them.)"""
+    append script, which also ends the lease; the claim of what was just appended is served
+    from memory. Before: 4 (the lease was released by a command of its own), and 7 before that
+    (a length read before the plan and another under the lease, and the claim read the samples
+    back). (The first 16 misses of a pipeline also look for samples stored under the pre-0.2
+    key, one more round trip each: this counts a miss after them.)"""
     from redis.asyncio.connection import AbstractConnection
 
     from cachesaver.pipelines import _LEGACY_CHECKS, OnlineAPI
@@ -396,5 +397,88 @@ async def test_a_private_run_miss_is_four_round_trips(redis_store_factory):
             response = await pipe.request(Request(prompt="a miss", n=2, namespace="a"))
         finally:
             AbstractConnection.send_packed_command = original
+        # The lease is gone once the miss returns: the append ended it.
+        assert raw_redis.exists(f"{store.prefix}:{{{response.key}}}:g") == 0
     assert response.cached == [False, False] and model.samples_generated == _LEGACY_CHECKS + 2
+    assert count == 3
+
+
+async def test_a_shared_run_miss_is_four_round_trips(redis_store_factory):
+    """A shared run's miss (ledger in Redis): the hit attempt (the claim script), the lease
+    (which also reads the namespaces' ledger positions the plan needs), the append (which ends
+    the lease) and the billed claim. Before: 6 (a position read of its own, a release of its
+    own). The position read with the lease is the one the plan uses: namespace "a" has taken
+    2 samples, so its next request generates sample 2 alone."""
+    from redis.asyncio.connection import AbstractConnection
+
+    store = redis_store_factory()
+    model = FakeModel(seed=6)
+    # (No model id: a keyed model makes its first misses look for pre-0.2 keys too.)
+    async with OnlineAPI(model=model, cache=store, timeout=0, run_id="r") as pipe:
+        first = await pipe.request(Request(prompt="p", n=2, namespace="a"))
+        count = 0
+        original = AbstractConnection.send_packed_command
+
+        async def counting(conn, *args, **kwargs):
+            nonlocal count
+            count += 1
+            return await original(conn, *args, **kwargs)
+
+        AbstractConnection.send_packed_command = counting
+        try:
+            second = await pipe.request(Request(prompt="p", n=1, namespace="a"))
+        finally:
+            AbstractConnection.send_packed_command = original
+        other = await pipe.request(Request(prompt="p", n=3, namespace="b"))
+    assert first.data + second.data == other.data == [model.sample_text("p", k) for k in range(3)]
+    assert second.cached == [False] and other.cached == [True] * 3 and model.samples_generated == 3
     assert count == 4
+
+
+async def test_the_lease_is_held_through_every_call_of_a_miss(redis_store_factory, raw_redis):
+    """A model that answers short is asked again for the rest: only the append of the answer
+    that completes the miss ends the lease, so no other worker generates meanwhile (G2)."""
+    from cachesaver.generation import current_generation
+
+    store = redis_store_factory()
+    holders = []
+
+    class Short(FakeModel):
+        async def request(self, request):
+            lease_key = f"{store.prefix}:{{{current_generation().key}}}:g"
+            holders.append(raw_redis.get(lease_key))
+            return await super().request(request)
+
+    model = Short(seed=5, short_by=1)
+    async with OnlineAPI(model=model, cache=store, timeout=0) as pipe:
+        response = await pipe.request(Request(prompt="short answers", n=3))
+        assert raw_redis.exists(f"{store.prefix}:{{{response.key}}}:g") == 0
+    assert response.cached == [False] * 3 and model.call_count == 2
+    assert len(holders) == 2 and holders[0] is not None and holders[1] == holders[0]
+
+
+async def test_an_append_ends_only_its_own_lease_even_when_retried(redis_store_factory, raw_redis):
+    """The append script ends the lease only for the token that holds it: a retried append
+    (same append token, its first reply lost) answers what the first one did and leaves a
+    lease another worker took since untouched; a nested holder's view never ends the lease."""
+    store = redis_store_factory()
+    base = f"{store.prefix}:{{{K}}}:"
+    client = await store._ready()
+    keys = [base + s for s in ("s", "m", "t", "u", "g")]
+    raw_redis.set(base + "g", "mine", px=10_000)
+    assert await client.append(keys=keys, args=["tok", "0", b"", "", "mine", rec(0)]) == 0
+    assert raw_redis.exists(base + "g") == 0
+    raw_redis.set(base + "g", "theirs", px=10_000)  # another worker takes the lease
+    assert await client.append(keys=keys, args=["tok", "0", b"", "", "mine", rec(0)]) == 0  # the retry
+    assert raw_redis.get(base + "g") == b"theirs" and await store.read(K, 0, 5) == [rec(0)]
+    raw_redis.delete(base + "g")
+
+    async with store.generation_lease(K, ttl=2) as outer:
+        async with store.generation_lease(K, ttl=2) as inner:
+            assert inner.acquired and inner.nested and inner.length is None
+            assert await store.append_and_release(K, [rec(1)], None, inner) == 1
+            assert raw_redis.get(base + "g") == outer.token.encode()  # the outer body keeps it
+        assert await store.append_and_release(K, [rec(2)], None, outer) == 2
+        assert outer.ended and raw_redis.exists(base + "g") == 0
+    assert raw_redis.exists(base + "g") == 0
+    await store.aclose()

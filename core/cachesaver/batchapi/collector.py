@@ -143,7 +143,7 @@ class BatchCollector:
         generation = current_generation()
         if generation is not None:  # the line is done once the engine has appended its samples
             batch_id, custom_id, cost = result.batch, result.custom_id, result.usage.cost
-            generation.on_stored.append(lambda _start: self.journal.close_line(batch_id, custom_id, "stored", cost))
+            generation.when_stored(lambda _start: self.journal.close_line(batch_id, custom_id, "stored", cost))
         return Response(data=list(result.samples), usage=result.usage)
 
     # -- adoption (a restart collects what a gone process submitted) ---------------------------

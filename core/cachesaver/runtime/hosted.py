@@ -78,6 +78,9 @@ class _Entry:
     #: Checked on arrival (a request without an id), missed, and holding its place: its tick
     #: only starts it (or gives the place back if its caller left).
     reserved: Optional[Reservation] = None
+    #: Served only if it is a full hit (:meth:`HostedPipeline.hit_async`): a miss gives its place
+    #: back and is neither started nor failed (its caller sends it another way).
+    hit_only: bool = False
 
 
 class Begun:
@@ -249,6 +252,38 @@ class HostedPipeline:
         await _turn(entry.ready, entry)
         return await _settle_async(entry)
 
+    def hit_now(self, request: Request) -> Optional[Response]:
+        """The full hit for ``request`` served on this thread, or None, holding no place.
+
+        For adapters that answer hits before their framework's pipeline and send misses the
+        framework's normal way: a hit takes its samples exactly as :meth:`request_sync` would
+        (same ledger positions, same flags); a miss leaves no trace, so the request it becomes
+        on the normal path is checked afresh. None also when this pipeline has no synchronous
+        hits (shared runs, remote stores).
+        """
+        pipeline = self._open_pipeline()
+        first = pipeline.try_now(request)
+        if isinstance(first, Response):
+            return first
+        if first is not None:
+            first.release()
+        return None
+
+    async def hit_async(self, request: Request) -> Optional[Response]:
+        """:meth:`hit_now` for async callers, in the order :meth:`request_async` checks hits: a
+        request with an id waits for its caller-loop tick and is checked with that tick's
+        requests in id order (G4); one without an id is checked at once."""
+        pipeline = self._open_pipeline()
+        if not pipeline.sync_hits:
+            return None
+        if not request.request_id:
+            return self.hit_now(request)
+        entry = self._join_tick(request, hit_only=True)
+        await _turn(entry.ready, entry)
+        if entry.error is not None:
+            raise entry.error
+        return entry.response
+
     def submit(self, request: Request) -> "concurrent.futures.Future[Response]":
         """Start ``request`` now; the future settles from the engine's loop (streams use this).
 
@@ -281,10 +316,11 @@ class HostedPipeline:
         return Group(self, size)
 
     # -- serving requests in order ----------------------------------------------------------------
-    def _join_tick(self, request: Request, reserved: Optional[Reservation] = None) -> _Entry:
+    def _join_tick(self, request: Request, reserved: Optional[Reservation] = None,
+                   hit_only: bool = False) -> _Entry:
         loop = asyncio.get_running_loop()
         entry = _Entry(request, (request.request_id, next(self._arrivals)), loop.create_future(),
-                       reserved=reserved)
+                       reserved=reserved, hit_only=hit_only)
         entries = self._ticks.get(loop)
         if entries is None:
             self._ticks[loop] = [entry]
@@ -329,6 +365,9 @@ class HostedPipeline:
                 continue
             if isinstance(first, Response):
                 entry.response = first
+            elif entry.hit_only:  # its caller sends it the normal way: no place kept
+                if first is not None:
+                    first.release()
             else:
                 misses.append((entry, first))
         if misses:

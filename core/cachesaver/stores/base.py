@@ -27,7 +27,10 @@ claims what it generated), so they record nothing.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, AsyncIterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Optional, Sequence
+
+if TYPE_CHECKING:
+    from .totals import KeyTotals
 
 __all__ = ["Store", "LedgerEntry", "NO_LEASE"]
 
@@ -91,6 +94,23 @@ class Store(ABC):
     #: that took it: the engine then takes the lease first and plans with that length, instead
     #: of asking the length, planning, then taking the lease (one round trip fewer per miss).
     lease_reports_length: bool = False
+    #: True if ``generation_lease(key, run_id=..., namespaces=...)`` also says those namespaces'
+    #: ledger positions in that shared run, read with the lease (``held.positions``): the
+    #: engine then plans a shared run's miss without a position read per namespace.
+    lease_reports_positions: bool = False
+
+    #: True if :meth:`append_and_release` ends the lease in the append's own step (Redis: one
+    #: script): the engine then sends a miss's last append that way, and the lease's exit
+    #: costs nothing more.
+    append_ends_lease: bool = False
+
+    async def append_and_release(self, key: str, samples: Sequence[bytes], meta: Optional[bytes],
+                                 lease: Any, *, unbilled_run: Optional[str] = None) -> int:
+        """:meth:`append`, the last one under ``lease`` (what :meth:`generation_lease` yielded
+        for ``key``): stores with ``append_ends_lease`` end the lease in the same atomic step,
+        so another process waiting for it sees the samples as soon as it gets it. The default
+        appends only (the lease ends when its body exits, as always)."""
+        return await self.append(key, samples, meta, unbilled_run=unbilled_run)
 
     def generation_lease(self, key: str) -> Any:
         """An async context manager held while the samples ``key`` lacks are generated.
@@ -178,6 +198,14 @@ class Store(ABC):
             n = await self.length(key)
             size = sum(len(raw) for raw in await self.read(key, 0, n))
             yield key, n, size, await self.get_meta(key)
+
+    async def key_totals(self, top: int = 0) -> "KeyTotals":
+        """Keys, samples and bytes per model, and the ``top`` keys with the most samples (see
+        :mod:`.totals`), in memory that does not grow with the number of keys. The default
+        reads :meth:`iter_key_sizes` one key at a time; the disk store aggregates in SQL."""
+        from .totals import stream_key_totals
+
+        return await stream_key_totals(self, top)
 
     @abstractmethod
     async def get_meta(self, key: str) -> Optional[bytes]:

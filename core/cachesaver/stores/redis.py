@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import itertools
 import logging
 import os
@@ -78,25 +79,31 @@ _APPEND_TOKENS_KEPT = 16
 _PUSH_CHUNK = 4000
 _SCAN_COUNT = 1000
 
-# KEYS: samples, meta, append tokens, unbilled. ARGV: token, has_meta ('1'/'0'), meta,
-# unbilled run ('' = none), samples...
+# KEYS: samples, meta, append tokens, unbilled, lease. ARGV: token, has_meta ('1'/'0'), meta,
+# unbilled run ('' = none), lease token to end ('' = none), samples... The lease ends (if that
+# token still holds it) on a retried append too: the retry answers what the first one did.
 _APPEND_LUA = f"""
+local function release()
+  if ARGV[5] ~= '' and redis.call('GET', KEYS[5]) == ARGV[5] then redis.call('DEL', KEYS[5]) end
+end
 local mark = ARGV[1] .. ' '
 for _, entry in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
   if string.sub(entry, 1, #mark) == mark then
+    release()
     return tonumber(string.sub(entry, #mark + 1))
   end
 end
 local start = redis.call('LLEN', KEYS[1])
-for i = 5, #ARGV, {_PUSH_CHUNK} do
+for i = 6, #ARGV, {_PUSH_CHUNK} do
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + {_PUSH_CHUNK - 1}, #ARGV)))
 end
 if ARGV[2] == '1' then redis.call('SET', KEYS[2], ARGV[3], 'NX') end
 if ARGV[4] ~= '' then
-  for i = 0, #ARGV - 5 do redis.call('SADD', KEYS[4], (start + i) .. ':' .. ARGV[4]) end
+  for i = 0, #ARGV - 6 do redis.call('SADD', KEYS[4], (start + i) .. ':' .. ARGV[4]) end
 end
 redis.call('LPUSH', KEYS[3], mark .. start)
 redis.call('LTRIM', KEYS[3], 0, {_APPEND_TOKENS_KEPT - 1})
+release()
 return start
 """
 
@@ -157,13 +164,18 @@ redis.call('DEL', unpack(KEYS))
 return n
 """
 
-# KEYS: lease, samples (optional). ARGV: token, ttl ms, orphan token ('' = none). Idempotent
-# for the holder (a retried acquire succeeds); takes over an orphan: our own earlier lease whose
-# release failed. Returns {1, list length} when held (the length the holder plans with: no
-# second round trip), {0, 0} when someone else holds it.
+# KEYS: lease, samples (optional), ledger (optional). ARGV: token, ttl ms, orphan token ('' =
+# none), ledger fields... Idempotent for the holder (a retried acquire succeeds); takes over an
+# orphan: our own earlier lease whose release failed. Returns {1, list length, {ledger position
+# of each field}} when held (what the holder plans with: no second round trip), {0, 0} when
+# someone else holds it.
 _LEASE_ACQUIRE_LUA = """
 local cur = redis.call('GET', KEYS[1])
-local function held() return {1, KEYS[2] and redis.call('LLEN', KEYS[2]) or -1} end
+local function held()
+  local out = {1, KEYS[2] and redis.call('LLEN', KEYS[2]) or -1}
+  if #ARGV > 3 then out[3] = redis.call('HMGET', KEYS[3], unpack(ARGV, 4)) end
+  return out
+end
 if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return held() end
 if cur and cur ~= ARGV[3] then return {0, 0} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -209,6 +221,16 @@ class Lease:
     #: The sample list's length when the lease was taken (None: not known). The engine plans
     #: with it instead of asking again.
     length: Optional[int] = None
+    #: The ledger positions of the namespaces asked for, in the shared run asked for, read with
+    #: the lease (None: not asked, or not known).
+    positions: Optional[dict[str, int]] = None
+    #: True when this is the lease an enclosing body of the same task holds (re-entrance): only
+    #: that body ends it.
+    nested: bool = False
+    #: True once an append ended it (:meth:`RedisStore.append_and_release`).
+    ended: bool = False
+    #: What renews it while the body runs (stopped when the last append is sent).
+    renewer: Optional["_Renewal"] = dataclasses.field(default=None, repr=False, compare=False)
 
 
 class _Client:
@@ -412,15 +434,38 @@ class RedisStore(Store):
 
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None, *,
                      unbilled_run: Optional[str] = None) -> int:
+        return await self._append(key, samples, meta, unbilled_run, None)
+
+    append_ends_lease = True  # the append script can end the generation lease (one round trip)
+
+    async def append_and_release(self, key: str, samples: Sequence[bytes], meta: Optional[bytes],
+                                 lease: Any, *, unbilled_run: Optional[str] = None) -> int:
+        """:meth:`append`, and end ``lease`` (held on ``key``) in the same script: a miss's last
+        append and the lease's release are one round trip. A lease that was lost, or that a
+        nesting holder keeps, is left alone (then it ends as usual when its body exits)."""
+        own = (isinstance(lease, Lease) and lease.key == key and lease.acquired and not lease.nested
+               and not lease.released)
+        if own and lease.renewer is not None:
+            # The body ends with this append: no renewal may race the release (a renewal
+            # answered after it would report the lease lost).
+            lease.renewer.stop()
+        start = await self._append(key, samples, meta, unbilled_run, lease if own else None)
+        if own:
+            lease.ended = True  # the body's exit sends no second release
+        return start
+
+    async def _append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes],
+                      unbilled_run: Optional[str], lease: Optional[Lease]) -> int:
         base = self._base(key)
         values = [_as_bytes(raw, f"sample {i} for key {key}") for i, raw in enumerate(samples)]
         meta_arg = b"" if meta is None else _as_bytes(meta, f"meta for key {key}")
         client = await self._ready()
         try:
             start = await client.append(
-                keys=[base + "s", base + "m", base + "t", base + "u"],
+                keys=[base + "s", base + "m", base + "t", base + "u", base + "g"],
                 args=[self._token(), "0" if meta is None else "1", meta_arg,
-                      "" if unbilled_run is None else _run_arg(unbilled_run), *values],
+                      "" if unbilled_run is None else _run_arg(unbilled_run),
+                      "" if lease is None else lease.token, *values],
             )
         except RedisError as exc:
             raise self._error(exc, f"appending {len(values)} samples to key {key}", maybe_applied=True) from exc
@@ -562,10 +607,12 @@ class RedisStore(Store):
 
     # -- generation lease --------------------------------------------------------------------
     lease_reports_length = True  # the acquire script returns LLEN (Lease.length)
+    lease_reports_positions = True  # ... and, asked for, a shared run's ledger positions
 
     @contextlib.asynccontextmanager
     async def generation_lease(
-        self, key: str, ttl: Optional[float] = None, *, max_wait: Optional[float] = None
+        self, key: str, ttl: Optional[float] = None, *, max_wait: Optional[float] = None,
+        run_id: Optional[str] = None, namespaces: Sequence[str] = (),
     ) -> AsyncIterator[Lease]:
         """Hold ``key``'s generation lease across processes while the body runs.
 
@@ -579,6 +626,8 @@ class RedisStore(Store):
         waiter gives up and yields ``Lease(acquired=False)``: generating twice is better than
         waiting forever. Correctness (G1, G6) never depends on the lease.
         Re-entrant: inside a body that holds ``key``'s lease, acquiring it again yields at once.
+        ``run_id`` and ``namespaces``: the held lease also says those namespaces' ledger
+        positions in that shared run (``Lease.positions``), read with the lease in one script.
         Raises :class:`StoreError` if Redis is unreachable while acquiring.
         """
         base = self._base(key)
@@ -591,26 +640,34 @@ class RedisStore(Store):
         ident = (self._url, self.prefix, key)
         held = _HELD.get({})  # copied on write, never changed in place
         outer = held.get(ident)
-        if outer is not None and not outer.released:
-            yield outer
+        if outer is not None and not outer.released and not outer.ended:
+            # The enclosing body's lease, as a view that cannot end it; its length is unknown
+            # here (the enclosing body may have appended since it was taken).
+            yield Lease(key=key, token=outer.token, acquired=outer.acquired, nested=True)
             return
         lease = Lease(key=key, token=self._token())
         lease_key = base + "g"
         ttl_ms = max(1, int(ttl * 1000))
+        wanted = list(dict.fromkeys(namespaces)) if run_id is not None else []
+        fields = [orjson.dumps([run_id, namespace]) for namespace in wanted]
         client = await self._ready()
         loop = asyncio.get_running_loop()
         started = loop.time()
         delay = min(0.002, ttl / 20)
         while True:
             try:
-                got, length = await client.lease_acquire(
-                    keys=[lease_key, base + "s"], args=[lease.token, ttl_ms, self._orphans.get(key, "")])
+                got, length, *found = await client.lease_acquire(
+                    keys=[lease_key, base + "s", base + "l"],
+                    args=[lease.token, ttl_ms, self._orphans.get(key, ""), *fields])
             except RedisError as exc:
                 raise self._error(exc, f"acquiring the generation lease of key {key}") from exc
             lease.waited = loop.time() - started
             if got:
                 lease.acquired = True
                 lease.length = int(length)
+                if found:
+                    lease.positions = {ns: int(pos) if pos is not None else 0
+                                       for ns, pos in zip(wanted, found[0])}
                 self._orphans.pop(key, None)
                 break
             if lease.waited >= max_wait:
@@ -619,7 +676,8 @@ class RedisStore(Store):
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05, ttl / 4)
-        renewer = loop.create_task(self._renew(client, lease, lease_key, ttl, ttl_ms)) if lease.acquired else None
+        renewer = _Renewal(client, lease, lease_key, ttl, ttl_ms, loop) if lease.acquired else None
+        lease.renewer = renewer
         marker = _HELD.set({**held, ident: lease}) if lease.acquired else None
         try:
             yield lease
@@ -630,31 +688,19 @@ class RedisStore(Store):
                 except ValueError:  # exited in another context (a collected generator)
                     pass
             if renewer is not None:
-                renewer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewer
+                renewing = renewer.stop()
+                if renewing is not None:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await renewing
             lease.released = True
-            if lease.acquired:
+            lease.renewer = None
+            if lease.acquired and not lease.ended:
                 try:
                     await client.lease_release(keys=[lease_key], args=[lease.token])
                 except RedisError as exc:  # it expires by itself, or our next acquire takes it
                     self._orphans[key] = lease.token
                     log.warning("could not release the generation lease of key %s (%s); it "
                                 "expires within %.1fs", key, exc, ttl)
-
-    async def _renew(self, client: _Client, lease: Lease, lease_key: str, ttl: float, ttl_ms: int) -> None:
-        while True:
-            await asyncio.sleep(ttl / 3)
-            try:
-                kept = await client.lease_renew(keys=[lease_key], args=[lease.token, ttl_ms])
-            except RedisError as exc:
-                kept = 0
-                log.warning("could not renew the generation lease of key %s: %s", lease.key, exc)
-            if not kept:
-                log.warning("lost the generation lease of key %s; another worker may generate "
-                            "the same samples", lease.key)
-                lease.acquired = False
-                return
 
     # -- administration ----------------------------------------------------------------------
     async def _scan(self, kind: str) -> AsyncIterator[tuple[str, bytes]]:
@@ -775,6 +821,53 @@ class RedisStore(Store):
 
     def __repr__(self) -> str:
         return f"RedisStore({self.location!r}, prefix={self.prefix!r})"
+
+
+class _Renewal:
+    """Renews a held lease every ``ttl/3`` while its body runs, so a long model call keeps it
+    and a crashed holder loses it. A timer between renewals, not a task that sleeps: most
+    bodies end before the first renewal, and stopping a timer costs no turn of the loop."""
+
+    def __init__(self, client: _Client, lease: Lease, lease_key: str, ttl: float, ttl_ms: int,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.client, self.lease, self.lease_key = client, lease, lease_key
+        self.interval, self.ttl_ms, self.loop = ttl / 3, ttl_ms, loop
+        self.stopped = False
+        self.task: "Optional[asyncio.Task[None]]" = None
+        self.timer: Optional[asyncio.TimerHandle] = loop.call_later(self.interval, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        if not self.stopped:
+            self.task = self.loop.create_task(self._renew())
+
+    async def _renew(self) -> None:
+        lease = self.lease
+        try:
+            kept = await self.client.lease_renew(keys=[self.lease_key], args=[lease.token, self.ttl_ms])
+        except RedisError as exc:
+            kept = 0
+            log.warning("could not renew the generation lease of key %s: %s", lease.key, exc)
+        self.task = None
+        if self.stopped:
+            return
+        if not kept:
+            log.warning("lost the generation lease of key %s; another worker may generate "
+                        "the same samples", lease.key)
+            lease.acquired = False
+            return
+        self.timer = self.loop.call_later(self.interval, self._fire)
+
+    def stop(self) -> "Optional[asyncio.Task[None]]":
+        """Renew no more; returns a renewal still in flight (cancelled), for the caller to await."""
+        self.stopped = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        task = self.task  # kept: whoever stops it last awaits it
+        if task is not None:
+            task.cancel()
+        return task
 
 
 # -- helpers ---------------------------------------------------------------------------------
