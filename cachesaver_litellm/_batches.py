@@ -32,6 +32,7 @@ log = logging.getLogger("cachesaver.litellm.batches")
 #: Providers whose litellm batch API takes OpenAI's JSONL chat-completions lines (tested: openai).
 BATCH_PROVIDERS = ("openai", "azure")
 _ENDPOINT = "/v1/chat/completions"
+_PRICES = ("input_cost_per_token", "output_cost_per_token")
 
 
 class LiteLLMBatchBackend:
@@ -58,8 +59,32 @@ class LiteLLMBatchBackend:
     def describe(self, request: Request) -> dict:
         call = _call(request)
         base = call.kwargs.get("api_base")
-        return {"provider": call.provider, "model": _name(request),
+        info = {"adapter": "litellm", "provider": call.provider, "model": _name(request),
                 "endpoint": url_without_userinfo(str(base)) if base else ""}
+        for name in _PRICES:  # the call's own prices (not secrets): a later collect bills by them too
+            value = call.kwargs.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                info[name] = value
+        return info
+
+    def estimate(self, request: Request, n: int) -> Optional[float]:
+        """A line's cost before its answer, by the price function its answer is billed with:
+        its prompt's tokens (litellm's token counter) plus, when the call sets ``max_tokens``
+        (or ``max_completion_tokens``), ``n`` times that many completion tokens (a bound);
+        without it the completion part is not counted. None if litellm cannot count."""
+        import litellm
+
+        params = getattr(request, "params", {}) or {}
+        limit = params.get("max_completion_tokens", params.get("max_tokens"))
+        completion = n * limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else 0
+        try:
+            prompt = int(litellm.token_counter(model=_name(request), messages=_call(request).messages))
+            response = litellm.ModelResponse(model=_name(request), usage={
+                "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+            return _batch_cost(request, response, prompt, completion)[0]
+        except Exception as exc:  # an estimate only: the line is submitted all the same
+            log.debug("could not estimate a batch line's cost: %s", type(exc).__name__)
+            return None
 
     def line(self, custom_id: str, request: Request, n: int) -> bytes:
         params = dict(getattr(request, "params", {}) or {})

@@ -31,7 +31,7 @@ from .stats import Stats
 from .stores.base import NO_LEASE, Store
 from .typedefs import Request, Response, Usage
 
-__all__ = ["Cacher"]
+__all__ = ["Cacher", "encode_response"]
 
 log = logging.getLogger("cachesaver.cacher")
 
@@ -403,6 +403,8 @@ class Cacher:
         self.stats.samples_requested += n
         in_flight = self.calls.start()  # from the call until its samples are stored
         try:
+            if generation.meta is None:  # (frozen: set once, before the model sees it, as when_stored does)
+                object.__setattr__(generation, "meta", meta)
             token = set_generation(generation)
             try:
                 encoded = self._encode(key, n, await self._generate(request))
@@ -430,28 +432,7 @@ class Cacher:
         return _Call(start, start + k, encoded)
 
     def _encode(self, key: str, n: int, response: Any) -> list[bytes]:
-        """The model's samples as stored records, each with its share of the call's usage."""
-        if not isinstance(response, Response) or not isinstance(response.data, list):
-            raise ModelOutputError(
-                f"{self._model_name}.request() must return cachesaver.typedefs.Response with a "
-                f"list in .data, got {type(response).__name__}"
-            )
-        samples = response.data
-        if not samples:
-            raise ModelOutputError(
-                f"{self._model_name} returned no samples for n={n} (key {key}); return a "
-                "Response whose data holds up to n samples"
-            )
-        usage = response.usage if isinstance(response.usage, Usage) else Usage()
-        k = len(samples)
-        shares = response.sample_usage
-        if not (isinstance(shares, list) and len(shares) == k and all(isinstance(u, Usage) for u in shares)):
-            shares = usage.split(k)  # a model that made several calls gives each call's split
-        return [
-            encode_sample(sample, share.prompt_tokens, share.completion_tokens, share.cost,
-                          where=f"sample {i} returned by {self._model_name} for key {key}")
-            for i, (sample, share) in enumerate(zip(samples, shares))
-        ]
+        return encode_response(key, n, response, self._model_name)
 
     # -- delivery and flags (G8) -------------------------------------------------------------
     def _deliver(self, deliveries: "list[tuple[Demand, int, list[bytes], Optional[Sequence[int]]]]",
@@ -541,6 +522,32 @@ class Cacher:
                 self._unbilled.pop(key, None)
         return Response(data=data, cached=cached, duplicated=duplicated, usage=paid,
                         sample_usage=shares, key=key, model_calls=originals)
+
+
+def encode_response(key: str, n: int, response: Any, model_name: str) -> list[bytes]:
+    """A model's samples as stored records, each with its share of the call's usage (what the
+    engine appends; ``cachesaver batches collect`` stores a batch line's answer through it too)."""
+    if not isinstance(response, Response) or not isinstance(response.data, list):
+        raise ModelOutputError(
+            f"{model_name}.request() must return cachesaver.typedefs.Response with a "
+            f"list in .data, got {type(response).__name__}"
+        )
+    samples = response.data
+    if not samples:
+        raise ModelOutputError(
+            f"{model_name} returned no samples for n={n} (key {key}); return a "
+            "Response whose data holds up to n samples"
+        )
+    usage = response.usage if isinstance(response.usage, Usage) else Usage()
+    k = len(samples)
+    shares = response.sample_usage
+    if not (isinstance(shares, list) and len(shares) == k and all(isinstance(u, Usage) for u in shares)):
+        shares = usage.split(k)  # a model that made several calls gives each call's split
+    return [
+        encode_sample(sample, share.prompt_tokens, share.completion_tokens, share.cost,
+                      where=f"sample {i} returned by {model_name} for key {key}")
+        for i, (sample, share) in enumerate(zip(samples, shares))
+    ]
 
 
 def _holds(items: list[Pending], wanted: Pending) -> bool:

@@ -11,7 +11,9 @@
     cachesaver migrate-keys --cache DIR|URL --model NAME [--key PREFIX ...] [--move] [--dry-run]
                                                               engine keys from before models were keyed
     cachesaver serve-fake [--port P] [--seed S]               the local OpenAI-compatible server
-    cachesaver batches --cache DIR                             batch mode's provider batches
+    cachesaver batches --cache DIR|URL                         batch mode's provider batches, with cost
+    cachesaver batches collect (ID | --all) --cache DIR|URL    store the answers of a dead process's batch
+    cachesaver batches cancel ID --yes --cache DIR|URL         cancel a batch at the provider
     cachesaver bundle create --cache DIR|URL (--run-id RUN | --consumption FILE.json) -o OUT [--allow PATH]
     cachesaver bundle merge A B ... -o OUT [--allow PATH]     several bundles into one
     cachesaver bundle import BUNDLE --cache DIR|URL           extend a published experiment
@@ -386,9 +388,38 @@ def cmd_serve_fake(args: argparse.Namespace) -> int:
 
 
 async def _cmd_batches(args: argparse.Namespace) -> int:
-    from .batchapi.listing import cmd_batches
+    from .batchapi import listing
 
-    return await cmd_batches(args, open_cache, _console())
+    if args.batches_command == "collect":
+        return await listing.cmd_collect(args, open_cache, _console(), CLIError)
+    if args.batches_command == "cancel":
+        return await listing.cmd_cancel(args, open_cache, _console(), CLIError)
+    return await listing.cmd_batches(args, open_cache, _console())
+
+
+def _add_batches_command(sub: Any, with_cache: Any) -> None:
+    batches = with_cache(sub.add_parser("batches", help="provider batches of batch mode: pending, done, failed, cost"))
+    batches.set_defaults(func=_cmd_batches, batches_command=None)
+    actions = batches.add_subparsers(dest="batches_command", metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        # --cache after the action too (the parent's default stands unless it is given here).
+        p.add_argument("--cache", default=argparse.SUPPRESS, help="cache directory or redis:// URL")
+        p.add_argument("--api-base", default=None,
+                       help="the provider endpoint (default: the one the batch was submitted to); the API key "
+                            "is read from the environment as the provider's library reads it (OPENAI_API_KEY)")
+
+    collect = actions.add_parser("collect", help="store the answers of batches whose submitting process is gone")
+    collect.add_argument("batch", nargs="?", default=None, help="a batch id (prefix) or the provider's batch id")
+    collect.add_argument("--all", action="store_true", help="every batch with open lines")
+    collect.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a batch to end (default 0)")
+    common(collect)
+    cancel = actions.add_parser("cancel", help="cancel a batch at the provider (asks for --yes)")
+    cancel.add_argument("batch", help="a batch id (prefix) or the provider's batch id")
+    cancel.add_argument("--yes", action="store_true", help="really cancel")
+    cancel.add_argument("--wait", type=float, default=60.0,
+                        help="seconds to wait for the cancellation to end the batch (default 60)")
+    common(cancel)
 
 
 # -- commands from other packages (the demo) -------------------------------------------------
@@ -562,8 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .testing.server import add_serve_arguments
 
     add_serve_arguments(fake)
-    batches = with_cache(sub.add_parser("batches", help="provider batches of batch mode: pending, done, failed"))
-    batches.set_defaults(func=_cmd_batches)
+    _add_batches_command(sub, with_cache)
     fake.set_defaults(func=cmd_serve_fake)
     _add_plugin_commands(sub)
     _describe_subcommands(parser)

@@ -34,6 +34,10 @@ class Generation:
     #: journal line stored there); a failing hook is logged, never fails the call. Added with
     #: :meth:`when_stored`; None until then (most calls have none: no list per call).
     on_stored: "Optional[list[Callable[[int], Awaitable[Any]]]]" = field(default=None, compare=False, repr=False)
+    #: The canonical request JSON the samples are stored with (set by the cacher for the call):
+    #: batch mode records it with its line, so that a line collected by another process (the
+    #: ``cachesaver batches collect`` command) is stored with the request, as the engine would.
+    meta: Optional[bytes] = field(default=None, compare=False, repr=False)
 
     def when_stored(self, hook: "Callable[[int], Awaitable[Any]]") -> None:
         """Call ``hook(first_index)`` once this call's samples are appended."""

@@ -16,10 +16,10 @@ from cachesaver.stores.diskjournal import DiskJournal  # noqa: E402
 original = DiskJournal.close_line
 
 
-async def close_line(self, batch_id, custom_id, state):
+async def close_line(self, batch_id, custom_id, state, *args, **kwargs):
     if state == "stored":  # the samples are appended; the journal is about to say so
         os.kill(os.getpid(), signal.SIGKILL)
-    return await original(self, batch_id, custom_id, state)
+    return await original(self, batch_id, custom_id, state, *args, **kwargs)
 
 
 DiskJournal.close_line = close_line

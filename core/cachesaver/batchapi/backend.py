@@ -86,3 +86,8 @@ class BatchBackend(Protocol):
         """Every answered line of an ended batch, by custom_id (output and error files)."""
 
     async def cancel(self, request: Request, batch_id: str) -> None: ...
+
+    # Optional (looked up with getattr; a backend without it lists pending lines as unestimated):
+    # def estimate(self, request: Request, n: int) -> Optional[float]:
+    #     """What a line asking ``n`` samples of ``request`` will cost at batch prices, as far as
+    #     can be known before the answer (``cachesaver batches`` shows it as pending)."""

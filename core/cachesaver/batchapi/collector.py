@@ -32,7 +32,7 @@ from ..errors import CacheSaverError, InvalidRequestError
 from ..generation import current_generation
 from ..typedefs import Request, Response
 from .backend import ENDED, BatchBackend, BatchLineError, BatchNotAnsweredError, BatchUnsupportedError, LineResult
-from .journal import LIVE, BatchJournal, BatchRecord, LineRecord, owner_gone, owner_token
+from .journal import LIVE, BatchJournal, BatchRecord, BatchTakenOverError, LineRecord, collector_gone, owner_token
 
 if TYPE_CHECKING:  # (the stores import this package for their journals: no import at run time)
     from ..stores.base import Store
@@ -83,6 +83,7 @@ class _Line:
     body: bytes
     future: "asyncio.Future[LineResult]"
     first: int = -1  # where its samples are planned to go (LineRecord.first)
+    meta: Optional[bytes] = None       # LineRecord.meta
 
 
 @dataclasses.dataclass(eq=False)
@@ -115,6 +116,7 @@ class BatchCollector:
         #: Lines this process submitted and still waits for (to resubmit them if their batch expires).
         self._lines: dict[str, _Line] = {}
         self._tasks: set["asyncio.Task[Any]"] = set()
+        self._heartbeat: "Optional[asyncio.Future[None]]" = None
         #: Counters: batches submitted and adopted (collected for a gone process), lines sent.
         self.submitted = 0
         self.adopted = 0
@@ -140,17 +142,19 @@ class BatchCollector:
                                  f"an error: {result.error}; nothing was stored, asking again submits it again")
         generation = current_generation()
         if generation is not None:  # the line is done once the engine has appended its samples
-            batch_id, custom_id = result.batch, result.custom_id
-            generation.when_stored(lambda _start: self.journal.close_line(batch_id, custom_id, "stored"))
+            batch_id, custom_id, cost = result.batch, result.custom_id, result.usage.cost
+            generation.when_stored(lambda _start: self.journal.close_line(batch_id, custom_id, "stored", cost))
         return Response(data=list(result.samples), usage=result.usage)
 
     # -- adoption (a restart collects what a gone process submitted) ---------------------------
     async def _adopt(self, key: str, request: Request) -> Optional[Response]:
         for batch, line in await self.journal.open_lines(key):
-            if batch.owner != self.owner and not owner_gone(batch.owner, self.owner):
+            if batch.owner != self.owner and not await collector_gone(self.journal, batch.owner, self.owner):
                 continue
-            if batch.owner != self.owner and not await self.journal.take_over(batch.id, batch.owner, self.owner):
-                continue
+            if batch.owner != self.owner:
+                await self._beat()  # alive before it owns the batch (another host must not take it back)
+                if not await self.journal.take_over(batch.id, batch.owner, self.owner):
+                    continue
             if batch.owner != self.owner:
                 self.adopted += 1
                 log.info("collecting batch %s (%s) submitted by a process that is gone",
@@ -199,7 +203,7 @@ class BatchCollector:
         except CacheSaverError:
             return False
         if same:
-            await self.journal.close_line(line.batch, line.custom_id, "stored")
+            await self.journal.close_line(line.batch, line.custom_id, "stored", result.usage.cost)
             log.info("batch line %s of key %s was stored by the process that submitted it", line.custom_id, key)
         return same
 
@@ -209,7 +213,9 @@ class BatchCollector:
         body = self.backend.line(custom_id, request, request.n)
         generation = current_generation()
         first = generation.first_index if generation is not None and generation.key == key else -1
-        line = _Line(custom_id, key, request.n, request, body, asyncio.get_running_loop().create_future(), first)
+        meta = generation.meta if generation is not None and generation.key == key else None
+        line = _Line(custom_id, key, request.n, request, body, asyncio.get_running_loop().create_future(), first,
+                     meta)
         self._enqueue(line)
         return line
 
@@ -253,8 +259,15 @@ class BatchCollector:
             futures[line.custom_id] = line.future
             self._lines[line.custom_id] = line
         try:
-            await self.journal.add(batch, [LineRecord(batch.id, ln.custom_id, ln.key, ln.n, first=ln.first)
-                                           for ln in lines])
+            # Estimated when the window closes (not as lines join it: the window's age is not spent
+            # on it), in a thread: counting tokens costs ~0.2 ms a line, and the first count loads
+            # the tokenizer (~0.5 s); the loop serves hits meanwhile.
+            estimate = getattr(self.backend, "estimate", None)  # (optional: see BatchBackend)
+            estimates = await asyncio.to_thread(lambda: [estimate(ln.request, ln.n) for ln in lines]) \
+                if estimate is not None else [None] * len(lines)
+            await self._beat()  # the batch is recorded as owned by a collector known to be alive
+            await self.journal.add(batch, [LineRecord(batch.id, ln.custom_id, ln.key, ln.n, first=ln.first, meta=ln.meta,
+                                                      estimate=cost) for ln, cost in zip(lines, estimates)])
             input_file = await self.backend.upload(request, b"".join(line.body for line in lines))
             await self.journal.update(batch.id, input_file=input_file)
             provider_batch = await self.backend.create(request, input_file, batch.id)
@@ -279,6 +292,27 @@ class BatchCollector:
     # -- polling -------------------------------------------------------------------------------
     def _start_poll(self, batch_id: str, provider_batch: str, request: Request) -> None:
         self._polls[batch_id] = self._spawn(self._poll(batch_id, provider_batch, request))
+        if self._heartbeat is None and hasattr(self.journal, "heartbeat"):
+            self._heartbeat = asyncio.ensure_future(self._keep_alive())
+
+    # -- liveness (journals that keep it: a collector of another host that stops renewing it
+    # is gone, and its batches are collected by another process) ------------------------------
+    async def _beat(self) -> None:
+        beat = getattr(self.journal, "heartbeat", None)
+        if beat is not None:
+            await beat(self.owner)
+
+    async def _keep_alive(self) -> None:
+        """Renew this collector's liveness while it polls batches."""
+        try:
+            while self._polls:
+                try:
+                    await self._beat()
+                except Exception as exc:  # the next renewal may succeed; past the TTL, others take over
+                    log.warning("could not renew the batch collector's liveness: %s", exc)
+                await asyncio.sleep(self.journal.heartbeat_every)  # type: ignore[attr-defined]
+        finally:
+            self._heartbeat = None
 
     async def _poll(self, batch_id: str, provider_batch: str, request: Request) -> None:
         futures = self._waiting.get(batch_id, {})
@@ -291,6 +325,12 @@ class BatchCollector:
                 await asyncio.sleep(wait)
                 wait = min(wait * self.options.backoff, self.options.max_poll)
             results = await self.backend.results(request, status)
+            owner = getattr(self.journal, "owner", None)
+            if owner is not None and await owner(batch_id) != self.owner:
+                # Taken over while this process did not renew its liveness: the new owner
+                # stores the answers (stored twice otherwise).
+                raise BatchTakenOverError(f"batch {batch_id} was taken over by another process (this one did "
+                                          "not renew its liveness in time), which stores its answers; ask again")
             await self.journal.update(batch_id, state=status.state)
         except Exception as exc:  # the batch is still recorded: a later miss collects it again
             for future in futures.values():
@@ -353,6 +393,8 @@ class BatchCollector:
             await asyncio.gather(*submitting, return_exceptions=True)
         for task in list(self._polls.values()):
             task.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         LIVE.discard(self.owner)
 
 

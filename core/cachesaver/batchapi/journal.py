@@ -19,8 +19,14 @@ import socket
 import time
 from typing import Any, Optional, Protocol
 
-__all__ = ["BatchRecord", "LineRecord", "BatchJournal", "MemoryJournal", "owner_token", "owner_gone",
-           "LINE_STATES", "BATCH_STATES"]
+from ..errors import CacheSaverError
+
+__all__ = ["BatchRecord", "LineRecord", "BatchJournal", "MemoryJournal", "owner_token", "owner_gone", "collector_gone",
+           "BatchTakenOverError", "LINE_STATES", "BATCH_STATES"]
+
+class BatchTakenOverError(CacheSaverError, RuntimeError):
+    """Another process took a batch over (this one had stopped renewing its liveness)."""
+
 
 #: A line's states: waiting for its batch, its samples appended, answered with an error, never answered.
 LINE_STATES = ("open", "stored", "failed", "lost")
@@ -52,6 +58,13 @@ class LineRecord:
     #: generation lease; -1: unknown). A restart that finds the line open checks there whether
     #: the process that died had appended them already (then it must not append them again).
     first: int = -1
+    #: The canonical request JSON of the line's key (what the engine stores with its samples),
+    #: so that ``cachesaver batches collect`` stores an answer exactly as the engine would.
+    meta: Optional[bytes] = None
+    #: The line's cost as estimated at submission, at batch prices (None: the backend cannot say).
+    estimate: Optional[float] = None
+    #: What its answer was billed, once stored.
+    cost: Optional[float] = None
 
 
 class BatchJournal(Protocol):
@@ -66,10 +79,14 @@ class BatchJournal(Protocol):
 
     async def open_lines(self, key: str) -> "list[tuple[BatchRecord, LineRecord]]": ...
 
-    async def close_line(self, batch_id: str, custom_id: str, state: str) -> None: ...
+    async def close_line(self, batch_id: str, custom_id: str, state: str, cost: Optional[float] = None) -> None:
+        """Close an open line (a closed one stays as it is); ``cost``: what its answer was billed."""
 
-    async def batches(self) -> "list[tuple[BatchRecord, dict[str, int]]]":
-        """Every batch, newest first, with its lines counted per state (and ``samples``)."""
+    async def lines(self, batch_id: str) -> "list[LineRecord]":
+        """Every line of a batch (with its ``meta``), in ``custom_id`` order."""
+
+    async def batches(self) -> "list[tuple[BatchRecord, dict[str, Any]]]":
+        """Every batch, newest first, with its lines counted per state (see :func:`count_lines`)."""
 
 
 class MemoryJournal:
@@ -101,28 +118,43 @@ class MemoryJournal:
                  if line.key == key and line.state == "open"]
         return [(dataclasses.replace(b), dataclasses.replace(line)) for b, line in found]
 
-    async def close_line(self, batch_id: str, custom_id: str, state: str) -> None:
+    async def close_line(self, batch_id: str, custom_id: str, state: str, cost: Optional[float] = None) -> None:
         line = self._lines.get((batch_id, custom_id))
         if line is not None and line.state == "open":
             line.state = state
+            line.cost = cost
 
-    async def batches(self) -> "list[tuple[BatchRecord, dict[str, int]]]":
+    async def lines(self, batch_id: str) -> "list[LineRecord]":
+        return sorted((dataclasses.replace(line) for line in self._lines.values() if line.batch == batch_id),
+                      key=lambda line: line.custom_id)
+
+    async def batches(self) -> "list[tuple[BatchRecord, dict[str, Any]]]":
         out = []
         for record in sorted(self._batches.values(), key=lambda b: b.created, reverse=True):
             lines = [line for line in self._lines.values() if line.batch == record.id]
-            out.append((dataclasses.replace(record), count_lines((line.state, line.n) for line in lines)))
+            out.append((dataclasses.replace(record),
+                        count_lines((line.state, line.n, line.estimate, line.cost) for line in lines)))
         return out
 
 
-def count_lines(states: Any) -> dict[str, int]:
-    """``{state: lines}`` plus ``samples`` (all lines' n) and ``stored_samples``."""
-    counts = dict.fromkeys(LINE_STATES, 0)
-    counts["samples"] = counts["stored_samples"] = 0
-    for state, n in states:
+def count_lines(lines: Any) -> dict[str, Any]:
+    """From ``(state, n, estimate, cost)`` per line: ``{state: lines}``, ``samples`` (all lines'
+    n), ``stored_samples``, ``billed`` (the cost of the stored lines' answers) and ``pending``
+    (the estimated cost of the open lines; ``unestimated``: open lines without an estimate)."""
+    counts: dict[str, Any] = dict.fromkeys(LINE_STATES, 0)
+    counts["samples"] = counts["stored_samples"] = counts["unestimated"] = 0
+    counts["billed"] = counts["pending"] = 0.0
+    for state, n, estimate, cost in lines:
         counts[state] = counts.get(state, 0) + 1
         counts["samples"] += n
         if state == "stored":
             counts["stored_samples"] += n
+            counts["billed"] += cost or 0.0
+        elif state == "open":
+            if estimate is None:
+                counts["unestimated"] += 1
+            else:
+                counts["pending"] += estimate
     return counts
 
 
@@ -136,10 +168,21 @@ def owner_token(instance: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{_BOOT}:{instance}"
 
 
+async def collector_gone(journal: Any, owner: str, me: str) -> bool:
+    """:func:`owner_gone`, and on a journal that keeps collectors' liveness (``alive``: the
+    Redis journal's heartbeats), also a collector of another host that stopped renewing it."""
+    if owner_gone(owner, me):
+        return True
+    alive = getattr(journal, "alive", None)
+    if alive is None or owner == me or owner.partition(":")[0] == socket.gethostname():
+        return False
+    return not await alive(owner)
+
+
 def owner_gone(owner: str, me: str) -> bool:
     """Whether the collector ``owner`` can no longer collect its batch: another collector of this
     process (closed or replaced), or a process of this host that has exited. A process on
-    another host is presumed alive (its batch is left to it)."""
+    another host is presumed alive here (:func:`collector_gone` also asks the journal)."""
     if owner == me:
         return False
     host, _, rest = owner.partition(":")
