@@ -106,11 +106,22 @@ class LiteLLMBatchBackend:
         return str(file.id)
 
     async def create(self, request: Request, input_file: str, journal_id: str) -> str:
+        """Sent once (``max_retries=0``): the client's retry after a lost reply would create (and
+        bill) a second batch. A lost reply raises ConnectionError, after which the collector
+        keeps the record and a later miss finds the batch by its input file (:meth:`find`)."""
         import litellm
+        import openai
 
-        with _internal_sub_call()():
-            batch = await litellm.acreate_batch(completion_window="24h", endpoint=_ENDPOINT, input_file_id=input_file,
-                                                metadata={"cachesaver_batch": journal_id}, **_transport(request))
+        try:
+            with _internal_sub_call()():
+                batch = await litellm.acreate_batch(completion_window="24h", endpoint=_ENDPOINT,
+                                                    input_file_id=input_file, metadata={"cachesaver_batch": journal_id},
+                                                    max_retries=0, **_transport(request))
+        except (openai.APIConnectionError, litellm.APIConnectionError, litellm.Timeout) as exc:  # timeouts included
+            raise ConnectionError(
+                f"no reply to the creation of the batch of file {input_file} ({type(exc).__name__}): it may "
+                "exist at the provider; asking again finds it by its input file instead of creating another"
+            ) from exc
         return str(batch.id)
 
     async def find(self, request: Request, input_file: str) -> Optional[str]:

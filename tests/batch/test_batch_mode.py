@@ -94,6 +94,24 @@ def test_expired_batch_resubmits_only_unanswered_lines(batch_server, store_path)
     assert batch_server.batches.samples_generated == 10
 
 
+def test_a_lost_creation_reply_creates_no_second_batch(batch_server, store_path):
+    """litellm's client retries a POST whose reply was lost; for a batch creation that retry
+    creates (and would bill) a second batch. The creation goes out once; its waiters learn it
+    may exist, and asking again finds that batch by its input file."""
+    _register(store_path)
+    prompts = [f"l{i}" for i in range(3)]
+    batch_server.batches.lose_create_reply_next()
+    lost = asyncio.run(ask_all(batch_server, [(p, "ns", 1) for p in prompts]))
+    assert all(isinstance(r, BaseException) for r in lost), lost
+    assert all("may exist" in str(r) for r in lost), lost
+    assert batch_server.batches.created == 1
+    again = asyncio.run(ask_all(batch_server, [(p, "ns", 1) for p in prompts]))
+    assert not [r for r in again if isinstance(r, BaseException)], again
+    # before the fix: 2 batches created, 6 samples generated for 3 wanted
+    assert batch_server.batches.created == 1 and batch_server.batches.samples_generated == 3
+    assert [r._hidden_params["cachesaver"]["cached"] for r in again] == [[False]] * 3
+
+
 def test_provider_without_batch_api_is_refused_before_any_cost(batch_server, store_path):
     _register(store_path)
 
