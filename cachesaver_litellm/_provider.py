@@ -33,6 +33,7 @@ from cachesaver.typedefs import Response
 from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
 from ._callback import never_store, record_call
 from ._http_identity import check_http_name, identity_from_headers
+from ._inner_call import inner_acompletion
 from ._issue_order import ISSUE_KEY, issue_request_id
 from ._keys import normalise_messages, normalise_model, split_params
 from ._namespace_warning import warn_no_namespace_once
@@ -270,7 +271,7 @@ def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, An
         params=keyed,
         endpoint=url_without_userinfo(str(api_base)) if key_api_base and api_base else None,
         call=RealCall(
-            invoke=litellm.acompletion,
+            invoke=inner_acompletion,
             model=model,
             messages=messages,
             kwargs=kwargs,
