@@ -11,7 +11,10 @@ calls that directly, on the engine's loop, instead of ``litellm.acompletion``:
   list set-up), no second ``async_pre_call_deployment_hook`` / ``async_post_call_success_
   deployment_hook`` round, no second cache lookup, no success/failure dispatch;
 - no executor hop: ``litellm.acompletion`` runs ``completion`` on a worker thread to keep the
-  caller's loop free; here the caller's loop is the engine's, which waits for the answer anyway;
+  caller's loop free; here that loop is the engine's, and the hop cost more CPU than the work it
+  moved. ``completion`` only builds the request for HTTP providers; a provider whose request
+  building blocks (a cloud token fetched synchronously) now holds the engine's loop, not a
+  worker thread, for that time;
 - priced once: the answer is priced by its own logging object's ``response_cost_calculator``
   (litellm's figure, custom pricing included, exactly what ``litellm.acompletion`` stamps) and
   the price travels in ``_hidden_params["response_cost"]``; the outer call logs that figure.
@@ -72,10 +75,14 @@ async def inner_acompletion(*, model: str, messages: Any, **kwargs: Any) -> Any:
     """The real call of a miss (non-streaming): ``litellm.main.completion``'s provider request,
     awaited on this loop, priced once; litellm's exceptions as ``litellm.acompletion`` raises them."""
     import litellm
-    from litellm import main
-    from litellm._internal_context import internal_sub_call
-    from litellm.litellm_core_utils.litellm_logging import Logging
 
+    try:  # litellm's own parts, pinned at litellm 1.110.x
+        from litellm import main
+        from litellm._internal_context import internal_sub_call
+        from litellm.litellm_core_utils.litellm_logging import Logging
+    except ImportError:  # pragma: no cover - other litellm versions: the full pipeline
+        log.debug("litellm %s lacks the provider-call parts: full acompletion", getattr(litellm, "version", "?"))
+        return await litellm.acompletion(model=model, messages=messages, **kwargs)
     if needs_full_pipeline(kwargs):
         with internal_sub_call():
             return await litellm.acompletion(model=model, messages=messages, **kwargs)

@@ -4,8 +4,9 @@
 :class:`CacheSaverLLM`, which turns the call into an engine request (key from the real model,
 messages and output-shaping params; namespace and request id from metadata) and hands it to the
 runtime's :class:`~cachesaver.runtime.HostedPipeline`: a hit is answered on the caller's own
-thread, a miss on the engine's loop. On a miss the engine calls the real model through
-``litellm.acompletion`` inside ``litellm._internal_context.internal_sub_call()``, so litellm
+thread, a miss on the engine's loop. On a miss the engine makes litellm's provider request for
+the real model (:mod:`._inner_call`: no second pass of litellm's pipeline; streams through
+``litellm.acompletion``), inside ``litellm._internal_context.internal_sub_call()``, so litellm
 logs and bills the call once, as the outer ``cachesaver/`` call, with the cost the engine billed
 to that caller.
 
