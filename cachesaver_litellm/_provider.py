@@ -4,8 +4,9 @@
 :class:`CacheSaverLLM`, which turns the call into an engine request (key from the real model,
 messages and output-shaping params; namespace and request id from metadata) and hands it to the
 runtime's :class:`~cachesaver.runtime.HostedPipeline`: a hit is answered on the caller's own
-thread, a miss on the engine's loop. On a miss the engine calls the real model through
-``litellm.acompletion`` inside ``litellm._internal_context.internal_sub_call()``, so litellm
+thread, a miss on the engine's loop. On a miss the engine makes litellm's provider request for
+the real model (:mod:`._inner_call`: no second pass of litellm's pipeline; streams through
+``litellm.acompletion``), inside ``litellm._internal_context.internal_sub_call()``, so litellm
 logs and bills the call once, as the outer ``cachesaver/`` call, with the cost the engine billed
 to that caller.
 
@@ -34,6 +35,7 @@ from ._backend import LiteLLMBackend, LiteLLMRequest, RealCall, supports_n
 from ._callback import never_store, record_call
 from ._dspy_fastpath import observe
 from ._http_identity import check_http_name, identity_from_headers
+from ._inner_call import inner_acompletion
 from ._issue_order import ISSUE_KEY, issue_request_id
 from ._keys import normalise_messages, normalise_model, split_params
 from ._namespace_warning import warn_no_namespace_once
@@ -273,7 +275,7 @@ def build_request(*, model: Any, messages: Any, optional_params: Mapping[str, An
         params=keyed,
         endpoint=url_without_userinfo(str(api_base)) if key_api_base and api_base else None,
         call=RealCall(
-            invoke=litellm.acompletion,
+            invoke=inner_acompletion,
             model=model,
             messages=messages,
             kwargs=kwargs,
