@@ -25,7 +25,7 @@ from typing import Any, Hashable, Optional
 
 from langchain_core.language_models import BaseChatModel
 
-from cachesaver.batchapi import BatchAPI, BatchStatus, BatchUnsupportedError, LineResult
+from cachesaver.batchapi import BatchAPI, BatchStatus, BatchUnsupportedError, CreationReplyLost, LineResult
 from cachesaver.errors import InvalidRequestTypeError
 from cachesaver.secrets import url_without_userinfo
 from cachesaver.typedefs import Request, Usage
@@ -114,9 +114,7 @@ class OpenAIBatchBackend:
         return str(file.id)
 
     async def create(self, request: Request, input_file: str, journal_id: str) -> str:
-        """Sent once: the SDK's retry after a lost reply would create (and bill) a second batch.
-        A lost reply raises ConnectionError, after which the collector keeps the record and a
-        later miss finds the batch by its input file (:meth:`find`)."""
+        """Sent once (no SDK retry): see :class:`~cachesaver.batchapi.CreationReplyLost`."""
         import openai
 
         client = self._client().with_options(max_retries=0)
@@ -124,10 +122,7 @@ class OpenAIBatchBackend:
             batch = await client.batches.create(completion_window="24h", endpoint=_ENDPOINT, input_file_id=input_file,
                                                 metadata={"cachesaver_batch": journal_id})
         except openai.APIConnectionError as exc:  # timeouts included
-            raise ConnectionError(
-                f"no reply to the creation of the batch of file {input_file} ({type(exc).__name__}): it may "
-                "exist at the provider; asking again finds it by its input file instead of creating another"
-            ) from exc
+            raise CreationReplyLost(input_file, exc) from exc
         return str(batch.id)
 
     async def find(self, request: Request, input_file: str) -> Optional[str]:

@@ -17,7 +17,7 @@ import json
 import logging
 from typing import Any, Hashable, Optional
 
-from cachesaver.batchapi import BatchStatus, BatchUnsupportedError, LineResult
+from cachesaver.batchapi import BatchStatus, BatchUnsupportedError, CreationReplyLost, LineResult
 from cachesaver.secrets import url_without_userinfo
 from cachesaver.typedefs import Request, Usage
 
@@ -106,9 +106,7 @@ class LiteLLMBatchBackend:
         return str(file.id)
 
     async def create(self, request: Request, input_file: str, journal_id: str) -> str:
-        """Sent once (``max_retries=0``): the client's retry after a lost reply would create (and
-        bill) a second batch. A lost reply raises ConnectionError, after which the collector
-        keeps the record and a later miss finds the batch by its input file (:meth:`find`)."""
+        """Sent once (``max_retries=0``): see :class:`~cachesaver.batchapi.CreationReplyLost`."""
         import litellm
         import openai
 
@@ -118,10 +116,7 @@ class LiteLLMBatchBackend:
                                                     input_file_id=input_file, metadata={"cachesaver_batch": journal_id},
                                                     max_retries=0, **_transport(request))
         except (openai.APIConnectionError, litellm.APIConnectionError, litellm.Timeout) as exc:  # timeouts included
-            raise ConnectionError(
-                f"no reply to the creation of the batch of file {input_file} ({type(exc).__name__}): it may "
-                "exist at the provider; asking again finds it by its input file instead of creating another"
-            ) from exc
+            raise CreationReplyLost(input_file, exc) from exc
         return str(batch.id)
 
     async def find(self, request: Request, input_file: str) -> Optional[str]:

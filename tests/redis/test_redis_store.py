@@ -3,6 +3,7 @@ against memory, disk and redis): layout, atomicity, idempotent retries, leases, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 
@@ -18,6 +19,26 @@ from cachesaver.opening import open_store
 from cachesaver.stores.redis import RedisStore
 from cachesaver.testing import FakeModel
 from cachesaver.typedefs import Request
+
+
+@contextlib.contextmanager
+def count_round_trips():
+    """Count the commands (or pipelines, or scripts) redis-py sends: one round trip each.
+    Yields a one-item list holding the count so far."""
+    from redis.asyncio.connection import AbstractConnection
+
+    count = [0]
+    original = AbstractConnection.send_packed_command
+
+    async def counting(conn, *args, **kwargs):
+        count[0] += 1
+        return await original(conn, *args, **kwargs)
+
+    AbstractConnection.send_packed_command = counting
+    try:
+        yield count
+    finally:
+        AbstractConnection.send_packed_command = original
 
 K = "a" * 64
 
@@ -373,8 +394,6 @@ async def test_a_private_run_miss_is_three_round_trips(redis_store_factory, raw_
     (a length read before the plan and another under the lease, and the claim read the samples
     back). (The first 16 misses of a pipeline also look for samples stored under the pre-0.2
     key, one more round trip each: this counts a miss after them.)"""
-    from redis.asyncio.connection import AbstractConnection
-
     from cachesaver.pipelines import _LEGACY_CHECKS, OnlineAPI
     from cachesaver.testing import FakeModel
     from cachesaver.typedefs import Request
@@ -384,23 +403,12 @@ async def test_a_private_run_miss_is_three_round_trips(redis_store_factory, raw_
     async with OnlineAPI(model=model, cache=store, timeout=0, model_id="fake/model") as pipe:
         for i in range(_LEGACY_CHECKS):  # connections and scripts loaded, legacy-key checks done
             await pipe.request(Request(prompt=f"warm up {i}", n=1))
-        count = 0
-        original = AbstractConnection.send_packed_command
-
-        async def counting(conn, *args, **kwargs):
-            nonlocal count
-            count += 1
-            return await original(conn, *args, **kwargs)
-
-        AbstractConnection.send_packed_command = counting
-        try:
+        with count_round_trips() as count:
             response = await pipe.request(Request(prompt="a miss", n=2, namespace="a"))
-        finally:
-            AbstractConnection.send_packed_command = original
         # The lease is gone once the miss returns: the append ended it.
         assert raw_redis.exists(f"{store.prefix}:{{{response.key}}}:g") == 0
     assert response.cached == [False, False] and model.samples_generated == _LEGACY_CHECKS + 2
-    assert count == 3
+    assert count[0] == 3
 
 
 async def test_a_shared_run_miss_is_four_round_trips(redis_store_factory):
@@ -409,30 +417,17 @@ async def test_a_shared_run_miss_is_four_round_trips(redis_store_factory):
     the lease) and the billed claim. Before: 6 (a position read of its own, a release of its
     own). The position read with the lease is the one the plan uses: namespace "a" has taken
     2 samples, so its next request generates sample 2 alone."""
-    from redis.asyncio.connection import AbstractConnection
-
     store = redis_store_factory()
     model = FakeModel(seed=6)
     # (No model id: a keyed model makes its first misses look for pre-0.2 keys too.)
     async with OnlineAPI(model=model, cache=store, timeout=0, run_id="r") as pipe:
         first = await pipe.request(Request(prompt="p", n=2, namespace="a"))
-        count = 0
-        original = AbstractConnection.send_packed_command
-
-        async def counting(conn, *args, **kwargs):
-            nonlocal count
-            count += 1
-            return await original(conn, *args, **kwargs)
-
-        AbstractConnection.send_packed_command = counting
-        try:
+        with count_round_trips() as count:
             second = await pipe.request(Request(prompt="p", n=1, namespace="a"))
-        finally:
-            AbstractConnection.send_packed_command = original
         other = await pipe.request(Request(prompt="p", n=3, namespace="b"))
     assert first.data + second.data == other.data == [model.sample_text("p", k) for k in range(3)]
     assert second.cached == [False] and other.cached == [True] * 3 and model.samples_generated == 3
-    assert count == 4
+    assert count[0] == 4
 
 
 async def test_the_lease_is_held_through_every_call_of_a_miss(redis_store_factory, raw_redis):

@@ -15,6 +15,7 @@ from .backend import (
     BatchNotAnsweredError,
     BatchStatus,
     BatchUnsupportedError,
+    CreationReplyLost,
     LineResult,
 )
 from .collector import BatchAPI, BatchCollector
@@ -29,6 +30,7 @@ __all__ = [
     "BatchUnsupportedError",
     "BatchLineError",
     "BatchNotAnsweredError",
+    "CreationReplyLost",
     "BatchJournal",
     "BatchRecord",
     "LineRecord",

@@ -14,7 +14,7 @@ from ..errors import CacheSaverError, InvalidRequestError
 from ..typedefs import Request, Usage
 
 __all__ = ["BatchBackend", "BatchStatus", "LineResult", "BatchUnsupportedError", "BatchLineError",
-           "BatchNotAnsweredError", "ENDED"]
+           "BatchNotAnsweredError", "CreationReplyLost", "ENDED"]
 
 #: Provider batch states after which nothing more will be answered.
 ENDED = ("completed", "failed", "expired", "cancelled")
@@ -30,6 +30,21 @@ class BatchLineError(CacheSaverError, RuntimeError):
 
 class BatchNotAnsweredError(CacheSaverError, RuntimeError):
     """The batch ended (failed, expired, cancelled) without answering this line."""
+
+
+class CreationReplyLost(CacheSaverError, ConnectionError):
+    """A batch creation was sent once and its reply lost (a connection error or a timeout).
+
+    Backends send the creation without client retries (a retry after a lost reply creates, and
+    bills, a second batch) and raise this instead: the collector keeps the batch's record (a
+    ``ConnectionError``: the batch may exist) and a later miss finds it by its input file
+    (:meth:`BatchBackend.find`) instead of creating another.
+    """
+
+    def __init__(self, input_file: str, cause: BaseException) -> None:
+        super().__init__(
+            f"no reply to the creation of the batch of file {input_file} ({type(cause).__name__}): it may "
+            "exist at the provider; asking again finds it by its input file instead of creating another")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +89,8 @@ class BatchBackend(Protocol):
         """Upload a batch input file; return the provider's file id."""
 
     async def create(self, request: Request, input_file: str, journal_id: str) -> str:
-        """Create the batch of ``input_file``; return the provider's batch id."""
+        """Create the batch of ``input_file`` (sent once, no client retry); return the provider's
+        batch id. A lost reply raises :class:`CreationReplyLost`."""
 
     async def find(self, request: Request, input_file: str) -> Optional[str]:
         """The provider's batch of ``input_file`` if one was created (a crash may have come

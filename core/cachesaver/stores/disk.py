@@ -255,15 +255,10 @@ class DiskStore(Store):
                     if not _is_busy(exc) or time.monotonic() > deadline:
                         raise
                     time.sleep(0.005)
-            con.execute("BEGIN IMMEDIATE")  # waits for other writers (busy timeout)
-            try:
+            with _immediate(con):  # waits for other writers (busy timeout)
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         con.execute(statement)
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
         self._local.ready = True
 
     def _reader(self) -> Optional[sqlite3.Connection]:
@@ -296,15 +291,10 @@ class DiskStore(Store):
         existing rows read ``bytes_n = 0``, so their sizes are summed from their samples."""
         with self._guard("adding the byte-total columns to", write=True):
             if not _has_byte_columns(con):
-                con.execute("BEGIN IMMEDIATE")  # another process may be adding them too
-                try:
+                with _immediate(con):  # another process may be adding them too
                     if not _has_byte_columns(con):
                         for statement in _BYTES_COLUMNS:
                             con.execute(statement)
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                con.execute("COMMIT")
         self._local.sized = True
 
     def _check_readable(self) -> None:
@@ -849,6 +839,19 @@ def _has_table(con: sqlite3.Connection, name: str) -> bool:
 def _has_byte_columns(con: sqlite3.Connection) -> bool:
     names = {row[1] for row in con.execute("PRAGMA table_info(cachesaver_keys)")}
     return "bytes" in names and "bytes_n" in names
+
+
+@contextlib.contextmanager
+def _immediate(con: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction taken at once (``BEGIN IMMEDIATE``: waits for other writers up to the
+    busy timeout), committed when the body ends, rolled back if it raises."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
 
 
 def _has_tables(con: sqlite3.Connection) -> bool:
