@@ -26,6 +26,7 @@ from typing import Any, Hashable, Optional
 from langchain_core.language_models import BaseChatModel
 
 from cachesaver.batchapi import BatchAPI, BatchStatus, BatchUnsupportedError, CreationReplyLost, LineResult
+from cachesaver.batchapi.openai_format import read_output_row
 from cachesaver.errors import InvalidRequestTypeError
 from cachesaver.secrets import url_without_userinfo
 from cachesaver.typedefs import Request, Usage
@@ -177,14 +178,11 @@ class OpenAIBatchBackend:
         return payload
 
     def _result(self, row: dict) -> tuple[str, LineResult]:
-        custom_id = str(row.get("custom_id"))
-        response = row.get("response") or {}
-        if row.get("error") or response.get("status_code") != 200:
-            error = row.get("error") or (response.get("body") or {}).get("error") or response
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            return custom_id, LineResult(error=f"{response.get('status_code', '')} {message}".strip())
+        custom_id, body, failed = read_output_row(row)
+        if failed is not None:
+            return custom_id, failed
         inner: Any = self._model()
-        result = inner._create_chat_result(response["body"])
+        result = inner._create_chat_result(body)
         samples, usage = _samples(result)
         cost, note = 0.0, "no price"
         if result.generations:

@@ -18,6 +18,7 @@ import logging
 from typing import Any, Hashable, Optional
 
 from cachesaver.batchapi import BatchStatus, BatchUnsupportedError, CreationReplyLost, LineResult
+from cachesaver.batchapi.openai_format import read_output_row
 from cachesaver.secrets import url_without_userinfo
 from cachesaver.typedefs import Request, Usage
 
@@ -165,15 +166,12 @@ class LiteLLMBatchBackend:
         return bytes(response.content)
 
     def _result(self, request: Request, row: dict) -> tuple[str, LineResult]:
-        custom_id = str(row.get("custom_id"))
-        response = row.get("response") or {}
-        if row.get("error") or response.get("status_code") != 200:
-            error = row.get("error") or (response.get("body") or {}).get("error") or response
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            return custom_id, LineResult(error=f"{response.get('status_code', '')} {message}".strip())
+        custom_id, body, failed = read_output_row(row)
+        if failed is not None:
+            return custom_id, failed
         import litellm
 
-        model_response = litellm.ModelResponse(**response["body"])
+        model_response = litellm.ModelResponse(**body)
         call = _call(request)
         prompt_tokens, completion_tokens = response_tokens(model_response)
         cost, note = _batch_cost(request, model_response, prompt_tokens, completion_tokens)
