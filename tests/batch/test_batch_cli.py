@@ -2,8 +2,8 @@
 cancelled) from the command line, through litellm's real batch calls against the fake server,
 on a real directory store and a real Redis; the listing shows billed and pending cost.
 
-The engine finds the litellm backend through the ``cachesaver.batch_backends`` entry point
-(installed with the package: after adding it, ``pip install -e . --no-deps``)."""
+The engine finds the litellm and langchain backends through the ``cachesaver.batch_backends``
+entry points (installed with the package: after adding one, ``pip install -e . --no-deps``)."""
 from __future__ import annotations
 
 import asyncio
@@ -308,12 +308,11 @@ def _lc_ask_again(spec, server):
         chat.close()
 
 
-def test_collect_and_cancel_the_batch_of_a_killed_langchain_process(batch_server, store_path, capsys, monkeypatch):
+def test_collect_the_batch_of_a_killed_langchain_process(batch_server, store_path, capsys, monkeypatch):
     """A batch of a ``CacheSaverChatModel`` process killed -9 is collected from the command line
     through a ``ChatOpenAI`` of the recorded model and endpoint (key from the environment):
     each answer stored once, exactly as the provider answered it, at the batch price; a new run
-    then gets them all as hits and submits nothing. One cancelled from the command line is
-    submitted again, whole, when asked."""
+    then gets them all as hits and submits nothing."""
     record = _lc_submit_then_kill(store_path, batch_server)
     assert record.info["price"] == "litellm" and "sk-" not in repr(record)
     monkeypatch.delenv("OPENAI_API_KEY")
@@ -361,3 +360,22 @@ def test_a_provider_that_cannot_be_reached_is_reported_without_its_message(store
     assert "sk-secret" not in out.out + out.err
     [(record, counts)] = _batches(store_path)
     assert counts["open"] == 1 and record.state == "submitted"  # nothing changed
+
+
+def test_cancel_the_batch_of_a_killed_langchain_process(batch_server, store_path, capsys):
+    """Cancelled from the command line: stopped at the provider, its lines closed as not
+    answered; a new run submits them again (all of them, in one new batch) and is answered."""
+    batch_server.batches.completion_delay = 60.0  # pending until cancelled
+    record = _lc_submit_then_kill(store_path, batch_server)
+    assert main(["batches", "cancel", record.id[:12], "--yes", "--wait", "10", "--cache", store_path]) == 0
+    assert "6 not answered (submitted again when asked)" in capsys.readouterr().out
+    assert batch_server.batches.batches[record.provider_batch]["status"] == "cancelled"
+    [(record, counts)] = _batches(store_path)
+    assert record.state == "cancelled" and counts["open"] == 0 and counts["lost"] == 6
+
+    batch_server.batches.completion_delay = 0.15
+    messages = _lc_ask_again(store_path, batch_server)
+    assert batch_server.batches.created == 2
+    assert batch_server.batches.line_ns(list(batch_server.batches.batches)[1]) == [1] * 6
+    assert [m.response_metadata["cachesaver"]["cached"] for m in messages] == [False] * 6
+    assert batch_server.batches.samples_generated == 6
