@@ -15,7 +15,8 @@ Refused, before anything is sent: inner models other than ``ChatOpenAI`` (no bat
 backend can reach, or an untested one: ``AzureChatOpenAI``, OpenAI-compatible providers), and
 calls ``ChatOpenAI`` would send to the Responses API (a batch line here is a chat completion).
 
-Price billed: see :func:`cachesaver_langchain._pricing.batch_price`.
+Price billed: see :func:`cachesaver_langchain._pricing.batch_price`. A batch whose process is
+gone is collected or cancelled from the command line through :mod:`._batchcli`.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from cachesaver.typedefs import Request, Usage
 
 from ._inner import configure_inner
 from ._model import LiveCall, _samples
-from ._pricing import Price, batch_price, model_of
+from ._pricing import Price, batch_price, litellm_price, model_of
 
 __all__ = ["OpenAIBatchBackend", "batch_api_option", "check_batchable"]
 
@@ -101,7 +102,8 @@ class OpenAIBatchBackend:
         inner = self._model()
         base = getattr(inner, "openai_api_base", None) or str(getattr(self._client(), "base_url", "") or "")
         return {"provider": "openai", "model": str(self._payload(request).get("model") or ""),
-                "endpoint": url_without_userinfo(str(base)) if base else "", "adapter": "langchain"}
+                "endpoint": url_without_userinfo(str(base)) if base else "", "adapter": "langchain",
+                "price": _price_kind(self.price)}
 
     def line(self, custom_id: str, request: Request, n: int) -> bytes:
         body = self._payload(request)
@@ -203,6 +205,12 @@ class OpenAIBatchBackend:
 
     def _client(self) -> Any:
         return self._model().root_async_client  # type: ignore[attr-defined]
+
+
+def _price_kind(price: Optional[Price]) -> str:
+    """How this wrapper prices (recorded with a batch, so that ``cachesaver batches collect``
+    bills its answers the same way; a ``price=`` function itself cannot be recorded)."""
+    return "none" if price is None else "litellm" if price is litellm_price else "custom"
 
 
 def _jsonable(value: Any) -> Any:

@@ -2,8 +2,8 @@
 cancelled) from the command line, through litellm's real batch calls against the fake server,
 on a real directory store and a real Redis; the listing shows billed and pending cost.
 
-The engine finds the litellm backend through the ``cachesaver.batch_backends`` entry point
-(installed with the package: after adding it, ``pip install -e . --no-deps``)."""
+The engine finds the litellm and langchain backends through the ``cachesaver.batch_backends``
+entry points (installed with the package: after adding one, ``pip install -e . --no-deps``)."""
 from __future__ import annotations
 
 import asyncio
@@ -267,16 +267,89 @@ def _recorded(spec, info, provider_batch="batch_x"):
     _run(spec, add)
 
 
-def test_a_batch_submitted_through_another_adapter_is_left_to_it(store_path, capsys):
-    _recorded(store_path, {"adapter": "langchain", "provider": "openai", "model": "gpt-4o-mini"})
+def test_a_batch_submitted_through_an_adapter_without_a_backend_is_left_to_it(store_path, capsys):
+    _recorded(store_path, {"adapter": "an-adapter", "provider": "openai", "model": "gpt-4o-mini"})
     assert main(["batches", "collect", "--all", "--cache", store_path]) == 0
-    assert "submitted through langchain" in capsys.readouterr().out
+    assert "submitted through an-adapter" in capsys.readouterr().out
     assert main(["batches", "collect", "j1", "--cache", store_path]) == 1
-    assert "the next langchain process that asks for one of its keys collects it" in capsys.readouterr().err
+    assert "the next an-adapter process that asks for one of its keys collects it" in capsys.readouterr().err
     [(record, counts)] = _batches(store_path)
     assert (record.owner.split(":")[2], counts["open"]) == ("an-earlier-boot", 1)  # untouched
 
 
+def _lc_submit_then_kill(spec, server):
+    """A LangChain child submits one batch of r0..r5 (n=1, namespace ns) and is killed -9 once
+    its provider batch id is recorded."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.Popen([sys.executable, os.path.join(HERE, "_lc_submit_and_wait.py"), spec, server.base_url],
+                             env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (os.path.exists(spec) and any(b.provider_batch for b, _ in _batches(spec))):
+            assert child.poll() is None and time.monotonic() < deadline, "the child did not submit"
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    [(record, counts)] = _batches(spec)
+    assert record.info["adapter"] == "langchain" and counts["open"] == 6 and server.batches.created == 1
+    return record
+
+
+def _lc_ask_again(spec, server):
+    from _lc_batch_helpers import make_chat
+
+    from cachesaver_langchain import cachesaver_config
+
+    chat = make_chat(server.base_url, spec)
+    try:
+        return asyncio.run(chat.abatch([f"r{i}" for i in range(6)], config=cachesaver_config("ns")))
+    finally:
+        chat.close()
+
+
+def test_collect_the_batch_of_a_killed_langchain_process(batch_server, store_path, capsys, monkeypatch):
+    """A batch of a ``CacheSaverChatModel`` process killed -9 is collected from the command line
+    through a ``ChatOpenAI`` of the recorded model and endpoint (key from the environment):
+    each answer stored once, exactly as the provider answered it, at the batch price; a new run
+    then gets them all as hits and submits nothing."""
+    record = _lc_submit_then_kill(store_path, batch_server)
+    assert record.info["price"] == "litellm" and "sk-" not in repr(record)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert main(["batches", "collect", "--all", "--cache", store_path]) == 1
+    assert "set OPENAI_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-from-env")
+
+    assert main(["batches", "collect", "--all", "--wait", "20", "--cache", store_path]) == 0
+    reported = capsys.readouterr().out
+    assert "6 lines stored (6 samples" in reported and "sk-" not in reported
+    answers = _output_file(batch_server, record.provider_batch)
+    lines = _lines(store_path, record.id)
+    stored = _samples(store_path, [line.key for line in lines])
+    billed = 0.0
+    for line in lines:
+        body = answers[line.custom_id]
+        assert line.state == "stored" and line.first == 0 and len(stored[line.key]) == 1
+        assert [s["message"]["kwargs"]["content"] for s in stored[line.key]] == \
+            [c["message"]["content"] for c in body["choices"]]
+        usage = body["usage"]
+        cost = usage["prompt_tokens"] * BATCH_IN + usage["completion_tokens"] * BATCH_OUT
+        assert line.cost == pytest.approx(cost, rel=1e-9)
+        billed += cost
+    [(record, counts)] = _batches(store_path)
+    assert record.state == "completed" and counts["stored"] == 6 and counts["open"] == 0
+    assert counts["billed"] == pytest.approx(billed, rel=1e-9)
+    assert batch_server.batches.created == 1 and batch_server.batches.samples_generated == 6
+    assert main(["batches", "collect", "--all", "--cache", store_path]) == 0
+    assert "nothing to collect" in capsys.readouterr().out
+    assert _samples(store_path, list(stored)) == stored  # nothing stored twice
+
+    messages = _lc_ask_again(store_path, batch_server)
+    assert batch_server.batches.created == 1 and batch_server.request_count == 0  # nothing paid again
+    assert [m.response_metadata["cachesaver"]["cached"] for m in messages] == [True] * 6
+    assert sorted(m.content for m in messages) == sorted(s["message"]["kwargs"]["content"]
+                                                         for samples in stored.values() for s in samples)
+    assert batch_server.batches.samples_generated == 6
 def test_a_provider_that_cannot_be_reached_is_reported_without_its_message(store_path, capsys, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-0123456789abcdef")
     _recorded(store_path, {"adapter": "litellm", "provider": "openai", "model": "gpt-4o-mini",
@@ -287,3 +360,22 @@ def test_a_provider_that_cannot_be_reached_is_reported_without_its_message(store
     assert "sk-secret" not in out.out + out.err
     [(record, counts)] = _batches(store_path)
     assert counts["open"] == 1 and record.state == "submitted"  # nothing changed
+
+
+def test_cancel_the_batch_of_a_killed_langchain_process(batch_server, store_path, capsys):
+    """Cancelled from the command line: stopped at the provider, its lines closed as not
+    answered; a new run submits them again (all of them, in one new batch) and is answered."""
+    batch_server.batches.completion_delay = 60.0  # pending until cancelled
+    record = _lc_submit_then_kill(store_path, batch_server)
+    assert main(["batches", "cancel", record.id[:12], "--yes", "--wait", "10", "--cache", store_path]) == 0
+    assert "6 not answered (submitted again when asked)" in capsys.readouterr().out
+    assert batch_server.batches.batches[record.provider_batch]["status"] == "cancelled"
+    [(record, counts)] = _batches(store_path)
+    assert record.state == "cancelled" and counts["open"] == 0 and counts["lost"] == 6
+
+    batch_server.batches.completion_delay = 0.15
+    messages = _lc_ask_again(store_path, batch_server)
+    assert batch_server.batches.created == 2
+    assert batch_server.batches.line_ns(list(batch_server.batches.batches)[1]) == [1] * 6
+    assert [m.response_metadata["cachesaver"]["cached"] for m in messages] == [False] * 6
+    assert batch_server.batches.samples_generated == 6

@@ -17,8 +17,8 @@ collect it too, and each answer is stored once:
 - nothing is ever submitted here.
 
 The provider is reached through a *batch backend plugin* (entry-point group
-``cachesaver.batch_backends``; ``cachesaver_litellm`` provides ``litellm``): the engine imports
-no adapter.
+``cachesaver.batch_backends``; ``cachesaver_litellm`` provides ``litellm``,
+``cachesaver_langchain`` provides ``langchain``): the engine imports no adapter.
 """
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def load_backend(info: dict, factories: "Optional[dict[str, Factory]]" = None) -
     raise InvalidRequestError(
         f"this batch was submitted through {name}, which provides no batch backend to collect or cancel it from "
         f"the command line (installed: {installed}); the next {name} process that asks for one of its keys "
-        "collects it (if cachesaver_litellm's is missing: pip install -e . in cachesaver-integrations)")
+        "collects it (cachesaver_litellm and cachesaver_langchain provide theirs; if one is missing, reinstall "
+        "cachesaver-integrations so its entry points are registered: pip install -e .)")
 
 
 async def find_batch(journal: BatchJournal, wanted: str) -> BatchRecord:
