@@ -10,5 +10,5 @@ from _lc_batch_helpers import make_chat  # noqa: E402
 
 from cachesaver_langchain import cachesaver_config  # noqa: E402
 
-chat = make_chat(sys.argv[2], sys.argv[1], batch_api={"window": 0.05, "poll": 30.0})
+chat = make_chat(sys.argv[2], sys.argv[1], batch_api={"window": 0.5, "poll": 30.0})
 asyncio.run(chat.abatch([f"r{i}" for i in range(6)], config=cachesaver_config("ns")))

@@ -25,7 +25,7 @@ class _Server:
     base_url = sys.argv[2]
 
 
-window = options.get("window", 0.05)
+window = options.get("window", 0.5)  # one batch per wave even when the machine is busy
 
 
 async def submitted() -> int:

@@ -16,6 +16,6 @@ class _Server:
     base_url = sys.argv[2]
 
 
-cachesaver_litellm.register(store=sys.argv[1], timeout=0.02, batch_api={"window": 0.05, "poll": 0.05})
+cachesaver_litellm.register(store=sys.argv[1], timeout=0.02, batch_api={"window": 0.5, "poll": 0.05})
 results = asyncio.run(ask_all(_Server, [(f"r{i}", "ns", 2) for i in range(4)]))
 print(json.dumps([texts(r) for r in results]), flush=True)

@@ -30,7 +30,7 @@ def test_kill_9_after_submission_then_restart_collects_without_resubmitting(batc
     child = subprocess.Popen([sys.executable, os.path.join(HERE, "_submit_and_wait.py"), store_path,
                               batch_server.base_url], env=env)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # the child imports litellm first (seconds on a busy machine)
         while time.monotonic() < deadline:  # until the batch id is recorded in the store
             if os.path.exists(store_path) and any(b.provider_batch for b, _ in _batches(store_path)):
                 break
@@ -115,7 +115,7 @@ def test_a_second_process_waits_for_the_first_ones_batch_instead_of_submitting_t
         child = subprocess.Popen([sys.executable, os.path.join(HERE, "_submit_slow.py"), store_path, server.base_url],
                                  env=env, stdout=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60  # the child imports litellm first (seconds on a busy machine)
             while not (os.path.exists(store_path) and any(b.provider_batch for b, _ in _batches(store_path))):
                 assert time.monotonic() < deadline and child.poll() is None, "the child did not submit"
                 time.sleep(0.05)
