@@ -4,6 +4,12 @@
     python benchmarks/bench_stats.py --keys 1000000        # 1M keys (building it takes a while)
     python benchmarks/bench_stats.py --against DIR         # also the CLI of the tree in DIR
     python benchmarks/bench_stats.py --keep DIR            # build the cache in DIR once, reuse it
+    python benchmarks/bench_stats.py --redis redis://127.0.0.1:6379/0   # a Redis cache instead
+
+With ``--redis URL``: writes N keys under a fresh prefix (``bench-stats-<random>``, deleted
+after), then times ``RedisStore.key_totals`` as this tree computes it (a pipelined round trip
+per SCAN batch) against the default it replaces (three reads per key), in this process,
+alternating, counting the round trips redis-py sends; asserts both report N keys and 2N samples.
 
 Builds a disk cache of N keys with 2 samples each (written through ``DiskStore.append_many``, as
 the engine writes them, with each key's canonical request), then runs ``python -m cachesaver
@@ -26,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import orjson
 
@@ -67,13 +74,78 @@ def run_stats(tree: str, directory: str, extra: list[str]) -> tuple[float, float
     return wall, float(line[2]), int(line[1]), proc.stdout
 
 
+async def redis_table(url: str, keys: int, repeats: int) -> None:
+    """Old (key by key) vs new (a batch per round trip) ``key_totals`` on a Redis cache."""
+    import uuid
+
+    from redis.asyncio.connection import AbstractConnection
+
+    from cachesaver.codec import encode_sample
+    from cachesaver.stores.base import Store
+    from cachesaver.stores.redis import RedisStore
+    from cachesaver.stores.totals import stream_key_totals
+
+    store = RedisStore(url, prefix=f"bench-stats-{uuid.uuid4().hex[:12]}")
+    sent = [0]
+    original = AbstractConnection.send_packed_command
+
+    async def counting(conn: Any, *a: Any, **kw: Any) -> Any:
+        sent[0] += 1
+        return await original(conn, *a, **kw)
+
+    class KeyByKey:  # the default Store.iter_key_sizes: LLEN, LRANGE, GET per key
+        def iter_key_sizes(self) -> Any:
+            return Store.iter_key_sizes(store)
+
+    variants = {"before: key by key (default)": lambda: stream_key_totals(KeyByKey(), 10),  # type: ignore[arg-type]
+                "after: a pipeline per SCAN batch": lambda: store.key_totals(10)}
+    try:
+        began = time.perf_counter()
+        for start in range(0, keys, 5000):
+            await store.append_many([
+                (f"{i:064x}", [encode_sample(f"answer {i}.{j}: {2 * i}", 20, 8, 1e-6) for j in range(2)],
+                 orjson.dumps({"cachesaver_model": "openai/gpt-4o-mini", "messages": [
+                     {"role": "user", "content": f"question number {i}"}]}))
+                for i in range(start, min(keys, start + 5000))])
+        print(f"built {keys:,} keys in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+        AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+        results: dict[str, list[tuple[float, int]]] = {}
+        answers = {}
+        for repeat in range(repeats + 1):  # the first round warms up
+            for label, run in (list(variants.items()) if repeat % 2 else list(variants.items())[::-1]):
+                sent[0] = 0
+                t0 = time.perf_counter()
+                got = await run()
+                wall = time.perf_counter() - t0
+                assert (got.keys, got.samples) == (keys, 2 * keys), (label, got.keys, got.samples)
+                answers[label] = (got.by_model, got.largest)
+                if repeat:
+                    results.setdefault(label, []).append((wall, sent[0]))
+        assert len({repr(a) for a in answers.values()}) == 1, "the two paths disagree"
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+        await store.clear()
+        await store.aclose()
+    print(f"\n`RedisStore.key_totals` on a Redis cache of {keys:,} keys x 2 samples "
+          f"(median of {repeats}, after a warm-up round; same answer from both)\n")
+    print("| path | wall s | round trips |")
+    print("|---|---:|---:|")
+    for label, got in results.items():
+        print(f"| {label} | {statistics.median(g[0] for g in got):.2f} | "
+              f"{statistics.median(g[1] for g in got):,.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--against", help="another source tree to run too")
     parser.add_argument("--keep", help="a directory for the cache: built there if absent, reused if present")
+    parser.add_argument("--redis", metavar="URL", help="a Redis cache (a fresh prefix, deleted after)")
     args = parser.parse_args()
+    if args.redis:
+        asyncio.run(redis_table(args.redis, args.keys, args.repeats))
+        return
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trees = [("this tree", here)] + ([("--against", os.path.abspath(args.against))] if args.against else [])
     with tempfile.TemporaryDirectory() as tmp:

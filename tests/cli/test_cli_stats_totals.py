@@ -198,3 +198,68 @@ def test_cli_stats_prints_the_totals(tmp_path, capsys):
     assert per_model == {model: [str(keys), str(n), f"{b:,}"] for model, (keys, n, b) in by_model.items()}
     per_key = [[c.strip() for c in line.split("│")[1:5]] for line in out.splitlines() if line.count("│") == 6]
     assert per_key == [[key[:12], truth[key][2], str(n), f"{b:,}"] for key, n, b in largest]
+
+
+# -- Redis: the sizes come a SCAN batch at a time --------------------------------------------
+def test_redis_totals_count_only_this_prefix_and_equal_the_key_by_key_reads(redis_store_factory):
+    """Another cache in the same Redis database (prefix ``P:v2``, whose keys start with ``P:``,
+    and an unrelated prefix), and this cache's other kinds of keys (meta, ledger, append
+    tokens), are not counted; the figures equal a brute-force count and the key-by-key reads
+    of the default ``Store.iter_key_sizes``."""
+    from cachesaver.stores.base import Store
+    from cachesaver.stores.redis import RedisStore
+
+    prefix = redis_store_factory.prefix
+    others = [RedisStore(redis_store_factory.url, prefix=prefix + ":v2"),
+              RedisStore(redis_store_factory.url, prefix="other-" + prefix)]
+
+    async def go():
+        store = redis_store_factory()
+        truth: dict = {}
+        await fill(store, truth)
+        await store.claim("run", "ns", next(iter(truth)), 1, partial=True)  # a ledger key of this cache
+        try:
+            for other in others:
+                await fill(other, {})
+                await other.append("only-in-the-other-cache", [b'"x"' * 50], METAS[0])
+            await check(store, truth)
+            await check(store, truth, top=1000)
+            fast = sorted([row async for row in store.iter_key_sizes()])
+            slow = sorted([row async for row in Store.iter_key_sizes(store)])
+            assert fast == slow and len(fast) == len(truth)
+        finally:
+            for other in others:
+                await other.clear()
+                await other.aclose()
+
+    asyncio.run(go())
+
+
+def test_redis_totals_take_a_round_trip_per_batch_not_three_per_key(redis_store_factory):
+    """Stats of N keys: the script load, the SCAN calls over the database, and one pipeline per
+    1000 keys. Before: LLEN, LRANGE and GET per key (3N round trips)."""
+    import math
+
+    import redis as redis_sync
+
+    from cachesaver.stores.redis import _SCAN_COUNT
+    from tests.redis.test_redis_store import count_round_trips
+
+    keys = 2500
+
+    async def go():
+        store = redis_store_factory()
+        await store.append_many([(f"k{i:05d}", [b'"s%d"' % i] * (1 + i % 3), METAS[i % 4]) for i in range(keys)])
+        await store.length("k00000")  # connected: the count below is the stats alone
+        with redis_sync.Redis.from_url(redis_store_factory.url) as raw:
+            db_keys = raw.dbsize()
+        with count_round_trips() as count:
+            got = await store.key_totals(5)
+        assert (got.keys, got.samples) == (keys, sum(1 + i % 3 for i in range(keys)))
+        assert got.largest[0][:2] == ("k00002", 3)
+        # SCAN walks the whole table (a power of two >= the keys in the database).
+        scans = 2 * math.ceil(db_keys / _SCAN_COUNT) + 2
+        assert count[0] <= 1 + math.ceil(keys / _SCAN_COUNT) + scans, (count[0], db_keys)
+        await store.clear()
+
+    asyncio.run(go())

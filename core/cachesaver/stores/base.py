@@ -202,7 +202,8 @@ class Store(ABC):
     async def key_totals(self, top: int = 0) -> "KeyTotals":
         """Keys, samples and bytes per model, and the ``top`` keys with the most samples (see
         :mod:`.totals`), in memory that does not grow with the number of keys. The default
-        reads :meth:`iter_key_sizes` one key at a time; the disk store aggregates in SQL."""
+        reads :meth:`iter_key_sizes` one key at a time (Redis yields those a SCAN batch per
+        round trip); the disk store aggregates in SQL."""
         from .totals import stream_key_totals
 
         return await stream_key_totals(self, top)

@@ -5,7 +5,8 @@
 (:func:`stream_key_totals`) reads one key at a time through :meth:`Store.iter_key_sizes` and
 keeps only the totals and a heap of ``top`` entries, so its memory does not grow with the
 number of keys. The disk store computes the same figures with SQL aggregates instead (one
-pass in SQLite, see ``DiskStore.key_totals``).
+pass in SQLite, see ``DiskStore.key_totals``); the Redis store streams the default from a
+``RedisStore.iter_key_sizes`` that reads a SCAN batch of keys per round trip.
 
 A key's model is the one :func:`cachesaver.display.request_model` reads from its stored
 request (``-`` when there is none, or it is not JSON).
