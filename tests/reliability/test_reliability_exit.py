@@ -230,3 +230,41 @@ async def test_refused_new_calls_fail_before_the_model_is_called_and_hits_still_
             await pipe.request(Request(prompt="q", n=1, namespace="a"))  # a miss: refused
     assert replay.data == first.data
     assert model.call_count == 1 and pipe.stats.model_calls == 1 and pipe.stats.failed_calls == 0
+
+
+# -- a daemon thread must not run code while the interpreter finalizes ------------------------
+DAEMON_HOLDS_IMPORT_LOCK = textwrap.dedent("""
+    import _imp, atexit, sys, threading, time
+    from cachesaver.testing import FakeModel
+    from cachesaver.typedefs import Request
+    from cachesaver.runtime import HostedPipeline, PipelineSettings
+    model = FakeModel(latency=0.5)
+    hosted = HostedPipeline(lambda: model, PipelineSettings(sys.argv[1], timeout=0))
+
+    def work():
+        hosted.request_sync(Request(prompt="p", n=1, namespace="a"))
+        # Back in its caller's code: here, in the middle of an import when the process ends
+        # (what litellm's post-call code, full of lazy imports, may be doing).
+        _imp.acquire_lock()
+        while True:
+            time.sleep(0.01)
+
+    # Runs after the engine's exit hooks, as an object's __del__ that imports (litellm's HTTP
+    # handlers do) runs while the interpreter finalizes: it needs the import lock.
+    atexit.register(lambda: __import__("colorsys"))
+    threading.Thread(target=work, daemon=True).start()
+    time.sleep(0.2)  # the call is at the model when the main thread ends
+    sys.exit(0)
+""")
+
+
+def test_a_daemon_thread_whose_call_ends_during_the_exit_is_not_woken(tmp_path):
+    """The deadlock CI hit (the daemon case above hung at exit): the exit hooks wait for the
+    daemon thread's call, which then returned to its caller while the interpreter finalized;
+    a daemon thread stopped holding the import lock made the next import wait forever. Now its
+    call's samples are stored and the thread is left waiting: the process ends."""
+    directory = str(tmp_path / "store")
+    proc = subprocess.run([sys.executable, "-c", DAEMON_HOLDS_IMPORT_LOCK, directory],
+                          capture_output=True, text=True, timeout=60)  # before: hung (killed at 60 s)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert stored_samples(directory) == 1

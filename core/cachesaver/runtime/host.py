@@ -32,6 +32,12 @@ Lifecycle guarantees:
   Each wait is bounded by :data:`EXIT_TIMEOUT` seconds (read at exit; set
   ``cachesaver.runtime.host.EXIT_TIMEOUT`` to change it). A call still in flight after it is
   lost (paid, not stored); a second Ctrl-C during the wait gives up waiting at once.
+- **daemon threads stay out of the way of the exit**: once the main thread has ended, a daemon
+  thread waiting in :meth:`EngineHost.run` is not woken when its call ends (its samples are
+  stored; Python abandons daemon threads at exit). Woken, it would run its caller's code, imports
+  included, while the interpreter finalizes, and a daemon thread stopped holding the import lock
+  hangs the exit for good (litellm's HTTP handlers import in ``__del__``). Non-daemon threads are
+  woken as always: the interpreter joins them.
 """
 from __future__ import annotations
 
@@ -79,6 +85,8 @@ class EngineHost:
         self._on_close: list[Callable[[], Awaitable[None]]] = []
         #: A wait at exit was interrupted (a second Ctrl-C): the exit waits no more.
         self.gave_up = False
+        #: The main thread has ended (the interpreter is exiting): see :meth:`run`.
+        self.exiting = False
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), name="cachesaver-engine", daemon=True)
         self.thread.start()
@@ -131,11 +139,21 @@ class EngineHost:
         done = _thread.allocate_lock()
         done.acquire()
         box: list["asyncio.Task[T]"] = []
+        daemon = threading.current_thread().daemon
+
+        def wake(_task: "asyncio.Task[T]") -> None:
+            # A daemon thread whose call ends once the interpreter is exiting is not woken: its
+            # samples are stored, and Python abandons daemon threads at exit anyway. Woken, it
+            # would run the caller's code (and its imports) while the interpreter finalizes; a
+            # daemon thread stopped holding the import lock deadlocks the exit (an object's
+            # ``__del__`` that imports, as litellm's HTTP handlers do, then waits forever).
+            if not (daemon and self.exiting):
+                done.release()
 
         def start() -> None:
             task = self.loop.create_task(coro)
             box.append(task)
-            task.add_done_callback(lambda _task: done.release())
+            task.add_done_callback(wake)
 
         self.loop.call_soon_threadsafe(start)
         try:
@@ -257,12 +275,14 @@ def _drain_at_exit() -> None:
     _first_at_exit()
     host = _host
     if host is not None and host.alive:
+        host.exiting = True
         host.drain(EXIT_TIMEOUT)
 
 
 def _stop_at_exit() -> None:
     host = _host
     if host is not None and host.alive:
+        host.exiting = True
         host.stop(EXIT_TIMEOUT, exiting=True)
 
 
