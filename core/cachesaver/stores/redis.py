@@ -717,8 +717,10 @@ class RedisStore(Store):
                                 "expires within %.1fs", key, exc, ttl)
 
     # -- administration ----------------------------------------------------------------------
-    async def _scan(self, kind: str) -> AsyncIterator[tuple[str, bytes]]:
-        """Yield ``(cache key, redis key)`` for every ``P:{K}:<kind>`` key, each once."""
+    async def _scan(self, kind: str, *, once: bool = True) -> AsyncIterator[tuple[str, bytes]]:
+        """Yield ``(cache key, redis key)`` for every ``P:{K}:<kind>`` key. ``once``: each key
+        once (a set of every key seen is kept: SCAN may return a key twice while Redis resizes
+        its key table); without it memory stays bounded and such a key may come twice."""
         client = await self._ready()
         head = f"{self.prefix}:{{".encode()
         tail = f"}}:{kind}".encode()
@@ -728,7 +730,8 @@ class RedisStore(Store):
             async for raw in client.redis.scan_iter(match=pattern, count=_SCAN_COUNT):
                 if raw in seen or not (raw.startswith(head) and raw.endswith(tail)):
                     continue
-                seen.add(raw)
+                if once:
+                    seen.add(raw)
                 yield raw[len(head): -len(tail)].decode(), raw
         except RedisError as exc:
             raise self._error(exc, f"scanning keys under prefix {self.prefix!r}") from exc
@@ -750,40 +753,35 @@ class RedisStore(Store):
         the store): SCAN returns a key twice only when Redis resizes its key table during the
         scan, so a key may then be counted twice; duplicates within a batch are dropped."""
         client = await self._ready()
-        head = f"{self.prefix}:{{".encode()
-        tail = b"}:s"
-        pattern = _glob_escape(self.prefix) + ":{*}:s"
         try:
             # Loaded once (on every node of a cluster), then called by its digest: a
             # pipeline of EVALSHA is one round trip per batch (per node on a cluster).
             await client.redis.script_load(_SIZES_LUA)
-            batch: dict[bytes, None] = {}
-            async for raw in client.redis.scan_iter(match=pattern, count=_SCAN_COUNT):
-                if raw.startswith(head) and raw.endswith(tail):
-                    batch[raw] = None
-                    if len(batch) >= _SCAN_COUNT:
-                        for row in await self._sizes(client, batch, head, tail):
-                            yield row
-                        batch = {}
-            if batch:
-                for row in await self._sizes(client, batch, head, tail):
-                    yield row
         except RedisError as exc:
             raise self._error(exc, f"summing the keys under prefix {self.prefix!r}") from exc
+        batch: dict[str, bytes] = {}
+        async for key, raw in self._scan("s", once=False):
+            batch[key] = raw
+            if len(batch) >= _SCAN_COUNT:
+                for row in await self._sizes(client, batch):
+                    yield row
+                batch = {}
+        if batch:
+            for row in await self._sizes(client, batch):
+                yield row
 
-    async def _sizes(self, client: _Client, names: "dict[bytes, None]", head: bytes,
-                     tail: bytes) -> list[tuple[str, int, int, Optional[bytes]]]:
-        """The sizes script on each sample list in ``names``, in one pipeline."""
-        meta_suffix = b"}:m"
+    async def _sizes(self, client: _Client, names: "dict[str, bytes]") -> list[tuple[str, int, int, Optional[bytes]]]:
+        """The sizes script on each sample list in ``names`` (cache key: its Redis key), in one
+        pipeline."""
         pipe = client.redis.pipeline(transaction=False)
-        for raw in names:
-            pipe.evalsha(client.sizes.sha, 2, raw, raw[:-len(tail)] + meta_suffix)
-        replies = await pipe.execute()
-        out = []
-        for raw, (n, size, meta) in zip(names, replies):
-            if int(n) > 0:  # an empty list does not exist in Redis: deleted since SCAN
-                out.append((raw[len(head): -len(tail)].decode(), int(n), int(size), meta))
-        return out
+        for raw in names.values():
+            pipe.evalsha(client.sizes.sha, 2, raw, raw[:-1] + b"m")  # P:{K}:s -> P:{K}:m
+        try:
+            replies = await pipe.execute()
+        except RedisError as exc:
+            raise self._error(exc, f"summing the keys under prefix {self.prefix!r}") from exc
+        return [(key, int(n), int(size), meta) for key, (n, size, meta) in zip(names, replies)
+                if int(n) > 0]  # an empty list does not exist in Redis: deleted since SCAN
 
     async def get_meta(self, key: str) -> Optional[bytes]:
         base = self._base(key)
