@@ -94,7 +94,7 @@ async def run_experiment(
     results = []
     try:
         for index, scenario in enumerate(scenarios):
-            # A new run_id is a new run: same namespaces replay from sample 0.
+            # A new run_id is a new run: same namespaces replay from the first sample.
             cachesaver_litellm.register(store=cache, batch_size=64, timeout=0.02, run_id=f"demo-{tag}-{index}")
             result = ScenarioResult(scenario.name, puzzles=len(puzzles), model=model)
 
@@ -143,7 +143,7 @@ async def run_experiment(
 #: Short scenario names keep the table inside an 80-column terminal; these lines say what they are.
 SCENARIO_NOTES = {
     "first run": "ToT breadth 3 + self-consistency k=10, on an empty cache",
-    "re-run": "the same again, as a new run (each namespace from sample 0)",
+    "re-run": "the same again, as a new run (each namespace from sample 1)",
     "ablation": "ToT breadth 5 + self-consistency k=20, on the same cache",
 }
 
