@@ -15,10 +15,8 @@ import ast
 import re
 import sys
 from importlib import metadata
-from pathlib import Path
 
 import pytest
-
 from _snippets import PAGES, PYTHON, ROOT, blocks
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+

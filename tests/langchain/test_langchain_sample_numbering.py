@@ -5,12 +5,11 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from _disk_rows import set_sample
 
 from cachesaver.codec import encode_sample
 from cachesaver.errors import CorruptSampleError
 from cachesaver_langchain import cachesaver_config
-
-from _disk_rows import set_sample
 
 
 def test_an_unreadable_stored_sample_is_named_from_1(make_chat, tmp_path):
