@@ -171,13 +171,16 @@ def render_table(results: list[ScenarioResult], console) -> None:
     from rich.table import Table
 
     puzzles = results[0].puzzles if results else 0
-    table = Table(title=f"Game of 24 through litellm + CacheSaver ({puzzles} puzzles, {prices_of(results)} prices)",
-                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False,
-                  show_edge=False)
+    title = f"Game of 24 through litellm + CacheSaver ({puzzles} puzzles, {prices_of(results)} prices)"
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False, show_edge=False)
     for col in COLUMNS:
         table.add_column(col, justify="left" if col.startswith(("scenario", "solved")) else "right", no_wrap=True)
     for row in table_rows(results):
         table.add_row(*row)
+    # The title centred over the table as rich would, without rich's padding to the right: no
+    # line of the demo's output ends in spaces (it is copied into notes, diffs and the README).
+    width = console.measure(table).maximum
+    console.print(" " * max(0, (width - len(title)) // 2) + title, style="table.title", soft_wrap=True)
     console.print(table)
     for r in results:
         if r.name in SCENARIO_NOTES:
