@@ -162,6 +162,11 @@ def test_demo_command_prints_what_the_readme_shows(tmp_path, declared_commands, 
     assert re.fullmatch(r"Model: the local fake OpenAI-compatible server at http://127\.0\.0\.1:\d+/v1 .*", printed[0])
     assert printed[1].startswith(f"Cache: {tmp_path / 'c'}   Puzzles: ") and set(printed[2:start]) <= {""}
     assert printed[start + len(expected):] == [f"Run `cachesaver stats --cache {tmp_path / 'c'}` to look inside the cache."]
+    # "Run the command again and the first run is free too (the cache ... is kept)."
+    assert main(["demo", "--cache", str(tmp_path / "c"), "--quiet", "--chart", str(chart)]) == 0
+    again = capsys.readouterr().out.split("\n")
+    assert "Fake server: 0 HTTP requests in all (= 0 model calls counted by CacheSaver)." in again
+    assert next(line for line in again if line.startswith("first run ")).split()[2:5] == ["30", "118", "0"]
     assert max(len(line) for line in printed[start:start + len(expected) - 1]) <= 80
     assert chart.exists() and chart.stat().st_size > 1000
     assert "Provider List" not in out.out + out.err
