@@ -262,9 +262,9 @@ def prepare_cache(cache: str, *, fresh: bool, yes: bool = False) -> Optional[str
     if os.path.isdir(cache) and fresh:
         entries = os.listdir(cache)
         if entries and DEMO_MARKER not in entries and not yes:
-            return (f"--fresh removes only a cache the demo created, and {redact_url(cache)} was not (it has "
-                    f"no {DEMO_MARKER} file; {len(entries)} entries): to delete the whole directory anyway, add "
-                    "--yes")
+            held = f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'}"
+            return (f"--fresh removes only a cache the demo created, and {redact_url(cache)} was not (it holds "
+                    f"{held} and no {DEMO_MARKER} file): to delete the whole directory anyway, add --yes")
         shutil.rmtree(cache)
     if not cache.startswith(REDIS_SCHEMES) and cache not in ("memory", ":memory:") and not os.path.exists(cache):
         os.makedirs(cache)
