@@ -94,7 +94,7 @@ async def run_experiment(
     results = []
     try:
         for index, scenario in enumerate(scenarios):
-            # A new run_id is a new run: same namespaces replay from sample 0.
+            # A new run_id is a new run: same namespaces replay from the first sample.
             cachesaver_litellm.register(store=cache, batch_size=64, timeout=0.02, run_id=f"demo-{tag}-{index}")
             result = ScenarioResult(scenario.name, puzzles=len(puzzles), model=model)
 
@@ -143,7 +143,7 @@ async def run_experiment(
 #: Short scenario names keep the table inside an 80-column terminal; these lines say what they are.
 SCENARIO_NOTES = {
     "first run": "ToT breadth 3 + self-consistency k=10, on an empty cache",
-    "re-run": "the same again, as a new run (each namespace from sample 0)",
+    "re-run": "the same again, as a new run (each namespace from sample 1)",
     "ablation": "ToT breadth 5 + self-consistency k=20, on the same cache",
 }
 
@@ -171,13 +171,16 @@ def render_table(results: list[ScenarioResult], console) -> None:
     from rich.table import Table
 
     puzzles = results[0].puzzles if results else 0
-    table = Table(title=f"Game of 24 through litellm + CacheSaver ({puzzles} puzzles, {prices_of(results)} prices)",
-                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False,
-                  show_edge=False)
+    title = f"Game of 24 through litellm + CacheSaver ({puzzles} puzzles, {prices_of(results)} prices)"
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False, show_edge=False)
     for col in COLUMNS:
         table.add_column(col, justify="left" if col.startswith(("scenario", "solved")) else "right", no_wrap=True)
     for row in table_rows(results):
         table.add_row(*row)
+    # The title centred over the table as rich would, without rich's padding to the right: no
+    # line of the demo's output ends in spaces (it is copied into notes, diffs and the README).
+    width = console.measure(table).maximum
+    console.print(" " * max(0, (width - len(title)) // 2) + title, style="table.title", soft_wrap=True)
     console.print(table)
     for r in results:
         if r.name in SCENARIO_NOTES:
@@ -259,9 +262,9 @@ def prepare_cache(cache: str, *, fresh: bool, yes: bool = False) -> Optional[str
     if os.path.isdir(cache) and fresh:
         entries = os.listdir(cache)
         if entries and DEMO_MARKER not in entries and not yes:
-            return (f"--fresh removes only a cache the demo created, and {redact_url(cache)} was not (it has "
-                    f"no {DEMO_MARKER} file; {len(entries)} entries): to delete the whole directory anyway, add "
-                    "--yes")
+            held = f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'}"
+            return (f"--fresh removes only a cache the demo created, and {redact_url(cache)} was not (it holds "
+                    f"{held} and no {DEMO_MARKER} file): to delete the whole directory anyway, add --yes")
         shutil.rmtree(cache)
     if not cache.startswith(REDIS_SCHEMES) and cache not in ("memory", ":memory:") and not os.path.exists(cache):
         os.makedirs(cache)

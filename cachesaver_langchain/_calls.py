@@ -70,7 +70,7 @@ def chat_result(response: Response, request: ChatRequest) -> ChatResult:
     schema = _response_schema(request)
     shares = response.sample_usage or [None] * len(response.data)
     for i, sample in enumerate(response.data):
-        where = f"sample {i} delivered to namespace {request.namespace!r}"
+        where = f"sample {i + 1} delivered to namespace {request.namespace!r}"
         try:
             generations.append(
                 to_generation(sample, cached=bool(response.cached[i]), share=shares[i],

@@ -57,3 +57,18 @@ def test_langchain_chat_model(fake_server, store_path):
         assert chat.stats() is chat.stats and chat.stats().model_calls == 1
     finally:
         chat.close()
+
+
+def test_the_docs_and_notebooks_spell_it_stats():
+    """What users copy spells the counters one way: ``x.stats()``, never ``x.stats.summary()``
+    (the README wrote ``stats()`` while the engine and Router pages and four notebooks read the
+    attribute)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md", *(root / "docs").rglob("*.md"), *(root / "notebooks").glob("*.ipynb"),
+             *(root / "examples").rglob("*.py")]
+    attribute = [f"{path.relative_to(root)}: {m.group(0)}" for path in files
+                 for m in re.finditer(r"\w+\.stats\.\w+", path.read_text())]
+    assert attribute == []

@@ -545,7 +545,7 @@ def encode_response(key: str, n: int, response: Any, model_name: str) -> list[by
         shares = usage.split(k)  # a model that made several calls gives each call's split
     return [
         encode_sample(sample, share.prompt_tokens, share.completion_tokens, share.cost,
-                      where=f"sample {i} returned by {model_name} for key {key}")
+                      where=f"sample {i + 1} returned by {model_name} for key {key}")
         for i, (sample, share) in enumerate(zip(samples, shares))
     ]
 

@@ -87,12 +87,15 @@ def _non_finite_path(value: Any, path: str) -> "str | None":
 
 
 def decode_sample(raw: Any, *, key: str, index: int) -> SampleRecord:
-    """Decode a stored record; anything we did not write raises ``CorruptSampleError``."""
+    """Decode a stored record; anything we did not write raises ``CorruptSampleError``.
+
+    ``index`` is the record's 0-based position in the key's list; the message counts from 1 (the
+    position ``cachesaver inspect`` shows as ``#index+1``)."""
     if isinstance(raw, str):
         raw = raw.encode()
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise CorruptSampleError(
-            f"sample {index} of key {key} is a {type(raw).__name__}, not JSON bytes; "
+            f"sample {index + 1} of key {key} is a {type(raw).__name__}, not JSON bytes; "
             "the store was written by something else: remove that key (cachesaver prune)"
         )
     try:
@@ -101,7 +104,7 @@ def decode_sample(raw: Any, *, key: str, index: int) -> SampleRecord:
         pt, ct, cost = obj.get("u") or (0, 0, 0.0)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CorruptSampleError(
-            f"sample {index} of key {key} is not a CacheSaver record ({exc}); "
+            f"sample {index + 1} of key {key} is not a CacheSaver record ({exc}); "
             "the store was modified by something else: remove that key"
         ) from None
     return SampleRecord((data, pt, ct, cost))

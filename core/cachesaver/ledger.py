@@ -4,7 +4,7 @@ The ledger is what makes samples i.i.d. within a namespace (G1: the k-th sample 
 asks for under key K is sample k-1 of K's list) and reusable across namespaces and runs.
 
 - :class:`PrivateLedger` (the default): one run per pipeline instance, kept in memory, so a new
-  process or a new pipeline replays from sample 0 and a hit writes nothing to disk.
+  process or a new pipeline replays from the first sample and a hit writes nothing to disk.
 - :class:`SharedLedger` (``run_id=...``): kept in the store and claimed atomically there, so
   several processes can run one experiment together without handing a sample out twice.
 

@@ -159,7 +159,7 @@ async def _lines(
 def _checked(raw: Any, key: str, index: int) -> str:
     """A stored record as text, after checking it is a CacheSaver record (never export junk)."""
     decode_sample(raw, key=key, index=index)
-    return _text(raw, f"sample {index} of key {key}")
+    return _text(raw, f"sample {index + 1} of key {key}")
 
 
 def _text(raw: Any, what: str) -> str:
@@ -245,7 +245,7 @@ class SampleApplier:
         for i, (old, new) in enumerate(zip(existing, raws)):
             if bytes(old) != new:
                 raise TransferConflictError(
-                    f"{where}: sample {start + i} of key {key} differs between the file and "
+                    f"{where}: sample {start + i + 1} of key {key} differs between the file and "
                     f"{self.store.location or 'the target'}; the two caches diverged.{outcome} "
                     f"Import into an empty store, or delete that key from the target first"
                 )
@@ -302,7 +302,7 @@ def _ledger_entry(entry: Any, where: str) -> tuple[str, str, str, int]:
 
 
 def _gap(where: str, key: str, start: int, have: int, store: Store) -> TransferError:
-    return TransferError(f"{where}: key {key} continues at sample {start} but {store.location or 'the target'} "
+    return TransferError(f"{where}: key {key} continues at sample {start + 1} but {store.location or 'the target'} "
                          f"holds only {have}; import the whole file, from its first line")
 
 

@@ -116,6 +116,6 @@ def test_the_writer_refuses_a_bundle_readers_would_refuse(recorded, monkeypatch)
     contents = read_bundle(path)
     key = sorted(contents.samples)[0]
     monkeypatch.setenv("CACHESAVER_BUNDLE_MAX_SAMPLE_BYTES", "10")
-    with pytest.raises(BundleError, match=f"sample 0 of key {key} is .* over the bundle limit of 10 bytes "
+    with pytest.raises(BundleError, match=f"sample 1 of key {key} is .* over the bundle limit of 10 bytes "
                                           "for one sample; refused \\(nothing was written"):
         encode_bundle(contents)

@@ -225,7 +225,7 @@ def test_merge_unions_runs_and_refuses_diverged_bundles(tmp_path):
             await p.request(Request(prompt="a", n=2, namespace="t3"))
             await write_bundle(p.store, await p.consumption(), tmp_path / "other.csbundle")
     asyncio.run(other())
-    with pytest.raises(BundleError, match="sample 0 differs"):
+    with pytest.raises(BundleError, match="sample 1 differs"):
         merge_bundles([tmp_path / "all.csbundle", tmp_path / "other.csbundle"], tmp_path / "bad.csbundle")
     assert not (tmp_path / "bad.csbundle").exists()
 

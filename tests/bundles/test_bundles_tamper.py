@@ -124,7 +124,7 @@ def test_an_edited_sample_with_a_valid_archive_names_key_and_sample(recorded):
         lines = z.read(member).split(b"\n")
     lines[1] = lines[1].replace(b'"d":"', b'"d":"X', 1)
     _rewrite(path, {member: b"\n".join(lines)})
-    with pytest.raises(BundleError, match=f"key {key} sample 1: SHA-256 mismatch"):
+    with pytest.raises(BundleError, match=f"key {key} sample 2: SHA-256 mismatch"):
         verify_bundle(path)
 
 

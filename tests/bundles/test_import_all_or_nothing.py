@@ -66,7 +66,7 @@ def test_cli_import_with_one_conflicting_key_writes_none_of_the_ten(tmp_path, di
     assert main(["import", "--cache", target, export]) == 1
     assert _files(target) == before  # byte-identical: 0 of 10 keys written
     err = capsys.readouterr().err
-    assert f"sample 0 of key {conflicting} differs" in err and "Nothing was imported" in err
+    assert f"sample 1 of key {conflicting} differs" in err and "Nothing was imported" in err
 
 
 def test_bundle_import_with_one_conflicting_key_writes_none_of_the_ten(tmp_path, diverged, capsys):
@@ -77,7 +77,7 @@ def test_bundle_import_with_one_conflicting_key_writes_none_of_the_ten(tmp_path,
     with pytest.raises(TransferConflictError) as refused:
         asyncio.run(import_bundle(bundle, target))
     assert _files(target) == before
-    assert f"sample 0 of key {conflicting} differs" in str(refused.value)
+    assert f"sample 1 of key {conflicting} differs" in str(refused.value)
     assert "Nothing was imported" in str(refused.value)
     assert main(["bundle", "import", str(bundle), "--cache", target]) == 1
     assert f"key {conflicting}" in capsys.readouterr().err

@@ -140,7 +140,7 @@ def readme_demo_block() -> list[str]:
     text = (ROOT / "README.md").read_text()
     block = re.search(r"Output \(4 puzzles\):\n\n```\n(.*?)```", text, re.S)
     assert block, "README: the demo's output block is missing"
-    return [line.rstrip() for line in block.group(1).rstrip("\n").split("\n")]
+    return block.group(1).rstrip("\n").split("\n")
 
 
 def test_demo_command_prints_what_the_readme_shows(tmp_path, declared_commands, monkeypatch, capsys):
@@ -152,11 +152,21 @@ def test_demo_command_prints_what_the_readme_shows(tmp_path, declared_commands, 
     chart = tmp_path / "cachesaver-demo.png"
     assert main(["demo", "--cache", str(tmp_path / "c"), "--fresh", "--quiet", "--chart", str(chart)]) == 0
     out = capsys.readouterr()
-    printed = [line.rstrip() for line in out.out.rstrip("\n").split("\n")]
+    printed = out.out.rstrip("\n").split("\n")  # as printed: no line ends in spaces (issue 26)
     expected = readme_demo_block()
-    start = printed.index(expected[0])  # the lines before name the server's port and the cache path
+    start = printed.index(expected[0])
     assert printed[start:start + len(expected) - 1] == expected[:-1]
     assert expected[-1] == "Chart: cachesaver-demo.png" and printed[start + len(expected) - 1] == f"Chart: {chart}"
+    # What the README says around the block: "After a line naming the local server's address and
+    # one naming the cache and the puzzles, [the table], then a hint to look inside the cache."
+    assert re.fullmatch(r"Model: the local fake OpenAI-compatible server at http://127\.0\.0\.1:\d+/v1 .*", printed[0])
+    assert printed[1].startswith(f"Cache: {tmp_path / 'c'}   Puzzles: ") and set(printed[2:start]) <= {""}
+    assert printed[start + len(expected):] == [f"Run `cachesaver stats --cache {tmp_path / 'c'}` to look inside the cache."]
+    # "Run the command again and the first run is free too (the cache ... is kept)."
+    assert main(["demo", "--cache", str(tmp_path / "c"), "--quiet", "--chart", str(chart)]) == 0
+    again = capsys.readouterr().out.split("\n")
+    assert "Fake server: 0 HTTP requests in all (= 0 model calls counted by CacheSaver)." in again
+    assert next(line for line in again if line.startswith("first run ")).split()[2:5] == ["30", "118", "0"]
     assert max(len(line) for line in printed[start:start + len(expected) - 1]) <= 80
     assert chart.exists() and chart.stat().st_size > 1000
     assert "Provider List" not in out.out + out.err

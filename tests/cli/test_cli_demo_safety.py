@@ -38,7 +38,7 @@ def test_fresh_removes_only_a_cache_the_demo_created(tmp_path, capsys):
     assert _demo(mine, "--fresh") == 2
     err = capsys.readouterr().err
     assert err == (f"cachesaver demo: --fresh removes only a cache the demo created, and {mine} was not (it "
-                   "has no .cachesaver-demo-cache file; 1 entries): to delete the whole directory anyway, "
+                   "holds 1 entry and no .cachesaver-demo-cache file): to delete the whole directory anyway, "
                    "add --yes\n")
     assert (mine / "NOTES.txt").read_text() == "my notes"  # untouched
 

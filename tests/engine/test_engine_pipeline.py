@@ -114,7 +114,7 @@ async def test_model_returning_no_samples_or_non_json(fake_model):
             await p.request(req("a"))
     store_holder = {}
     async with OnlineAPI(model=Opaque(), cache="memory") as p:
-        with pytest.raises(NotSerializableError, match="sample 0 returned by Opaque"):
+        with pytest.raises(NotSerializableError, match="sample 1 returned by Opaque"):
             await p.request(req("a"))
         store_holder["store"] = p.store
     assert [k async for k in store_holder["store"].iter_keys()] == []  # nothing stored

@@ -105,7 +105,7 @@ async def test_planted_pickle_is_never_unpickled(tmp_path):
         foreign.set(Exploit(str(canary)), "pickled key")  # a pickled *key* too
     store = DiskStore(directory)
     raw = await store.read(K, 0, 1)
-    with pytest.raises(CorruptSampleError, match=f"sample 0 of key {K}"):
+    with pytest.raises(CorruptSampleError, match=f"sample 1 of key {K}"):
         decode_sample(raw[0], key=K, index=0)  # bytes are only ever parsed as JSON
     set_sample(directory, K, 0, 12345)  # not even bytes
     with pytest.raises(CorruptSampleError, match="is a int, not JSON bytes"):
@@ -165,7 +165,7 @@ def test_codec_rejects_non_json_and_flags_garbage():
 
     with pytest.raises(NotSerializableError):
         encode_sample(datetime.datetime.now())
-    with pytest.raises(CorruptSampleError, match=f"sample 3 of key {K}"):
+    with pytest.raises(CorruptSampleError, match=f"sample 4 of key {K}"):
         decode_sample(b"\x80garbage", key=K, index=3)
     with pytest.raises(CorruptSampleError):
         decode_sample(pickle.dumps("x"), key=K, index=0)

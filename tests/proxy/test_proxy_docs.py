@@ -54,6 +54,16 @@ def test_proxy_snippet_runs_against_the_real_proxy(block, proxy, upstream, tmp_p
     assert upstream.request_count - before <= 1  # at most one upstream call (a hit makes none)
 
 
+def test_the_pages_config_is_the_example_config_the_proxy_tests_run():
+    """The page shows the proxy's config.yaml inline (a YAML block runs nothing); it must be the
+    file tests/proxy starts the proxy with, or a reader copying it gets another proxy (before, the
+    page's copy had no api_base, so OPENAI_API_BASE was mentioned only by the file)."""
+    import yaml
+
+    [block] = [b for b in blocks(ROOT / "docs/integrations/proxy.md") if b.lang == "yaml"]
+    assert yaml.safe_load(block.code) == yaml.safe_load((ROOT / "examples/proxy/config.yaml").read_text())
+
+
 def test_the_promptfoo_recipe_repeats_fresh_and_replays_in_a_new_namespace(proxy, upstream):
     """docs/integrations/evals.md's promptfoo config, driven as promptfoo drives it (one request
     per repeat, the provider config's base URL, key, temperature and headers) with the OpenAI

@@ -110,7 +110,7 @@ async def test_conflicting_sample_is_a_clear_error_and_writes_nothing(redis_stor
     await export_jsonl(source, buffer)
     target = redis_store_factory()
     await target.append(K, [rec(0), rec("different")])
-    with pytest.raises(TransferConflictError, match=f"line 2: sample 1 of key {K} differs"):
+    with pytest.raises(TransferConflictError, match=f"line 2: sample 2 of key {K} differs"):
         await import_jsonl(target, io.StringIO(buffer.getvalue()))
     assert await target.length(K) == 2  # the missing tail was not appended either
     await target.aclose()

@@ -98,7 +98,7 @@ async def test_non_json_sample_fails_its_call_only_and_stores_nothing(bad, any_s
         )
         assert isinstance(results[0], NotSerializableError) and results[0] is results[1]
         message = str(results[0])
-        assert key_of("bad") in message and "sample 1" in message and "plain JSON" in message
+        assert key_of("bad") in message and "sample 2 returned" in message and "plain JSON" in message
         assert results[2].data == ["g0"]
         assert await any_store.length(key_of("bad")) == 0  # not even the good sample of that call
         model.samples["bad"] = lambda n: [f"b{i}" for i in range(n)]
@@ -217,14 +217,14 @@ async def test_garbage_in_a_disk_sample_names_key_and_index_and_the_rest_works(w
         set_sample(directory, key, 1, "x" * 50_000 + "\x00garbage")
     async with OnlineAPI(model=model, cache=directory, batch_size=100, timeout=0.01) as p:
         results = await asyncio.gather(
-            p.request(req("a", ns="A", n=1, prompt=prompt)),   # sample 0 only: fine
-            p.request(req("b", ns="B", n=2, prompt=prompt)),   # reaches sample 1: corrupt
+            p.request(req("a", ns="A", n=1, prompt=prompt)),   # the 1st sample only: fine
+            p.request(req("b", ns="B", n=2, prompt=prompt)),   # reaches the 2nd sample: corrupt
             p.request(req("c", ns="C", prompt="other")),
             p.request(req("d", ns="D", prompt="fresh")),       # a miss: the model still works
             return_exceptions=True)
         assert results[0].data == ["s0"]
         assert isinstance(results[1], CorruptSampleError)
-        assert f"sample 1 of key {key}" in str(results[1]) and "remove that key" in str(results[1])
+        assert f"sample 2 of key {key}" in str(results[1]) and "remove that key" in str(results[1])
         assert results[2].data == ["o0"] and results[3].data == ["f0"]
         # B's failed claim skipped the corrupt sample: B moves on instead of failing forever.
         assert (await p.request(req("e", ns="B", prompt=prompt))).data == ["s2"]
@@ -332,7 +332,7 @@ async def test_garbage_in_redis_names_the_key_and_the_rest_works(garbage, redis_
         expected = {"sample bytes": CorruptSampleError, "wrong type": StoreError, "ledger value": StoreError}[garbage]
         assert isinstance(results[0], expected) and key in str(results[0])
         if garbage == "sample bytes":
-            assert f"sample 1 of key {key}" in str(results[0])
+            assert f"sample 2 of key {key}" in str(results[0])
         assert results[1].data == stored["other"] and results[2].cached == [False]
         assert leftovers(p) == {}
 

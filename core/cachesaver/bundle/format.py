@@ -118,9 +118,9 @@ def encode_bundle(contents: BundleContents) -> bytes:
         raws = contents.samples[key]
         for i, raw in enumerate(raws):
             if b"\n" in raw:
-                raise BundleError(f"sample {i} of key {key} holds a raw newline: not a CacheSaver record")
+                raise BundleError(f"sample {i + 1} of key {key} holds a raw newline: not a CacheSaver record")
             if len(raw) > limits.sample:
-                raise limits.refuse(f"sample {i} of key {key}", f"{len(raw):,} bytes", "sample", _UNWRITTEN)
+                raise limits.refuse(f"sample {i + 1} of key {key}", f"{len(raw):,} bytes", "sample", _UNWRITTEN)
         size = sum(len(raw) for raw in raws) + max(len(raws) - 1, 0)
         if size > limits.member:
             raise limits.refuse(f"key {key} ({len(raws)} samples)", f"{size:,} bytes", "member", _UNWRITTEN)
@@ -267,7 +267,7 @@ def _decode_members(archive: zipfile.ZipFile, where: str) -> BundleContents:
                 raise BundleError(f"{where}: key {key} holds more than {len(hashes)} samples, the number the "
                                   "manifest lists (a sample was added)")
             if sha256(line) != hashes[i]:
-                raise BundleError(f"{where}: key {key} sample {i}: SHA-256 mismatch (the sample was modified)")
+                raise BundleError(f"{where}: key {key} sample {i + 1}: SHA-256 mismatch (the sample was modified)")
             try:
                 decode_sample(line, key=key, index=i)
             except CorruptSampleError as exc:

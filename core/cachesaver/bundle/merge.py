@@ -51,7 +51,7 @@ def merge_bundles(paths: Iterable["str | os.PathLike[str]"], out: "str | os.Path
                 continue
             for i, (a, b) in enumerate(zip(have, raws)):
                 if a != b:
-                    raise BundleError(f"key {key} sample {i} differs between {origin[key]} and {path}: the bundles "
+                    raise BundleError(f"key {key} sample {i + 1} differs between {origin[key]} and {path}: the bundles "
                                       "come from diverged caches and cannot be merged")
             if merged.metas.get(key) is None:
                 merged.metas[key] = contents.metas.get(key)

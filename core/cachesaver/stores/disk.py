@@ -651,7 +651,7 @@ class DiskStore(Store):
                     (run_id, namespace, key, pos + count))
             return taken
 
-        return await self._write(f"claiming samples {pos}..{pos + count - 1} of key {key} in", claim_in)
+        return await self._write(f"claiming samples {pos + 1}..{pos + count} of key {key} in", claim_in)
 
     # -- administration ----------------------------------------------------------------------
     async def iter_keys(self) -> AsyncIterator[str]:

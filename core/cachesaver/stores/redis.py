@@ -471,7 +471,7 @@ class RedisStore(Store):
     async def _append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes],
                       unbilled_run: Optional[str], lease: Optional[Lease]) -> int:
         base = self._base(key)
-        values = [_as_bytes(raw, f"sample {i} for key {key}") for i, raw in enumerate(samples)]
+        values = [_as_bytes(raw, f"sample {i + 1} of {len(samples)} appended to key {key}") for i, raw in enumerate(samples)]
         meta_arg = b"" if meta is None else _as_bytes(meta, f"meta for key {key}")
         client = await self._ready()
         try:
@@ -616,7 +616,7 @@ class RedisStore(Store):
         try:
             taken = await client.claim_at(keys=[base + "s", base + "l", base + "h"], args=[field, pos, count])
         except RedisError as exc:
-            raise self._error(exc, f"claiming samples {pos}..{pos + count - 1} of key {key} for {namespace!r}") from exc
+            raise self._error(exc, f"claiming samples {pos + 1}..{pos + count} of key {key} for {namespace!r}") from exc
         return list(taken)
 
     # -- generation lease --------------------------------------------------------------------
