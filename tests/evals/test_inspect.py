@@ -105,6 +105,30 @@ def test_replay_is_exact_whatever_order_inspect_runs_samples_in(fake_server, api
     assert again == first
 
 
+
+def test_a_call_inspect_retried_keeps_its_request_id_and_the_rerun_replays(fake_server, api_key_env, tmp_path):
+    """A failed attempt (HTTP 500; the inner OpenAI client's own retries off with
+    ``-M max_retries=0``, so Inspect's retry calls the provider again) stores nothing, and its
+    retry is the same call of the sample: request id ``call-000000``, not ``call-000001``. The
+    rerun, with no failure, replays every sample exactly with 0 requests (with attempt-counted
+    ids, the retried sample's id was unknown to the rerun, which generated a new sample)."""
+    store = tmp_path / "store"
+    fake_server.fail_next(500, count=1)
+    [first] = inspect_eval(make_task(n=3, same_prompt=True), model=MODEL, model_base_url=fake_server.base_url,
+                           model_args={"store": str(store), "max_retries": 0}, epochs=1, temperature=0.7,
+                           display="none", log_dir=str(tmp_path / "logs"), max_samples=1)
+    assert first.status == "success", first.error
+    assert fake_server.request_count == 4 and fake_server.samples_generated == 3  # 1 failed + 3
+    assert {s.id: s.output.metadata["cachesaver"]["request_id"] for s in first.samples} == {
+        i: f"{i}/epoch-000001/call-000000" for i in range(3)}
+    fake_server.reset_counters()
+    [again] = inspect_eval(make_task(n=3, same_prompt=True, reverse=True), model=MODEL,
+                           model_base_url=fake_server.base_url, model_args={"store": str(store), "max_retries": 0},
+                           epochs=1, temperature=0.7, display="none", log_dir=str(tmp_path / "logs"), max_samples=1)
+    assert again.status == "success", again.error
+    assert fake_server.request_count == 0
+    assert outputs(again) == outputs(first)
+
 @tool
 def lookup():
     async def execute(query: str) -> str:
