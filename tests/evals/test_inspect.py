@@ -46,27 +46,61 @@ def cached_flags(log) -> list[bool]:
     return [flag for s in log.samples for flag in s.output.metadata["cachesaver"]["cached"]]
 
 
-def test_epochs_are_fresh_and_a_rerun_replays_them_exactly(fake_server, api_key_env, tmp_path):
+#: Prices for the inner model ($ per million tokens), given to Inspect as ``--model-cost-config`` is.
+PRICES = {"openai/gpt-4o-mini": {"input": 1.0, "output": 2.0, "input_cache_write": 1.0, "input_cache_read": 0.5}}
+
+
+@pytest.fixture
+def priced():
+    """Inspect prices the inner model (Inspect keeps prices process-wide: forgotten after)."""
+    from inspect_ai.model import ModelCost
+    from inspect_ai.model._model_info import clear_model_info_cache
+
+    yield {name: ModelCost(**cost) for name, cost in PRICES.items()}
+    clear_model_info_cache()
+
+
+def logged_cached_flags(log) -> dict:
+    """Per (sample, epoch): the ``cached`` flags of each model event, read back from the log file."""
+    from inspect_ai.log import read_eval_log
+
+    on_disk = read_eval_log(log.location)
+    return {(s.id, s.epoch): [e.output.metadata["cachesaver"]["cached"] for e in s.events if e.event == "model"]
+            for s in on_disk.samples}
+
+
+def test_epochs_are_fresh_and_a_rerun_replays_them_exactly(fake_server, api_key_env, tmp_path, priced):
     store = tmp_path / "store"
-    first = run(make_task(), fake_server, store, tmp_path)
+    first = run(make_task(), fake_server, store, tmp_path, model_cost_config=priced)
     by_sample: dict = {}
     for (sample_id, _), text in outputs(first).items():
         by_sample.setdefault(sample_id, set()).add(text)
     assert {k: len(v) for k, v in by_sample.items()} == {i: 4 for i in range(5)}
     assert fake_server.samples_generated == 20
     assert cached_flags(first) == [False] * 20
+    # Usage as Inspect expects it: the tokens the server billed, priced by Inspect at the inner
+    # model's rates.
     first_usage = first.stats.model_usage[MODEL]
-    assert first_usage.output_tokens > 0
+    assert (first_usage.input_tokens, first_usage.output_tokens) == (fake_server.prompt_tokens,
+                                                                      fake_server.completion_tokens)
+    rates = PRICES["openai/gpt-4o-mini"]
+    assert first_usage.total_cost == pytest.approx(
+        (fake_server.prompt_tokens * rates["input"] + fake_server.completion_tokens * rates["output"]) / 1e6)
+    assert first_usage.total_cost > 0
+    # The eval log file records which samples were cached: one model event per (sample, epoch).
+    assert logged_cached_flags(first) == {(i, e): [[False]] for i in range(5) for e in range(1, 5)}
 
     fake_server.reset_counters()
-    again = run(make_task(), fake_server, store, tmp_path)
+    again = run(make_task(), fake_server, store, tmp_path, model_cost_config=priced)
     assert fake_server.request_count == 0
     assert outputs(again) == outputs(first)
     assert scores(again) == scores(first)
     assert cached_flags(again) == [True] * 20
-    # Hits cost nothing: Inspect's usage for the rerun is zero tokens.
+    assert logged_cached_flags(again) == {(i, e): [[True]] for i in range(5) for e in range(1, 5)}
+    # Hits cost nothing: zero tokens, and Inspect prices the rerun at exactly 0 (not "unknown").
     usage = again.stats.model_usage[MODEL]
-    assert (usage.input_tokens, usage.output_tokens) == (0, 0)
+    assert (usage.input_tokens, usage.output_tokens, usage.total_cost) == (0, 0, 0.0)
+    assert all(s.model_usage[MODEL].total_cost == 0.0 for s in again.samples)
 
 
 def test_more_epochs_generate_only_the_new_ones_and_another_task_reuses(fake_server, api_key_env, tmp_path):
