@@ -14,6 +14,7 @@ from inspect_ai.solver import generate, use_tools  # noqa: E402
 from inspect_ai.tool import tool  # noqa: E402
 
 import cachesaver_inspect  # noqa: E402,F401  (registers cachesaver/ as installing the package does)
+from _evals_page import page_blocks  # noqa: E402
 
 MODEL = "cachesaver/openai/gpt-4o-mini"
 
@@ -233,34 +234,35 @@ def _entry_point_dist(folder):
 
 
 def test_the_cli_finds_the_provider_through_the_entry_point(fake_server, api_key_env, tmp_path, monkeypatch):
-    """``inspect eval task.py --model cachesaver/openai/gpt-4o-mini -M store=...`` (the README's
-    command) in a subprocess that never imports the adapter itself; the same task file evaluated
-    again (in-process, to save a second CLI start) makes 0 requests and gets the same outputs."""
+    """docs/integrations/evals.md's ``inspect eval task.py --model cachesaver/openai/gpt-4o-mini
+    -M store=./.cachesaver ...``, read from the page and run as written in bash (the page's
+    OPENAI_BASE_URL pointing at this test's fake server) in a subprocess that never imports the
+    adapter itself: Inspect finds it through the entry point. The same task file evaluated again
+    (in-process, to save a second CLI start) makes 0 requests and gets the same outputs."""
     import os
     import subprocess
-    import sys
     from pathlib import Path
 
     from inspect_ai.log import read_eval_log
 
+    [block] = page_blocks("tests/evals/test_inspect.py")
+    assert block.lang == "bash" and block.code.startswith("inspect eval task.py --model cachesaver/")
     root = Path(__file__).resolve().parents[2]
     (tmp_path / "task.py").write_text(CLI_TASK)
     _entry_point_dist(tmp_path / "site")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(root), str(root / "core")])}
-    store = tmp_path / "store"
-    command = [sys.executable, "-m", "inspect_ai", "eval", "task.py", "--model", MODEL, "-M", f"store={store}",
-               "--model-base-url", fake_server.base_url, "--epochs", "2", "--temperature", "0.7",
-               "--display", "none", "--log-dir", "cli-logs"]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-                            stdin=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PYTEST_"))}
+    env.update(OPENAI_API_KEY="sk-fake", OPENAI_BASE_URL=fake_server.base_url,
+               PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(root), str(root / "core")]))
+    result = subprocess.run(["bash", "-c", "set -e\n" + block.code], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=180, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    [path] = (tmp_path / "cli-logs").glob("*.eval")
+    [path] = (tmp_path / "logs").glob("*.eval")
     first = read_eval_log(str(path))
-    assert fake_server.samples_generated == 10
+    assert fake_server.samples_generated == 10  # 5 samples x --epochs 2
     assert len(set(outputs(first).values())) == 10
     fake_server.reset_counters()
     monkeypatch.chdir(tmp_path)
-    again = run("task.py", fake_server, store, tmp_path, epochs=2)
+    again = run("task.py", fake_server, tmp_path / ".cachesaver", tmp_path, epochs=2)
     assert fake_server.request_count == 0
     assert outputs(again) == outputs(first)
 

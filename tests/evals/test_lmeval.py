@@ -83,3 +83,42 @@ def test_loglikelihood_is_refused_with_what_is_supported(tmp_path):
     lm = cachesaver_lmeval.CacheSaverChatLM(model="openai/gpt-4o-mini", store=str(tmp_path / "store"))
     with pytest.raises(InvalidRequestError, match="generate_until only"):
         lm.loglikelihood([])
+
+
+def test_the_pages_cli_and_python_snippets_run_as_written(fake_server, api_key_env, tmp_path, monkeypatch, capsys):
+    """docs/integrations/evals.md's lm-eval blocks, read from the page and run as written on the
+    task they name (``my_tasks/my_task.yaml``, written here: 3 docs, ``repeats: 4``), with the
+    page's OPENAI_BASE_URL pointing at this test's fake server: the shell command (lm-eval's CLI
+    with the type registered) generates the 12 samples; the Python snippet, the same evaluation
+    again, makes 0 requests."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from _evals_page import page_blocks
+
+    cli, snippet = page_blocks("tests/evals/test_lmeval.py")
+    assert cli.lang == "bash" and snippet.lang == "python"
+    data = tmp_path / "docs.json"
+    data.write_text("\n".join(json.dumps(d) for d in DOCS))
+    (tmp_path / "my_tasks").mkdir()
+    (tmp_path / "my_tasks" / "my_task.yaml").write_text(
+        TASK_YAML.format(data=data).replace("task: cs_repeats", "task: my_task"))
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PYTEST_"))}
+    env.update(OPENAI_API_KEY="sk-fake", OPENAI_BASE_URL=fake_server.base_url,
+               PYTHONPATH=os.pathsep.join([str(root), str(root / "core")]))
+    done = subprocess.run(["bash", "-c", "set -e\n" + cli.code], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "my_task" in done.stdout and "exact_match" in done.stdout
+    assert fake_server.samples_generated == 12 and fake_server.request_count == 12
+
+    fake_server.reset_counters()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_server.base_url)
+    monkeypatch.setattr(sys, "argv", ["snippet"])
+    exec(compile(snippet.code, snippet.where, "exec"), {"__name__": "__main__"})
+    assert fake_server.request_count == 0
+    assert "exact_match" in capsys.readouterr().out
