@@ -245,7 +245,7 @@ def test_the_cli_finds_the_provider_through_the_entry_point(fake_server, api_key
 
     from inspect_ai.log import read_eval_log
 
-    [block] = page_blocks("tests/evals/test_inspect.py")
+    [block] = [b for b in page_blocks("tests/evals/test_inspect.py") if b.code.startswith("inspect eval")]
     assert block.lang == "bash" and block.code.startswith("inspect eval task.py --model cachesaver/")
     root = Path(__file__).resolve().parents[2]
     (tmp_path / "task.py").write_text(CLI_TASK)
@@ -269,33 +269,33 @@ def test_the_cli_finds_the_provider_through_the_entry_point(fake_server, api_key
 
 def test_a_bundle_of_the_eval_reruns_it_offline_with_identical_scores(fake_server, api_key_env, tmp_path, monkeypatch):
     """Issue 23, item 4: the exact samples behind an eval's scores, published. The eval runs in a
-    shared run (``-M run_id``), its consumption is bundled, and the bundle, read-only, answers
-    the same eval again with sockets blocked: identical outputs and scores, zero calls."""
-    import asyncio
+    shared run (``-M run_id=paper-eval``); the page's ``cachesaver bundle create`` command, run as
+    written, bundles that run; a copy of the bundle on "another machine" (another folder,
+    read-only) answers the same eval again with sockets blocked: identical outputs and scores,
+    zero calls."""
     import os
+    import shutil
     import socket
     import stat
+    import subprocess
+    from pathlib import Path
 
-    from cachesaver.bundle import consumption_of_runs, write_bundle
-    from cachesaver.stores import DiskStore
-
-    store = tmp_path / "store"
+    [command] = [b for b in page_blocks("tests/evals/test_inspect.py") if "bundle create" in b.code]
     [first] = inspect_eval(make_task(), model=MODEL, model_base_url=fake_server.base_url,
-                           model_args={"store": str(store), "run_id": "paper-eval"}, epochs=3, temperature=0.7,
-                           display="none", log_dir=str(tmp_path / "logs"))
+                           model_args={"store": str(tmp_path / ".cachesaver"), "run_id": "paper-eval"}, epochs=3,
+                           temperature=0.7, display="none", log_dir=str(tmp_path / "logs"))
     assert first.status == "success" and fake_server.samples_generated == 15
 
-    async def bundle():
-        disk = DiskStore(str(store))
-        try:
-            await write_bundle(disk, await consumption_of_runs(disk, ["paper-eval"]), tmp_path / "pub" / "eval.csbundle")
-        finally:
-            disk.close()
-
-    (tmp_path / "pub").mkdir()
-    asyncio.run(bundle())
-    os.chmod(tmp_path / "pub" / "eval.csbundle", stat.S_IRUSR)
-    os.chmod(tmp_path / "pub", stat.S_IRUSR | stat.S_IXUSR)
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(root / "core")]))
+    done = subprocess.run(["bash", "-c", "set -e\n" + command.code], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    machine = tmp_path / "other-machine"
+    machine.mkdir()
+    shutil.copy(tmp_path / "eval.csbundle", machine / "eval.csbundle")
+    os.chmod(machine / "eval.csbundle", stat.S_IRUSR)
+    os.chmod(machine, stat.S_IRUSR | stat.S_IXUSR)
 
     def no_network(self, address):
         raise OSError(f"network blocked in this test: connect to {address!r}")
@@ -304,11 +304,12 @@ def test_a_bundle_of_the_eval_reruns_it_offline_with_identical_scores(fake_serve
     monkeypatch.setattr(socket.socket, "connect", no_network)
     try:
         [again] = inspect_eval(make_task(), model=MODEL, model_base_url=fake_server.base_url,
-                               model_args={"store": str(tmp_path / "pub" / "eval.csbundle")}, epochs=3,
+                               model_args={"store": str(machine / "eval.csbundle")}, epochs=3,
                                temperature=0.7, display="none", log_dir=str(tmp_path / "logs2"))
     finally:
         monkeypatch.undo()
-        os.chmod(tmp_path / "pub", stat.S_IRWXU)
+        os.chmod(machine, stat.S_IRWXU)
     assert again.status == "success", again.error
     assert fake_server.request_count == 0
     assert outputs(again) == outputs(first) and scores(again) == scores(first)
+    assert cached_flags(again) == [True] * 15
