@@ -79,12 +79,6 @@ def test_repeats_are_fresh_and_a_rerun_makes_no_request(fake_server, api_key_env
     assert again["results"] == first["results"]
 
 
-def test_loglikelihood_is_refused_with_what_is_supported(tmp_path):
-    lm = cachesaver_lmeval.CacheSaverChatLM(model="openai/gpt-4o-mini", store=str(tmp_path / "store"))
-    with pytest.raises(InvalidRequestError, match="generate_until only"):
-        lm.loglikelihood([])
-
-
 def test_the_pages_cli_and_python_snippets_run_as_written(fake_server, api_key_env, tmp_path, monkeypatch, capsys):
     """docs/integrations/evals.md's lm-eval blocks, read from the page and run as written on the
     task they name (``my_tasks/my_task.yaml``, written here: 3 docs, ``repeats: 4``), with the
@@ -122,3 +116,35 @@ def test_the_pages_cli_and_python_snippets_run_as_written(fake_server, api_key_e
     exec(compile(snippet.code, snippet.where, "exec"), {"__name__": "__main__"})
     assert fake_server.request_count == 0
     assert "exact_match" in capsys.readouterr().out
+
+
+MC_YAML = """\
+task: cs_choice
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: ["sample 1", "sample 2"]
+doc_to_target: 0
+metric_list:
+  - metric: acc
+"""
+
+
+def test_a_loglikelihood_task_fails_naming_what_is_supported(fake_server, api_key_env, tmp_path):
+    """A multiple-choice task (log-likelihood requests) through lm-eval's own evaluate: the
+    error names what the model type serves and what to use instead; no request is sent."""
+    data = tmp_path / "docs.json"
+    data.write_text("\n".join(json.dumps(d) for d in DOCS))
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "cs_choice.yaml").write_text(MC_YAML.format(data=data))
+    with pytest.raises(InvalidRequestError, match="generate_until only.*loglikelihood.*local model type"):
+        lm_eval.simple_evaluate(
+            model="cachesaver",
+            model_args=f"model=openai/gpt-4o-mini,store={tmp_path / 'store'},base_url={fake_server.base_url}",
+            tasks=["cs_choice"], task_manager=TaskManager(include_path=str(folder), include_defaults=False))
+    assert fake_server.request_count == 0
