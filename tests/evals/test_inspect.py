@@ -10,7 +10,8 @@ from inspect_ai import Task  # noqa: E402
 from inspect_ai import eval as inspect_eval  # noqa: E402
 from inspect_ai.dataset import MemoryDataset, Sample  # noqa: E402
 from inspect_ai.scorer import includes  # noqa: E402
-from inspect_ai.solver import generate, use_tools  # noqa: E402
+from inspect_ai.model import get_model  # noqa: E402
+from inspect_ai.solver import generate, solver, use_tools  # noqa: E402
 from inspect_ai.tool import tool  # noqa: E402
 
 import cachesaver_inspect  # noqa: E402,F401  (registers cachesaver/ as installing the package does)
@@ -163,6 +164,47 @@ def test_a_call_inspect_retried_keeps_its_request_id_and_the_rerun_replays(fake_
     assert again.status == "success", again.error
     assert fake_server.request_count == 0
     assert outputs(again) == outputs(first)
+
+
+@solver
+def pass_at_3():
+    """pass@k the way a solver does it: three ``generate`` calls on the same input."""
+    async def solve(state, generate_fn):
+        model = get_model()
+        answers = [await model.generate(state.input) for _ in range(3)]
+        state.metadata["answers"] = [a.completion for a in answers]
+        state.metadata["namespaces"] = [a.metadata["cachesaver"]["namespace"] for a in answers]
+        state.output = answers[0]
+        return state
+
+    return solve
+
+
+def test_repeated_generate_calls_in_one_sample_are_fresh_and_replay(fake_server, api_key_env, tmp_path):
+    """Within one sample and epoch, three calls with the same input get three distinct samples
+    (Inspect's own cache keys on the epoch and would answer all three with one); the same eval
+    again replays each call's sample with 0 requests. ``-M run_name`` names the namespace."""
+    store = tmp_path / "store"
+
+    def answers(log):
+        return {(s.id, s.epoch): s.metadata["answers"] for s in log.samples}
+
+    def evaluate():
+        [log] = inspect_eval(make_task(n=2, solver=[pass_at_3()]), model=MODEL, model_base_url=fake_server.base_url,
+                             model_args={"store": str(store), "run_name": "passk"}, epochs=2, temperature=0.7,
+                             display="none", log_dir=str(tmp_path / "logs"))
+        assert log.status == "success", log.error
+        return log
+
+    first = evaluate()
+    assert fake_server.samples_generated == 12
+    assert all(len(set(a)) == 3 for a in answers(first).values())
+    assert {ns for s in first.samples for ns in s.metadata["namespaces"]} == {
+        "inspect/passk/qa/openai/gpt-4o-mini"}
+    fake_server.reset_counters()
+    again = evaluate()
+    assert fake_server.request_count == 0
+    assert answers(again) == answers(first)
 
 @tool
 def lookup():
