@@ -277,7 +277,8 @@ def _entry_point_dist(folder):
 
 def test_the_cli_finds_the_provider_through_the_entry_point(fake_server, api_key_env, tmp_path, monkeypatch):
     """docs/integrations/evals.md's ``inspect eval task.py --model cachesaver/openai/gpt-4o-mini
-    -M store=./.cachesaver ...``, read from the page and run as written in bash (the page's
+    -M store=./.cachesaver ...`` (README.md shows the same block), read from the page and run as
+    written in bash (the page's
     OPENAI_BASE_URL pointing at this test's fake server) in a subprocess that never imports the
     adapter itself: Inspect finds it through the entry point. The same task file evaluated again
     (in-process, to save a second CLI start) makes 0 requests and gets the same outputs."""

@@ -80,7 +80,8 @@ def test_repeats_are_fresh_and_a_rerun_makes_no_request(fake_server, api_key_env
 
 
 def test_the_pages_cli_and_python_snippets_run_as_written(fake_server, api_key_env, tmp_path, monkeypatch, capsys):
-    """docs/integrations/evals.md's lm-eval blocks, read from the page and run as written on the
+    """docs/integrations/evals.md's lm-eval blocks (README.md shows the shell one), read from the
+    page and run as written on the
     task they name (``my_tasks/my_task.yaml``, written here: 3 docs, ``repeats: 4``), with the
     page's OPENAI_BASE_URL pointing at this test's fake server: the shell command (lm-eval's CLI
     with the type registered) generates the 12 samples; the Python snippet, the same evaluation
