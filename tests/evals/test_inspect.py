@@ -206,6 +206,40 @@ def test_repeated_generate_calls_in_one_sample_are_fresh_and_replay(fake_server,
     assert fake_server.request_count == 0
     assert answers(again) == answers(first)
 
+
+def test_structured_output_reaches_the_model_and_is_keyed(fake_server, api_key_env, tmp_path):
+    """``response_schema`` goes through the wrapped Inspect model to the server as a JSON-schema
+    response format; the outputs follow the schema and replay with 0 requests; another schema is
+    another key (its outputs are generated, never the first schema's)."""
+    import json
+
+    from inspect_ai.model import GenerateConfig, ResponseSchema
+    from inspect_ai.util import JSONSchema
+
+    def schema(field: str) -> ResponseSchema:
+        return ResponseSchema(name="answer", json_schema=JSONSchema(
+            type="object", properties={field: JSONSchema(type="string")}, required=[field]))
+
+    store = tmp_path / "store"
+
+    def evaluate(field: str):
+        [log] = inspect_eval(make_task(n=2), model=MODEL, model_base_url=fake_server.base_url,
+                             model_args={"store": str(store)}, epochs=2, display="none",
+                             log_dir=str(tmp_path / "logs"),
+                             **GenerateConfig(temperature=0.7, response_schema=schema(field)).model_dump(exclude_none=True))
+        assert log.status == "success", log.error
+        return log
+
+    first = evaluate("answer")
+    assert fake_server.request_count > 0
+    assert all(r["response_format"]["type"] == "json_schema" for r in fake_server.requests)
+    assert all(set(json.loads(text)) == {"answer"} for text in outputs(first).values())
+    fake_server.reset_counters()
+    assert outputs(evaluate("answer")) == outputs(first) and fake_server.request_count == 0
+    other = evaluate("verdict")
+    assert fake_server.samples_generated == 4
+    assert all(set(json.loads(text)) == {"verdict"} for text in outputs(other).values())
+
 @tool
 def lookup():
     async def execute(query: str) -> str:
