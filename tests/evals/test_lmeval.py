@@ -71,6 +71,10 @@ def test_repeats_are_fresh_and_a_rerun_makes_no_request(fake_server, api_key_env
     assert sorted(gens) == [0, 1, 2]
     assert all(len(g) == 4 and len(set(g)) == 4 for g in gens.values()), gens
     assert fake_server.samples_generated == 12
+    # lm-eval sends seed=1234 with every request unless told otherwise; with it a provider that
+    # honours seeds (OpenAI's best effort) answers the 4 repeats alike. The fake server ignores
+    # seeds, so what is checked is that none is sent.
+    assert fake_server.requests and not any("seed" in r for r in fake_server.requests)
 
     fake_server.reset_counters()
     again = evaluate(task_dir, fake_server, store)
@@ -149,3 +153,12 @@ def test_a_loglikelihood_task_fails_naming_what_is_supported(fake_server, api_ke
             model_args=f"model=openai/gpt-4o-mini,store={tmp_path / 'store'},base_url={fake_server.base_url}",
             tasks=["cs_choice"], task_manager=TaskManager(include_path=str(folder), include_defaults=False))
     assert fake_server.request_count == 0
+
+
+def test_a_seed_given_in_the_model_args_is_sent(tmp_path):
+    """The user's own ``seed=`` model arg still reaches the payload (only lm-eval's default is dropped)."""
+    given = cachesaver_lmeval.CacheSaverChatLM(model="openai/gpt-4o-mini", store=str(tmp_path / "store"), seed="7")
+    default = cachesaver_lmeval.CacheSaverChatLM(model="openai/gpt-4o-mini", store=str(tmp_path / "store"))
+    messages = [{"role": "user", "content": "Hi"}]
+    assert given._create_payload(messages, generate=True, gen_kwargs={}, seed=given._seed)["seed"] == 7
+    assert default._seed is None
