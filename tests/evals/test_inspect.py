@@ -189,10 +189,10 @@ def test_repeated_generate_calls_in_one_sample_are_fresh_and_replay(fake_server,
     def answers(log):
         return {(s.id, s.epoch): s.metadata["answers"] for s in log.samples}
 
-    def evaluate():
+    def evaluate(**naming):
         [log] = inspect_eval(make_task(n=2, solver=[pass_at_3()]), model=MODEL, model_base_url=fake_server.base_url,
-                             model_args={"store": str(store), "run_name": "passk"}, epochs=2, temperature=0.7,
-                             display="none", log_dir=str(tmp_path / "logs"))
+                             model_args={"store": str(store), **(naming or {"run_name": "passk"})}, epochs=2,
+                             temperature=0.7, display="none", log_dir=str(tmp_path / "logs"))
         assert log.status == "success", log.error
         return log
 
@@ -205,6 +205,15 @@ def test_repeated_generate_calls_in_one_sample_are_fresh_and_replay(fake_server,
     again = evaluate()
     assert fake_server.request_count == 0
     assert answers(again) == answers(first)
+    # -M namespace= names the whole namespace; another namespace reuses the stored samples (which
+    # epoch of a sample gets which of them follows arrival there: compared per sample).
+    named = evaluate(namespace="my-eval")
+    assert {ns for s in named.samples for ns in s.metadata["namespaces"]} == {"my-eval"}
+
+    def per_sample(log):
+        return {i: sorted(a for (sid, _), got in answers(log).items() if sid == i for a in got) for i in range(2)}
+
+    assert fake_server.request_count == 0 and per_sample(named) == per_sample(first)
 
 
 def test_structured_output_reaches_the_model_and_is_keyed(fake_server, api_key_env, tmp_path):
