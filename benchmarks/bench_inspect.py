@@ -12,6 +12,10 @@ the server generated, and how many distinct outputs each sample got over its 4 e
 epoch a fresh sample); the counts are the same in every round (checked). The load average is
 printed before and after: compare figures taken at similar loads only.
 
+Then, counted (not timed): a solver making 3 ``generate`` calls on one input in each sample
+(pass@k inside one sample and epoch), CacheSaver vs Inspect's cache: requests and distinct
+outputs per sample.
+
     python benchmarks/bench_inspect.py                 # 50 samples, 4 epochs, 0.05 s per request, 3 rounds
     python benchmarks/bench_inspect.py --samples 10 --rounds 1    # quicker
 """
@@ -44,7 +48,8 @@ def main() -> None:
     from inspect_ai import eval as inspect_eval
     from inspect_ai.dataset import MemoryDataset, Sample
     from inspect_ai.scorer import includes
-    from inspect_ai.solver import generate
+    from inspect_ai.model import get_model
+    from inspect_ai.solver import generate, solver
 
     import cachesaver_inspect  # noqa: F401
     from cachesaver.testing.server import FakeOpenAIServer
@@ -83,6 +88,33 @@ def main() -> None:
             measure(labels[1], "cachesaver/openai/gpt-4o-mini", store, False)
             measure(labels[2], "openai/gpt-4o-mini", {}, True)
             measure(labels[3], "openai/gpt-4o-mini", {}, True)
+
+        # Repeated generate calls on one input inside one sample and epoch (pass@k in a solver):
+        # not timed, counted. Inspect's cache keys on the epoch, not on the call.
+        repeated: list[tuple[str, int, list[int]]] = []
+        os.environ["INSPECT_CACHE_DIR"] = os.path.join(tmp, "inspect-cache-repeated")
+
+        @solver
+        def three_calls(cache: bool):
+            async def solve(state, generate_fn):
+                model = get_model()
+                outs = [await model.generate(state.input, cache=cache) for _ in range(3)]
+                state.metadata["outs"] = [o.completion for o in outs]
+                state.output = outs[0]
+                return state
+            return solve
+
+        for label, model, model_args, cache in [
+                ("CacheSaver", "cachesaver/openai/gpt-4o-mini", {"store": os.path.join(tmp, "store-repeated")}, False),
+                ("Inspect cache", "openai/gpt-4o-mini", {}, True)]:
+            server.reset_counters()
+            samples = [Sample(input=f"Question {i}?", target="sample 1", id=i) for i in range(10)]
+            [log] = inspect_eval(Task(dataset=MemoryDataset(samples), solver=[three_calls(cache)], scorer=includes(),
+                                      name="bench-repeated"), model=model, model_base_url=server.base_url,
+                                 model_args=model_args, temperature=0.7, display="none",
+                                 log_dir=os.path.join(tmp, "logs"))
+            assert log.status == "success", log.error
+            repeated.append((label, server.request_count, sorted({len(set(s.metadata["outs"])) for s in log.samples})))
     load_after = os.getloadavg()
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -95,6 +127,9 @@ def main() -> None:
         w = sorted(walls[label])
         spread = f"{statistics.median(w):.2f} ({w[0]:.2f}-{w[-1]:.2f})"
         print(f"{label:26} {spread:>24} {requests:9d} {generated:8d}  {list(distinct)}")
+    print("\n3 generate calls on one input in each sample (10 samples, 1 epoch): requests, distinct outputs per sample")
+    for label, requests, distinct_calls in repeated:
+        print(f"{label:26} {requests:9d}  {distinct_calls}")
 
 
 if __name__ == "__main__":
