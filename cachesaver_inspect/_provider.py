@@ -17,7 +17,10 @@ Identity of a call (what makes epochs fresh and reruns exact):
 - **request id** = ``<sample id>/epoch-<e>/call-<c>`` (``c`` counts this sample's generate calls,
   from 0): the positions an id took are recorded in the store, so a replay is exact whatever
   order Inspect schedules samples and epochs in. Outside a sample (a bare ``model.generate``),
-  calls are ordered by arrival.
+  calls are ordered by arrival. A failed attempt gives its ``c`` back (:class:`_CallIndex`):
+  Inspect retries a failed call (a rate limit, a 5xx) by calling ``generate`` again, and that
+  retry is the same call of the sample, so it must get the same id; counting attempts would
+  shift every later call of the sample and the rerun, which has no failure, would miss.
 
 Inspect's own cache (``cache=True`` on ``generate``) would answer before this provider is
 reached and replay one output for every epoch: a call that arrives with it on is refused.
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from inspect_ai.hooks import Hooks, TaskEnd, hooks
 from inspect_ai.model import (
@@ -81,7 +84,7 @@ class CacheSaverAPI(ModelAPI):
         self.inner = get_model(model_name, config=config, base_url=base_url, api_key=api_key,
                                memoize=False, **model_args).api
         self._pipelines: dict[Optional[str], Any] = {}
-        self._calls: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+        self._calls: "weakref.WeakKeyDictionary[Any, _CallIndex]" = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         _open_apis.add(self)
 
@@ -91,7 +94,7 @@ class CacheSaverAPI(ModelAPI):
         from cachesaver.runtime import check_n
 
         _refuse_inspect_cache(config)
-        eval_id, namespace, request_id = self._identity()
+        eval_id, namespace, request_id, release = self._identity()
         request = InspectRequest(
             prompt=key_messages(input),
             n=check_n(config.num_choices or 1),
@@ -100,7 +103,11 @@ class CacheSaverAPI(ModelAPI):
             params=key_params(self.model_name, tools, tool_choice, config),
             call=LiveCall(list(input), list(tools), tool_choice, config),
         )
-        response = await self._hosted(eval_id).request_async(request)
+        try:
+            response = await self._hosted(eval_id).request_async(request)
+        except BaseException:
+            release()  # nothing was stored for this attempt: its retry takes the same request id
+            raise
         decoded = [read_sample(sample) for sample in response.data]
         shares = response.sample_usage or []
         billed = [share for share, cached in zip(shares, response.cached) if not cached]
@@ -121,18 +128,26 @@ class CacheSaverAPI(ModelAPI):
             }},
         )
 
-    def _identity(self) -> tuple[Optional[str], str, str]:
-        """``(eval id, namespace, request id)`` of the call (see the module docstring)."""
+    def _identity(self) -> tuple[Optional[str], str, str, Callable[[], None]]:
+        """``(eval id, namespace, request id, release)`` of the call (see the module docstring);
+        ``release()`` gives the call index back when the attempt fails."""
         from inspect_ai.log._samples import sample_active
 
         active = sample_active()
         if active is None:
-            return None, self.fixed_namespace or f"inspect/{self.run_name}/{self.model_name}", ""
+            return None, self.fixed_namespace or f"inspect/{self.run_name}/{self.model_name}", "", _nothing
         with self._lock:
-            call = self._calls.get(active, 0)
-            self._calls[active] = call + 1
+            index = self._calls.get(active)
+            if index is None:
+                index = self._calls[active] = _CallIndex()
+            call = index.take()
         namespace = self.fixed_namespace or f"inspect/{self.run_name}/{active.task}/{self.model_name}"
-        return active.eval_id, namespace, f"{active.sample.id}/epoch-{active.epoch:06d}/call-{call:06d}"
+
+        def release() -> None:
+            with self._lock:
+                index.give_back(call)
+
+        return active.eval_id, namespace, f"{active.sample.id}/epoch-{active.epoch:06d}/call-{call:06d}", release
 
     def _hosted(self, eval_id: Optional[str]) -> Any:
         """The pipeline (one run) of an eval: built on its first call."""
@@ -209,6 +224,30 @@ class CacheSaverAPI(ModelAPI):
 
     def canonical_name(self) -> str:
         return self.inner.canonical_name()
+
+
+class _CallIndex:
+    """The generate-call indices of one sample (epoch): the lowest index given back by a failed
+    attempt is taken first, else the next new one. Sequential calls (a solver, an agent loop)
+    so number their successful calls 0, 1, 2, ... however many attempts failed in between."""
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.free: list[int] = []
+
+    def take(self) -> int:
+        if self.free:
+            self.free.sort()
+            return self.free.pop(0)
+        self.next += 1
+        return self.next - 1
+
+    def give_back(self, call: int) -> None:
+        self.free.append(call)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _flag(value: Any) -> bool:

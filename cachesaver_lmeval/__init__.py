@@ -25,6 +25,8 @@ model instance its own run (usage ledger):
 - **namespace** (``namespace=`` model arg): default ``lm-eval/<model>``. Another namespace starts
   from the first stored sample again and reuses what is stored.
 - lm-eval's own ``--use_cache`` keeps one answer per prompt (repeats collapse to it): leave it off.
+- **seed**: none is sent unless ``seed=`` is in the model args (lm-eval's default ``seed=1234``
+  would make a provider that honours seeds answer the repeats alike).
 
 Model args: ``model`` (a litellm model name), ``store`` (default ``./.cachesaver``),
 ``namespace``, ``run_id`` (share one ledger across processes), ``offline``, ``base_url`` (the

@@ -29,14 +29,30 @@ class _RouterCalls:
         return metadata
 
     def completion(self, **payload: Any) -> Any:
-        return self.router.completion(metadata=self._metadata(payload), **payload)
+        return self.router.completion(metadata=self._metadata(payload), **_without_unset_seed(payload))
 
     async def acompletion(self, **payload: Any) -> Any:
-        return await self.router.acompletion(metadata=self._metadata(payload), **payload)
+        return await self.router.acompletion(metadata=self._metadata(payload), **_without_unset_seed(payload))
+
+
+def _without_unset_seed(payload: dict) -> dict:
+    """The payload without ``seed`` when none was given (see ``CacheSaverChatLM``)."""
+    if payload.get("seed") is None:
+        payload.pop("seed", None)
+    return payload
 
 
 @register_model("cachesaver", "cachesaver-chat")
 class CacheSaverChatLM(LiteLLMChatCompletion):
+    """lm-eval's LiteLLM chat model with its calls through a ``CacheSaverRouter``.
+
+    No ``seed`` is sent unless the model args give one: lm-eval sends ``seed=1234`` with every
+    request by default, and a provider that honours seeds (OpenAI, best effort) then answers the
+    ``k`` copies of a ``repeats: k`` prompt alike, which defeats fresh sampling. Reproducibility
+    comes from the store instead (a rerun replays the stored samples). A ``seed=`` model arg is
+    sent as given (and keyed).
+    """
+
     def __init__(self, model: Optional[str] = None, *, store: str = "./.cachesaver", namespace: Optional[str] = None,
                  run_id: Optional[str] = None, offline: Any = False, base_url: Optional[str] = None,
                  api_key: Optional[str] = None, **kwargs: Any) -> None:
@@ -49,8 +65,10 @@ class CacheSaverChatLM(LiteLLMChatCompletion):
                 "--model cachesaver needs the model: --model_args model=openai/gpt-4o-mini,store=./.cachesaver")
         namespace = namespace or f"lm-eval/{model}"
         check_namespace(namespace, "namespace", "--model_args namespace=my-eval")
+        seed = kwargs.pop("seed", None)
         # lm-eval gives the endpoint as base_url; litellm takes it per deployment (api_base).
         super().__init__(model=model, base_url=None, **kwargs)
+        self._seed = int(seed) if seed is not None else None  # type: ignore[assignment]  # None: send none
         params: dict[str, Any] = {"model": model}
         if base_url:
             params["api_base"] = base_url
