@@ -477,3 +477,47 @@ async def test_an_append_ends_only_its_own_lease_even_when_retried(redis_store_f
         assert outer.ended and raw_redis.exists(base + "g") == 0
     assert raw_redis.exists(base + "g") == 0
     await store.aclose()
+
+
+async def test_commands_issued_in_one_turn_are_one_pipeline(redis_store_factory, raw_redis):
+    """Store calls made by many tasks at once (the engine serving many keys) share one round
+    trip: 50 appends, then 50 leases, then 50 claims, each phase one pipeline; each caller
+    gets its own reply. A key whose script fails (a list key holding a string) fails only its
+    own caller; a caller cancelled before the pipeline is sent sends nothing."""
+    store = redis_store_factory()
+    await store.append("warm", [rec(0)])  # connection and first-use checks
+    keys = [f"{i:064x}" for i in range(50)]
+    with count_round_trips() as count:
+        starts = await asyncio.gather(*(store.append(k, [rec(i), rec(i + 1)]) for i, k in enumerate(keys)))
+    assert count[0] == 1 and starts == [0] * 50
+    assert [raw_redis.lrange(f"{store.prefix}:{{{k}}}:s", 0, -1) for k in keys] == [
+        [rec(i), rec(i + 1)] for i in range(50)]
+
+    async def lease(key):
+        async with store.generation_lease(key) as held:
+            return held.acquired, held.length
+
+    with count_round_trips() as count:
+        leases = await asyncio.gather(*map(lease, keys))
+    assert leases == [(True, 2)] * 50
+    assert count[0] == 2  # the acquires, then the releases (nothing appended under them)
+
+    raw_redis.set(f"{store.prefix}:{{{'e' * 64}}}:s", "not a list")
+    with count_round_trips() as count:
+        claims = await asyncio.gather(*(store.claim("run", "ns", k, 1, partial=False) for k in keys + ["e" * 64]),
+                                      return_exceptions=True)
+    assert count[0] == 1
+    assert claims[:50] == [(0, [rec(i)]) for i in range(50)]
+    assert isinstance(claims[50], StoreError) and "e" * 64 in str(claims[50])
+
+    async def cancelled_append():
+        task = asyncio.ensure_future(store.append(keys[0], [rec(99)]))
+        other = asyncio.ensure_future(store.append(keys[1], [rec(98)]))
+        await asyncio.sleep(0)  # both are queued, the pipeline is not sent yet
+        task.cancel()
+        return await other
+
+    assert await cancelled_append() == 2
+    assert raw_redis.llen(f"{store.prefix}:{{{keys[0]}}}:s") == 2  # the cancelled append was not sent
+    assert raw_redis.lrange(f"{store.prefix}:{{{keys[1]}}}:s", 2, -1) == [rec(98)]
+    await store.aclose()

@@ -27,7 +27,7 @@ claims what it generated), so they record nothing.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, AsyncIterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Optional, Sequence, Union
 
 if TYPE_CHECKING:
     from .totals import KeyTotals
@@ -53,6 +53,21 @@ class Store(ABC):
     @abstractmethod
     async def read(self, key: str, start: int, count: int) -> list[bytes]:
         """Samples ``start .. start+count-1`` of ``key`` that exist (maybe fewer, maybe none)."""
+
+    async def read_many(self, reads: Sequence[tuple[str, int, int]]) -> "list[Union[list[bytes], Exception]]":
+        """:meth:`read` of several ``(key, start, count)``: for each, in order, its samples or
+        the error that read raised (an error of one key fails only its own read).
+
+        The engine reads a tick's hit attempts of a private run with one call. Stores whose
+        reads are round trips answer them together (Redis: one pipeline); the default reads
+        one after another."""
+        out: "list[Union[list[bytes], Exception]]" = []
+        for key, start, count in reads:
+            try:
+                out.append(await self.read(key, start, count))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     def read_now(self, key: str, start: int, count: int) -> list[bytes]:
         """``read`` without an event loop, from any thread: the engine's synchronous hit path.
@@ -148,6 +163,29 @@ class Store(ABC):
         """
         pos, taken = await self.claim(run_id, namespace, key, count, partial=False)
         return pos, taken, []
+
+    async def claim_many(self, run_id: str, claims: Sequence[tuple[str, str, int]], *,
+                         billed: bool) -> "list[Union[tuple[int, list[bytes], list[int]], Exception]]":
+        """Several claims of one run, each ``(namespace, key, count)``: :meth:`claim_billed`
+        (``billed``) or :meth:`claim` of exactly ``count`` samples or none (billing ``[]``).
+        For each, in order, ``(position, samples, billed indices)`` or the error that failed it;
+        each claim is atomic on its own (a failed one takes nothing of its key, the others
+        stand), none waits for another.
+
+        The engine makes a tick's hit attempts of a shared run with one call. Stores whose
+        claims are round trips send them together (Redis: one pipeline of claim scripts); the
+        default claims one after another."""
+        out: "list[Union[tuple[int, list[bytes], list[int]], Exception]]" = []
+        for namespace, key, count in claims:
+            try:
+                if billed:
+                    out.append(await self.claim_billed(run_id, namespace, key, count))
+                else:
+                    pos, taken = await self.claim(run_id, namespace, key, count, partial=False)
+                    out.append((pos, taken, []))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     # -- where request ids took their samples (exact replays by id) --------------------------
     #: Which ledger positions each explicit request id took in a (namespace, key), so that a
