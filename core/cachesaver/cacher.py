@@ -14,7 +14,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
-from typing import Any, Awaitable, Callable, ContextManager, Optional, Sequence
+from typing import Any, Awaitable, Callable, ContextManager, Optional, Sequence, Union
 
 from .appends import Appends
 from .codec import decode_sample, encode_sample
@@ -110,6 +110,38 @@ class Cacher:
             ids.note(namespace, item.key, request.request_id, pos, n)
         self._deliver_one(item, pos, raws, calls=(), billed=billed)
         return True
+
+    def batches_hits(self, item: Pending) -> bool:
+        """Whether ``item``'s hit attempt may go in :meth:`try_hits` (a request whose id this
+        pipeline looks up takes the positions that id took: :meth:`try_hit`, on its own)."""
+        return self.ids is None or not item.explicit_id
+
+    async def try_hits(self, items: list[Pending]) -> "list[Union[bool, Exception]]":
+        """:meth:`try_hit` of several items, each of its own (namespace, key) and each allowed
+        by :meth:`batches_hits`: their claims go to the store together (one round trip on
+        Redis, instead of one per item). For each, in order: True if served (or its caller
+        left), False if it missed, or the error that failed it (only its own)."""
+        claims = await self.ledger.claim_many(
+            [(item.request.namespace, item.key, item.request.n, item.wanted) for item in items])
+        out: "list[Union[bool, Exception]]" = []
+        again: list[int] = []
+        for i, (item, claim) in enumerate(zip(items, claims)):
+            if claim is None:  # not decided by the bulk claim: claimed on its own below
+                again.append(i)
+                out.append(False)
+            elif isinstance(claim, Exception):
+                out.append(claim)
+            elif not claim[1]:
+                out.append(not item.wanted())
+            else:
+                self._deliver_one(item, claim[0], claim[1], calls=(), billed=claim[2])
+                out.append(True)
+        for i in again:
+            try:
+                out[i] = await self.try_hit(items[i])
+            except Exception as exc:
+                out[i] = exc
+        return out
 
     def try_hit_now(self, item: Pending) -> bool:
         """:meth:`try_hit` for stores that read without suspending (the caller holds

@@ -23,7 +23,7 @@ another worker of the run may have generated them (:meth:`Store.claim_billed`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 from .stores.base import Store
 from .stores.memory import positions_free, take_positions
@@ -69,6 +69,20 @@ class Ledger(ABC):
         ``key``; a private ledger takes samples from there instead of reading them back from
         the store (a round trip on Redis).
         """
+
+    async def claim_many(self, claims: Sequence[tuple[str, str, int, Callable[[], bool]]]
+                         ) -> "list[Union[Claim, Exception, None]]":
+        """:meth:`claim` of several ``(namespace, key, count, wanted)``, each of its own
+        (namespace, key), with one store call (one round trip on Redis): a tick's hit attempts.
+        For each, in order: the claim, the error that failed it (only its own), or None: not
+        decided here (claim it again on its own). The default claims one after another."""
+        out: "list[Union[Claim, Exception, None]]" = []
+        for namespace, key, count, wanted in claims:
+            try:
+                out.append(await self.claim(namespace, key, count, wanted))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     def claim_now(self, namespace: str, key: str, count: int) -> tuple[int, list[bytes]]:
         """``claim`` without an event loop (the synchronous hit path; the caller holds the
@@ -155,6 +169,29 @@ class PrivateLedger(Ledger):
             self._positions[slot] = pos + count
             return pos, taken, None
 
+    async def claim_many(self, claims: Sequence[tuple[str, str, int, Callable[[], bool]]]
+                         ) -> "list[Union[Claim, Exception, None]]":
+        """One :meth:`Store.read_many` of every claim's samples at its position; then, with no
+        await between (so no other claim runs and no caller leaves meanwhile), each claim
+        takes what was read as :meth:`claim` would. A position another claim moved during the
+        read is None: that claim is made again on its own."""
+        positions = [self._positions.get((namespace, key), 0) for namespace, key, _, _ in claims]
+        reads = await self.store.read_many(
+            [(key, pos, count) for (_, key, count, _), pos in zip(claims, positions)])
+        out: "list[Union[Claim, Exception, None]]" = []
+        for (namespace, key, count, wanted), pos, taken in zip(claims, positions, reads):
+            slot = (namespace, key)
+            if isinstance(taken, Exception):
+                out.append(taken)
+            elif self._positions.get(slot, 0) != pos:
+                out.append(None)
+            elif len(taken) < count or not wanted():
+                out.append((pos, [], None))
+            else:
+                self._positions[slot] = pos + count
+                out.append((pos, taken, None))
+        return out
+
     def claim_now(self, namespace: str, key: str, count: int) -> tuple[int, list[bytes]]:
         """``claim`` for the synchronous hit path (``store.read_now``; the caller holds the
         pipeline's lock, so no other claim moves this position meanwhile)."""
@@ -204,6 +241,17 @@ class SharedLedger(Ledger):
             return await self.store.claim_billed(self.run_id, namespace, key, count)
         pos, taken = await self.store.claim(self.run_id, namespace, key, count, partial=False)
         return pos, taken, None
+
+    async def claim_many(self, claims: Sequence[tuple[str, str, int, Callable[[], bool]]]
+                         ) -> "list[Union[Claim, Exception, None]]":
+        """Every claim in one :meth:`Store.claim_many` (one pipeline of claim scripts on
+        Redis), each atomic in the store as :meth:`claim` is."""
+        got = await self.store.claim_many(
+            self.run_id, [(namespace, key, count) for namespace, key, count, _ in claims],
+            billed=self.bills_in_store)
+        bills = self.bills_in_store
+        return [claim if isinstance(claim, Exception) else (claim[0], claim[1], claim[2] if bills else None)
+                for claim in got]
 
     async def consumption(self) -> Positions:
         """Read from the store's ledger rows of this ``run_id``: every process of the run counts."""

@@ -479,6 +479,82 @@ async def test_an_append_ends_only_its_own_lease_even_when_retried(redis_store_f
     await store.aclose()
 
 
+@pytest.mark.parametrize("run_id, trips", [(None, 3), ("burst-run", 4)])
+async def test_a_burst_of_misses_costs_the_round_trips_of_one(redis_store_factory, raw_redis, run_id, trips):
+    """50 distinct-key misses checked in one tick and served in one batch go to Redis in one
+    pipeline per phase (issue 25, item 3): the hit attempts, the leases, the appends that end
+    them (and, in a shared run, the billed claims): as many round trips as one miss, not one
+    per key per phase. Before: 150 private (3 per key), 200 shared (4 per key). Each key
+    still gets its own sample, each lease is gone, and every sample is billed once."""
+    store = redis_store_factory()
+    model = FakeModel(seed=8)
+    # (No model id: a keyed model makes its first misses look for pre-0.2 keys too.)
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02, run_id=run_id) as pipe:
+        await pipe.request(Request(prompt="warm up", n=1))  # connection, scripts, first-use checks
+        requests = [Request(prompt=f"burst {i}", n=1, namespace="a") for i in range(50)]
+        with count_round_trips() as count:
+            responses = await asyncio.gather(*(pipe.request(r) for r in requests))
+        assert count[0] == trips
+        assert [r.data for r in responses] == [[model.sample_text(r.prompt, 0)] for r in requests]
+        assert all(r.cached == [False] for r in responses) and model.samples_generated == 51
+        assert all(raw_redis.exists(f"{store.prefix}:{{{r.key}}}:g") == 0 for r in responses)
+        assert pipe.stats.ns("a").samples_generated == 50
+
+
+@pytest.mark.parametrize("run_id", [None, "hits-run"])
+async def test_a_burst_of_hits_is_one_round_trip(redis_store_factory, run_id):
+    """The hit attempts of one tick go to Redis together: the reads (private run) or claim
+    scripts (shared run) of 50 keys in one pipeline. Before: 50 round trips, one per request,
+    in turn. Each request still takes its own key's next samples, all or nothing: a key with
+    too few samples is a miss and generates only what it lacks, and a second request of one
+    (namespace, key) in the same tick takes the samples after the first's."""
+    store = redis_store_factory()
+    model = FakeModel(seed=9)
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02, run_id=run_id) as pipe:
+        requests = [Request(prompt=f"hit {i}", n=2, namespace="a") for i in range(50)]
+        stored = await asyncio.gather(*(pipe.request(r) for r in requests))
+        assert model.samples_generated == 100
+        with count_round_trips() as count:
+            hits = await asyncio.gather(*(pipe.request(dataclasses.replace(r, namespace="b")) for r in requests))
+        assert count[0] == 1
+        assert [r.data for r in hits] == [r.data for r in stored]
+        assert all(r.cached == [True, True] for r in hits) and model.samples_generated == 100
+        # Namespace b again: 3 samples of key 0 (one missing), and key 1 twice in the tick.
+        mixed = [dataclasses.replace(requests[0], namespace="b", n=1),
+                 dataclasses.replace(requests[1], namespace="c", n=1),
+                 dataclasses.replace(requests[1], namespace="c", n=1),
+                 dataclasses.replace(requests[2], namespace="b", n=1)]
+        got = await asyncio.gather(*(pipe.request(r) for r in mixed))
+    texts = [[model.sample_text(r.prompt, k) for k in range(3)] for r in requests[:3]]
+    assert [r.data for r in got] == [[texts[0][2]], [texts[1][0]], [texts[1][1]], [texts[2][2]]]
+    assert [r.cached for r in got] == [[False], [True], [True], [False]]
+    assert model.samples_generated == 102
+
+
+async def test_a_burst_after_the_server_lost_its_scripts_reloads_them_once(own_redis):
+    """A restarted (or flushed) Redis answers a pipeline's scripts NOSCRIPT: they did not run,
+    so the store loads them and sends those commands again, and every miss of the burst is
+    stored once (the reload is two round trips more for the burst, not per key)."""
+    server = own_redis(persistent=False)
+    store = RedisStore(server.url, prefix="noscript")
+    model = FakeModel(seed=11)
+    requests = [Request(prompt=f"reload {i}", n=1, namespace="a") for i in range(20)]
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02, run_id="r") as pipe:
+        await pipe.request(Request(prompt="warm up", n=1))
+        with redis_sync.Redis.from_url(server.url) as raw:
+            raw.script_flush()
+        with count_round_trips() as count:
+            responses = await asyncio.gather(*(pipe.request(r) for r in requests))
+        # 4 pipelines (hit claims, leases, appends, billed claims); the first three scripts
+        # each come back NOSCRIPT once: a load and the pipeline again, two round trips more
+        # each (the billed claims run the claim script, loaded by then).
+        assert count[0] == 4 + 3 * 2
+    assert [r.data for r in responses] == [[model.sample_text(r.prompt, 0)] for r in requests]
+    assert all(r.cached == [False] for r in responses) and model.samples_generated == 21
+    with redis_sync.Redis.from_url(server.url) as raw:
+        assert all(raw.llen(f"noscript:{{{r.key}}}:s") == 1 for r in responses)
+
+
 async def test_commands_issued_in_one_turn_are_one_pipeline(redis_store_factory, raw_redis):
     """Store calls made by many tasks at once (the engine serving many keys) share one round
     trip: 50 appends, then 50 leases, then 50 claims, each phase one pipeline; each caller
@@ -521,3 +597,34 @@ async def test_commands_issued_in_one_turn_are_one_pipeline(redis_store_factory,
     assert raw_redis.llen(f"{store.prefix}:{{{keys[0]}}}:s") == 2  # the cancelled append was not sent
     assert raw_redis.lrange(f"{store.prefix}:{{{keys[1]}}}:s", 2, -1) == [rec(98)]
     await store.aclose()
+
+
+async def test_a_caller_cancelled_while_its_bursts_reads_are_in_flight_consumes_nothing(redis_store_factory):
+    """A private run's tick reads every hit attempt in one pipeline, then takes the positions
+    with nothing awaited between: a caller cancelled while the reads are in flight takes no
+    position (its next request gets the samples it would have got), the others are served."""
+    from redis.asyncio.connection import AbstractConnection
+
+    store = redis_store_factory()
+    model = FakeModel(seed=12)
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02) as pipe:
+        requests = [Request(prompt=f"cancel {i}", n=1, namespace="a") for i in range(10)]
+        stored = await asyncio.gather(*(pipe.request(r) for r in requests))
+        tasks = [asyncio.ensure_future(pipe.request(dataclasses.replace(r, namespace="b"))) for r in requests]
+        original = AbstractConnection.send_packed_command
+
+        async def send_then_cancel(conn, *args, **kwargs):
+            result = await original(conn, *args, **kwargs)
+            tasks[3].cancel()  # the reads are sent: their replies are on their way
+            return result
+
+        AbstractConnection.send_packed_command = send_then_cancel
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            AbstractConnection.send_packed_command = original
+        assert isinstance(results[3], asyncio.CancelledError)
+        assert [r.data for i, r in enumerate(results) if i != 3] == [r.data for i, r in enumerate(stored) if i != 3]
+        again = await pipe.request(dataclasses.replace(requests[3], namespace="b"))
+    assert again.data == stored[3].data and again.cached == [True]
+    assert model.samples_generated == 10
