@@ -483,6 +483,8 @@ class OnlineAPI(Pipeline):
         {request: outcome} for :meth:`_check_tick`; empty when fewer than two would be tried
         (the single path costs the same)."""
         cacher = self.cacher
+        if len(items) > 1:
+            await cacher.load_ids(items)  # (requests with ids: their keys' records, read together)
         seen: set[tuple[str, str]] = set()
         batch: list[Pending] = []
         for item in items:

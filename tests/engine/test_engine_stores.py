@@ -356,3 +356,14 @@ async def test_read_many_and_claim_many_answer_each_read_and_claim_on_its_own(st
         await store.append(K2, [rec(10), rec(11)], unbilled_run="run")
         assert await store.claim_many("run", [("A", K2, 1), ("B", K2, 3)], billed=True) == [
             (1, [rec(10)], [1]), (0, [rec(9), rec(10), rec(11)], [2])]
+
+
+async def test_claim_at_many_and_id_positions_many_answer_as_the_single_calls(store):
+    """The bulk calls of a tick's requests with ids give what the single calls give."""
+    await store.append(K, [rec(0), rec(1), rec(2), rec(3)])
+    wanted = [("A", K, 1, 2), ("B", K, 0, 1), ("A", K2, 5, 1), ("A", K, 0, 1)]
+    single = [await store.claim_at("r1", ns, key, pos, count) for ns, key, pos, count in wanted]
+    assert await store.claim_at_many("r2", wanted) == single
+    await store.record_id_positions([("A", K, "id1", 1, 2), ("B", K2, "id2", 0, 1)])
+    assert await store.id_positions_many([K, K2, "q" * 64]) == [
+        await store.id_positions(K), await store.id_positions(K2), {}]

@@ -628,3 +628,44 @@ async def test_a_caller_cancelled_while_its_bursts_reads_are_in_flight_consumes_
         again = await pipe.request(dataclasses.replace(requests[3], namespace="b"))
     assert again.data == stored[3].data and again.cached == [True]
     assert model.samples_generated == 10
+
+
+@pytest.mark.parametrize("shared", [False, True])
+async def test_a_burst_of_requests_with_ids_reads_their_records_and_replays_in_few_round_trips(
+        redis_store_factory, shared):
+    """Requests with ids (whose positions are recorded for exact replays, G4) in one tick: their
+    keys' records are read in one pipeline, and the hit attempts (a replay's claims of the
+    positions each id took) in one more. Before: two round trips per key (the records, then
+    the claim), one key after another. The replay gives each id the sample it took first
+    (sample 1 of its key, not the next free sample 0), in any arrival order."""
+    store = redis_store_factory()
+    model = FakeModel(seed=13)
+    prompts = [f"id burst {i}" for i in range(20)]
+    run = (lambda name: name) if shared else (lambda name: None)
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02, run_id=run("one")) as pipe:
+        await pipe.request(Request(prompt="warm up", n=1))
+        with count_round_trips() as count:
+            before = await asyncio.gather(*(pipe.request(Request(prompt=p, n=1, request_id=f"x{i}"))
+                                             for i, p in enumerate(prompts)))
+        # records, hit attempts, leases, appends (and a shared run's billed claims)
+        assert count[0] == (5 if shared else 4)
+        await pipe.request(Request(prompt="warm up", n=1, namespace="again"))  # writes the records
+        await asyncio.sleep(0.05)
+        with count_round_trips() as count:
+            first = await asyncio.gather(*(pipe.request(Request(prompt=p, n=1, request_id=f"id{i}"))
+                                           for i, p in enumerate(prompts)))
+        assert count[0] == (4 if shared else 3)  # (the keys' records are known by now)
+        with count_round_trips() as count:
+            await pipe.aclose()  # writes the burst's 20 records: one pipeline (before: one per key)
+        assert count[0] == 1
+    assert [r.data for r in first] == [[model.sample_text(p, 1)] for p in prompts]
+    assert [r.data for r in before] == [[model.sample_text(p, 0)] for p in prompts]
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02, run_id=run("two")) as pipe:
+        await pipe.request(Request(prompt="warm up", n=1))
+        order = list(reversed(range(20)))
+        with count_round_trips() as count:
+            replay = await asyncio.gather(*(pipe.request(Request(prompt=prompts[i], n=1, request_id=f"id{i}"))
+                                            for i in order))
+        assert count[0] == 2  # the records, then the claims of the positions they name
+    assert [r.data for r in replay] == [first[i].data for i in order]
+    assert all(r.cached == [True] for r in replay) and model.samples_generated == 41

@@ -197,6 +197,19 @@ class Store(ABC):
         """``{(namespace, request_id): (first position, count)}`` recorded for ``key``."""
         return {}
 
+    async def id_positions_many(self, keys: Sequence[str]
+                                ) -> "list[Union[dict[tuple[str, str], tuple[int, int]], Exception]]":
+        """:meth:`id_positions` of several keys: for each, in order, its records or the error
+        reading them raised (only its own). Stores whose reads are round trips answer them
+        together (Redis: one pipeline); the default reads one key after another."""
+        out: "list[Union[dict[tuple[str, str], tuple[int, int]], Exception]]" = []
+        for key in keys:
+            try:
+                out.append(await self.id_positions(key))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     def id_positions_now(self, key: str) -> "dict[tuple[str, str], tuple[int, int]]":
         """:meth:`id_positions` without an event loop (stores with ``inline_io``)."""
         return {}
@@ -215,6 +228,20 @@ class Store(ABC):
         claim at a later position left below it); else take nothing and return ``[]``. A shared
         run's replay by request id (:mod:`cachesaver.idpositions`). Stores without it never do."""
         return []
+
+    async def claim_at_many(self, run_id: str, claims: Sequence[tuple[str, str, int, int]]
+                            ) -> "list[Union[list[bytes], Exception]]":
+        """:meth:`claim_at` of several ``(namespace, key, position, count)`` of one run: for
+        each, in order, the samples taken (or ``[]``) or the error that failed it (only its
+        own). Stores whose claims are round trips send them together (Redis: one pipeline);
+        the default claims one after another."""
+        out: "list[Union[list[bytes], Exception]]" = []
+        for namespace, key, pos, count in claims:
+            try:
+                out.append(await self.claim_at(run_id, namespace, key, pos, count))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     # -- batch mode ---------------------------------------------------------------------------
     def batch_journal(self) -> Any:

@@ -651,39 +651,60 @@ class RedisStore(Store):
         base = self._base(key)
         client = await self._ready()
         try:
-            entries = await client.redis.hgetall(base + "i")
+            entries = await client.run(("HGETALL", (base + "i",), ()))
         except RedisError as exc:
             raise self._error(exc, f"reading request-id positions of key {key}") from exc
-        out: dict[tuple[str, str], tuple[int, int]] = {}
-        for field, value in entries.items():
+        return _id_records(entries)
+
+    async def id_positions_many(self, keys: Sequence[str]
+                                ) -> "list[Union[dict[tuple[str, str], tuple[int, int]], Exception]]":
+        """Every key's records hash (``P:{K}:i``) in one pipeline."""
+        out: "list[Union[dict[tuple[str, str], tuple[int, int]], Exception]]" = [{} for _ in keys]
+        ops: list[_Op] = []
+        sent: list[int] = []
+        for i, key in enumerate(keys):
             try:
-                namespace, request_id = orjson.loads(field)
-                pos, count = orjson.loads(value)
-            except (orjson.JSONDecodeError, ValueError, TypeError):
-                continue  # not written by CacheSaver: ignored (it is only a hint)
-            if (isinstance(namespace, str) and isinstance(request_id, str) and type(pos) is int
-                    and type(count) is int and pos >= 0 and count > 0):
-                out[(namespace, request_id)] = (pos, count)
+                ops.append(("HGETALL", (self._base(key) + "i",), ()))
+            except InvalidRequestError as exc:
+                out[i] = exc
+                continue
+            sent.append(i)
+        if not ops:
+            return out
+        replies: list[Any]
+        try:
+            client = await self._ready()
+            replies = await client.pipelined(ops)
+        except (StoreError, RedisError) as exc:
+            replies = [exc] * len(ops)
+        for i, reply in zip(sent, replies):
+            if isinstance(reply, RedisError):
+                out[i] = self._error(reply, f"reading request-id positions of key {keys[i]}")
+            elif isinstance(reply, Exception):
+                out[i] = reply
+            else:
+                out[i] = _id_records(reply)
         return out
 
     async def record_id_positions(self, taken: Sequence[tuple[str, str, str, int, int]]) -> None:
-        """One HSETNX per record, pipelined per key (each key's hash is in its own slot). Best
-        effort: a record not written only means a later replay of it goes by arrival order."""
+        """One HSETNX per record, all in one pipeline (each is atomic on its own key's hash,
+        so keys of any cluster slots share it). Best effort: a record not written only means a
+        later replay of it goes by arrival order."""
         if not taken:
             return
-        by_key: dict[str, list[tuple[bytes, bytes]]] = {}
-        for namespace, key, request_id, pos, count in taken:
-            by_key.setdefault(key, []).append((orjson.dumps([namespace, request_id]), orjson.dumps([pos, count])))
+        ops: list[_Op] = []
         try:
+            for namespace, key, request_id, pos, count in taken:
+                ops.append(("HSETNX", (self._base(key) + "i",),
+                            (orjson.dumps([namespace, request_id]), orjson.dumps([pos, count]))))
             client = await self._ready()
-            for key, fields in by_key.items():
-                name = self._base(key) + "i"
-                async with client.redis.pipeline(transaction=False) as pipe:
-                    for field, value in fields:
-                        pipe.hsetnx(name, field, value)
-                    await pipe.execute()
-        except (RedisError, StoreError) as exc:
+            replies = await client.pipelined(ops)
+        except (RedisError, StoreError, InvalidRequestError) as exc:
             log.debug("%d request-id positions not recorded: %s", len(taken), type(exc).__name__)
+            return
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:
+            log.debug("%d request-id positions not recorded: %s", len(failed), type(failed[0]).__name__)
 
     # -- shared ledgers ----------------------------------------------------------------------
     async def claim(
@@ -822,6 +843,41 @@ class RedisStore(Store):
         except RedisError as exc:
             raise self._error(exc, f"claiming samples {pos}..{pos + count - 1} of key {key} for {namespace!r}") from exc
         return list(taken)
+
+    async def claim_at_many(self, run_id: str, claims: Sequence[tuple[str, str, int, int]]
+                            ) -> "list[Union[list[bytes], Exception]]":
+        """The :meth:`claim_at` script of every ``(namespace, key, position, count)`` in one
+        pipeline (a tick's replays by request id)."""
+        out: "list[Union[list[bytes], Exception]]" = [[] for _ in claims]
+        ops: list[_Op] = []
+        sent: list[int] = []
+        try:
+            client = await self._ready()
+        except StoreError as exc:
+            return [exc for _ in claims]
+        for i, (namespace, key, pos, count) in enumerate(claims):
+            try:
+                base = self._base(key)
+            except InvalidRequestError as exc:
+                out[i] = exc
+                continue
+            ops.append((client.claim_at, (base + "s", base + "l", base + "h"),
+                        (orjson.dumps([run_id, namespace]), pos, count)))
+            sent.append(i)
+        if not ops:
+            return out
+        replies: list[Any]
+        try:
+            replies = await client.pipelined(ops)
+        except RedisError as exc:
+            replies = [exc] * len(ops)
+        for i, reply in zip(sent, replies):
+            namespace, key, pos, count = claims[i]
+            if isinstance(reply, Exception):
+                out[i] = self._error(reply, f"claiming samples {pos}..{pos + count - 1} of key {key} for {namespace!r}")
+            else:
+                out[i] = list(reply)
+        return out
 
     # -- generation lease --------------------------------------------------------------------
     lease_reports_length = True  # the acquire script returns LLEN (Lease.length)
@@ -1177,6 +1233,26 @@ def _drop_sockets(redis_client: Any) -> None:
                 transport._sock = None
         with contextlib.suppress(AttributeError):
             conn._writer = conn._reader = None
+
+
+def _id_records(entries: Any) -> dict[tuple[str, str], tuple[int, int]]:
+    """The request-id records of one key's hash; entries not written by CacheSaver are left
+    out (a record is only a hint)."""
+    if isinstance(entries, list):  # (a reply without redis-py's HGETALL callback: field, value, ...)
+        entries = dict(zip(entries[::2], entries[1::2]))
+    if not isinstance(entries, dict):
+        return {}
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for field, value in entries.items():
+        try:
+            namespace, request_id = orjson.loads(field)
+            pos, count = orjson.loads(value)
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            continue  # not written by CacheSaver: ignored (it is only a hint)
+        if (isinstance(namespace, str) and isinstance(request_id, str) and type(pos) is int
+                and type(count) is int and pos >= 0 and count > 0):
+            out[(namespace, request_id)] = (pos, count)
+    return out
 
 
 def _run_arg(run_id: str) -> str:
