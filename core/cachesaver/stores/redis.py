@@ -18,7 +18,10 @@ sample list in one Redis Cluster slot, so each script below touches a single slo
     P:{K}:u   SET     shared-run samples generated and not yet billed (member: <index>:r<run_id>)
 
 Every append and every claim is one Lua script: atomic, and one round trip. A hit costs one
-round trip (LRANGE for a private run, the claim script for a shared run).
+round trip (LRANGE for a private run, the claim script for a shared run). The commands that the
+engine issues for many keys at once (a tick's hit attempts, leases, appends and claims) share
+one round trip: one pipeline per phase (see :class:`_Client`), each script still atomic on
+its own key's slot.
 
 Failures: a Redis that is down or slow raises :class:`~cachesaver.errors.StoreError` naming the
 server (never its password) and the fix. redis-py retries a command a few times on connection
