@@ -445,7 +445,13 @@ class OnlineAPI(Pipeline):
         await: pipelines with a lock (synchronous stores) check hits synchronously."""
         queues = self.queues
         synchronous = queues.lock is not None
-        first = {} if synchronous else await self._first_hits(items)
+        first: "dict[Pending, Union[bool, Exception]]" = {}
+        if not synchronous:
+            try:
+                first = await self._first_hits(items)
+            except Exception as exc:  # (its calls answer per request; the tick is never left undone)
+                log.warning("a tick's hit attempts failed together (%s); trying them one by one",
+                            type(exc).__name__)
         misses = []
         for item in items:
             if item.future.done():

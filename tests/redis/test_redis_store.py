@@ -669,3 +669,23 @@ async def test_a_burst_of_requests_with_ids_reads_their_records_and_replays_in_f
         assert count[0] == 2  # the records, then the claims of the positions they name
     assert [r.data for r in replay] == [first[i].data for i in order]
     assert all(r.cached == [True] for r in replay) and model.samples_generated == 41
+
+
+async def test_a_tick_whose_bulk_hit_attempt_raises_tries_its_requests_one_by_one(redis_store_factory, caplog):
+    """The bulk calls answer per request; should one raise all the same (a store bug), the
+    tick's requests are tried one by one as before instead of waiting forever."""
+    class Broken(RedisStore):
+        async def read_many(self, reads):
+            raise RuntimeError("bulk read broke")
+
+    base = redis_store_factory()
+    store = Broken(redis_store_factory.url, prefix=base.prefix)
+    model = FakeModel(seed=14)
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02) as pipe:
+        requests = [Request(prompt=f"broken {i}", n=1) for i in range(3)]
+        first = await asyncio.wait_for(asyncio.gather(*map(pipe.request, requests)), 10)
+        again = await asyncio.wait_for(asyncio.gather(*(pipe.request(dataclasses.replace(r, namespace="b"))
+                                                        for r in requests)), 10)
+    assert [r.data for r in again] == [r.data for r in first] and model.samples_generated == 3
+    assert "a tick's hit attempts failed together (RuntimeError)" in caplog.text
+    await store.aclose()
