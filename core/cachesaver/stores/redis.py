@@ -331,14 +331,15 @@ class _Client:
             return
         try:
             replies = await self.pipelined([op for op, _ in gathered])
-        except BaseException as exc:
-            failure = exc if isinstance(exc, Exception) else asyncio.CancelledError()
+        except Exception as exc:
             for _, future in gathered:
                 if not future.done():
-                    future.set_exception(failure)
-            if not isinstance(exc, Exception):
-                raise
+                    future.set_exception(exc)
             return
+        except BaseException:  # (cancelled: the loop is closing)
+            for _, future in gathered:
+                future.cancel()
+            raise
         for (_, future), reply in zip(gathered, replies):
             if not future.done():
                 if isinstance(reply, Exception):
@@ -357,7 +358,8 @@ class _Client:
     async def pipelined(self, ops: Sequence[_Op], *, reload: bool = True) -> list[Any]:
         """``ops`` in one pipeline (not a transaction: each is atomic on its own): the reply of
         each, or the error Redis answered it with. Raises what fails the whole pipeline (a lost
-        connection, after redis-py's retries: every command is idempotent, see the scripts).
+        connection, after redis-py's retries, which send it again as they would one command:
+        the append and claim scripts carry tokens, so none is applied twice).
         A script the server does not know (restarted, flushed) is loaded and its commands sent
         again: a command answered ``NOSCRIPT`` did not run."""
         if len(ops) == 1:
