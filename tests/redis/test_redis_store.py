@@ -689,3 +689,33 @@ async def test_a_tick_whose_bulk_hit_attempt_raises_tries_its_requests_one_by_on
     assert [r.data for r in again] == [r.data for r in first] and model.samples_generated == 3
     assert "a tick's hit attempts failed together (RuntimeError)" in caplog.text
     await store.aclose()
+
+
+async def test_a_bulk_claim_whose_reply_is_lost_is_delivered_to_the_retry(redis_store_factory):
+    """A tick's claims in one pipeline whose replies are lost after they ran (a timeout past the
+    retries): each caller's StoreError says the claim may still run, and the retry of the same
+    claims gets what the lost ones took, as a single claim's retry does (a claim that took
+    nothing leaves nothing to deliver). Test_redis_outage freezes a real server for the same
+    path, where whether the frozen claims ran depends on timing; here they always ran."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    store = redis_store_factory()
+    K2 = "b" * 64
+    await store.append(K, [rec(0), rec(1), rec(2)], unbilled_run="run")
+    client = await store._ready()
+    real = client.pipelined
+
+    async def reply_lost(ops, **kwargs):
+        await real(ops, **kwargs)  # the claims run...
+        raise RedisTimeoutError("Timeout reading from socket")  # ...their replies are lost
+
+    client.pipelined = reply_lost
+    try:
+        lost = await store.claim_many("run", [("B", K, 2), ("B", K2, 1)], billed=True)
+    finally:
+        client.pipelined = real
+    assert all(isinstance(e, StoreError) and "may still run once Redis is back" in str(e) for e in lost)
+    again = await store.claim_many("run", [("B", K, 2), ("B", K2, 1)], billed=True)
+    assert again == [(0, [rec(0), rec(1)], [0, 1]), (0, [], [])]
+    assert await store.claim("run", "B", K, 1, partial=False) == (2, [rec(2)])  # no gap in B's ledger
+    await store.aclose()
