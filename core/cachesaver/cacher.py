@@ -14,7 +14,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
-from typing import Any, Awaitable, Callable, ContextManager, Optional, Sequence
+from typing import Any, Awaitable, Callable, ContextManager, Optional, Sequence, Union
 
 from .appends import Appends
 from .codec import decode_sample, encode_sample
@@ -110,6 +110,68 @@ class Cacher:
             ids.note(namespace, item.key, request.request_id, pos, n)
         self._deliver_one(item, pos, raws, calls=(), billed=billed)
         return True
+
+    def batches_hits(self, item: Pending) -> bool:
+        """Whether ``item``'s hit attempt may go in :meth:`try_hits`: a request whose id this
+        pipeline looks up needs its key's records read first (:meth:`load_ids`)."""
+        return self.ids is None or not item.explicit_id or self.ids.loaded(item.key)
+
+    async def load_ids(self, items: list[Pending]) -> None:
+        """Read the request-id records of the keys of ``items`` that have ids, together (one
+        round trip on Redis), so that their hit attempts can go in :meth:`try_hits`."""
+        if self.ids is not None:
+            keys = [item.key for item in items if item.explicit_id]
+            if keys:
+                await self.ids.load(keys)
+
+    async def try_hits(self, items: list[Pending]) -> "list[Union[bool, Exception]]":
+        """:meth:`try_hit` of several items, each of its own (namespace, key) and each allowed
+        by :meth:`batches_hits`: their claims go to the store together (one round trip on
+        Redis, instead of one per item). A request whose id took positions in an earlier run
+        claims those first, as :meth:`try_hit` does; if they are not free, its next samples in
+        a second bulk claim. For each, in order: True if served (or its caller left), False if
+        it missed, or the error that failed it (only its own)."""
+        ids = self.ids
+        out: "list[Union[bool, Exception]]" = [False] * len(items)
+        todo: list[tuple[int, Optional[int]]] = []  # (item, positions its id took earlier)
+        for i, item in enumerate(items):
+            at = None
+            if ids is not None and item.explicit_id:
+                request = item.request
+                record = ids.lookup_loaded(request.namespace, item.key, request.request_id)
+                if record is not None and record[1] == request.n:
+                    at = record[0]
+            todo.append((i, at))
+        alone: list[int] = []  # not decided by a bulk claim: claimed on its own below
+        while todo:
+            claims = await self.ledger.claim_many(
+                [(items[i].request.namespace, items[i].key, items[i].request.n, items[i].wanted, at)
+                 for i, at in todo])
+            next_round: list[tuple[int, Optional[int]]] = []
+            for (i, at), claim in zip(todo, claims):
+                item = items[i]
+                if claim is None:
+                    alone.append(i)
+                elif isinstance(claim, Exception):
+                    out[i] = claim
+                elif not claim[1]:
+                    if at is not None and item.wanted():
+                        next_round.append((i, None))  # its earlier positions are taken: the next ones
+                    else:
+                        out[i] = not item.wanted()
+                else:
+                    if ids is not None and at is None and item.explicit_id:
+                        ids.note(item.request.namespace, item.key, item.request.request_id,
+                                 claim[0], item.request.n)
+                    self._deliver_one(item, claim[0], claim[1], calls=(), billed=claim[2])
+                    out[i] = True
+            todo = next_round
+        for i in alone:
+            try:
+                out[i] = await self.try_hit(items[i])
+            except Exception as exc:
+                out[i] = exc
+        return out
 
     def try_hit_now(self, item: Pending) -> bool:
         """:meth:`try_hit` for stores that read without suspending (the caller holds

@@ -19,7 +19,7 @@ positions atomically in the store (:meth:`cachesaver.stores.base.Store.claim_at`
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from .stores.base import Store
 
@@ -52,6 +52,26 @@ class IdPositions:
         if known is None:
             known = self._known[key] = self._store.id_positions_now(key) or _NONE
         found = known.get((namespace, request_id))
+        return found if found is not None else self._made.get((namespace, key, request_id))
+
+    def loaded(self, key: str) -> bool:
+        """Whether ``key``'s records have been read (then :meth:`lookup_loaded` answers)."""
+        return key in self._known
+
+    async def load(self, keys: Sequence[str]) -> None:
+        """Read the records of every key not read yet, with one store call (one round trip on
+        Redis): a tick's requests with ids look them up together. A key whose records cannot be
+        read stays unread (its :meth:`lookup` reads it again, and fails its request then)."""
+        unread = [key for key in dict.fromkeys(keys) if key not in self._known]
+        if not unread:
+            return
+        for key, found in zip(unread, await self._store.id_positions_many(unread)):
+            if not isinstance(found, Exception):
+                self._known[key] = found or _NONE
+
+    def lookup_loaded(self, namespace: str, key: str, request_id: str) -> Optional[Record]:
+        """:meth:`lookup` of a key whose records are :meth:`loaded` (nothing to await)."""
+        found = self._known[key].get((namespace, request_id))
         return found if found is not None else self._made.get((namespace, key, request_id))
 
     async def lookup(self, namespace: str, key: str, request_id: str) -> Optional[Record]:

@@ -23,12 +23,12 @@ another worker of the run may have generated them (:meth:`Store.claim_billed`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 from .stores.base import Store
 from .stores.memory import positions_free, take_positions
 
-__all__ = ["Ledger", "PrivateLedger", "SharedLedger", "Positions", "Claim"]
+__all__ = ["Ledger", "PrivateLedger", "SharedLedger", "Positions", "Claim", "ManyClaim"]
 
 #: What a run consumed: ``{namespace: {key: samples handed out}}`` (samples ``0 .. n-1``).
 Positions = dict[str, dict[str, int]]
@@ -36,6 +36,10 @@ Positions = dict[str, dict[str, int]]
 #: ``(position, samples, billed)`` of a claim; ``billed``: the indices among those taken that
 #: this claim pays for, or None where the claiming process keeps that itself (private runs).
 Claim = tuple[int, list[bytes], Optional[Sequence[int]]]
+
+#: One claim of :meth:`Ledger.claim_many`: ``(namespace, key, count, wanted, at)``; ``at``
+#: None takes the next samples, else exactly positions ``at .. at+count-1`` (a replay by id).
+ManyClaim = tuple[str, str, int, Callable[[], bool], Optional[int]]
 
 
 class Ledger(ABC):
@@ -69,6 +73,24 @@ class Ledger(ABC):
         ``key``; a private ledger takes samples from there instead of reading them back from
         the store (a round trip on Redis).
         """
+
+    async def claim_many(self, claims: Sequence[ManyClaim]) -> "list[Union[Claim, Exception, None]]":
+        """Several claims, each ``(namespace, key, count, wanted, at)`` of its own (namespace,
+        key), with one store call per kind (one round trip on Redis): a tick's hit attempts.
+        ``at`` None: :meth:`claim`; else :meth:`claim_at` of positions ``at ..`` (its samples
+        come back with ``at`` as their position, or none). For each, in order: the claim, the
+        error that failed it (only its own), or None: not decided here (claim it again on its
+        own). The default claims one after another."""
+        out: "list[Union[Claim, Exception, None]]" = []
+        for namespace, key, count, wanted, at in claims:
+            try:
+                if at is None:
+                    out.append(await self.claim(namespace, key, count, wanted))
+                else:
+                    out.append((at, await self.claim_at(namespace, key, at, count, wanted), None))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     def claim_now(self, namespace: str, key: str, count: int) -> tuple[int, list[bytes]]:
         """``claim`` without an event loop (the synchronous hit path; the caller holds the
@@ -155,6 +177,41 @@ class PrivateLedger(Ledger):
             self._positions[slot] = pos + count
             return pos, taken, None
 
+    async def claim_many(self, claims: Sequence[ManyClaim]) -> "list[Union[Claim, Exception, None]]":
+        """One :meth:`Store.read_many` of every claim's samples at its position (the next one,
+        or ``at`` where those positions are free); then, with no await between (so no other
+        claim runs and no caller leaves meanwhile), each claim takes what was read as
+        :meth:`claim` (or :meth:`claim_at`) would. A next position another claim moved during
+        the read is None: that claim is made again on its own."""
+        positions: list[int] = []
+        reads: "list[tuple[str, int, int]]" = []
+        for namespace, key, count, _, at in claims:
+            pos = self._positions.get((namespace, key), 0) if at is None else at
+            positions.append(pos)
+            # (taken positions are not read: read_many answers a count of 0 with nothing)
+            free = at is None or self._free((namespace, key), at, count)
+            reads.append((key, pos, count if free else 0))
+        got = await self.store.read_many(reads)
+        out: "list[Union[Claim, Exception, None]]" = []
+        for (namespace, key, count, wanted, at), pos, taken in zip(claims, positions, got):
+            slot = (namespace, key)
+            if isinstance(taken, Exception):
+                out.append(taken)
+            elif at is not None:
+                if len(taken) < count or not self._free(slot, at, count) or not wanted():
+                    out.append((at, [], None))
+                else:
+                    self._take(slot, at, count)
+                    out.append((at, taken, None))
+            elif self._positions.get(slot, 0) != pos:
+                out.append(None)
+            elif len(taken) < count or not wanted():
+                out.append((pos, [], None))
+            else:
+                self._positions[slot] = pos + count
+                out.append((pos, taken, None))
+        return out
+
     def claim_now(self, namespace: str, key: str, count: int) -> tuple[int, list[bytes]]:
         """``claim`` for the synchronous hit path (``store.read_now``; the caller holds the
         pipeline's lock, so no other claim moves this position meanwhile)."""
@@ -204,6 +261,26 @@ class SharedLedger(Ledger):
             return await self.store.claim_billed(self.run_id, namespace, key, count)
         pos, taken = await self.store.claim(self.run_id, namespace, key, count, partial=False)
         return pos, taken, None
+
+    async def claim_many(self, claims: Sequence[ManyClaim]) -> "list[Union[Claim, Exception, None]]":
+        """The claims in one :meth:`Store.claim_many` and those ``at`` positions in one
+        :meth:`Store.claim_at_many` (a pipeline of scripts each on Redis), each atomic in the
+        store as :meth:`claim` and :meth:`claim_at` are."""
+        out: "list[Union[Claim, Exception, None]]" = [None] * len(claims)
+        nexts = [i for i, claim in enumerate(claims) if claim[4] is None]
+        ats = [i for i, claim in enumerate(claims) if claim[4] is not None]
+        bills = self.bills_in_store
+        if nexts:
+            got = await self.store.claim_many(
+                self.run_id, [(claims[i][0], claims[i][1], claims[i][2]) for i in nexts], billed=bills)
+            for i, claim in zip(nexts, got):
+                out[i] = claim if isinstance(claim, Exception) else (claim[0], claim[1], claim[2] if bills else None)
+        if ats:
+            taken = await self.store.claim_at_many(
+                self.run_id, [(claims[i][0], claims[i][1], claims[i][4], claims[i][2]) for i in ats])  # type: ignore[misc]
+            for i, samples in zip(ats, taken):
+                out[i] = samples if isinstance(samples, Exception) else (claims[i][4], samples, None)  # type: ignore[assignment]
+        return out
 
     async def consumption(self) -> Positions:
         """Read from the store's ledger rows of this ``run_id``: every process of the run counts."""

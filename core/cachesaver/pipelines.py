@@ -445,6 +445,13 @@ class OnlineAPI(Pipeline):
         await: pipelines with a lock (synchronous stores) check hits synchronously."""
         queues = self.queues
         synchronous = queues.lock is not None
+        first: "dict[Pending, Union[bool, Exception]]" = {}
+        if not synchronous:
+            try:
+                first = await self._first_hits(items)
+            except Exception as exc:  # (its calls answer per request; the tick is never left undone)
+                log.warning("a tick's hit attempts failed together (%s); trying them one by one",
+                            type(exc).__name__)
         misses = []
         for item in items:
             if item.future.done():
@@ -455,6 +462,13 @@ class OnlineAPI(Pipeline):
                     with queues.guard():
                         if self._hit_or_reserve_now(item, slot):
                             continue
+                elif item in first:
+                    outcome = first[item]
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                    if outcome:
+                        continue
+                    self._hold_place(item, slot)
                 elif await self._hit_or_reserve(item, slot):
                     continue
             except Exception as exc:
@@ -465,6 +479,30 @@ class OnlineAPI(Pipeline):
         # mid-check would otherwise split one tick's requests of one key over two calls (G3).
         for item in misses:
             self._batcher.add(item)
+
+    async def _first_hits(self, items: list[Pending]) -> "dict[Pending, Union[bool, Exception]]":
+        """The hit attempts of the tick's first request of each (namespace, key) that is first
+        in line, made together (:meth:`Cacher.try_hits`: one round trip on Redis, not one per
+        request). Only those: a later request of the same (namespace, key) may try only once
+        the earlier one is served, in order (G4). Nothing before them in the tick touches their
+        queues, so each outcome is what the in-order check would have found. Returns
+        {request: outcome} for :meth:`_check_tick`; empty when fewer than two would be tried
+        (the single path costs the same)."""
+        cacher = self.cacher
+        if len(items) > 1:
+            await cacher.load_ids(items)  # (requests with ids: their keys' records, read together)
+        seen: set[tuple[str, str]] = set()
+        batch: list[Pending] = []
+        for item in items:
+            slot = (item.request.namespace, item.key)
+            if slot in seen:
+                continue
+            seen.add(slot)
+            if not item.future.done() and cacher.batches_hits(item) and self._first_in_line(item, slot):
+                batch.append(item)
+        if len(batch) < 2:
+            return {}
+        return dict(zip(batch, await cacher.try_hits(batch)))
 
     def _hit_or_reserve_now(self, item: Pending, slot: tuple[str, str]) -> bool:
         """True if ``item`` was served (or its caller left); else it holds a place (lock held)."""

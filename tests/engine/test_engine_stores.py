@@ -336,3 +336,34 @@ def test_threads_that_end_leave_no_open_connection(tmp_path):
     gc.collect()
     assert len(store._conns) <= 2  # this thread's, and at most one not yet collected
     store.close()
+
+
+async def test_read_many_and_claim_many_answer_each_read_and_claim_on_its_own(store):
+    """The bulk calls a tick's hit attempts use: each answer is what the single call would
+    have given, in order; a claim of more samples than stored takes nothing of its key and
+    leaves the others' claims standing."""
+    await store.append(K, [rec(0), rec(1), rec(2)])
+    await store.append(K2, [rec(9)])
+    assert await store.read_many([(K, 0, 2), (K2, 0, 5), (K, 3, 1), (K2, 1, 0)]) == [
+        [rec(0), rec(1)], [rec(9)], [], []]
+    assert await store.claim_many("run", [("A", K, 2), ("A", K2, 2), ("B", K, 3)], billed=False) == [
+        (0, [rec(0), rec(1)], []), (0, [], []), (0, [rec(0), rec(1), rec(2)], [])]
+    assert await store.claim_many("run", [("A", K, 2), ("A", K2, 1)], billed=False) == [
+        (2, [], []), (0, [rec(9)], [])]
+    ledger = sorted(await collect(store.iter_ledger()))
+    assert ledger == sorted([("run", "A", K, 2), ("run", "A", K2, 1), ("run", "B", K, 3)])
+    if store.keeps_billing:  # records of a shared run's generation are taken once, by the first claim
+        await store.append(K2, [rec(10), rec(11)], unbilled_run="run")
+        assert await store.claim_many("run", [("A", K2, 1), ("B", K2, 3)], billed=True) == [
+            (1, [rec(10)], [1]), (0, [rec(9), rec(10), rec(11)], [2])]
+
+
+async def test_claim_at_many_and_id_positions_many_answer_as_the_single_calls(store):
+    """The bulk calls of a tick's requests with ids give what the single calls give."""
+    await store.append(K, [rec(0), rec(1), rec(2), rec(3)])
+    wanted = [("A", K, 1, 2), ("B", K, 0, 1), ("A", K2, 5, 1), ("A", K, 0, 1)]
+    single = [await store.claim_at("r1", ns, key, pos, count) for ns, key, pos, count in wanted]
+    assert await store.claim_at_many("r2", wanted) == single
+    await store.record_id_positions([("A", K, "id1", 1, 2), ("B", K2, "id2", 0, 1)])
+    assert await store.id_positions_many([K, K2, "q" * 64]) == [
+        await store.id_positions(K), await store.id_positions(K2), {}]

@@ -477,3 +477,245 @@ async def test_an_append_ends_only_its_own_lease_even_when_retried(redis_store_f
         assert outer.ended and raw_redis.exists(base + "g") == 0
     assert raw_redis.exists(base + "g") == 0
     await store.aclose()
+
+
+@pytest.mark.parametrize("run_id, trips", [(None, 3), ("burst-run", 4)])
+async def test_a_burst_of_misses_costs_the_round_trips_of_one(redis_store_factory, raw_redis, run_id, trips):
+    """50 distinct-key misses checked in one tick and served in one batch go to Redis in one
+    pipeline per phase (issue 25, item 3): the hit attempts, the leases, the appends that end
+    them (and, in a shared run, the billed claims): as many round trips as one miss, not one
+    per key per phase. Before: 150 private (3 per key), 200 shared (4 per key). Each key
+    still gets its own sample, each lease is gone, and every sample is billed once."""
+    store = redis_store_factory()
+    model = FakeModel(seed=8)
+    # (No model id: a keyed model makes its first misses look for pre-0.2 keys too.)
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02, run_id=run_id) as pipe:
+        await pipe.request(Request(prompt="warm up", n=1))  # connection, scripts, first-use checks
+        requests = [Request(prompt=f"burst {i}", n=1, namespace="a") for i in range(50)]
+        with count_round_trips() as count:
+            responses = await asyncio.gather(*(pipe.request(r) for r in requests))
+        assert count[0] == trips
+        assert [r.data for r in responses] == [[model.sample_text(r.prompt, 0)] for r in requests]
+        assert all(r.cached == [False] for r in responses) and model.samples_generated == 51
+        assert all(raw_redis.exists(f"{store.prefix}:{{{r.key}}}:g") == 0 for r in responses)
+        assert pipe.stats.ns("a").samples_generated == 50
+
+
+@pytest.mark.parametrize("run_id", [None, "hits-run"])
+async def test_a_burst_of_hits_is_one_round_trip(redis_store_factory, run_id):
+    """The hit attempts of one tick go to Redis together: the reads (private run) or claim
+    scripts (shared run) of 50 keys in one pipeline. Before: 50 round trips, one per request,
+    in turn. Each request still takes its own key's next samples, all or nothing: a key with
+    too few samples is a miss and generates only what it lacks, and a second request of one
+    (namespace, key) in the same tick takes the samples after the first's."""
+    store = redis_store_factory()
+    model = FakeModel(seed=9)
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02, run_id=run_id) as pipe:
+        requests = [Request(prompt=f"hit {i}", n=2, namespace="a") for i in range(50)]
+        stored = await asyncio.gather(*(pipe.request(r) for r in requests))
+        assert model.samples_generated == 100
+        with count_round_trips() as count:
+            hits = await asyncio.gather(*(pipe.request(dataclasses.replace(r, namespace="b")) for r in requests))
+        assert count[0] == 1
+        assert [r.data for r in hits] == [r.data for r in stored]
+        assert all(r.cached == [True, True] for r in hits) and model.samples_generated == 100
+        # Namespace b again: 3 samples of key 0 (one missing), and key 1 twice in the tick.
+        mixed = [dataclasses.replace(requests[0], namespace="b", n=1),
+                 dataclasses.replace(requests[1], namespace="c", n=1),
+                 dataclasses.replace(requests[1], namespace="c", n=1),
+                 dataclasses.replace(requests[2], namespace="b", n=1)]
+        got = await asyncio.gather(*(pipe.request(r) for r in mixed))
+    texts = [[model.sample_text(r.prompt, k) for k in range(3)] for r in requests[:3]]
+    assert [r.data for r in got] == [[texts[0][2]], [texts[1][0]], [texts[1][1]], [texts[2][2]]]
+    assert [r.cached for r in got] == [[False], [True], [True], [False]]
+    assert model.samples_generated == 102
+
+
+async def test_a_burst_after_the_server_lost_its_scripts_reloads_them_once(own_redis):
+    """A restarted (or flushed) Redis answers a pipeline's scripts NOSCRIPT: they did not run,
+    so the store loads them and sends those commands again, and every miss of the burst is
+    stored once (the reload is two round trips more for the burst, not per key)."""
+    server = own_redis(persistent=False)
+    store = RedisStore(server.url, prefix="noscript")
+    model = FakeModel(seed=11)
+    requests = [Request(prompt=f"reload {i}", n=1, namespace="a") for i in range(20)]
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02, run_id="r") as pipe:
+        await pipe.request(Request(prompt="warm up", n=1))
+        with redis_sync.Redis.from_url(server.url) as raw:
+            raw.script_flush()
+        with count_round_trips() as count:
+            responses = await asyncio.gather(*(pipe.request(r) for r in requests))
+        # 4 pipelines (hit claims, leases, appends, billed claims); the first three scripts
+        # each come back NOSCRIPT once: a load and the pipeline again, two round trips more
+        # each (the billed claims run the claim script, loaded by then).
+        assert count[0] == 4 + 3 * 2
+    assert [r.data for r in responses] == [[model.sample_text(r.prompt, 0)] for r in requests]
+    assert all(r.cached == [False] for r in responses) and model.samples_generated == 21
+    with redis_sync.Redis.from_url(server.url) as raw:
+        assert all(raw.llen(f"noscript:{{{r.key}}}:s") == 1 for r in responses)
+
+
+async def test_commands_issued_in_one_turn_are_one_pipeline(redis_store_factory, raw_redis):
+    """Store calls made by many tasks at once (the engine serving many keys) share one round
+    trip: 50 appends, then 50 leases, then 50 claims, each phase one pipeline; each caller
+    gets its own reply. A key whose script fails (a list key holding a string) fails only its
+    own caller; a caller cancelled before the pipeline is sent sends nothing."""
+    store = redis_store_factory()
+    await store.append("warm", [rec(0)])  # connection and first-use checks
+    keys = [f"{i:064x}" for i in range(50)]
+    with count_round_trips() as count:
+        starts = await asyncio.gather(*(store.append(k, [rec(i), rec(i + 1)]) for i, k in enumerate(keys)))
+    assert count[0] == 1 and starts == [0] * 50
+    assert [raw_redis.lrange(f"{store.prefix}:{{{k}}}:s", 0, -1) for k in keys] == [
+        [rec(i), rec(i + 1)] for i in range(50)]
+
+    async def lease(key):
+        async with store.generation_lease(key) as held:
+            return held.acquired, held.length
+
+    with count_round_trips() as count:
+        leases = await asyncio.gather(*map(lease, keys))
+    assert leases == [(True, 2)] * 50
+    assert count[0] == 2  # the acquires, then the releases (nothing appended under them)
+
+    raw_redis.set(f"{store.prefix}:{{{'e' * 64}}}:s", "not a list")
+    with count_round_trips() as count:
+        claims = await asyncio.gather(*(store.claim("run", "ns", k, 1, partial=False) for k in keys + ["e" * 64]),
+                                      return_exceptions=True)
+    assert count[0] == 1
+    assert claims[:50] == [(0, [rec(i)]) for i in range(50)]
+    assert isinstance(claims[50], StoreError) and "e" * 64 in str(claims[50])
+
+    async def cancelled_append():
+        task = asyncio.ensure_future(store.append(keys[0], [rec(99)]))
+        other = asyncio.ensure_future(store.append(keys[1], [rec(98)]))
+        await asyncio.sleep(0)  # both are queued, the pipeline is not sent yet
+        task.cancel()
+        return await other
+
+    assert await cancelled_append() == 2
+    assert raw_redis.llen(f"{store.prefix}:{{{keys[0]}}}:s") == 2  # the cancelled append was not sent
+    assert raw_redis.lrange(f"{store.prefix}:{{{keys[1]}}}:s", 2, -1) == [rec(98)]
+    await store.aclose()
+
+
+async def test_a_caller_cancelled_while_its_bursts_reads_are_in_flight_consumes_nothing(redis_store_factory):
+    """A private run's tick reads every hit attempt in one pipeline, then takes the positions
+    with nothing awaited between: a caller cancelled while the reads are in flight takes no
+    position (its next request gets the samples it would have got), the others are served."""
+    from redis.asyncio.connection import AbstractConnection
+
+    store = redis_store_factory()
+    model = FakeModel(seed=12)
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02) as pipe:
+        requests = [Request(prompt=f"cancel {i}", n=1, namespace="a") for i in range(10)]
+        stored = await asyncio.gather(*(pipe.request(r) for r in requests))
+        tasks = [asyncio.ensure_future(pipe.request(dataclasses.replace(r, namespace="b"))) for r in requests]
+        original = AbstractConnection.send_packed_command
+
+        async def send_then_cancel(conn, *args, **kwargs):
+            result = await original(conn, *args, **kwargs)
+            tasks[3].cancel()  # the reads are sent: their replies are on their way
+            return result
+
+        AbstractConnection.send_packed_command = send_then_cancel
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            AbstractConnection.send_packed_command = original
+        assert isinstance(results[3], asyncio.CancelledError)
+        assert [r.data for i, r in enumerate(results) if i != 3] == [r.data for i, r in enumerate(stored) if i != 3]
+        again = await pipe.request(dataclasses.replace(requests[3], namespace="b"))
+    assert again.data == stored[3].data and again.cached == [True]
+    assert model.samples_generated == 10
+
+
+@pytest.mark.parametrize("shared", [False, True])
+async def test_a_burst_of_requests_with_ids_reads_their_records_and_replays_in_few_round_trips(
+        redis_store_factory, shared):
+    """Requests with ids (whose positions are recorded for exact replays, G4) in one tick: their
+    keys' records are read in one pipeline, and the hit attempts (a replay's claims of the
+    positions each id took) in one more. Before: two round trips per key (the records, then
+    the claim), one key after another. The replay gives each id the sample it took first
+    (sample 1 of its key, not the next free sample 0), in any arrival order."""
+    store = redis_store_factory()
+    model = FakeModel(seed=13)
+    prompts = [f"id burst {i}" for i in range(20)]
+    run = (lambda name: name) if shared else (lambda name: None)
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02, run_id=run("one")) as pipe:
+        await pipe.request(Request(prompt="warm up", n=1))
+        with count_round_trips() as count:
+            before = await asyncio.gather(*(pipe.request(Request(prompt=p, n=1, request_id=f"x{i}"))
+                                             for i, p in enumerate(prompts)))
+        # records, hit attempts, leases, appends (and a shared run's billed claims)
+        assert count[0] == (5 if shared else 4)
+        await pipe.request(Request(prompt="warm up", n=1, namespace="again"))  # writes the records
+        await asyncio.sleep(0.05)
+        with count_round_trips() as count:
+            first = await asyncio.gather(*(pipe.request(Request(prompt=p, n=1, request_id=f"id{i}"))
+                                           for i, p in enumerate(prompts)))
+        assert count[0] == (4 if shared else 3)  # (the keys' records are known by now)
+        with count_round_trips() as count:
+            await pipe.aclose()  # writes the burst's 20 records: one pipeline (before: one per key)
+        assert count[0] == 1
+    assert [r.data for r in first] == [[model.sample_text(p, 1)] for p in prompts]
+    assert [r.data for r in before] == [[model.sample_text(p, 0)] for p in prompts]
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02, run_id=run("two")) as pipe:
+        await pipe.request(Request(prompt="warm up", n=1))
+        order = list(reversed(range(20)))
+        with count_round_trips() as count:
+            replay = await asyncio.gather(*(pipe.request(Request(prompt=prompts[i], n=1, request_id=f"id{i}"))
+                                            for i in order))
+        assert count[0] == 2  # the records, then the claims of the positions they name
+    assert [r.data for r in replay] == [first[i].data for i in order]
+    assert all(r.cached == [True] for r in replay) and model.samples_generated == 41
+
+
+async def test_a_tick_whose_bulk_hit_attempt_raises_tries_its_requests_one_by_one(redis_store_factory, caplog):
+    """The bulk calls answer per request; should one raise all the same (a store bug), the
+    tick's requests are tried one by one as before instead of waiting forever."""
+    class Broken(RedisStore):
+        async def read_many(self, reads):
+            raise RuntimeError("bulk read broke")
+
+    base = redis_store_factory()
+    store = Broken(redis_store_factory.url, prefix=base.prefix)
+    model = FakeModel(seed=14)
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.02) as pipe:
+        requests = [Request(prompt=f"broken {i}", n=1) for i in range(3)]
+        first = await asyncio.wait_for(asyncio.gather(*map(pipe.request, requests)), 10)
+        again = await asyncio.wait_for(asyncio.gather(*(pipe.request(dataclasses.replace(r, namespace="b"))
+                                                        for r in requests)), 10)
+    assert [r.data for r in again] == [r.data for r in first] and model.samples_generated == 3
+    assert "a tick's hit attempts failed together (RuntimeError)" in caplog.text
+    await store.aclose()
+
+
+async def test_a_bulk_claim_whose_reply_is_lost_is_delivered_to_the_retry(redis_store_factory):
+    """A tick's claims in one pipeline whose replies are lost after they ran (a timeout past the
+    retries): each caller's StoreError says the claim may still run, and the retry of the same
+    claims gets what the lost ones took, as a single claim's retry does (a claim that took
+    nothing leaves nothing to deliver). Test_redis_outage freezes a real server for the same
+    path, where whether the frozen claims ran depends on timing; here they always ran."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    store = redis_store_factory()
+    K2 = "b" * 64
+    await store.append(K, [rec(0), rec(1), rec(2)], unbilled_run="run")
+    client = await store._ready()
+    real = client.pipelined
+
+    async def reply_lost(ops, **kwargs):
+        await real(ops, **kwargs)  # the claims run...
+        raise RedisTimeoutError("Timeout reading from socket")  # ...their replies are lost
+
+    client.pipelined = reply_lost
+    try:
+        lost = await store.claim_many("run", [("B", K, 2), ("B", K2, 1)], billed=True)
+    finally:
+        client.pipelined = real
+    assert all(isinstance(e, StoreError) and "may still run once Redis is back" in str(e) for e in lost)
+    again = await store.claim_many("run", [("B", K, 2), ("B", K2, 1)], billed=True)
+    assert again == [(0, [rec(0), rec(1)], [0, 1]), (0, [], [])]
+    assert await store.claim("run", "B", K, 1, partial=False) == (2, [rec(2)])  # no gap in B's ledger
+    await store.aclose()

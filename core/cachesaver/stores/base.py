@@ -27,7 +27,7 @@ claims what it generated), so they record nothing.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, AsyncIterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Optional, Sequence, Union
 
 if TYPE_CHECKING:
     from .totals import KeyTotals
@@ -53,6 +53,21 @@ class Store(ABC):
     @abstractmethod
     async def read(self, key: str, start: int, count: int) -> list[bytes]:
         """Samples ``start .. start+count-1`` of ``key`` that exist (maybe fewer, maybe none)."""
+
+    async def read_many(self, reads: Sequence[tuple[str, int, int]]) -> "list[Union[list[bytes], Exception]]":
+        """:meth:`read` of several ``(key, start, count)``: for each, in order, its samples or
+        the error that read raised (an error of one key fails only its own read).
+
+        The engine reads a tick's hit attempts of a private run with one call. Stores whose
+        reads are round trips answer them together (Redis: one pipeline); the default reads
+        one after another."""
+        out: "list[Union[list[bytes], Exception]]" = []
+        for key, start, count in reads:
+            try:
+                out.append(await self.read(key, start, count))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     def read_now(self, key: str, start: int, count: int) -> list[bytes]:
         """``read`` without an event loop, from any thread: the engine's synchronous hit path.
@@ -149,6 +164,29 @@ class Store(ABC):
         pos, taken = await self.claim(run_id, namespace, key, count, partial=False)
         return pos, taken, []
 
+    async def claim_many(self, run_id: str, claims: Sequence[tuple[str, str, int]], *,
+                         billed: bool) -> "list[Union[tuple[int, list[bytes], list[int]], Exception]]":
+        """Several claims of one run, each ``(namespace, key, count)``: :meth:`claim_billed`
+        (``billed``) or :meth:`claim` of exactly ``count`` samples or none (billing ``[]``).
+        For each, in order, ``(position, samples, billed indices)`` or the error that failed it;
+        each claim is atomic on its own (a failed one takes nothing of its key, the others
+        stand), none waits for another.
+
+        The engine makes a tick's hit attempts of a shared run with one call. Stores whose
+        claims are round trips send them together (Redis: one pipeline of claim scripts); the
+        default claims one after another."""
+        out: "list[Union[tuple[int, list[bytes], list[int]], Exception]]" = []
+        for namespace, key, count in claims:
+            try:
+                if billed:
+                    out.append(await self.claim_billed(run_id, namespace, key, count))
+                else:
+                    pos, taken = await self.claim(run_id, namespace, key, count, partial=False)
+                    out.append((pos, taken, []))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     # -- where request ids took their samples (exact replays by id) --------------------------
     #: Which ledger positions each explicit request id took in a (namespace, key), so that a
     #: later run gives a request with that id the same samples whatever the timing (G4). Stores
@@ -158,6 +196,19 @@ class Store(ABC):
     async def id_positions(self, key: str) -> "dict[tuple[str, str], tuple[int, int]]":
         """``{(namespace, request_id): (first position, count)}`` recorded for ``key``."""
         return {}
+
+    async def id_positions_many(self, keys: Sequence[str]
+                                ) -> "list[Union[dict[tuple[str, str], tuple[int, int]], Exception]]":
+        """:meth:`id_positions` of several keys: for each, in order, its records or the error
+        reading them raised (only its own). Stores whose reads are round trips answer them
+        together (Redis: one pipeline); the default reads one key after another."""
+        out: "list[Union[dict[tuple[str, str], tuple[int, int]], Exception]]" = []
+        for key in keys:
+            try:
+                out.append(await self.id_positions(key))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     def id_positions_now(self, key: str) -> "dict[tuple[str, str], tuple[int, int]]":
         """:meth:`id_positions` without an event loop (stores with ``inline_io``)."""
@@ -177,6 +228,20 @@ class Store(ABC):
         claim at a later position left below it); else take nothing and return ``[]``. A shared
         run's replay by request id (:mod:`cachesaver.idpositions`). Stores without it never do."""
         return []
+
+    async def claim_at_many(self, run_id: str, claims: Sequence[tuple[str, str, int, int]]
+                            ) -> "list[Union[list[bytes], Exception]]":
+        """:meth:`claim_at` of several ``(namespace, key, position, count)`` of one run: for
+        each, in order, the samples taken (or ``[]``) or the error that failed it (only its
+        own). Stores whose claims are round trips send them together (Redis: one pipeline);
+        the default claims one after another."""
+        out: "list[Union[list[bytes], Exception]]" = []
+        for namespace, key, pos, count in claims:
+            try:
+                out.append(await self.claim_at(run_id, namespace, key, pos, count))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     # -- batch mode ---------------------------------------------------------------------------
     def batch_journal(self) -> Any:

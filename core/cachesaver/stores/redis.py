@@ -18,7 +18,10 @@ sample list in one Redis Cluster slot, so each script below touches a single slo
     P:{K}:u   SET     shared-run samples generated and not yet billed (member: <index>:r<run_id>)
 
 Every append and every claim is one Lua script: atomic, and one round trip. A hit costs one
-round trip (LRANGE for a private run, the claim script for a shared run).
+round trip (LRANGE for a private run, the claim script for a shared run). The commands that the
+engine issues for many keys at once (a tick's hit attempts, leases, appends and claims) share
+one round trip: one pipeline per phase (see :class:`_Client`), each script still atomic on
+its own key's slot.
 
 Failures: a Redis that is down or slow raises :class:`~cachesaver.errors.StoreError` naming the
 server (never its password) and the fix. redis-py retries a command a few times on connection
@@ -39,7 +42,7 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Optional, Sequence
+from typing import Any, AsyncIterator, Optional, Sequence, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -50,6 +53,7 @@ try:
     from redis.backoff import ExponentialBackoff
     from redis.exceptions import (
         AuthenticationError,
+        NoScriptError,
         RedisError,
         ResponseError,
     )
@@ -246,8 +250,21 @@ class Lease:
     renewer: Optional["_Renewal"] = dataclasses.field(default=None, repr=False, compare=False)
 
 
+#: One command for :meth:`_Client.run`: a registered script (or a command name such as
+#: ``"LRANGE"``), its keys and its arguments.
+_Op = tuple[Any, Sequence[Any], Sequence[Any]]
+
+
 class _Client:
-    """A redis-py client and its scripts, bound to one event loop (redis-py's asyncio rule)."""
+    """A redis-py client and its scripts, bound to one event loop (redis-py's asyncio rule).
+
+    Commands go through :meth:`run`, which sends the commands that the loop's tasks issue in
+    one turn of the loop as one pipeline: when the engine serves many keys at once (a tick's
+    batch of misses), each key's task takes its lease, appends and claims at about the same
+    moment, and those go to Redis in one round trip per phase instead of one per key. Each
+    command is still one script (or command) of its own, atomic on its own keys, so a
+    pipeline may mix keys of any hash slots (on a cluster, redis-py sends each node its part).
+    """
 
     def __init__(self, store: "RedisStore", loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -262,6 +279,110 @@ class _Client:
         self.lease_renew = register(_LEASE_RENEW_LUA)
         self.lease_release = register(_LEASE_RELEASE_LUA)
         self.checked = False
+        #: The commands issued this turn of the loop, behind the one that leads them (None: no
+        #: command is gathering others now).
+        self._gathering: "Optional[list[tuple[_Op, asyncio.Future[Any]]]]" = None
+        self._sending: "set[asyncio.Task[None]]" = set()
+
+    async def run(self, op: _Op) -> Any:
+        """Send ``op`` with whatever else this loop issues in the same turn; return its reply.
+
+        The first command of a turn leads: it lets the loop run the other ready tasks once
+        (their commands join it), then sends its own alone exactly as before when nobody joined,
+        or all of them as one pipeline. Each caller gets its own reply, or its own error (a
+        script error of one key fails only that caller; a lost connection fails every caller of
+        the pipeline, each with what it sent). The pipeline is sent by a task of its own: a
+        caller cancelled before it is sent sends nothing; one cancelled while it is in flight
+        stops waiting, the others still get their replies (its command may still run, as a
+        command whose reply is lost does anyway).
+        """
+        joining = self._gathering
+        if joining is not None:
+            future: asyncio.Future[Any] = self.loop.create_future()
+            joining.append((op, future))
+            return await future
+        gathered: "list[tuple[_Op, asyncio.Future[Any]]]" = []
+        self._gathering = gathered
+        try:
+            await asyncio.sleep(0)  # the other tasks ready now issue their commands
+        except BaseException:
+            # Cancelled before sending: this command is not sent, the others are.
+            self._gathering = None
+            if gathered:
+                self._send_later(gathered)
+            raise
+        self._gathering = None
+        if not gathered:
+            return await self._one(op)
+        future = self.loop.create_future()
+        gathered.insert(0, (op, future))
+        self._send_later(gathered)
+        return await future
+
+    def _send_later(self, gathered: "list[tuple[_Op, asyncio.Future[Any]]]") -> None:
+        task = self.loop.create_task(self._send(gathered))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, gathered: "list[tuple[_Op, asyncio.Future[Any]]]") -> None:
+        # A caller that left before its command was sent: the command is not sent.
+        gathered = [(op, future) for op, future in gathered if not future.done()]
+        if not gathered:
+            return
+        try:
+            replies = await self.pipelined([op for op, _ in gathered])
+        except Exception as exc:
+            for _, future in gathered:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:  # (cancelled: the loop is closing)
+            for _, future in gathered:
+                future.cancel()
+            raise
+        for (_, future), reply in zip(gathered, replies):
+            if not future.done():
+                if isinstance(reply, Exception):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+
+    async def _one(self, op: _Op) -> Any:
+        """``op`` on its own (a script through redis-py's script call, which reloads it if the
+        server lost it)."""
+        command, keys, args = op
+        if isinstance(command, str):
+            return await self.redis.execute_command(command, *keys, *args)
+        return await command(keys=keys, args=args)
+
+    async def pipelined(self, ops: Sequence[_Op], *, reload: bool = True) -> list[Any]:
+        """``ops`` in one pipeline (not a transaction: each is atomic on its own): the reply of
+        each, or the error Redis answered it with. Raises what fails the whole pipeline (a lost
+        connection, after redis-py's retries, which send it again as they would one command:
+        the append and claim scripts carry tokens, so none is applied twice).
+        A script the server does not know (restarted, flushed) is loaded and its commands sent
+        again: a command answered ``NOSCRIPT`` did not run."""
+        if len(ops) == 1:
+            try:
+                return [await self._one(ops[0])]
+            except ResponseError as exc:
+                return [exc]
+        pipe = self.redis.pipeline(transaction=False)
+        for command, keys, args in ops:
+            if isinstance(command, str):
+                pipe.execute_command(command, *keys, *args)
+            else:
+                pipe.execute_command("EVALSHA", command.sha, len(keys), *keys, *args)
+        replies = list(await pipe.execute(raise_on_error=False))
+        unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if unknown and reload:
+            scripts = {id(ops[i][0]): ops[i][0] for i in unknown}
+            for script in scripts.values():
+                await self.redis.script_load(script.script)
+            again = await self.pipelined([ops[i] for i in unknown], reload=False)
+            for i, reply in zip(unknown, again):
+                replies[i] = reply
+        return replies
 
 
 class RedisStore(Store):
@@ -442,9 +563,43 @@ class RedisStore(Store):
             return []
         client = await self._ready()
         try:
-            return await client.redis.lrange(base + "s", start, start + count - 1)
+            return await client.run(("LRANGE", (base + "s",), (start, start + count - 1)))
         except RedisError as exc:
             raise self._error(exc, f"reading key {key}") from exc
+
+    async def read_many(self, reads: Sequence[tuple[str, int, int]]) -> "list[Union[list[bytes], Exception]]":
+        """Every read's LRANGE in one pipeline: one round trip for a tick's hit attempts,
+        whatever their keys' hash slots."""
+        out: "list[Union[list[bytes], Exception]]" = [[] for _ in reads]
+        ops: list[_Op] = []
+        sent: list[int] = []
+        for i, (key, start, count) in enumerate(reads):
+            try:
+                base = self._base(key)
+                if start < 0:
+                    raise InvalidRequestError(f"read start must be >= 0, got {start}")
+            except InvalidRequestError as exc:
+                out[i] = exc
+                continue
+            if count > 0:
+                ops.append(("LRANGE", (base + "s",), (start, start + count - 1)))
+                sent.append(i)
+        if not ops:
+            return out
+        replies: list[Any]
+        try:
+            client = await self._ready()
+            replies = await client.pipelined(ops)
+        except StoreError as exc:
+            replies = [exc] * len(ops)
+        except RedisError as exc:
+            replies = [exc] * len(ops)
+        for i, reply in zip(sent, replies):
+            if isinstance(reply, RedisError):
+                out[i] = self._error(reply, f"reading key {reads[i][0]}")
+            else:
+                out[i] = reply
+        return out
 
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None, *,
                      unbilled_run: Optional[str] = None) -> int:
@@ -475,12 +630,13 @@ class RedisStore(Store):
         meta_arg = b"" if meta is None else _as_bytes(meta, f"meta for key {key}")
         client = await self._ready()
         try:
-            start = await client.append(
-                keys=[base + "s", base + "m", base + "t", base + "u", base + "g"],
-                args=[self._token(), "0" if meta is None else "1", meta_arg,
-                      "" if unbilled_run is None else _run_arg(unbilled_run),
-                      "" if lease is None else lease.token, *values],
-            )
+            start = await client.run((
+                client.append,
+                (base + "s", base + "m", base + "t", base + "u", base + "g"),
+                (self._token(), "0" if meta is None else "1", meta_arg,
+                 "" if unbilled_run is None else _run_arg(unbilled_run),
+                 "" if lease is None else lease.token, *values),
+            ))
         except RedisError as exc:
             raise self._error(exc, f"appending {len(values)} samples to key {key}", maybe_applied=True) from exc
         return int(start)
@@ -489,7 +645,7 @@ class RedisStore(Store):
         base = self._base(key)
         client = await self._ready()
         try:
-            return int(await client.redis.llen(base + "s"))
+            return int(await client.run(("LLEN", (base + "s",), ())))
         except RedisError as exc:
             raise self._error(exc, f"reading the length of key {key}") from exc
 
@@ -500,39 +656,60 @@ class RedisStore(Store):
         base = self._base(key)
         client = await self._ready()
         try:
-            entries = await client.redis.hgetall(base + "i")
+            entries = await client.run(("HGETALL", (base + "i",), ()))
         except RedisError as exc:
             raise self._error(exc, f"reading request-id positions of key {key}") from exc
-        out: dict[tuple[str, str], tuple[int, int]] = {}
-        for field, value in entries.items():
+        return _id_records(entries)
+
+    async def id_positions_many(self, keys: Sequence[str]
+                                ) -> "list[Union[dict[tuple[str, str], tuple[int, int]], Exception]]":
+        """Every key's records hash (``P:{K}:i``) in one pipeline."""
+        out: "list[Union[dict[tuple[str, str], tuple[int, int]], Exception]]" = [{} for _ in keys]
+        ops: list[_Op] = []
+        sent: list[int] = []
+        for i, key in enumerate(keys):
             try:
-                namespace, request_id = orjson.loads(field)
-                pos, count = orjson.loads(value)
-            except (orjson.JSONDecodeError, ValueError, TypeError):
-                continue  # not written by CacheSaver: ignored (it is only a hint)
-            if (isinstance(namespace, str) and isinstance(request_id, str) and type(pos) is int
-                    and type(count) is int and pos >= 0 and count > 0):
-                out[(namespace, request_id)] = (pos, count)
+                ops.append(("HGETALL", (self._base(key) + "i",), ()))
+            except InvalidRequestError as exc:
+                out[i] = exc
+                continue
+            sent.append(i)
+        if not ops:
+            return out
+        replies: list[Any]
+        try:
+            client = await self._ready()
+            replies = await client.pipelined(ops)
+        except (StoreError, RedisError) as exc:
+            replies = [exc] * len(ops)
+        for i, reply in zip(sent, replies):
+            if isinstance(reply, RedisError):
+                out[i] = self._error(reply, f"reading request-id positions of key {keys[i]}")
+            elif isinstance(reply, Exception):
+                out[i] = reply
+            else:
+                out[i] = _id_records(reply)
         return out
 
     async def record_id_positions(self, taken: Sequence[tuple[str, str, str, int, int]]) -> None:
-        """One HSETNX per record, pipelined per key (each key's hash is in its own slot). Best
-        effort: a record not written only means a later replay of it goes by arrival order."""
+        """One HSETNX per record, all in one pipeline (each is atomic on its own key's hash,
+        so keys of any cluster slots share it). Best effort: a record not written only means a
+        later replay of it goes by arrival order."""
         if not taken:
             return
-        by_key: dict[str, list[tuple[bytes, bytes]]] = {}
-        for namespace, key, request_id, pos, count in taken:
-            by_key.setdefault(key, []).append((orjson.dumps([namespace, request_id]), orjson.dumps([pos, count])))
+        ops: list[_Op] = []
         try:
+            for namespace, key, request_id, pos, count in taken:
+                ops.append(("HSETNX", (self._base(key) + "i",),
+                            (orjson.dumps([namespace, request_id]), orjson.dumps([pos, count]))))
             client = await self._ready()
-            for key, fields in by_key.items():
-                name = self._base(key) + "i"
-                async with client.redis.pipeline(transaction=False) as pipe:
-                    for field, value in fields:
-                        pipe.hsetnx(name, field, value)
-                    await pipe.execute()
-        except (RedisError, StoreError) as exc:
+            replies = await client.pipelined(ops)
+        except (RedisError, StoreError, InvalidRequestError) as exc:
             log.debug("%d request-id positions not recorded: %s", len(taken), type(exc).__name__)
+            return
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:
+            log.debug("%d request-id positions not recorded: %s", len(failed), type(failed[0]).__name__)
 
     # -- shared ledgers ----------------------------------------------------------------------
     async def claim(
@@ -545,6 +722,59 @@ class RedisStore(Store):
 
     async def claim_billed(self, run_id: str, namespace: str, key: str, count: int) -> tuple[int, list[bytes], list[int]]:
         return await self._claim(run_id, namespace, key, count, partial=False, bill=True)
+
+    async def claim_many(self, run_id: str, claims: Sequence[tuple[str, str, int]], *,
+                         billed: bool) -> "list[Union[tuple[int, list[bytes], list[int]], Exception]]":
+        """The claim scripts of every ``(namespace, key, count)`` in one pipeline: one round
+        trip for a tick's hit attempts, whatever their keys' hash slots. Each script is the
+        one :meth:`claim_billed` runs (its own token: a retried pipeline takes nothing twice);
+        a claim whose reply is lost is remembered as :meth:`_claim` remembers it. A slot with
+        such a claim pending is claimed on its own, after the others."""
+        out: "list[Union[tuple[int, list[bytes], list[int]], Exception]]" = [[] for _ in claims]  # type: ignore[misc]
+        try:
+            client = await self._ready()
+        except StoreError as exc:
+            return [exc for _ in claims]
+        ops: list[_Op] = []
+        sent: list[tuple[int, str]] = []  # (index, token)
+        alone: list[int] = []
+        run = _run_arg(run_id) if billed else ""
+        for i, (namespace, key, count) in enumerate(claims):
+            try:
+                base = self._base(key)
+            except InvalidRequestError as exc:
+                out[i] = exc
+                continue
+            if count > 0 and (run_id, namespace, key) in self._unanswered:
+                alone.append(i)
+                continue
+            token = self._token() if count > 0 else ""
+            ops.append((client.claim, (base + "s", base + "l", base + "c", base + "u"),
+                        (orjson.dumps([run_id, namespace]), count, "0", token, run)))
+            sent.append((i, token))
+        if ops:
+            replies: list[Any]
+            try:
+                replies = await client.pipelined(ops)
+            except RedisError as exc:
+                replies = [exc] * len(ops)
+            for (i, token), reply in zip(sent, replies):
+                namespace, key, count = claims[i]
+                if isinstance(reply, Exception):
+                    if token and isinstance(reply, (RedisTimeoutError, RedisConnectionError)):
+                        self._unanswered[(run_id, namespace, key)] = (token, count)
+                    out[i] = self._error(reply, f"claiming {count} samples of key {key} for {namespace!r}",
+                                         maybe_applied=bool(token))
+                else:
+                    pos, taken, bills = reply
+                    out[i] = (int(pos), list(taken), [int(b) for b in bills])
+        for i in alone:
+            namespace, key, count = claims[i]
+            try:
+                out[i] = await self._claim(run_id, namespace, key, count, partial=False, bill=billed)
+            except Exception as exc:
+                out[i] = exc
+        return out
 
     async def _claim(self, run_id: str, namespace: str, key: str, count: int, *, partial: bool,
                      bill: bool) -> tuple[int, list[bytes], list[int]]:
@@ -566,10 +796,10 @@ class RedisStore(Store):
                 return earlier
         token = self._token() if count > 0 else ""
         try:
-            pos, taken, billed = await client.claim(
-                keys=[base + "s", base + "l", base + "c", base + "u"],
-                args=[field, count, "1" if partial else "0", token, _run_arg(run_id) if bill else ""],
-            )
+            pos, taken, billed = await client.run((
+                client.claim, (base + "s", base + "l", base + "c", base + "u"),
+                (field, count, "1" if partial else "0", token, _run_arg(run_id) if bill else ""),
+            ))
         except RedisError as exc:
             if token and isinstance(exc, (RedisTimeoutError, RedisConnectionError)):
                 self._unanswered[slot] = (token, count)  # it may still run: see above
@@ -614,10 +844,45 @@ class RedisStore(Store):
         field = orjson.dumps([run_id, namespace])
         client = await self._ready()
         try:
-            taken = await client.claim_at(keys=[base + "s", base + "l", base + "h"], args=[field, pos, count])
+            taken = await client.run((client.claim_at, (base + "s", base + "l", base + "h"), (field, pos, count)))
         except RedisError as exc:
             raise self._error(exc, f"claiming samples {pos + 1}..{pos + count} of key {key} for {namespace!r}") from exc
         return list(taken)
+
+    async def claim_at_many(self, run_id: str, claims: Sequence[tuple[str, str, int, int]]
+                            ) -> "list[Union[list[bytes], Exception]]":
+        """The :meth:`claim_at` script of every ``(namespace, key, position, count)`` in one
+        pipeline (a tick's replays by request id)."""
+        out: "list[Union[list[bytes], Exception]]" = [[] for _ in claims]
+        ops: list[_Op] = []
+        sent: list[int] = []
+        try:
+            client = await self._ready()
+        except StoreError as exc:
+            return [exc for _ in claims]
+        for i, (namespace, key, pos, count) in enumerate(claims):
+            try:
+                base = self._base(key)
+            except InvalidRequestError as exc:
+                out[i] = exc
+                continue
+            ops.append((client.claim_at, (base + "s", base + "l", base + "h"),
+                        (orjson.dumps([run_id, namespace]), pos, count)))
+            sent.append(i)
+        if not ops:
+            return out
+        replies: list[Any]
+        try:
+            replies = await client.pipelined(ops)
+        except RedisError as exc:
+            replies = [exc] * len(ops)
+        for i, reply in zip(sent, replies):
+            namespace, key, pos, count = claims[i]
+            if isinstance(reply, Exception):
+                out[i] = self._error(reply, f"claiming samples {pos}..{pos + count - 1} of key {key} for {namespace!r}")
+            else:
+                out[i] = list(reply)
+        return out
 
     # -- generation lease --------------------------------------------------------------------
     lease_reports_length = True  # the acquire script returns LLEN (Lease.length)
@@ -670,9 +935,9 @@ class RedisStore(Store):
         delay = min(0.002, ttl / 20)
         while True:
             try:
-                got, length, *found = await client.lease_acquire(
-                    keys=[lease_key, base + "s", base + "l"],
-                    args=[lease.token, ttl_ms, self._orphans.get(key, ""), *fields])
+                got, length, *found = await client.run((
+                    client.lease_acquire, (lease_key, base + "s", base + "l"),
+                    (lease.token, ttl_ms, self._orphans.get(key, ""), *fields)))
             except RedisError as exc:
                 raise self._error(exc, f"acquiring the generation lease of key {key}") from exc
             lease.waited = loop.time() - started
@@ -710,7 +975,7 @@ class RedisStore(Store):
             lease.renewer = None
             if lease.acquired and not lease.ended:
                 try:
-                    await client.lease_release(keys=[lease_key], args=[lease.token])
+                    await client.run((client.lease_release, (lease_key,), (lease.token,)))
                 except RedisError as exc:  # it expires by itself, or our next acquire takes it
                     self._orphans[key] = lease.token
                     log.warning("could not release the generation lease of key %s (%s); it "
@@ -973,6 +1238,26 @@ def _drop_sockets(redis_client: Any) -> None:
                 transport._sock = None
         with contextlib.suppress(AttributeError):
             conn._writer = conn._reader = None
+
+
+def _id_records(entries: Any) -> dict[tuple[str, str], tuple[int, int]]:
+    """The request-id records of one key's hash; entries not written by CacheSaver are left
+    out (a record is only a hint)."""
+    if isinstance(entries, list):  # (a reply without redis-py's HGETALL callback: field, value, ...)
+        entries = dict(zip(entries[::2], entries[1::2]))
+    if not isinstance(entries, dict):
+        return {}
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for field, value in entries.items():
+        try:
+            namespace, request_id = orjson.loads(field)
+            pos, count = orjson.loads(value)
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            continue  # not written by CacheSaver: ignored (it is only a hint)
+        if (isinstance(namespace, str) and isinstance(request_id, str) and type(pos) is int
+                and type(count) is int and pos >= 0 and count > 0):
+            out[(namespace, request_id)] = (pos, count)
+    return out
 
 
 def _run_arg(run_id: str) -> str:
