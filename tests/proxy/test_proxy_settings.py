@@ -14,16 +14,19 @@ from cachesaver_litellm.proxy import ProxyConfigError, identity_from_headers, se
 def test_defaults_match_register():
     settings = settings_from_env({})
     assert settings.register_kwargs() == {"store": "./.cachesaver", "run_id": None, "namespace": "default",
-                                          "timeout": 0.02, "batch_size": 64, "max_n": 128}
+                                          "timeout": 0.02, "batch_size": 64, "max_n": 128, "max_fanout": 8,
+                                          "max_concurrent_calls": 64}
 
 
 def test_every_variable_is_read():
     settings = settings_from_env({"CACHESAVER_STORE": "redis://127.0.0.1:6379/0?prefix=p",
                                   "CACHESAVER_RUN_ID": "fleet-1", "CACHESAVER_NAMESPACE": "exp",
                                   "CACHESAVER_BATCH_TIMEOUT": "0.1", "CACHESAVER_BATCH_SIZE": "8",
-                                  "CACHESAVER_MAX_N": "16"})
+                                  "CACHESAVER_MAX_N": "16", "CACHESAVER_MAX_FANOUT": "2",
+                                  "CACHESAVER_MAX_CONCURRENT_CALLS": "10"})
     assert settings.register_kwargs() == {"store": "redis://127.0.0.1:6379/0?prefix=p", "run_id": "fleet-1",
-                                          "namespace": "exp", "timeout": 0.1, "batch_size": 8, "max_n": 16}
+                                          "namespace": "exp", "timeout": 0.1, "batch_size": 8, "max_n": 16,
+                                          "max_fanout": 2, "max_concurrent_calls": 10}
     assert settings.shared_store
 
 
@@ -37,6 +40,8 @@ def test_every_variable_is_read():
     ("CACHESAVER_STORE", "https://example.invalid/cache", "redis://"),
     ("CACHESAVER_MAX_N", "0", ">= 1"),
     ("CACHESAVER_MAX_N", "many", "whole number"),
+    ("CACHESAVER_MAX_FANOUT", "0", ">= 1"),
+    ("CACHESAVER_MAX_CONCURRENT_CALLS", "lots", "whole number"),
 ])
 def test_bad_values_are_refused_naming_the_variable(name, value, words):
     with pytest.raises(ProxyConfigError) as info:
