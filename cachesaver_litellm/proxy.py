@@ -273,5 +273,6 @@ from ._proxy_hooks import (  # noqa: E402,F401  (re-exported: configs and tests 
     client_error,
     correct_stream_cost,
     install_hooks,
+    log_saving,
     response_headers,
 )

@@ -244,3 +244,27 @@ def test_a_streamed_hit_is_logged_at_what_it_was_billed():
     other = {"stream": True, "standard_logging_object": {"response_cost": 1.0}}
     cs_proxy.correct_stream_cost(other)
     assert other["standard_logging_object"] == {"response_cost": 1.0}
+
+
+def test_a_response_that_reused_samples_is_logged_at_what_they_saved():
+    """The logged ``saved_cache_cost`` is the engine's stored price of the reused samples, as in
+    ``stats()`` and bundles: a partial hit logged 0 before, and a full hit of one of the two
+    samples one call generated was logged at a re-priced whole call (its prompt counted again)."""
+    partial = {"stream": False, "cachesaver": {"cached": [True, True, False], "cost_billed": 3e-06,
+                                               "cost_saved": 6e-06},
+               "standard_logging_object": {"response_cost": 3e-06, "cache_hit": False, "saved_cache_cost": 0.0}}
+    cs_proxy.log_saving(partial)
+    assert partial["standard_logging_object"] == {"response_cost": 3e-06, "cache_hit": False,
+                                                  "saved_cache_cost": 6e-06}
+    full = {"stream": False, "cachesaver": {"cached": [True], "cost_billed": 0.0, "cost_saved": 2.5e-06},
+            "standard_logging_object": {"response_cost": 0.0, "cache_hit": True, "saved_cache_cost": 3.9e-06}}
+    cs_proxy.log_saving(full)
+    assert full["standard_logging_object"]["saved_cache_cost"] == 2.5e-06
+    # nothing reused, or no engine figure, or not a cachesaver call: untouched
+    for untouched in ({"cachesaver": {"cached": [False], "cost_saved": 0.0},
+                       "standard_logging_object": {"saved_cache_cost": 0.0}},
+                      {"cachesaver": {"cached": [True]}, "standard_logging_object": {"saved_cache_cost": 1.0}},
+                      {"standard_logging_object": {"saved_cache_cost": 1.0}}):
+        before = dict(untouched["standard_logging_object"])
+        cs_proxy.log_saving(untouched)
+        assert untouched["standard_logging_object"] == before
