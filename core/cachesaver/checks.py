@@ -44,7 +44,8 @@ def check_n(n: Any, field: str = "n", *, optional: bool = True, limit: Optional[
     if limit is not None and n > limit:
         raise InvalidRequestError(
             f"{field} is {n}, above the limit of {limit} samples per request; ask in several "
-            f"requests, or raise the limit with max_n= (the pipeline's or the adapter's)")
+            f"requests, or raise the limit with max_n= (the pipeline's or the adapter's; "
+            f"CACHESAVER_MAX_N behind the LiteLLM Proxy)")
     return n
 
 
