@@ -20,7 +20,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from cachesaver.checks import MAX_N, check_max_n
+from cachesaver.checks import MAX_CONCURRENT_CALLS, MAX_FANOUT, MAX_N, call_bounds, check_max_n
 from cachesaver.errors import InvalidRequestError, PipelineClosedError
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, check_namespace
@@ -97,6 +97,11 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
     bundle as ``store`` is always offline)."""
     max_n: int = MAX_N
     """The most generations one call may ask for (refused above it, before anything is paid)."""
+    max_fanout: int = MAX_FANOUT
+    """Inner calls one call's generations take at once when the inner model has no ``n`` (one
+    call per generation): many generations are spread over time, never sent all at once."""
+    max_concurrent_calls: int = MAX_CONCURRENT_CALLS
+    """Inner calls this instance has in flight at once, whatever its callers ask (bounded cost)."""
     price: Optional[Callable[[str, int, int], float]] = Field(default=litellm_price, exclude=True)
     """Dollars of one inner call, ``(model, input_tokens, output_tokens) -> float``, kept with
     its samples for ``stats`` and bundles. Default: litellm's cost map when litellm is installed
@@ -157,6 +162,7 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
             raise InvalidRequestError(f"batch_timeout must be >= 0 seconds, got {self.batch_timeout}")
         check_max_n(self.max_n)
         check_n(self.n, limit=self.max_n)
+        call_bounds(self.max_fanout, self.max_concurrent_calls)
         if self.run_id is not None and not self.run_id:
             raise InvalidRequestError("run_id must be a non-empty str or None")
         check_store_spec(self.store)
@@ -258,7 +264,9 @@ class CacheSaverChatModel(RunMetadataEntryPoints, BaseChatModel):
                                                 timeout=self.batch_timeout, run_id=self.run_id,
                                                 namespace=self.namespace,
                                                 extra={"offline": self.offline, "max_n": self.max_n,
-                                                       **self._batch_api_extra()})
+                                                       **self._batch_api_extra()},
+                                                call_bounds=call_bounds(self.max_fanout,
+                                                                        self.max_concurrent_calls))
                     self._hosted = HostedPipeline(InnerFactory(self.chat_model, self.price), settings)
                 hosted = self._hosted
         return hosted

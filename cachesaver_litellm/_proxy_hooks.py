@@ -18,7 +18,7 @@ from ._http_identity import header_value
 
 log = logging.getLogger("cachesaver.litellm.proxy")
 
-__all__ = ["ProxyHooks", "response_headers", "correct_stream_cost", "client_error", "install_hooks"]
+__all__ = ["ProxyHooks", "response_headers", "correct_stream_cost", "log_saving", "client_error", "install_hooks"]
 
 
 def response_headers(flags: Mapping[str, Any]) -> dict[str, str]:
@@ -104,6 +104,24 @@ def correct_stream_cost(kwargs: dict) -> None:
                 payload["saved_cache_cost"] = float(listed)
 
 
+def log_saving(kwargs: dict) -> None:
+    """Log what a response that reused samples saved: their stored price (the engine's figure).
+
+    litellm fills ``saved_cache_cost`` for full cache hits only, re-pricing the response as if
+    it were one call: a partial hit was logged as saving nothing, and a full hit of fewer
+    samples than their call generated at more than their share (the call's prompt counted
+    again). ``stats()``, the cost callback and bundles count each reused sample at its stored
+    price; the engine's flags carry that sum (``cost_saved``), logged here, so the proxy's
+    logs say what every other view says.
+    """
+    flags = kwargs.get("cachesaver")
+    payload = kwargs.get("standard_logging_object")
+    if not isinstance(flags, Mapping) or not isinstance(payload, dict) or "cost_saved" not in flags:
+        return
+    if any(flags.get("cached") or []):
+        payload["saved_cache_cost"] = float(flags.get("cost_saved") or 0.0)
+
+
 def client_error(exc: BaseException) -> Optional[BaseException]:
     """The CacheSaver request error behind ``exc`` (litellm wraps it), if any."""
     seen = set()
@@ -125,21 +143,23 @@ class ProxyHooks(CustomLogger):
       The provider raises these while it builds the engine request, before any upstream call;
       this failure hook only changes the status the client sees;
     - the logged cost of streamed responses (:func:`correct_stream_cost`), which the proxy's
-      spend tracking reads.
+      spend tracking reads, and the logged saving of responses that reused samples (:func:`log_saving`).
     """
 
     async def async_logging_hook(self, kwargs: dict, result: Any, call_type: str) -> tuple[dict, Any]:
         try:
             correct_stream_cost(kwargs)
+            log_saving(kwargs)
         except Exception as exc:  # a logging hook must never break logging
-            log.debug("could not correct the logged cost of a cachesaver stream: %r", exc)
+            log.debug("could not correct the logged cost or saving of a cachesaver response: %r", exc)
         return kwargs, result
 
     def logging_hook(self, kwargs: dict, result: Any, call_type: str) -> tuple[dict, Any]:
         try:
             correct_stream_cost(kwargs)
+            log_saving(kwargs)
         except Exception as exc:
-            log.debug("could not correct the logged cost of a cachesaver stream: %r", exc)
+            log.debug("could not correct the logged cost or saving of a cachesaver response: %r", exc)
         return kwargs, result
 
     async def async_post_call_response_headers_hook(self, data: dict, user_api_key_dict: Any, response: Any,

@@ -15,7 +15,7 @@ from litellm import CustomLLM
 from litellm.utils import custom_llm_setup
 
 from cachesaver.batchapi import BatchAPI
-from cachesaver.checks import MAX_N, check_max_n
+from cachesaver.checks import MAX_CONCURRENT_CALLS, MAX_FANOUT, MAX_N, call_bounds, check_max_n
 from cachesaver.errors import InvalidRequestTypeError
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.runtime import HostedPipeline, PipelineSettings, check_namespace
@@ -47,7 +47,8 @@ _stand_in = Unregistered()
 def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: float = 0.02,
              run_id: Optional[str] = None, namespace: str = "default", key_api_base: bool = False,
              offline: bool = False, cost_callback: bool = True, max_n: int = MAX_N,
-             batch_api: Any = False) -> CacheSaverLLM:
+             batch_api: Any = False, max_fanout: int = MAX_FANOUT,
+             max_concurrent_calls: int = MAX_CONCURRENT_CALLS) -> CacheSaverLLM:
     """Add the ``cachesaver`` provider to litellm; ``cachesaver/<model>`` then goes through the engine.
 
     ``store`` takes what the engine's ``cache=`` takes (a directory path, a ``diskcache.Cache``,
@@ -58,6 +59,9 @@ def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: flo
     ``offline=True`` serves stored samples only and turns every miss into an
     ``OfflineMissError`` without calling a model (a bundle as ``store`` is always offline);
     ``max_n`` is the most samples one call may ask for (refused above it, before any cost);
+    ``max_fanout`` bounds the provider calls one call's samples take at once from a provider
+    without ``n`` (one call per sample), and ``max_concurrent_calls`` the provider calls in
+    flight for all callers together, so cost in flight is bounded whatever the callers send;
     ``batch_api=True`` (or a dict of :class:`cachesaver.batchapi.BatchAPI` options such as
     ``{"window": 5.0}``) sends misses through the provider's Batch API at its batch price: a call
     returns when its batch does (see the README's "Batch API mode").
@@ -71,7 +75,8 @@ def register(store: Any = "./.cachesaver", *, batch_size: int = 64, timeout: flo
     check_namespace(namespace)
     settings = PipelineSettings(store, batch_size=batch_size, timeout=timeout, run_id=run_id, namespace=namespace,
                                 extra={"offline": bool(offline), "max_n": check_max_n(max_n),
-                                       **_batch_api(batch_api)})
+                                       **_batch_api(batch_api)},
+                                call_bounds=call_bounds(max_fanout, max_concurrent_calls))
     mirror_known_models()  # cachesaver/<model> reports what <model> reports (see _capabilities)
     guard_dspy_cache()  # warns once if DSPy's own cache sits in front of cachesaver/ (see _dspy_guard)
     with _lock:

@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Mapping, Optional
 
-from cachesaver.checks import MAX_N, check_max_n
+from cachesaver.checks import MAX_CONCURRENT_CALLS, MAX_FANOUT, MAX_N, call_bounds, check_max_n
 from cachesaver.errors import CacheSaverError, InvalidRequestTypeError, PipelineClosedError
 from cachesaver.pipelines import OnlineAPI
 from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, check_namespace, read_identity
@@ -50,13 +50,15 @@ class CacheSaverRouter:
 
     ``router`` is a ready ``litellm.Router``; or pass ``model_list=`` (and any Router keyword)
     to build one. ``store``, ``batch_size``, ``timeout``, ``run_id`` and ``namespace`` are the
-    engine settings (see ``cachesaver_litellm.register``). Namespace and request id come from
+    engine settings, ``max_n``, ``max_fanout`` and ``max_concurrent_calls`` its bounds on cost
+    (see ``cachesaver_litellm.register``). Namespace and request id come from
     ``metadata`` / ``litellm_metadata`` (``cachesaver_namespace``, ``cachesaver_request_id``).
     """
 
     def __init__(self, router: Any = None, *, store: Any = "./.cachesaver", batch_size: int = 64,
                  timeout: float = 0.02, run_id: Optional[str] = None, namespace: str = "default",
-                 offline: bool = False, max_n: int = MAX_N, **router_kwargs: Any) -> None:
+                 offline: bool = False, max_n: int = MAX_N, max_fanout: int = MAX_FANOUT,
+                 max_concurrent_calls: int = MAX_CONCURRENT_CALLS, **router_kwargs: Any) -> None:
         if router is None:
             import litellm
 
@@ -76,7 +78,8 @@ class CacheSaverRouter:
         self.router = router
         self.default_namespace = namespace
         settings = PipelineSettings(store, batch_size=batch_size, timeout=timeout, run_id=run_id,
-                                    namespace=namespace, extra={"offline": bool(offline), "max_n": check_max_n(max_n)})
+                                    namespace=namespace, extra={"offline": bool(offline), "max_n": check_max_n(max_n)},
+                                    call_bounds=call_bounds(max_fanout, max_concurrent_calls))
         self._hosted = HostedPipeline(LiteLLMBackend, settings)
 
     # -- completion ------------------------------------------------------------------------------

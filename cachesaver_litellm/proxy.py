@@ -24,6 +24,10 @@ its handler. A bad value stops the proxy at start-up with an error naming the va
 ``CACHESAVER_BATCH_SIZE``     samples that close a batch early (default 64)
 ``CACHESAVER_MAX_N``          the most samples one request may ask for (default 128); a client
                               asking for more gets a 400 before anything is paid
+``CACHESAVER_MAX_FANOUT``     upstream calls one request's samples take at once from a provider
+                              without ``n`` (default 8)
+``CACHESAVER_MAX_CONCURRENT_CALLS``  upstream calls the process has in flight at once, whatever
+                              the clients send (default 64)
 ============================  ==================================================================
 
 Clients name their namespace in the body (``metadata={"cachesaver_namespace": "A"}``) or with
@@ -49,7 +53,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
-from cachesaver.checks import MAX_N
+from cachesaver.checks import MAX_CONCURRENT_CALLS, MAX_FANOUT, MAX_N
 from cachesaver.errors import InvalidRequestError
 from cachesaver.stores.urls import redact_url
 
@@ -71,6 +75,8 @@ __all__ = [
     "ENV_BATCH_TIMEOUT",
     "ENV_BATCH_SIZE",
     "ENV_MAX_N",
+    "ENV_MAX_FANOUT",
+    "ENV_MAX_CONCURRENT_CALLS",
 ]
 
 log = logging.getLogger("cachesaver.litellm.proxy")
@@ -81,6 +87,8 @@ ENV_NAMESPACE = "CACHESAVER_NAMESPACE"
 ENV_BATCH_TIMEOUT = "CACHESAVER_BATCH_TIMEOUT"
 ENV_BATCH_SIZE = "CACHESAVER_BATCH_SIZE"
 ENV_MAX_N = "CACHESAVER_MAX_N"
+ENV_MAX_FANOUT = "CACHESAVER_MAX_FANOUT"
+ENV_MAX_CONCURRENT_CALLS = "CACHESAVER_MAX_CONCURRENT_CALLS"
 
 DEFAULT_STORE = "./.cachesaver"
 DEFAULT_NAMESPACE = "default"
@@ -106,6 +114,8 @@ class ProxySettings:
     batch_timeout: float = DEFAULT_BATCH_TIMEOUT
     batch_size: int = DEFAULT_BATCH_SIZE
     max_n: int = MAX_N
+    max_fanout: int = MAX_FANOUT
+    max_concurrent_calls: int = MAX_CONCURRENT_CALLS
 
     def register_kwargs(self) -> dict[str, Any]:
         return {
@@ -115,6 +125,8 @@ class ProxySettings:
             "timeout": self.batch_timeout,
             "batch_size": self.batch_size,
             "max_n": self.max_n,
+            "max_fanout": self.max_fanout,
+            "max_concurrent_calls": self.max_concurrent_calls,
         }
 
     @property
@@ -124,7 +136,8 @@ class ProxySettings:
     def describe(self) -> str:
         """For logs: the store without credentials."""
         return (f"store={redact_store(self.store)} run_id={self.run_id!r} namespace={self.namespace!r} "
-                f"batch_timeout={self.batch_timeout} batch_size={self.batch_size} max_n={self.max_n}")
+                f"batch_timeout={self.batch_timeout} batch_size={self.batch_size} max_n={self.max_n} "
+                f"max_fanout={self.max_fanout} max_concurrent_calls={self.max_concurrent_calls}")
 
 
 def redact_store(store: str) -> str:
@@ -170,8 +183,16 @@ def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> ProxySetti
 
     max_n = _env_number(env, ENV_MAX_N, int, MAX_N, example=str(MAX_N), what="a whole number",
                         valid=lambda n: n >= 1, rule="must be >= 1 (the most samples one request may ask for)")
+    max_fanout = _env_number(env, ENV_MAX_FANOUT, int, MAX_FANOUT, example=str(MAX_FANOUT),
+                             what="a whole number", valid=lambda n: n >= 1,
+                             rule="must be >= 1 (upstream calls one request's samples take at once)")
+    max_concurrent_calls = _env_number(env, ENV_MAX_CONCURRENT_CALLS, int, MAX_CONCURRENT_CALLS,
+                                       example=str(MAX_CONCURRENT_CALLS), what="a whole number",
+                                       valid=lambda n: n >= 1,
+                                       rule="must be >= 1 (upstream calls in flight at once)")
     return ProxySettings(store=store, run_id=run_id, namespace=namespace, batch_timeout=batch_timeout,
-                         batch_size=batch_size, max_n=max_n)
+                         batch_size=batch_size, max_n=max_n, max_fanout=max_fanout,
+                         max_concurrent_calls=max_concurrent_calls)
 
 
 def _env_number(env: Mapping[str, str], name: str, parse: Callable[[str], Any], default: Any, *,
@@ -252,5 +273,6 @@ from ._proxy_hooks import (  # noqa: E402,F401  (re-exported: configs and tests 
     client_error,
     correct_stream_cost,
     install_hooks,
+    log_saving,
     response_headers,
 )

@@ -289,16 +289,19 @@ class Cacher:
         deliveries: "list[tuple[Demand, int, list[bytes], Optional[Sequence[int]]]]" = []
         pending = demands if all(d.n > 0 for d in demands) else [d for d in demands if d.n > 0]
         stalled = 0
+        last_seen: Optional[list[int]] = None
         try:
             while pending:
                 generated = len(calls)
                 if not await self._fill(key, pending, calls):
                     return  # a model call failed; its waiters got the error
                 with self.lock:
-                    short = await self._claim(key, pending, deliveries, calls)
-                if len(short) == len(pending) and len(calls) == generated:
-                    # Nothing generated, nothing claimed: another process may have taken the
-                    # samples (then the next round generates), unless the store is inconsistent.
+                    short, seen = await self._claim(key, pending, deliveries, calls)
+                if len(short) == len(pending) and len(calls) == generated and seen == last_seen:
+                    # Nothing generated, nothing claimed, and no position moved since the last
+                    # such round: the plan saw samples the claims cannot take, so the store is
+                    # inconsistent. (Positions that moved mean other processes of the run took
+                    # the samples first: contention, so the next round plans again.)
                     stalled += 1
                     if stalled >= 3:
                         raise CorruptSampleError(
@@ -309,6 +312,7 @@ class Cacher:
                     await asyncio.sleep(0)
                 else:
                     stalled = 0
+                last_seen = seen if len(short) == len(pending) and len(calls) == generated else None
                 pending = short
         finally:
             with self.lock:
@@ -439,10 +443,12 @@ class Cacher:
             generation = Generation(key, call.stop, max(missing, 0), None)
         return True
 
-    async def _claim(self, key: str, pending: list[Demand], deliveries: list, calls: list[_Call]) -> list[Demand]:
-        """Claim each demand's samples (all or nothing); return the demands still short.
+    async def _claim(self, key: str, pending: list[Demand], deliveries: list,
+                     calls: list[_Call]) -> tuple[list[Demand], list[int]]:
+        """Claim each demand's samples (all or nothing); return the demands still short, and
+        the ledger positions their claims found (they move when other processes claim).
         What this round appended is claimed from memory where the ledger allows (``recent``)."""
-        short = []
+        short, seen = [], []
         recent = [(call.start, call.samples) for call in calls]
         for demand in pending:
             n = demand.n
@@ -453,7 +459,8 @@ class Cacher:
                 deliveries.append((demand, pos, raws, billed))
             else:  # another process took them first: go round again
                 short.append(demand)
-        return short
+                seen.append(pos)
+        return short, seen
 
     async def _call_model(self, key: str, template: Request, n: int, meta: bytes,
                           generation: Generation, lease: Any = None, missing: int = 0) -> _Call:

@@ -18,11 +18,18 @@ from typing import Any, Optional
 
 from .errors import InvalidRequestError, InvalidRequestTypeError
 
-__all__ = ["check_n", "check_max_n", "check_namespace", "check_request_id", "MAX_N"]
+__all__ = ["check_n", "check_max_n", "check_call_bound", "call_bounds", "check_namespace", "check_request_id", "MAX_N",
+           "MAX_FANOUT", "MAX_CONCURRENT_CALLS"]
 
 #: The default limit of samples one request may ask for (OpenAI's own limit of ``n``): one
 #: careless or hostile request cannot cost more than this many samples (G2).
 MAX_N = 128
+#: Provider calls one request's fan-out makes at once (a provider without ``n`` answers one
+#: sample per call): a request for many samples is spread over time, never sent all at once.
+MAX_FANOUT = 8
+#: Provider calls one pipeline (one adapter instance: ``register()``, a ``CacheSaverRouter``, a
+#: ``CacheSaverChatModel``, a proxy process) has in flight at once, whatever its callers ask.
+MAX_CONCURRENT_CALLS = 64
 
 
 def check_n(n: Any, field: str = "n", *, optional: bool = True, limit: Optional[int] = None) -> int:
@@ -37,7 +44,8 @@ def check_n(n: Any, field: str = "n", *, optional: bool = True, limit: Optional[
     if limit is not None and n > limit:
         raise InvalidRequestError(
             f"{field} is {n}, above the limit of {limit} samples per request; ask in several "
-            f"requests, or raise the limit with max_n= (the pipeline's or the adapter's)")
+            f"requests, or raise the limit with max_n= (the pipeline's or the adapter's; "
+            f"CACHESAVER_MAX_N behind the LiteLLM Proxy)")
     return n
 
 
@@ -48,6 +56,23 @@ def check_max_n(max_n: Any, field: str = "max_n") -> int:
     if max_n < 1:
         raise InvalidRequestError(f"{field} must be an int >= 1, e.g. {MAX_N}; got {max_n}")
     return max_n
+
+
+def check_call_bound(value: Any, field: str, example: int) -> int:
+    """A bound on provider calls in flight (``max_fanout``, ``max_concurrent_calls``): an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequestTypeError(f"{field} must be an int >= 1, e.g. {example}; got {value!r}")
+    if value < 1:
+        raise InvalidRequestError(f"{field} must be an int >= 1, e.g. {example}; got {value}")
+    return value
+
+
+def call_bounds(max_fanout: Any = MAX_FANOUT, max_concurrent_calls: Any = MAX_CONCURRENT_CALLS) -> dict:
+    """An adapter's bounds on its provider calls in flight, checked (ints >= 1), as
+    ``PipelineSettings.call_bounds`` takes them."""
+    return {"max_fanout": check_call_bound(max_fanout, "max_fanout", MAX_FANOUT),
+            "max_concurrent_calls": check_call_bound(max_concurrent_calls, "max_concurrent_calls",
+                                                     MAX_CONCURRENT_CALLS)}
 
 
 def check_namespace(namespace: Any, field: str = "namespace", example: str = "'agent-1'") -> str:

@@ -170,3 +170,25 @@ def test_demo_command_prints_what_the_readme_shows(tmp_path, declared_commands, 
     assert max(len(line) for line in printed[start:start + len(expected) - 1]) <= 80
     assert chart.exists() and chart.stat().st_size > 1000
     assert "Provider List" not in out.out + out.err
+
+
+def test_another_model_is_priced_at_its_own_prices(tmp_path):
+    """Issue 22: ``--model`` shows that model's dollars. Before, every model was priced as
+    gpt-4.1-nano. The demo runs ``openai/gpt-4o-mini`` (served by the local server here); its
+    billed dollars are litellm's price of gpt-4o-mini for the tokens billed, not gpt-4.1-nano's."""
+    import litellm
+
+    from cachesaver_demo.runner import prices_of
+
+    with FakeOpenAIServer(seed=24, responder=respond) as server:
+        [result] = asyncio.run(run_experiment(
+            cache=str(tmp_path / "other"), model="openai/gpt-4o-mini",
+            call_kwargs={"api_base": server.base_url, "api_key": "sk-test"},
+            puzzles=PUZZLES[:1], scenarios=SCENARIOS[:1]))
+    prompt, completion = result.prompt_tokens_billed, result.completion_tokens_billed
+    assert prompt > 0 and completion > 0
+    own = sum(litellm.cost_per_token(model="gpt-4o-mini", prompt_tokens=prompt, completion_tokens=completion))
+    nano = sum(litellm.cost_per_token(model="gpt-4.1-nano", prompt_tokens=prompt, completion_tokens=completion))
+    assert own != pytest.approx(nano)
+    assert result.billed == pytest.approx(own, rel=1e-6)
+    assert prices_of([result]) == "openai/gpt-4o-mini"

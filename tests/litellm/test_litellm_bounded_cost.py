@@ -7,11 +7,13 @@ concurrent upstream calls.
 """
 from __future__ import annotations
 
+import asyncio
+
 import litellm
 import pytest
 
 import cachesaver_litellm
-from cachesaver.errors import InvalidRequestError
+from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError
 from cachesaver.testing.server import FakeOpenAIServer
 
 from _litellm_helpers import MESSAGES, ns
@@ -52,3 +54,41 @@ async def test_a_provider_without_n_is_asked_a_few_calls_at_a_time(store_path):
         assert slow.request_count == 24  # one call per sample: the provider has no n
         assert slow.peak_in_flight <= 8  # max_fanout, not 24 at once
         assert slow.peak_in_flight >= 2  # ...and still concurrent
+
+
+async def test_a_pipeline_has_at_most_max_concurrent_calls_in_flight(store_path):
+    """100 callers, each a different prompt (a miss each), all at once: the upstream server sees
+    at most 64 calls in flight (the default ``max_concurrent_calls``), not 100 (two batches of
+    misses, 64 + 36 calls, each call its own key)."""
+    with FakeOpenAIServer(seed=4, latency=0.3) as slow:
+        cachesaver_litellm.register(store=store_path, timeout=0.01)
+        responses = await asyncio.gather(*(
+            litellm.acompletion(model="cachesaver/openai/gpt-4o-mini", n=1, metadata=ns("a"),
+                                messages=[{"role": "user", "content": f"question {i}"}],
+                                api_base=slow.base_url, api_key="sk-test", max_retries=0)
+            for i in range(100)))
+        assert all(len(r.choices) == 1 for r in responses)
+        assert slow.request_count == 100
+        assert slow.peak_in_flight <= 64
+        assert slow.peak_in_flight > 8  # concurrent, not one fan-out's worth
+
+
+async def test_the_bounds_on_calls_in_flight_are_the_adapters_to_set(store_path):
+    with FakeOpenAIServer(seed=5, latency=0.1) as slow:
+        cachesaver_litellm.register(store=store_path, timeout=0.01, max_fanout=3, max_concurrent_calls=5)
+        fan = await litellm.acompletion(model=NO_N_MODEL, messages=MESSAGES, n=12, metadata=ns("a"),
+                                        api_base=slow.base_url, api_key="sk-test", max_retries=0)
+        assert len(fan.choices) == 12 and slow.request_count == 12
+        assert 2 <= slow.peak_in_flight <= 3  # max_fanout=3
+        slow.reset_counters()
+        await asyncio.gather(*(
+            litellm.acompletion(model="cachesaver/openai/gpt-4o-mini", n=1, metadata=ns("a"),
+                                messages=[{"role": "user", "content": f"question {i}"}],
+                                api_base=slow.base_url, api_key="sk-test", max_retries=0)
+            for i in range(20)))
+        assert slow.request_count == 20
+        assert 2 <= slow.peak_in_flight <= 5  # max_concurrent_calls=5
+    with pytest.raises(InvalidRequestError, match="max_fanout must be an int >= 1"):
+        cachesaver_litellm.register(store=store_path, max_fanout=0)
+    with pytest.raises(InvalidRequestTypeError, match="max_concurrent_calls must be an int >= 1"):
+        cachesaver_litellm.register(store=store_path, max_concurrent_calls="8")

@@ -50,7 +50,8 @@ async def test_invalid_requests_are_bad_requests_with_the_one_line_message(provi
         await litellm.acompletion(n=129, metadata=ns("a"), **call_kwargs)
     assert _refused(caught, InvalidRequestError) == (
         "request.n is 129, above the limit of 128 samples per request; ask in several requests, "
-        "or raise the limit with max_n= (the pipeline's or the adapter's)")
+        "or raise the limit with max_n= (the pipeline's or the adapter's; CACHESAVER_MAX_N behind the "
+        "LiteLLM Proxy)")
 
     assert server.request_count == 0
     assert capfd.readouterr() == ("", "")  # no banner, no traceback

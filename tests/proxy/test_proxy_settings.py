@@ -14,16 +14,19 @@ from cachesaver_litellm.proxy import ProxyConfigError, identity_from_headers, se
 def test_defaults_match_register():
     settings = settings_from_env({})
     assert settings.register_kwargs() == {"store": "./.cachesaver", "run_id": None, "namespace": "default",
-                                          "timeout": 0.02, "batch_size": 64, "max_n": 128}
+                                          "timeout": 0.02, "batch_size": 64, "max_n": 128, "max_fanout": 8,
+                                          "max_concurrent_calls": 64}
 
 
 def test_every_variable_is_read():
     settings = settings_from_env({"CACHESAVER_STORE": "redis://127.0.0.1:6379/0?prefix=p",
                                   "CACHESAVER_RUN_ID": "fleet-1", "CACHESAVER_NAMESPACE": "exp",
                                   "CACHESAVER_BATCH_TIMEOUT": "0.1", "CACHESAVER_BATCH_SIZE": "8",
-                                  "CACHESAVER_MAX_N": "16"})
+                                  "CACHESAVER_MAX_N": "16", "CACHESAVER_MAX_FANOUT": "2",
+                                  "CACHESAVER_MAX_CONCURRENT_CALLS": "10"})
     assert settings.register_kwargs() == {"store": "redis://127.0.0.1:6379/0?prefix=p", "run_id": "fleet-1",
-                                          "namespace": "exp", "timeout": 0.1, "batch_size": 8, "max_n": 16}
+                                          "namespace": "exp", "timeout": 0.1, "batch_size": 8, "max_n": 16,
+                                          "max_fanout": 2, "max_concurrent_calls": 10}
     assert settings.shared_store
 
 
@@ -37,6 +40,8 @@ def test_every_variable_is_read():
     ("CACHESAVER_STORE", "https://example.invalid/cache", "redis://"),
     ("CACHESAVER_MAX_N", "0", ">= 1"),
     ("CACHESAVER_MAX_N", "many", "whole number"),
+    ("CACHESAVER_MAX_FANOUT", "0", ">= 1"),
+    ("CACHESAVER_MAX_CONCURRENT_CALLS", "lots", "whole number"),
 ])
 def test_bad_values_are_refused_naming_the_variable(name, value, words):
     with pytest.raises(ProxyConfigError) as info:
@@ -239,3 +244,27 @@ def test_a_streamed_hit_is_logged_at_what_it_was_billed():
     other = {"stream": True, "standard_logging_object": {"response_cost": 1.0}}
     cs_proxy.correct_stream_cost(other)
     assert other["standard_logging_object"] == {"response_cost": 1.0}
+
+
+def test_a_response_that_reused_samples_is_logged_at_what_they_saved():
+    """The logged ``saved_cache_cost`` is the engine's stored price of the reused samples, as in
+    ``stats()`` and bundles: a partial hit logged 0 before, and a full hit of one of the two
+    samples one call generated was logged at a re-priced whole call (its prompt counted again)."""
+    partial = {"stream": False, "cachesaver": {"cached": [True, True, False], "cost_billed": 3e-06,
+                                               "cost_saved": 6e-06},
+               "standard_logging_object": {"response_cost": 3e-06, "cache_hit": False, "saved_cache_cost": 0.0}}
+    cs_proxy.log_saving(partial)
+    assert partial["standard_logging_object"] == {"response_cost": 3e-06, "cache_hit": False,
+                                                  "saved_cache_cost": 6e-06}
+    full = {"stream": False, "cachesaver": {"cached": [True], "cost_billed": 0.0, "cost_saved": 2.5e-06},
+            "standard_logging_object": {"response_cost": 0.0, "cache_hit": True, "saved_cache_cost": 3.9e-06}}
+    cs_proxy.log_saving(full)
+    assert full["standard_logging_object"]["saved_cache_cost"] == 2.5e-06
+    # nothing reused, or no engine figure, or not a cachesaver call: untouched
+    for untouched in ({"cachesaver": {"cached": [False], "cost_saved": 0.0},
+                       "standard_logging_object": {"saved_cache_cost": 0.0}},
+                      {"cachesaver": {"cached": [True]}, "standard_logging_object": {"saved_cache_cost": 1.0}},
+                      {"standard_logging_object": {"saved_cache_cost": 1.0}}):
+        before = dict(untouched["standard_logging_object"])
+        cs_proxy.log_saving(untouched)
+        assert untouched["standard_logging_object"] == before

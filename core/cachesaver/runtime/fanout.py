@@ -23,6 +23,7 @@ import asyncio
 import logging
 from typing import Any, Optional
 
+from ..checks import MAX_CONCURRENT_CALLS, MAX_FANOUT, check_call_bound
 from ..generation import current_generation
 from ..keypolicy import MODEL_IN_REQUEST
 from ..typedefs import Request, Response, SingleRequestModel, Usage, merge_responses
@@ -46,13 +47,24 @@ class FanOutModel(SingleRequestModel):
     model_id: Any = MODEL_IN_REQUEST
     #: Provider calls one fan-out makes at once (a provider without ``n`` answers one sample per
     #: call): a request for many samples is spread over time, not sent as that many calls at once.
-    max_fanout: int = 8
+    max_fanout: int = MAX_FANOUT
     #: Provider calls this model makes at once, whatever the requests (G2: bounded cost in flight).
-    max_concurrent_calls: int = 64
+    max_concurrent_calls: int = MAX_CONCURRENT_CALLS
     _gate: Optional[asyncio.Semaphore] = None
     #: Provider calls made, and how many failed (for tests and stats; one per HTTP request).
     real_calls: int = 0
     failed_real_calls: int = 0
+
+    def set_call_bounds(self, max_fanout: Optional[int] = None, max_concurrent_calls: Optional[int] = None) -> None:
+        """Set this model's bounds on provider calls in flight (an adapter's ``max_fanout=`` and
+        ``max_concurrent_calls=``), before its first call: at most ``max_fanout`` calls for one
+        request's samples, at most ``max_concurrent_calls`` for all of them together."""
+        if max_fanout is not None:
+            self.max_fanout = check_call_bound(max_fanout, "max_fanout", MAX_FANOUT)
+        if max_concurrent_calls is not None:
+            self.max_concurrent_calls = check_call_bound(max_concurrent_calls, "max_concurrent_calls",
+                                                         MAX_CONCURRENT_CALLS)
+            self._gate = None  # made again, with the new bound, on the next call
 
     # -- what an adapter implements --------------------------------------------------------------
     def native_n(self, request: Request) -> bool:

@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..admission import Reservation
+from ..errors import InvalidRequestTypeError
 from ..pipelines import OnlineAPI
 from ..stores import Store
 from ..typedefs import Request, Response
+from .fanout import FanOutModel
 from .host import EngineHost, get_host
 
 __all__ = ["HostedPipeline", "PipelineSettings", "Begun", "Group", "Member"]
@@ -49,6 +51,9 @@ class PipelineSettings:
     run_id: Optional[str] = None
     namespace: str = "default"
     extra: dict = field(default_factory=dict)  # more OnlineAPI keywords
+    #: Bounds on the model's provider calls in flight (``max_fanout``, ``max_concurrent_calls``;
+    #: see :meth:`FanOutModel.set_call_bounds`); unset ones keep the model's defaults.
+    call_bounds: dict = field(default_factory=dict)
 
     def same_as(self, other: "PipelineSettings") -> bool:
         """Paths compare by value, store objects by identity."""
@@ -57,8 +62,9 @@ class PipelineSettings:
             same_store = os.fspath(self.store) == os.fspath(other.store)
         else:
             same_store = self.store is other.store
-        return same_store and (self.batch_size, self.timeout, self.run_id, self.namespace, self.extra) == (
-            other.batch_size, other.timeout, other.run_id, other.namespace, other.extra)
+        mine = (self.batch_size, self.timeout, self.run_id, self.namespace, self.extra, self.call_bounds)
+        theirs = (other.batch_size, other.timeout, other.run_id, other.namespace, other.extra, other.call_bounds)
+        return same_store and mine == theirs
 
 
 @dataclass(eq=False)
@@ -214,7 +220,13 @@ class HostedPipeline:
         store = s.store
         if self._pipeline is not None:  # a forked child: fresh connections to the same store
             store = _reopen(store)
-        return OnlineAPI(model=self._model_factory(), cache=store, batch_size=s.batch_size,
+        model = self._model_factory()
+        if s.call_bounds:
+            if not isinstance(model, FanOutModel):
+                raise InvalidRequestTypeError(
+                    f"max_fanout/max_concurrent_calls bound a FanOutModel's calls; {type(model).__name__} is not one")
+            model.set_call_bounds(**s.call_bounds)
+        return OnlineAPI(model=model, cache=store, batch_size=s.batch_size,
                          timeout=s.timeout, run_id=s.run_id, namespace=s.namespace, **s.extra)
 
     # -- requests --------------------------------------------------------------------------------
