@@ -34,3 +34,20 @@ def call_kwargs(server) -> dict:
     """What every test call passes: real HTTP to the fake server, no SDK retries."""
     return {"model": MODEL, "messages": MESSAGES, "api_base": server.base_url, "api_key": "sk-test",
             "max_retries": 0}
+
+
+@pytest.fixture
+async def output_of_this_test_only(capfd):
+    """``capfd`` holding only what this test's own calls print.
+
+    litellm's background logging worker is bound to one event loop. A test that ends with logging
+    still queued leaves it on a closed loop, and the next test's first logging call carries it over
+    with a warning from litellm on stderr. A user's process has one loop, so that warning is an
+    artefact of the test run, not output of the calls under test: carry the queue over and drain it
+    here, then drop what was printed so far."""
+    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+
+    await GLOBAL_LOGGING_WORKER.flush()
+    capfd.readouterr()
+    return capfd
+

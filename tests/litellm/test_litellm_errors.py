@@ -16,6 +16,8 @@ from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError, Offl
 
 from _litellm_helpers import MESSAGES, ns
 
+pytestmark = pytest.mark.usefixtures("output_of_this_test_only")
+
 PREFIX = "litellm.BadRequestError: "
 
 

@@ -7,8 +7,11 @@ The adapter used to ask ``litellm.completion_cost`` about every miss, which prin
 from __future__ import annotations
 
 import litellm
+import pytest
 
 from _litellm_helpers import MESSAGES, ns
+
+pytestmark = pytest.mark.usefixtures("output_of_this_test_only")
 
 
 async def test_an_unpriced_model_prints_nothing_and_costs_zero(provider, server, capfd, monkeypatch):
