@@ -164,7 +164,7 @@ def plan(lm: Any, prompt: Any, messages: Any, kwargs: dict, *, asynchronous: boo
             or send_stream is not None or "request" in kwargs or kwargs.get("cache")):
         return None
     pipeline = handler.hosted.pipeline
-    if not pipeline.sync_hits:
+    if not pipeline.inline_hits:  # (Redis: its synchronous hits are not used here yet)
         return None
     if messages is None:
         if not isinstance(prompt, str):

@@ -7,11 +7,13 @@ Requests that arrive in the same event-loop tick are checked against the store t
 ``request_id`` order; a request whose samples are all stored returns at once and never waits
 out the batch window.
 
-Synchronous hits: for a private run on a store with quick local reads (memory, disk),
-``OnlineAPI.try_now`` serves a full hit on the *calling* thread, with no event loop at all; this
-is how adapters answer hits without a hop to the engine's loop (``cachesaver.runtime``). A lock
-shared with the cacher keeps ledger positions, billing flags and the per-(namespace, key) queue
-consistent between that path and the loop.
+Synchronous hits: for a private run on a store with quick local reads (memory, disk) or
+synchronous reads over the network (Redis: one blocking round trip), ``OnlineAPI.try_now``
+serves a full hit on the *calling* thread, with no event loop at all; this is how adapters
+answer hits without a hop to the engine's loop (``cachesaver.runtime``). A lock shared with the
+cacher keeps ledger positions, billing flags and the per-(namespace, key) queue consistent
+between that path and the loop; the engine's own tick checks hits the same way, under that lock.
+Only ``inline_hits`` (no network) are offered to callers on an event loop.
 """
 from __future__ import annotations
 
@@ -108,6 +110,10 @@ class Pipeline:
         self.offline = bool(offline) or bool(getattr(self.store, "read_only", False))
         #: Whether ``try_now`` can serve hits synchronously (see the module docstring).
         self.sync_hits = self._offers_sync_hits()
+        #: Whether those hits never wait on the network (memory, disk): callers on an event loop
+        #: may take them on their loop; else (Redis) only synchronous callers do, and an async
+        #: caller's request goes to the engine's loop, so its own loop never blocks on a socket.
+        self.inline_hits = self.sync_hits and self.store.inline_io
         #: Admission: the (namespace, key) queues and the pipeline's only lock (cachesaver.admission).
         self.queues = Queues(threaded=self.sync_hits)
         self.cacher = Cacher(self.store, self.ledger, self._generate, self.stats, self._model_name,
@@ -237,8 +243,8 @@ class Pipeline:
         items = self._take_tick()
         # A shared run's check claims in the store (a write, which may wait off the loop for
         # another process): only a private run's check, reads alone, runs inline.
-        if self.store.inline_io and not self.shared_run:
-            await self._check_tick(items)
+        if self.sync_hits or (self.store.inline_io and not self.shared_run):
+            await self._check_tick(items)  # (a check under the pipeline's lock never suspends)
         else:
             await asyncio.shield(self._spawn(self._check_tick(items)))
 
@@ -407,7 +413,7 @@ class OnlineAPI(Pipeline):
 
     def _offers_sync_hits(self) -> bool:
         store = self.store
-        return (store.inline_io and not self.shared_run
+        return ((store.inline_io or store.sync_reads) and not self.shared_run
                 and type(store).read_now is not Store.read_now)
 
     # -- the synchronous hit path --------------------------------------------------------------

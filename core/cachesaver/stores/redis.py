@@ -18,7 +18,9 @@ sample list in one Redis Cluster slot, so each script below touches a single slo
     P:{K}:u   SET     shared-run samples generated and not yet billed (member: <index>:r<run_id>)
 
 Every append and every claim is one Lua script: atomic, and one round trip. A hit costs one
-round trip (LRANGE for a private run, the claim script for a shared run).
+round trip (LRANGE for a private run, the claim script for a shared run). A private run's hit
+for a synchronous caller is that LRANGE sent from the caller's thread through a synchronous
+client beside the asyncio ones (:meth:`RedisStore.read_now`): no hop to the engine's loop.
 
 Failures: a Redis that is down or slow raises :class:`~cachesaver.errors.StoreError` naming the
 server (never its password) and the fix. redis-py retries a command a few times on connection
@@ -45,6 +47,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 
 try:
+    import redis as syncredis
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
@@ -328,6 +331,8 @@ class RedisStore(Store):
         self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Client]" = (
             weakref.WeakKeyDictionary())
         self._clients_lock = threading.Lock()
+        #: The synchronous client (thread-safe, its own pool), made on the first synchronous read.
+        self._sync: Any = None
         self._tokens = itertools.count()
         self._token_base = f"{os.getpid():x}.{os.urandom(4).hex()}."
         # Leases we could not release (Redis was down): the next acquire here takes them over
@@ -360,6 +365,44 @@ class RedisStore(Store):
         kwargs.setdefault("timeout", _POOL_WAIT)
         pool = aioredis.BlockingConnectionPool.from_url(self._url, **kwargs)
         return aioredis.Redis.from_pool(pool)
+
+    def _make_sync_client(self) -> Any:
+        """:meth:`_make_client`'s options for redis-py's synchronous client."""
+        from redis.backoff import ExponentialBackoff as SyncBackoff
+        from redis.retry import Retry as SyncRetry
+
+        kwargs = dict(
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.connect_timeout,
+            retry=SyncRetry(SyncBackoff(cap=0.5, base=0.05), self.retries),
+            decode_responses=False,
+        )
+        kwargs.update(self._client_kwargs)
+        if self.cluster:
+            return syncredis.RedisCluster.from_url(self._url, **kwargs)
+        kwargs.setdefault("max_connections", _MAX_CONNECTIONS)
+        kwargs.setdefault("timeout", _POOL_WAIT)
+        pool = syncredis.BlockingConnectionPool.from_url(self._url, **kwargs)
+        return syncredis.Redis.from_pool(pool)
+
+    def _sync_client(self) -> Any:
+        """The synchronous client, for reads from any thread without an event loop."""
+        client = self._sync
+        if client is None:
+            with self._clients_lock:
+                if self._closed:
+                    raise StoreError(f"the Redis store at {self.location} is closed; open a new one")
+                client = self._sync
+                if client is None:
+                    client = self._sync = self._make_sync_client()
+        return client
+
+    def _close_sync(self) -> None:
+        with self._clients_lock:
+            client, self._sync = self._sync, None
+        if client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                client.close()
 
     def _client(self) -> _Client:
         loop = asyncio.get_running_loop()
@@ -446,6 +489,22 @@ class RedisStore(Store):
         except RedisError as exc:
             raise self._error(exc, f"reading key {key}") from exc
 
+    #: Reads work synchronously from any thread (one blocking round trip): a private run's hit
+    #: for a synchronous caller stays on its thread (see :attr:`Store.sync_reads`).
+    sync_reads = True
+
+    def read_now(self, key: str, start: int, count: int) -> list[bytes]:
+        """:meth:`read` as one blocking LRANGE from the calling thread (the synchronous hit)."""
+        base = self._base(key)
+        if start < 0:
+            raise InvalidRequestError(f"read start must be >= 0, got {start}")
+        if count <= 0:
+            return []
+        try:
+            return self._sync_client().lrange(base + "s", start, start + count - 1)
+        except RedisError as exc:
+            raise self._error(exc, f"reading key {key}") from exc
+
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None, *,
                      unbilled_run: Optional[str] = None) -> int:
         return await self._append(key, samples, meta, unbilled_run, None)
@@ -503,17 +562,16 @@ class RedisStore(Store):
             entries = await client.redis.hgetall(base + "i")
         except RedisError as exc:
             raise self._error(exc, f"reading request-id positions of key {key}") from exc
-        out: dict[tuple[str, str], tuple[int, int]] = {}
-        for field, value in entries.items():
-            try:
-                namespace, request_id = orjson.loads(field)
-                pos, count = orjson.loads(value)
-            except (orjson.JSONDecodeError, ValueError, TypeError):
-                continue  # not written by CacheSaver: ignored (it is only a hint)
-            if (isinstance(namespace, str) and isinstance(request_id, str) and type(pos) is int
-                    and type(count) is int and pos >= 0 and count > 0):
-                out[(namespace, request_id)] = (pos, count)
-        return out
+        return _id_positions(entries)
+
+    def id_positions_now(self, key: str) -> dict[tuple[str, str], tuple[int, int]]:
+        """:meth:`id_positions` as one blocking HGETALL from the calling thread."""
+        base = self._base(key)
+        try:
+            entries = self._sync_client().hgetall(base + "i")
+        except RedisError as exc:
+            raise self._error(exc, f"reading request-id positions of key {key}") from exc
+        return _id_positions(entries)
 
     async def record_id_positions(self, taken: Sequence[tuple[str, str, str, int, int]]) -> None:
         """One HSETNX per record, pipelined per key (each key's hash is in its own slot). Best
@@ -860,6 +918,7 @@ class RedisStore(Store):
             loop = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - aclose is awaited
             loop = None
+        self._close_sync()
         with self._clients_lock:
             clients = list(self._clients.items())
             self._clients.clear()
@@ -873,6 +932,7 @@ class RedisStore(Store):
     def close(self) -> None:
         """Synchronous close, for code without a running loop (fixtures, ``atexit``)."""
         self._closed = True
+        self._close_sync()
         with self._clients_lock:
             clients = list(self._clients.items())
             self._clients.clear()
@@ -973,6 +1033,22 @@ def _drop_sockets(redis_client: Any) -> None:
                 transport._sock = None
         with contextlib.suppress(AttributeError):
             conn._writer = conn._reader = None
+
+
+def _id_positions(entries: "dict[bytes, bytes]") -> dict[tuple[str, str], tuple[int, int]]:
+    """The request-id records of a key's ``:i`` hash. A field not written by CacheSaver is
+    skipped (a record is only a hint)."""
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for field, value in entries.items():
+        try:
+            namespace, request_id = orjson.loads(field)
+            pos, count = orjson.loads(value)
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            continue
+        if (isinstance(namespace, str) and isinstance(request_id, str) and type(pos) is int
+                and type(count) is int and pos >= 0 and count > 0):
+            out[(namespace, request_id)] = (pos, count)
+    return out
 
 
 def _run_arg(run_id: str) -> str:
