@@ -27,7 +27,8 @@ them before the calls, or register the provider anew (``unregister()``, then ``r
 Not on this path (always the normal one): explicit
 ``dspy.lm15.Request`` calls, streaming, non-chat model types, messages other than plain
 ``{"role", "content": str}`` dicts, identities given any other way than ``metadata``, the
-LiteLLM Proxy's provider, shared runs and remote stores (no synchronous hits).
+LiteLLM Proxy's provider, shared runs (no synchronous hits) and Redis stores (whose synchronous
+hits, one blocking round trip, this path does not take yet: ``pipeline.inline_hits``).
 """
 from __future__ import annotations
 
@@ -164,7 +165,7 @@ def plan(lm: Any, prompt: Any, messages: Any, kwargs: dict, *, asynchronous: boo
             or send_stream is not None or "request" in kwargs or kwargs.get("cache")):
         return None
     pipeline = handler.hosted.pipeline
-    if not pipeline.inline_hits:  # (Redis: its synchronous hits are not used here yet)
+    if not pipeline.inline_hits:
         return None
     if messages is None:
         if not isinstance(prompt, str):

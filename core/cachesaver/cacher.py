@@ -57,8 +57,11 @@ class Cacher:
 
     ``lock`` guards what a synchronous hit on another thread also touches (ledger positions,
     the unbilled set, the counters): the pipeline passes a real lock when it offers that hit
-    path (see ``OnlineAPI.try_now``), else a no-op. It is only ever held around code that does
-    not suspend.
+    path (see ``OnlineAPI.try_now``), else a no-op. It is held around code that does not
+    suspend, with one exception: on a store whose synchronous reads wait on the network (Redis,
+    ``Store.sync_reads``) a miss's claim that reads samples back from the store holds it for
+    that round trip, so a synchronous hit on another thread waits for the claim instead of
+    interleaving with it (G1). Nothing holding it ever waits for a caller's thread.
     """
 
     def __init__(self, store: Store, ledger: Ledger, generate: Generate, stats: Stats,
