@@ -145,21 +145,31 @@ class RoundTripCounter:
 
     def __enter__(self):
         from redis.asyncio.connection import AbstractConnection
+        from redis.connection import AbstractConnection as SyncConnection
 
         self.count = 0
         self.original = original = AbstractConnection.send_packed_command
+        # The synchronous client too (a private run's hit check reads through it).
+        self.sync_original = sync_original = SyncConnection.send_packed_command
 
         async def counting(conn, *args, **kwargs):
             self.count += 1
             return await original(conn, *args, **kwargs)
 
+        def sync_counting(conn, *args, **kwargs):
+            self.count += 1
+            return sync_original(conn, *args, **kwargs)
+
         AbstractConnection.send_packed_command = counting
+        SyncConnection.send_packed_command = sync_counting
         return self
 
     def __exit__(self, *exc):
         from redis.asyncio.connection import AbstractConnection
+        from redis.connection import AbstractConnection as SyncConnection
 
         AbstractConnection.send_packed_command = self.original
+        SyncConnection.send_packed_command = self.sync_original
 
 
 def sequential(url, prefix, op, n=2_000) -> tuple[float, float]:

@@ -27,7 +27,8 @@ them before the calls, or register the provider anew (``unregister()``, then ``r
 Not on this path (always the normal one): explicit
 ``dspy.lm15.Request`` calls, streaming, non-chat model types, messages other than plain
 ``{"role", "content": str}`` dicts, identities given any other way than ``metadata``, the
-LiteLLM Proxy's provider, shared runs and remote stores (no synchronous hits).
+LiteLLM Proxy's provider, shared runs (no synchronous hits) and Redis stores (whose synchronous
+hits, one blocking round trip, this path does not take yet: ``pipeline.inline_hits``).
 """
 from __future__ import annotations
 
@@ -164,7 +165,7 @@ def plan(lm: Any, prompt: Any, messages: Any, kwargs: dict, *, asynchronous: boo
             or send_stream is not None or "request" in kwargs or kwargs.get("cache")):
         return None
     pipeline = handler.hosted.pipeline
-    if not pipeline.sync_hits:
+    if not pipeline.inline_hits:
         return None
     if messages is None:
         if not isinstance(prompt, str):
@@ -221,15 +222,59 @@ def _plain_messages(messages: Any) -> bool:
     return True
 
 
+#: The last signature written per (model, field names): a call of the same shape compares its
+#: fields with the copy kept here (types included) instead of writing its JSON again.
+_recent_signatures: dict[tuple, tuple[dict, str]] = {}
+#: Entries kept (one per shape a program uses; a runaway is cleared, not grown).
+_MAX_RECENT = 256
+
+
 def _signature(legacy: Mapping[str, Any]) -> Optional[str]:
     """The shape of a call: its request minus what is never a parameter (see :data:`_NOT_SHAPED`).
 
     None (normal path) for values without an exact JSON form."""
     fields = {name: value for name, value in legacy.items() if name not in _NOT_SHAPED}
+    memo = (legacy.get("model"), tuple(fields))
+    recent = _recent_signatures.get(memo)
+    if recent is not None and _same(recent[0], fields):
+        return recent[1]
     try:  # json, not orjson: orjson writes NaN and infinities as null, as it writes None
-        return json.dumps(fields, sort_keys=True, default=_exact_form, allow_nan=True)
+        signature = json.dumps(fields, sort_keys=True, default=_exact_form, allow_nan=True)
     except (TypeError, ValueError):
         return None
+    if len(_recent_signatures) >= _MAX_RECENT:
+        _recent_signatures.clear()
+    _recent_signatures[memo] = (_snapshot(fields), signature)
+    return signature
+
+
+def _same(kept: Any, value: Any) -> bool:
+    """``value`` equals ``kept`` with the same type at every level (1, 1.0 and True differ, as
+    their JSON does); values other than JSON's containers and scalars only by identity."""
+    kind = type(kept)
+    if kind is not type(value):
+        return False
+    if kind is dict:
+        return kept.keys() == value.keys() and all(_same(kept[name], value[name]) for name in kept)
+    if kind is list or kind is tuple:
+        return len(kept) == len(value) and all(_same(a, b) for a, b in zip(kept, value))
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return bool(kept == value)
+    # A pydantic class (a typed output) is signed by name and schema: the same class, the same
+    # signature. Anything else (a subclass of dict, say, which may change in place) is signed anew.
+    return isinstance(kept, type) and kept is value
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy of ``value``'s dicts and lists (what a caller could change in place later)."""
+    kind = type(value)
+    if kind is dict:
+        return {name: _snapshot(item) for name, item in value.items()}
+    if kind is list:
+        return [_snapshot(item) for item in value]
+    if kind is tuple:
+        return tuple(_snapshot(item) for item in value)
+    return value
 
 
 def _exact_form(value: Any) -> Any:

@@ -180,16 +180,16 @@ def build_plain_response(result: Response, *, namespace: str, request_id: str, k
     prompt_tokens = int(round(sum(share.prompt_tokens for share in shares)))
     completion_tokens = int(round(sum(share.completion_tokens for share in shares)))
 
-    message = pattern.choices[0].message.model_copy()
+    message = _copy_model(pattern.choices[0].message)
     _fresh_empties(message.__dict__)
     message.__dict__["content"] = choice_data["message"]["content"]
-    choice = pattern.choices[0].model_copy()
+    choice = _copy_model(pattern.choices[0])
     _fresh_empties(choice.__dict__)
     choice.__dict__["message"] = message
-    usage = pattern.usage.model_copy()
+    usage = _copy_model(pattern.usage)
     usage.__dict__.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                           total_tokens=prompt_tokens + completion_tokens)
-    response = pattern.model_copy()
+    response = _copy_model(pattern)
     response.__dict__.update(
         id=sample.get("id") or f"chatcmpl-cachesaver-{uuid.uuid4().hex}",
         created=sample.get("created") or int(time.time()),
@@ -201,6 +201,28 @@ def build_plain_response(result: Response, *, namespace: str, request_id: str, k
     response._hidden_params = hidden_params(result, namespace=namespace, request_id=request_id, key=key,
                                             model=model, provider=sample.get("provider") or provider)
     return response
+
+
+_set = object.__setattr__
+
+
+def _copy_model(model: Any) -> Any:
+    """``model.model_copy()`` (pydantic 2's ``__copy__``: a new instance with copies of its field
+    dict, extras, fields-set and private values), without the generic ``copy.copy`` dispatch of
+    each part: the hit path makes four of these per response."""
+    cls = type(model)
+    new = cls.__new__(cls)
+    _set(new, "__dict__", model.__dict__.copy())
+    extra = model.__pydantic_extra__
+    _set(new, "__pydantic_extra__", None if extra is None else extra.copy())
+    _set(new, "__pydantic_fields_set__", model.__pydantic_fields_set__.copy())
+    private = getattr(model, "__pydantic_private__", None)
+    if private is not None:
+        from pydantic_core import PydanticUndefined  # (loaded with litellm; not at this import)
+
+        private = {k: v for k, v in private.items() if v is not PydanticUndefined}
+    _set(new, "__pydantic_private__", private)
+    return new
 
 
 def plain_structure(result: Response) -> Optional[tuple]:

@@ -154,13 +154,14 @@ class CacheSaverLM(dspy.LM):
                                         key=result.key or "", model=request.model, provider=plan.provider,
                                         structure=structure)
         record_call(response._hidden_params["cachesaver"], response)  # as the provider does
-        self._check_truncation(response)
+        if structure is None or structure[3] == "length":  # (DSPy warns of a truncated answer)
+            self._check_truncation(response)
         legacy = plan.call.legacy
         if structure is not None and not legacy.get("logprobs"):
             # What CallResult.legacy makes of one choice of plain text (DSPy's _process_completion:
             # only "text" -> a list of texts), without its generic walk of the response.
             outcome = CallResult(outputs=[response.choices[0].message.content],
-                                 usage=plain(dict(value(response, "usage", {}) or {})),
+                                 usage=_usage_dict(response.usage),
                                  cost=response._hidden_params.get("response_cost"), raw=response,
                                  response_model=value(response, "model", self.model))
         else:
@@ -237,6 +238,16 @@ class CacheSaverLM(dspy.LM):
         state["namespace"] = self.namespace
         state.pop("cache", None)
         return state
+
+
+def _usage_dict(usage: Any) -> dict:
+    """``plain(dict(usage))`` (DSPy's usage figure of a call) for a litellm ``Usage`` whose
+    fields are all numbers or None, read from its field dict; any other through ``plain``."""
+    fields = getattr(usage, "__dict__", None)
+    if (type(fields) is dict and not getattr(usage, "__pydantic_extra__", True)
+            and all(item is None or type(item) is int or type(item) is float for item in fields.values())):
+        return {name: item for name, item in fields.items() if not name.startswith("_")}
+    return plain(dict(usage or {}))
 
 
 class _PositionedExample(dspy.Example):

@@ -23,7 +23,7 @@ from .errors import CacheSaverError, CorruptSampleError, ModelOutputError
 from .generation import Generation, reset_generation, set_generation
 from .idpositions import IdPositions
 from .keys import keyed_json
-from .ledger import Ledger, PrivateLedger, SharedLedger
+from .ledger import Claim, Ledger, PrivateLedger, SharedLedger
 from .modelcalls import ModelCalls
 from .offline import offline_miss
 from .pending import Pending
@@ -57,8 +57,11 @@ class Cacher:
 
     ``lock`` guards what a synchronous hit on another thread also touches (ledger positions,
     the unbilled set, the counters): the pipeline passes a real lock when it offers that hit
-    path (see ``OnlineAPI.try_now``), else a no-op. It is only ever held around code that does
-    not suspend.
+    path (see ``OnlineAPI.try_now``), else a no-op. It is held around code that does not
+    suspend, with one exception: on a store whose synchronous reads wait on the network (Redis,
+    ``Store.sync_reads``) a miss's claim that reads samples back from the store holds it for
+    that round trip, so a synchronous hit on another thread waits for the claim instead of
+    interleaving with it (G1). Nothing holding it ever waits for a caller's thread.
     """
 
     def __init__(self, store: Store, ledger: Ledger, generate: Generate, stats: Stats,
@@ -79,6 +82,8 @@ class Cacher:
         self.stats = stats
         self._model_name = model_name
         self.lock: ContextManager[Any] = lock if lock is not None else contextlib.nullcontext()
+        #: Whether synchronous hits on other threads share the ledger's positions (a real lock).
+        self._threaded = lock is not None
         # Per key, the batches waiting for their turn, in the order they were formed.
         self._turns: dict[str, Optional[collections.deque[asyncio.Future[None]]]] = {}
         # Samples this pipeline generated that no response has claimed yet (G8 billing).
@@ -146,32 +151,45 @@ class Cacher:
         while todo:
             claims = await self.ledger.claim_many(
                 [(items[i].request.namespace, items[i].key, items[i].request.n, items[i].wanted, at)
-                 for i, at in todo])
+                 for i, at in todo], self.lock)
             next_round: list[tuple[int, Optional[int]]] = []
-            for (i, at), claim in zip(todo, claims):
-                item = items[i]
-                if claim is None:
-                    alone.append(i)
-                elif isinstance(claim, Exception):
-                    out[i] = claim
-                elif not claim[1]:
-                    if at is not None and item.wanted():
-                        next_round.append((i, None))  # its earlier positions are taken: the next ones
-                    else:
-                        out[i] = not item.wanted()
-                else:
-                    if ids is not None and at is None and item.explicit_id:
-                        ids.note(item.request.namespace, item.key, item.request.request_id,
-                                 claim[0], item.request.n)
-                    self._deliver_one(item, claim[0], claim[1], calls=(), billed=claim[2])
-                    out[i] = True
+            with self.lock:  # (the counters and billing flags a synchronous hit also touches)
+                self._settle_claims(items, todo, claims, out, alone, next_round)
             todo = next_round
         for i in alone:
             try:
-                out[i] = await self.try_hit(items[i])
+                if self._threaded:  # (positions that synchronous hits also move: claimed under the lock)
+                    with self.lock:
+                        out[i] = self.try_hit_now(items[i])
+                else:
+                    out[i] = await self.try_hit(items[i])
             except Exception as exc:
                 out[i] = exc
         return out
+
+    def _settle_claims(self, items: list[Pending], todo: "list[tuple[int, Optional[int]]]",
+                       claims: "list[Union[Claim, Exception, None]]", out: "list[Union[bool, Exception]]",
+                       alone: list[int], next_round: "list[tuple[int, Optional[int]]]") -> None:
+        """:meth:`try_hits`' handling of one bulk claim's answers: deliver, fail, or note for a
+        next round (``next_round``) or a claim on its own (``alone``)."""
+        ids = self.ids
+        for (i, at), claim in zip(todo, claims):
+            item = items[i]
+            if claim is None:
+                alone.append(i)
+            elif isinstance(claim, Exception):
+                out[i] = claim
+            elif not claim[1]:
+                if at is not None and item.wanted():
+                    next_round.append((i, None))  # its earlier positions are taken: the next ones
+                else:
+                    out[i] = not item.wanted()
+            else:
+                if ids is not None and at is None and item.explicit_id:
+                    ids.note(item.request.namespace, item.key, item.request.request_id,
+                             claim[0], item.request.n)
+                self._deliver_one(item, claim[0], claim[1], calls=(), billed=claim[2])
+                out[i] = True
 
     def try_hit_now(self, item: Pending) -> bool:
         """:meth:`try_hit` for stores that read without suspending (the caller holds

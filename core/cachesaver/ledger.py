@@ -22,8 +22,9 @@ another worker of the run may have generated them (:meth:`Store.claim_billed`).
 """
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, ContextManager, Optional, Sequence, Union
 
 from .stores.base import Store
 from .stores.memory import positions_free, take_positions
@@ -40,6 +41,8 @@ Claim = tuple[int, list[bytes], Optional[Sequence[int]]]
 #: One claim of :meth:`Ledger.claim_many`: ``(namespace, key, count, wanted, at)``; ``at``
 #: None takes the next samples, else exactly positions ``at .. at+count-1`` (a replay by id).
 ManyClaim = tuple[str, str, int, Callable[[], bool], Optional[int]]
+#: No lock: a ledger whose positions only the engine's loop moves.
+_NO_LOCK: ContextManager[Any] = contextlib.nullcontext()
 
 
 class Ledger(ABC):
@@ -74,13 +77,16 @@ class Ledger(ABC):
         the store (a round trip on Redis).
         """
 
-    async def claim_many(self, claims: Sequence[ManyClaim]) -> "list[Union[Claim, Exception, None]]":
+    async def claim_many(self, claims: Sequence[ManyClaim], lock: ContextManager[Any] = _NO_LOCK,
+                         ) -> "list[Union[Claim, Exception, None]]":
         """Several claims, each ``(namespace, key, count, wanted, at)`` of its own (namespace,
         key), with one store call per kind (one round trip on Redis): a tick's hit attempts.
         ``at`` None: :meth:`claim`; else :meth:`claim_at` of positions ``at ..`` (its samples
         come back with ``at`` as their position, or none). For each, in order: the claim, the
         error that failed it (only its own), or None: not decided here (claim it again on its
-        own). The default claims one after another."""
+        own). ``lock`` is the pipeline's lock where synchronous hits on other threads move the
+        same positions: held (never across an await) while a claim checks and takes them. The
+        default claims one after another."""
         out: "list[Union[Claim, Exception, None]]" = []
         for namespace, key, count, wanted, at in claims:
             try:
@@ -177,7 +183,8 @@ class PrivateLedger(Ledger):
             self._positions[slot] = pos + count
             return pos, taken, None
 
-    async def claim_many(self, claims: Sequence[ManyClaim]) -> "list[Union[Claim, Exception, None]]":
+    async def claim_many(self, claims: Sequence[ManyClaim], lock: ContextManager[Any] = _NO_LOCK,
+                         ) -> "list[Union[Claim, Exception, None]]":
         """One :meth:`Store.read_many` of every claim's samples at its position (the next one,
         or ``at`` where those positions are free); then, with no await between (so no other
         claim runs and no caller leaves meanwhile), each claim takes what was read as
@@ -192,6 +199,13 @@ class PrivateLedger(Ledger):
             free = at is None or self._free((namespace, key), at, count)
             reads.append((key, pos, count if free else 0))
         got = await self.store.read_many(reads)
+        with lock:  # (a synchronous hit on another thread may have moved a position meanwhile)
+            return self._take_read(claims, positions, got)
+
+    def _take_read(self, claims: Sequence[ManyClaim], positions: list[int],
+                   got: "list[Union[list[bytes], Exception]]") -> "list[Union[Claim, Exception, None]]":
+        """:meth:`claim_many`'s second half: each claim takes what was read for it, if its
+        positions are still what they were when the read was sent."""
         out: "list[Union[Claim, Exception, None]]" = []
         for (namespace, key, count, wanted, at), pos, taken in zip(claims, positions, got):
             slot = (namespace, key)
@@ -262,7 +276,8 @@ class SharedLedger(Ledger):
         pos, taken = await self.store.claim(self.run_id, namespace, key, count, partial=False)
         return pos, taken, None
 
-    async def claim_many(self, claims: Sequence[ManyClaim]) -> "list[Union[Claim, Exception, None]]":
+    async def claim_many(self, claims: Sequence[ManyClaim], lock: ContextManager[Any] = _NO_LOCK,
+                         ) -> "list[Union[Claim, Exception, None]]":
         """The claims in one :meth:`Store.claim_many` and those ``at`` positions in one
         :meth:`Store.claim_at_many` (a pipeline of scripts each on Redis), each atomic in the
         store as :meth:`claim` and :meth:`claim_at` are."""

@@ -7,11 +7,15 @@ Requests that arrive in the same event-loop tick are checked against the store t
 ``request_id`` order; a request whose samples are all stored returns at once and never waits
 out the batch window.
 
-Synchronous hits: for a private run on a store with quick local reads (memory, disk),
-``OnlineAPI.try_now`` serves a full hit on the *calling* thread, with no event loop at all; this
-is how adapters answer hits without a hop to the engine's loop (``cachesaver.runtime``). A lock
-shared with the cacher keeps ledger positions, billing flags and the per-(namespace, key) queue
-consistent between that path and the loop.
+Synchronous hits: for a private run on a store with quick local reads (memory, disk) or
+synchronous reads over the network (Redis: one blocking round trip), ``OnlineAPI.try_now``
+serves a full hit on the *calling* thread, with no event loop at all; this is how adapters
+answer hits without a hop to the engine's loop (``cachesaver.runtime``). A lock shared with the
+cacher keeps ledger positions, billing flags and the per-(namespace, key) queue consistent
+between that path and the loop. The engine's own tick sends the first hit attempt of each
+(namespace, key) to a network store together (one round trip) and takes the positions read
+under that lock, if no synchronous hit moved them meanwhile (else it claims again under the lock).
+Only ``inline_hits`` (no network) are offered to callers on an event loop.
 """
 from __future__ import annotations
 
@@ -108,6 +112,10 @@ class Pipeline:
         self.offline = bool(offline) or bool(getattr(self.store, "read_only", False))
         #: Whether ``try_now`` can serve hits synchronously (see the module docstring).
         self.sync_hits = self._offers_sync_hits()
+        #: Whether those hits never wait on the network (memory, disk): callers on an event loop
+        #: may take them on their loop; else (Redis) only synchronous callers do, and an async
+        #: caller's request goes to the engine's loop, so its own loop never blocks on a socket.
+        self.inline_hits = self.sync_hits and self.store.inline_io
         #: Admission: the (namespace, key) queues and the pipeline's only lock (cachesaver.admission).
         self.queues = Queues(threaded=self.sync_hits)
         self.cacher = Cacher(self.store, self.ledger, self._generate, self.stats, self._model_name,
@@ -407,7 +415,7 @@ class OnlineAPI(Pipeline):
 
     def _offers_sync_hits(self) -> bool:
         store = self.store
-        return (store.inline_io and not self.shared_run
+        return ((store.inline_io or store.sync_reads) and not self.shared_run
                 and type(store).read_now is not Store.read_now)
 
     # -- the synchronous hit path --------------------------------------------------------------
@@ -441,12 +449,15 @@ class OnlineAPI(Pipeline):
         """Each request of the tick, in order: a full hit, or a place in its (namespace, key)
         queue and a seat in the batch of misses. A request never overtakes an earlier one of its
         (namespace, key) that waits for the model (a replay gives them samples in that order,
-        G4); a reserved request already holds its own place. The lock is never held across an
-        await: pipelines with a lock (synchronous stores) check hits synchronously."""
+        G4); a reserved request already holds its own place. On a store read over the network
+        (Redis) the first hit attempt of each (namespace, key) goes to the store together with the
+        others (:meth:`_first_hits`: one round trip). The lock (pipelines that also serve
+        synchronous hits on callers' threads) is held where positions and places are checked and
+        taken, never across an await."""
         queues = self.queues
         synchronous = queues.lock is not None
         first: "dict[Pending, Union[bool, Exception]]" = {}
-        if not synchronous:
+        if not self.store.inline_io:
             try:
                 first = await self._first_hits(items)
             except Exception as exc:  # (its calls answer per request; the tick is never left undone)
@@ -458,17 +469,18 @@ class OnlineAPI(Pipeline):
                 continue
             slot = (item.request.namespace, item.key)
             try:
-                if synchronous:
-                    with queues.guard():
-                        if self._hit_or_reserve_now(item, slot):
-                            continue
-                elif item in first:
+                if item in first:
                     outcome = first[item]
                     if isinstance(outcome, Exception):
                         raise outcome
                     if outcome:
                         continue
-                    self._hold_place(item, slot)
+                    with queues.guard():
+                        self._hold_place(item, slot)
+                elif synchronous:
+                    with queues.guard():
+                        if self._hit_or_reserve_now(item, slot):
+                            continue
                 elif await self._hit_or_reserve(item, slot):
                     continue
             except Exception as exc:
@@ -493,13 +505,14 @@ class OnlineAPI(Pipeline):
             await cacher.load_ids(items)  # (requests with ids: their keys' records, read together)
         seen: set[tuple[str, str]] = set()
         batch: list[Pending] = []
-        for item in items:
-            slot = (item.request.namespace, item.key)
-            if slot in seen:
-                continue
-            seen.add(slot)
-            if not item.future.done() and cacher.batches_hits(item) and self._first_in_line(item, slot):
-                batch.append(item)
+        with self.queues.guard():
+            for item in items:
+                slot = (item.request.namespace, item.key)
+                if slot in seen:
+                    continue
+                seen.add(slot)
+                if not item.future.done() and cacher.batches_hits(item) and self._first_in_line(item, slot):
+                    batch.append(item)
         if len(batch) < 2:
             return {}
         return dict(zip(batch, await cacher.try_hits(batch)))

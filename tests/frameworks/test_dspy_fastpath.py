@@ -241,3 +241,21 @@ def test_async_misses_keep_the_number_they_were_issued_with(lm, server):
     assert len(set(mixed)) == 4
     assert ids == [f"issue-{i:010d}@B" for i in range(4)]
     assert replay == mixed
+
+
+def test_a_shape_signature_is_never_reused_for_other_values():
+    """The fast path keeps the last signature of each shape and compares a call's fields with it
+    instead of writing their JSON again: a value changed in place, or one of another type whose
+    JSON differs (1, 1.0, True), must get the signature written afresh, never the kept one."""
+    from cachesaver_litellm._dspy_fastpath import _signature
+
+    stops = ["a"]
+    legacy = {"model": "cachesaver/openai/m", "temperature": 1, "stop": stops, "messages": []}
+    first = _signature(legacy)
+    assert _signature(dict(legacy)) == first
+    stops.append("b")  # changed in place after it was signed
+    changed = _signature(legacy)
+    assert changed != first and '"stop": ["a", "b"]' in changed
+    signatures = {_signature({**legacy, "temperature": value}) for value in (1, 1.0, True)}
+    assert len(signatures) == 3
+    assert _signature({**legacy, "temperature": 1}) == _signature({**legacy, "temperature": 1})

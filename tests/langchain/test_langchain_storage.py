@@ -150,6 +150,28 @@ def test_redis_store(make_chat, fake_server, redis_store_factory):
     assert sample_no(second.invoke(PROMPT, config=ns("A"))) == a and fake_server.request_count == 1
 
 
+def test_a_redis_hit_is_one_round_trip_on_the_callers_thread(make_chat, fake_server, redis_store_factory):
+    """``invoke`` of a hit on a Redis store (issue 25: 4-4.8x an InMemoryCache hit, most of it
+    the hop to the engine's loop): one LRANGE from the caller's thread, served while the
+    engine's loop is held, the sample the namespace's next position holds."""
+    import threading
+
+    from tests.redis.test_redis_store import count_round_trips
+    from tests.runtime.test_runtime_hosted import BlockedHost
+
+    chat = make_chat(store=redis_store_factory())
+    first = sample_no(chat.invoke(PROMPT, config=ns("A")))
+    chat.invoke(PROMPT, config=ns("warm"))  # the synchronous client connected
+    with BlockedHost(), count_round_trips() as count:
+        done = []
+        worker = threading.Thread(target=lambda: done.append(chat.invoke(PROMPT, config=ns("B"))))
+        worker.start()
+        worker.join(10)  # a liveness bound: a hop to the engine's loop would wait 30 s
+        assert done, "the hit needed the engine's loop"
+        assert count[0] == 1
+    assert sample_no(done[0]) == first and fake_server.request_count == 1
+
+
 SENTINEL_KEY = "sk-SENTINEL-lc-7f3a"
 SENTINEL_PW = "SENTINEL-PW-lc-2b9e"
 

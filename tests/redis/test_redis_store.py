@@ -23,22 +23,31 @@ from cachesaver.typedefs import Request
 
 @contextlib.contextmanager
 def count_round_trips():
-    """Count the commands (or pipelines, or scripts) redis-py sends: one round trip each.
-    Yields a one-item list holding the count so far."""
+    """Count the commands (or pipelines, or scripts) redis-py sends, through its asyncio and
+    its synchronous connections alike: one round trip each. Yields a one-item list holding the
+    count so far."""
     from redis.asyncio.connection import AbstractConnection
+    from redis.connection import AbstractConnection as SyncConnection
 
     count = [0]
     original = AbstractConnection.send_packed_command
+    sync_original = SyncConnection.send_packed_command
 
     async def counting(conn, *args, **kwargs):
         count[0] += 1
         return await original(conn, *args, **kwargs)
 
+    def sync_counting(conn, *args, **kwargs):
+        count[0] += 1
+        return sync_original(conn, *args, **kwargs)
+
     AbstractConnection.send_packed_command = counting
+    SyncConnection.send_packed_command = sync_counting
     try:
         yield count
     finally:
         AbstractConnection.send_packed_command = original
+        SyncConnection.send_packed_command = sync_original
 
 K = "a" * 64
 

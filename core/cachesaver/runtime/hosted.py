@@ -4,13 +4,16 @@ The call path every adapter shares:
 
 1. **Full hit, synchronously, where the caller is.** For a private run on a memory or disk store
    the pipeline serves a hit on the calling thread (``OnlineAPI.try_now``): no hop to the
-   engine's loop, no event loop needed at all. Async callers with a ``request_id`` first gather
+   engine's loop, no event loop needed at all. On a Redis store only a synchronous caller
+   (:meth:`HostedPipeline.request_sync`, :meth:`HostedPipeline.hit_now`) does, with one blocking
+   round trip; callers on an event loop go to the engine's loop (their loop never blocks on a
+   socket), whose tick checks hits the same way. Async callers with a ``request_id`` first gather
    the requests of one event-loop tick on their own loop and check them in ``request_id``
    order, as the engine does on its own loop, so concurrent requests replay in the same order
    (G4); a request without one is ordered by arrival, ahead of the ids, so it is checked at
    once (an async hit then costs no turn of the caller's loop).
 2. **Everything else on the engine host** (:mod:`cachesaver.runtime.host`): misses, merging,
-   shared runs, remote stores. A request that missed on the synchronous path keeps its place in
+   shared runs, async callers of remote stores. A request that missed on the synchronous path keeps its place in
    its (namespace, key) queue (a ``Reservation``), so a later request never overtakes it.
 
 The pipeline is built lazily and rebuilt in a forked child (the parent's loop thread, locks and
@@ -250,7 +253,7 @@ class HostedPipeline:
             await _turn(asyncio.wrap_future(entry.ready), entry)
             return await _settle_async(entry)
         pipeline = self._open_pipeline()
-        if not pipeline.sync_hits:
+        if not pipeline.inline_hits:
             return await self.host.arun(pipeline.request(request))
         if request.request_id:
             entry = self._join_tick(request)
@@ -286,7 +289,7 @@ class HostedPipeline:
         request with an id waits for its caller-loop tick and is checked with that tick's
         requests in id order (G4); one without an id is checked at once."""
         pipeline = self._open_pipeline()
-        if not pipeline.sync_hits:
+        if not pipeline.inline_hits:  # (a read over the network would block the caller's loop)
             return None
         if not request.request_id:
             return self.hit_now(request)
@@ -299,10 +302,10 @@ class HostedPipeline:
     def submit(self, request: Request) -> "concurrent.futures.Future[Response]":
         """Start ``request`` now; the future settles from the engine's loop (streams use this).
 
-        A hit settles it before this returns.
+        A hit settles it before this returns (stores whose hits need no network).
         """
         pipeline = self._open_pipeline()
-        first = pipeline.try_now(request)
+        first = _try_inline(pipeline, request)
         if isinstance(first, Response):
             done: concurrent.futures.Future[Response] = concurrent.futures.Future()
             done.set_result(first)
@@ -316,7 +319,7 @@ class HostedPipeline:
         ``begun.submit(request)`` (the same request, a sink attached) starts it on the engine's
         loop in the place the check took."""
         pipeline = self._open_pipeline()
-        first = pipeline.try_now(request)
+        first = _try_inline(pipeline, request)
         if isinstance(first, Response):
             return Begun(self, pipeline, first, None)
         return Begun(self, pipeline, None, first)
@@ -371,7 +374,7 @@ class HostedPipeline:
                 misses.append((entry, entry.reserved))
                 continue
             try:
-                first = pipeline.try_now(entry.request)
+                first = _try_inline(pipeline, entry.request)
             except BaseException as exc:  # a bad request, a corrupt sample, a closed pipeline
                 entry.error = exc
                 continue
@@ -483,6 +486,12 @@ class HostedPipeline:
         except concurrent.futures.TimeoutError:
             return False
         return True
+
+
+def _try_inline(pipeline: OnlineAPI, request: Request) -> "Response | Reservation | None":
+    """``pipeline.try_now(request)`` where its hits never wait on the network; else None (the
+    request goes to the engine's loop). For paths that may run on a caller's event loop."""
+    return pipeline.try_now(request) if pipeline.inline_hits else None
 
 
 def _reopen(store: Any) -> Any:

@@ -45,6 +45,13 @@ class Store(ABC):
     #: True if no method ever suspends (its awaits complete synchronously): the pipeline may
     #: then run store checks inline, where no cancellation can interrupt them.
     inline_io: bool = False
+    #: True if :meth:`read_now` and :meth:`id_positions_now` work from any thread without an
+    #: event loop although they may wait on the network (Redis: one round trip each). A private
+    #: run then serves a synchronous caller's hits on its own thread, and checks the hits of its
+    #: engine's ticks the same way, under the pipeline's lock (see ``OnlineAPI.try_now``);
+    #: callers on an event loop keep going through the engine's loop, so no wait on the network
+    #: blocks their loop. Stores with ``inline_io`` read without waiting on anything.
+    sync_reads: bool = False
     #: True if :meth:`append_many` of several keys costs about as much as one :meth:`append`
     #: (one transaction): the pipeline then gathers the appends of one moment into one call.
     coalesce_appends: bool = False
@@ -72,8 +79,9 @@ class Store(ABC):
     def read_now(self, key: str, start: int, count: int) -> list[bytes]:
         """``read`` without an event loop, from any thread: the engine's synchronous hit path.
 
-        Only stores with ``inline_io`` offer it (their reads are quick, local and thread-safe);
-        the others are always read through the engine's event loop.
+        Stores with ``inline_io`` (quick, local, thread-safe reads) or ``sync_reads`` (one
+        blocking round trip, thread-safe) offer it; the others are always read through the
+        engine's event loop.
         """
         raise NotImplementedError(f"{type(self).__name__} has no synchronous read")
 
@@ -211,7 +219,7 @@ class Store(ABC):
         return out
 
     def id_positions_now(self, key: str) -> "dict[tuple[str, str], tuple[int, int]]":
-        """:meth:`id_positions` without an event loop (stores with ``inline_io``)."""
+        """:meth:`id_positions` without an event loop (stores with ``inline_io`` or ``sync_reads``)."""
         return {}
 
     async def record_id_positions(self, taken: "Sequence[tuple[str, str, str, int, int]]") -> None:

@@ -21,7 +21,9 @@ Every append and every claim is one Lua script: atomic, and one round trip. A hi
 round trip (LRANGE for a private run, the claim script for a shared run). The commands that the
 engine issues for many keys at once (a tick's hit attempts, leases, appends and claims) share
 one round trip: one pipeline per phase (see :class:`_Client`), each script still atomic on
-its own key's slot.
+its own key's slot. A private run's hit for a synchronous caller is that LRANGE sent from the
+caller's thread through a synchronous client beside the asyncio ones
+(:meth:`RedisStore.read_now`): no hop to the engine's loop.
 
 Failures: a Redis that is down or slow raises :class:`~cachesaver.errors.StoreError` naming the
 server (never its password) and the fix. redis-py retries a command a few times on connection
@@ -48,6 +50,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 
 try:
+    import redis as syncredis
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
@@ -449,6 +452,8 @@ class RedisStore(Store):
         self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Client]" = (
             weakref.WeakKeyDictionary())
         self._clients_lock = threading.Lock()
+        #: The synchronous client (thread-safe, its own pool), made on the first synchronous read.
+        self._sync: Any = None
         self._tokens = itertools.count()
         self._token_base = f"{os.getpid():x}.{os.urandom(4).hex()}."
         # Leases we could not release (Redis was down): the next acquire here takes them over
@@ -481,6 +486,44 @@ class RedisStore(Store):
         kwargs.setdefault("timeout", _POOL_WAIT)
         pool = aioredis.BlockingConnectionPool.from_url(self._url, **kwargs)
         return aioredis.Redis.from_pool(pool)
+
+    def _make_sync_client(self) -> Any:
+        """:meth:`_make_client`'s options for redis-py's synchronous client."""
+        from redis.backoff import ExponentialBackoff as SyncBackoff
+        from redis.retry import Retry as SyncRetry
+
+        kwargs = dict(
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.connect_timeout,
+            retry=SyncRetry(SyncBackoff(cap=0.5, base=0.05), self.retries),
+            decode_responses=False,
+        )
+        kwargs.update(self._client_kwargs)
+        if self.cluster:
+            return syncredis.RedisCluster.from_url(self._url, **kwargs)
+        kwargs.setdefault("max_connections", _MAX_CONNECTIONS)
+        kwargs.setdefault("timeout", _POOL_WAIT)
+        pool = syncredis.BlockingConnectionPool.from_url(self._url, **kwargs)
+        return syncredis.Redis.from_pool(pool)
+
+    def _sync_client(self) -> Any:
+        """The synchronous client, for reads from any thread without an event loop."""
+        client = self._sync
+        if client is None:
+            with self._clients_lock:
+                if self._closed:
+                    raise StoreError(f"the Redis store at {self.location} is closed; open a new one")
+                client = self._sync
+                if client is None:
+                    client = self._sync = self._make_sync_client()
+        return client
+
+    def _close_sync(self) -> None:
+        with self._clients_lock:
+            client, self._sync = self._sync, None
+        if client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                client.close()
 
     def _client(self) -> _Client:
         loop = asyncio.get_running_loop()
@@ -601,6 +644,22 @@ class RedisStore(Store):
                 out[i] = reply
         return out
 
+    #: Reads work synchronously from any thread (one blocking round trip): a private run's hit
+    #: for a synchronous caller stays on its thread (see :attr:`Store.sync_reads`).
+    sync_reads = True
+
+    def read_now(self, key: str, start: int, count: int) -> list[bytes]:
+        """:meth:`read` as one blocking LRANGE from the calling thread (the synchronous hit)."""
+        base = self._base(key)
+        if start < 0:
+            raise InvalidRequestError(f"read start must be >= 0, got {start}")
+        if count <= 0:
+            return []
+        try:
+            return self._sync_client().lrange(base + "s", start, start + count - 1)
+        except RedisError as exc:
+            raise self._error(exc, f"reading key {key}") from exc
+
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None, *,
                      unbilled_run: Optional[str] = None) -> int:
         return await self._append(key, samples, meta, unbilled_run, None)
@@ -690,6 +749,15 @@ class RedisStore(Store):
             else:
                 out[i] = _id_records(reply)
         return out
+
+    def id_positions_now(self, key: str) -> dict[tuple[str, str], tuple[int, int]]:
+        """:meth:`id_positions` as one blocking HGETALL from the calling thread."""
+        base = self._base(key)
+        try:
+            entries = self._sync_client().hgetall(base + "i")
+        except RedisError as exc:
+            raise self._error(exc, f"reading request-id positions of key {key}") from exc
+        return _id_records(entries)
 
     async def record_id_positions(self, taken: Sequence[tuple[str, str, str, int, int]]) -> None:
         """One HSETNX per record, all in one pipeline (each is atomic on its own key's hash,
@@ -1125,6 +1193,7 @@ class RedisStore(Store):
             loop = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - aclose is awaited
             loop = None
+        self._close_sync()
         with self._clients_lock:
             clients = list(self._clients.items())
             self._clients.clear()
@@ -1138,6 +1207,7 @@ class RedisStore(Store):
     def close(self) -> None:
         """Synchronous close, for code without a running loop (fixtures, ``atexit``)."""
         self._closed = True
+        self._close_sync()
         with self._clients_lock:
             clients = list(self._clients.items())
             self._clients.clear()
