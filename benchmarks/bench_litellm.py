@@ -7,6 +7,7 @@ Rows (one process, one event loop, sequential calls, median and p90 in microseco
 - ``acompletion("cachesaver/...")`` full hit (a fresh namespace per call, so every call is a
   genuine hit of stored sample 0);
 - ``CacheSaverRouter.acompletion`` full hit (the cache above a Router: no litellm pass);
+- litellm's ``Router(cache_responses=True)`` cache hit, the like-for-like pair of the row above;
 - the engine's own synchronous hit (what a hit costs without litellm) and the thread hop to
   the engine's loop that only misses take, to show where time goes.
 
@@ -19,7 +20,7 @@ event, and wall time and CPU time (``time.process_time``, all threads) are divid
 ``acompletion`` and sync ``completion``, provider hit vs litellm's own cache hit.
 
 Targets: provider hit <= 0.9x the plain mock_response call; CacheSaverRouter hit <= litellm's
-own cache hit; provider hit <= 1.5x litellm's own cache hit back to back (issue 25). Run:
+own cache hit and <= 0.1x litellm Router's cache hit; provider hit <= 1.5x litellm's own cache hit back to back (issue 25). Run:
 ``python benchmarks/bench_litellm.py [--calls 400] [--settle 0]``. litellm's cache hit
 path imports its proxy (fastapi, ...): install them with ``pip install -e ".[bench]"``; without
 them the script stops with that instruction rather than skip the row. Every timed cachesaver
@@ -134,6 +135,11 @@ async def run(calls: int, warmup: int, settle: float, block: int) -> None:
         ])
         wrapped = cachesaver_litellm.CacheSaverRouter(router, store=os.path.join(tmp, "router"), timeout=0.01)
         own_cache = litellm.Cache()
+        # The like-for-like pair of CacheSaverRouter: litellm's Router with its own response cache.
+        cached_router = litellm.Router(model_list=[
+            {"model_name": "gpt", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": server.base_url,
+                                                     "api_key": "sk-a", "max_retries": 0}},
+        ], cache_responses=True)
 
         # Populate: one real call each, so every measured call below is a full hit.
         await litellm.acompletion(metadata={"cachesaver_namespace": "populate"}, **kw)
@@ -148,6 +154,21 @@ async def run(calls: int, warmup: int, settle: float, block: int) -> None:
                              'pip install -e ".[bench]"') from None
         finally:
             litellm.cache = None
+        litellm.cache = own_cache
+        try:  # populate litellm's Router cache: one real request, then every call below is a hit
+            await cached_router.acompletion(model="gpt", messages=MESSAGES, caching=True)
+            await asyncio.sleep(0.05)
+        finally:
+            litellm.cache = None
+        populated = server.request_count
+
+        async def router_cache_hit(i: int):
+            litellm.cache = own_cache
+            try:
+                r = await cached_router.acompletion(model="gpt", messages=MESSAGES, caching=True)
+            finally:
+                litellm.cache = None
+            assert r._hidden_params.get("cache_hit"), "every timed litellm Router call must be a hit"
 
         async def own_cache_hit(i: int):
             litellm.cache = own_cache
@@ -183,8 +204,10 @@ async def run(calls: int, warmup: int, settle: float, block: int) -> None:
             "hop": lambda i: host.arun(noop()),
         }
         variants["litellm_cache"] = own_cache_hit
+        variants["litellm_router_cache"] = router_cache_hit
         results: dict[str, list[float] | None] = await measure_interleaved(variants, calls, warmup, settle)
         results.setdefault("litellm_cache", None)
+        assert server.request_count == populated, "a timed litellm Router call reached the server"
 
         # Back to back with each call's logging (see the module docstring), async and sync.
         counter = SuccessCount()
@@ -223,6 +246,7 @@ async def run(calls: int, warmup: int, settle: float, block: int) -> None:
     print(row("litellm in-memory cache hit", results["litellm_cache"], base))
     print(row("acompletion('cachesaver/...') full hit", results["provider"], base))
     print(row("CacheSaverRouter.acompletion full hit", results["router"], base))
+    print(row("litellm Router(cache_responses=True) hit", results["litellm_router_cache"], base))
     print(row("engine hit alone (synchronous)", results["engine_hit"], base))
     print(row("thread hop to the engine loop (misses only)", results["hop"], base))
     provider = statistics.median(results["provider"])
@@ -233,6 +257,10 @@ async def run(calls: int, warmup: int, settle: float, block: int) -> None:
     verdict = "met" if router_med <= own else "MISSED"
     print(f"target CacheSaverRouter hit <= litellm cache hit: {router_med:.0f} us vs {own:.0f} us -> {verdict}")
     print(f"provider hit vs litellm cache hit: {provider / own:.2f}x")
+    router_own = statistics.median(results["litellm_router_cache"])
+    verdict = "met" if router_med <= 0.1 * router_own else "MISSED"
+    print(f"target CacheSaverRouter hit <= 0.1x litellm Router's cache hit: {router_med:.0f} us vs "
+          f"{router_own:.0f} us = {router_med / router_own:.2f}x -> {verdict}")
     rounds = len(logged["provider"])
     print(f"\nBack to back with each call's logging: {rounds} interleaved blocks of {block} calls, medians per call "
           f"(load average {os.getloadavg()[0]:.2f})\n")
