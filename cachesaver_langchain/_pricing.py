@@ -47,9 +47,17 @@ def _cost_per_token() -> Any:
 
 
 def litellm_price(model: str, input_tokens: int, output_tokens: int) -> float:
-    """litellm's price of a call (0 if litellm is not installed or does not know ``model``)."""
+    """litellm's price of a call (0 if litellm is not installed or does not know ``model``).
+
+    Asking ``cost_per_token`` about a model missing from litellm's cost map (a local or
+    self-hosted name) prints a red "Provider List" line, and a library never prints: such a
+    model is found missing in the cost map first, quietly (logged at DEBUG)."""
     cost_per_token = _cost_per_token()
     if cost_per_token is None or not model or not (input_tokens or output_tokens):
+        return 0.0
+    cost_map = getattr(_litellm, "model_cost", None) or {}
+    if model not in cost_map and model.partition("/")[2] not in cost_map:
+        log.debug("litellm has no price for model %r", model)
         return 0.0
     try:
         prompt, completion = cost_per_token(model=model, prompt_tokens=input_tokens,

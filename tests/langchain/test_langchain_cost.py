@@ -44,3 +44,19 @@ def test_a_price_function_of_ones_own_and_no_prices(make_chat, make_inner, fake_
     free = make_chat(make_inner(model="gpt-4o-mini"), price=None, store=str(tmp_path / "none"))
     free.invoke("Price me", config=ns("a"))
     assert free.stats.ns("a").cost_billed == 0
+
+
+def test_an_unpriced_model_prints_nothing_and_is_billed_zero(make_chat, make_inner, fake_server, capfd,
+                                                             monkeypatch):
+    """A library never prints: asking litellm's ``cost_per_token`` about a model missing from its
+    cost map (a local or self-hosted name) prints a red "Provider List" line on stdout, as
+    litellm does by default (``suppress_debug_info=False``). The price is looked up quietly
+    first, as the LiteLLM adapter does."""
+    monkeypatch.setattr(litellm, "suppress_debug_info", False)
+    chat = make_chat(make_inner(model="my-local-model"))
+    capfd.readouterr()
+    chat.invoke("Price a local model", config=ns("local"))
+    chat.invoke("Price a local model", config=ns("again"))
+    assert capfd.readouterr() == ("", "")
+    assert fake_server.request_count == 1
+    assert chat.stats.ns("local").cost_billed == 0 and chat.stats.ns("again").cost_saved == 0
