@@ -13,10 +13,8 @@ given SQLite version: the file is measured as written (what a user's disk holds)
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
+
+from _trees import run_child, trees
 
 CHILD = r"""
 import asyncio, json, os, sqlite3, sys, tempfile
@@ -52,10 +50,7 @@ print(json.dumps({"samples": samples, "written": written, "values": value_bytes,
 
 
 def measure(tree: str, samples: int, k: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, os.path.join(tree, "core")]))
-    out = subprocess.run([sys.executable, "-c", CHILD, str(samples), str(k)], env=env,
-                         capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child(tree, CHILD, samples, k)
 
 
 def main() -> None:
@@ -63,10 +58,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4000, help="samples written per case (default 4000)")
     parser.add_argument("--against", help="another source tree to measure too")
     args = parser.parse_args()
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    trees = [("this tree", here)] + ([("--against", os.path.abspath(args.against))] if args.against else [])
+    measured = trees(args.against)
     for k in (1, 4):
-        results = [(label, measure(tree, args.samples, k)) for label, tree in trees]
+        results = [(label, measure(tree, args.samples, k)) for label, tree in measured]
         names = sorted({name for _, got in results for name in got["tables"]},
                        key=lambda name: -results[0][1]["tables"].get(name, 0))
         print(f"\nDisk store, {args.samples:,} samples as n={k} requests with request ids: bytes per sample\n")

@@ -14,13 +14,8 @@ key, and the same for a raw ``orjson`` record of the same sample for scale.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
-import json
-import os
-import subprocess
-import sys
-import tracemalloc
+
+from _trees import run_child, trees
 
 CHILD = r"""
 import asyncio, gc, json, sys, tracemalloc
@@ -56,10 +51,7 @@ print(json.dumps({"held": held, "samples": samples, "keys": keys, "record_bytes"
 
 
 def measure(tree: str, keys: int, samples: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, os.path.join(tree, "core")]))
-    out = subprocess.run([sys.executable, "-c", CHILD, str(keys), str(samples)], env=env,
-                         capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child(tree, CHILD, keys, samples)
 
 
 def main() -> None:
@@ -68,12 +60,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--against", help="another source tree to measure too")
     args = parser.parse_args()
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    trees = [("this tree", here)] + ([("--against", os.path.abspath(args.against))] if args.against else [])
+    measured = trees(args.against)
     print(f"\nMemoryStore, {args.keys:,} keys x {args.samples} samples (tracemalloc, retained after the run)\n")
     print("| tree | retained bytes | per sample | per key | record size |")
     print("|---|---:|---:|---:|---:|")
-    for label, tree in trees:
+    for label, tree in measured:
         got = measure(tree, args.keys, args.samples)
         per_sample = got["held"] / got["samples"]
         per_key = got["held"] / got["keys"]

@@ -471,40 +471,32 @@ class RedisStore(Store):
 
     # -- connection --------------------------------------------------------------------------
     def _make_client(self) -> Any:
-        kwargs = dict(
-            socket_timeout=self.socket_timeout,
-            socket_connect_timeout=self.connect_timeout,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), self.retries),
-            decode_responses=False,
-        )
-        kwargs.update(self._client_kwargs)
-        if self.cluster:
-            return aioredis.RedisCluster.from_url(self._url, **kwargs)
-        # A blocking pool: a batch touching more keys than there are connections waits for a
-        # free one instead of failing the excess callers with "Too many connections".
-        kwargs.setdefault("max_connections", _MAX_CONNECTIONS)
-        kwargs.setdefault("timeout", _POOL_WAIT)
-        pool = aioredis.BlockingConnectionPool.from_url(self._url, **kwargs)
-        return aioredis.Redis.from_pool(pool)
+        return self._build_client(aioredis, Retry, ExponentialBackoff)
 
     def _make_sync_client(self) -> Any:
         """:meth:`_make_client`'s options for redis-py's synchronous client."""
         from redis.backoff import ExponentialBackoff as SyncBackoff
         from redis.retry import Retry as SyncRetry
 
+        return self._build_client(syncredis, SyncRetry, SyncBackoff)
+
+    def _build_client(self, module: Any, retry: Any, backoff: Any) -> Any:
+        """A client of redis-py's ``module`` (asyncio or synchronous) with this store's options."""
         kwargs = dict(
             socket_timeout=self.socket_timeout,
             socket_connect_timeout=self.connect_timeout,
-            retry=SyncRetry(SyncBackoff(cap=0.5, base=0.05), self.retries),
+            retry=retry(backoff(cap=0.5, base=0.05), self.retries),
             decode_responses=False,
         )
         kwargs.update(self._client_kwargs)
         if self.cluster:
-            return syncredis.RedisCluster.from_url(self._url, **kwargs)
+            return module.RedisCluster.from_url(self._url, **kwargs)
+        # A blocking pool: a batch touching more keys than there are connections waits for a
+        # free one instead of failing the excess callers with "Too many connections".
         kwargs.setdefault("max_connections", _MAX_CONNECTIONS)
         kwargs.setdefault("timeout", _POOL_WAIT)
-        pool = syncredis.BlockingConnectionPool.from_url(self._url, **kwargs)
-        return syncredis.Redis.from_pool(pool)
+        pool = module.BlockingConnectionPool.from_url(self._url, **kwargs)
+        return module.Redis.from_pool(pool)
 
     def _sync_client(self) -> Any:
         """The synchronous client, for reads from any thread without an event loop."""
@@ -610,6 +602,17 @@ class RedisStore(Store):
         except RedisError as exc:
             raise self._error(exc, f"reading key {key}") from exc
 
+    async def _replies(self, ops: "list[_Op]") -> list[Any]:
+        """Each of ``ops``' replies, sent as one pipeline (none sent for no ops); an error that
+        failed the whole pipeline is every op's reply."""
+        if not ops:
+            return []
+        try:
+            client = await self._ready()
+            return list(await client.pipelined(ops))
+        except (StoreError, RedisError) as exc:
+            return [exc] * len(ops)
+
     async def read_many(self, reads: Sequence[tuple[str, int, int]]) -> "list[Union[list[bytes], Exception]]":
         """Every read's LRANGE in one pipeline: one round trip for a tick's hit attempts,
         whatever their keys' hash slots."""
@@ -627,17 +630,7 @@ class RedisStore(Store):
             if count > 0:
                 ops.append(("LRANGE", (base + "s",), (start, start + count - 1)))
                 sent.append(i)
-        if not ops:
-            return out
-        replies: list[Any]
-        try:
-            client = await self._ready()
-            replies = await client.pipelined(ops)
-        except StoreError as exc:
-            replies = [exc] * len(ops)
-        except RedisError as exc:
-            replies = [exc] * len(ops)
-        for i, reply in zip(sent, replies):
+        for i, reply in zip(sent, await self._replies(ops)):
             if isinstance(reply, RedisError):
                 out[i] = self._error(reply, f"reading key {reads[i][0]}")
             else:
@@ -733,15 +726,7 @@ class RedisStore(Store):
                 out[i] = exc
                 continue
             sent.append(i)
-        if not ops:
-            return out
-        replies: list[Any]
-        try:
-            client = await self._ready()
-            replies = await client.pipelined(ops)
-        except (StoreError, RedisError) as exc:
-            replies = [exc] * len(ops)
-        for i, reply in zip(sent, replies):
+        for i, reply in zip(sent, await self._replies(ops)):
             if isinstance(reply, RedisError):
                 out[i] = self._error(reply, f"reading request-id positions of key {keys[i]}")
             elif isinstance(reply, Exception):
