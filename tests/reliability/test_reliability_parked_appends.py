@@ -105,3 +105,32 @@ async def test_samples_still_unstored_at_close_are_reported_with_counts(tmp_path
     assert warnings == ["2 generated samples (1 appends, 1 keys) could not be stored before the pipeline "
                         "closed (the store is still failing); they were paid for and are lost"]
     assert pipe.cacher.parked.dropped == 1
+
+
+async def test_a_parked_append_sent_by_two_senders_at_once_is_stored_once(tmp_path):
+    """A store without append tokens (disk) applied nothing when its append failed, so the
+    re-send is the only copy: the background re-send and a miss's flush of the same key never
+    both send it."""
+    from cachesaver.appends import ParkedAppends
+
+    store = DiskStore(str(tmp_path / "cache"), timeout=0.2)
+    await store.append("warm", [b'{"d": 0}'])
+    parked = ParkedAppends(store, first_delay=0.05, max_delay=0.1)
+    calls: list[int] = []
+    locker = _lock(store.path)
+    try:
+        with pytest.raises(StoreError, match="locked"):
+            await store.append("k", [b'{"d": 1}', b'{"d": 2}'])
+        assert parked.park("k", [b'{"d": 1}', b'{"d": 2}'], None, store.append_token(), calls.append)
+        await asyncio.sleep(0.3)  # the background re-sends meet the lock too
+        with pytest.raises(StoreError, match="locked"):
+            await parked.flush_key("k")
+        assert len(parked) == 1 and await store.length("k") == 0
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    await asyncio.gather(parked.flush_key("k"), parked.flush_key("k"), asyncio.sleep(0.3))
+    assert await store.read("k", 0, 10) == [b'{"d": 1}', b'{"d": 2}']
+    assert calls == [0] and parked.resent == 1 and len(parked) == 0 and not parked.holds("k")
+    await parked.aclose()
+    store.close()
