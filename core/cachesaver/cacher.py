@@ -16,10 +16,10 @@ import dataclasses
 import logging
 from typing import Any, Awaitable, Callable, ContextManager, Optional, Sequence, Union
 
-from .appends import Appends
+from .appends import Appends, ParkedAppends
 from .codec import decode_sample, encode_sample
 from .deduplicator import Demand
-from .errors import CacheSaverError, CorruptSampleError, ModelOutputError
+from .errors import CacheSaverError, CorruptSampleError, ModelOutputError, ReadOnlyStoreError, StoreError
 from .generation import Generation, reset_generation, set_generation
 from .idpositions import IdPositions
 from .keys import keyed_json
@@ -78,6 +78,9 @@ class Cacher:
         self.ledger = ledger
         # A shared run's generations are recorded as unbilled in the store (see _response).
         self._appends = Appends(store, ledger.run_id if ledger.bills_in_store else None)
+        #: Generated samples whose append failed with a StoreError, sent again until stored
+        #: (paid for: a retry must find them, not pay again). Closed by the pipeline.
+        self.parked = ParkedAppends(store, self._appends.unbilled_run)
         self._generate = generate
         self.stats = stats
         self._model_name = model_name
@@ -88,6 +91,7 @@ class Cacher:
         self._turns: dict[str, Optional[collections.deque[asyncio.Future[None]]]] = {}
         # Samples this pipeline generated that no response has claimed yet (G8 billing).
         self._unbilled: dict[str, set[int]] = {}
+        self._hook_tasks: set[asyncio.Task[None]] = set()  # on_stored hooks of late appends
         #: Where explicit request ids took their samples (private runs on stores that keep it).
         self.ids: Optional[IdPositions] = (
             IdPositions(store) if store.keeps_id_positions else None)
@@ -377,6 +381,10 @@ class Cacher:
         across them: the holder generates, the others wait and then usually find the samples
         already there (a no-op for single-process stores).
         """
+        if self.parked.holds(key):
+            # Samples of this key already paid for wait to be stored: store them first (the
+            # plan then counts them), or fail as a generation would while the store is out.
+            await self.parked.flush_key(key)
         if not self.offline and self.store.lease_reports_length:
             return await self._fill_under_lease(key, pending, calls)
         missing, generation = await self._plan(key, pending)
@@ -500,23 +508,62 @@ class Cacher:
             # Only the encoded samples stay referenced while the append waits (with thousands of
             # keys generating at once, what each waiting frame holds is the collector's work).
             k = len(encoded)
-            if lease is not None and k >= missing and not generation.on_stored:
-                start = await self.store.append_and_release(
-                    key, encoded, meta, lease, unbilled_run=self._appends.unbilled_run)
-            else:
-                start = await self._appends.append(key, encoded, meta)
-            for hook in generation.on_stored or ():
-                try:
-                    await hook(start)
-                except Exception as exc:  # the samples are stored; a hook only keeps records
-                    log.warning("after storing samples of key %s: %s", key, exc)
+            append_token = self.store.append_token()
+            try:
+                if lease is not None and k >= missing and not generation.on_stored:
+                    if append_token is None:
+                        start = await self.store.append_and_release(
+                            key, encoded, meta, lease, unbilled_run=self._appends.unbilled_run)
+                    else:
+                        start = await self.store.append_and_release(
+                            key, encoded, meta, lease, unbilled_run=self._appends.unbilled_run,
+                            token=append_token)
+                else:
+                    start = await self._appends.append(key, encoded, meta, append_token)
+            except StoreError as exc:
+                raise self._park(key, encoded, meta, append_token, generation, exc) from exc
+            await self._run_hooks(key, generation, start)
         finally:
             self.calls.end(in_flight)
+        self._note_generated(key, start, k)
+        return _Call(start, start + k, encoded)
+
+    def _note_generated(self, key: str, start: int, k: int) -> None:
+        """Samples ``start .. start+k-1`` of ``key`` were generated here and are stored."""
         with self.lock:
             if self._appends.unbilled_run is None:  # else the store keeps them (shared runs)
                 self._unbilled.setdefault(key, set()).update(range(start, start + k))
             self.stats.samples_returned += k
-        return _Call(start, start + k, encoded)
+
+    async def _run_hooks(self, key: str, generation: Generation, start: int) -> None:
+        for hook in generation.on_stored or ():
+            try:
+                await hook(start)
+            except Exception as exc:  # the samples are stored; a hook only keeps records
+                log.warning("after storing samples of key %s: %s", key, exc)
+
+    def _park(self, key: str, encoded: list[bytes], meta: bytes, token: Optional[str],
+              generation: Generation, exc: StoreError) -> StoreError:
+        """The append of samples just paid for failed: keep them to send again (see
+        :class:`ParkedAppends`) and return the error for the waiting callers, saying so.
+        A store that refuses writes for good (read-only) keeps nothing."""
+        if isinstance(exc, ReadOnlyStoreError):
+            return exc
+        k = len(encoded)
+
+        def stored(start: int) -> None:
+            self._note_generated(key, start, k)
+            if generation.on_stored:
+                task = asyncio.ensure_future(self._run_hooks(key, generation, start))
+                self._hook_tasks.add(task)
+                task.add_done_callback(self._hook_tasks.discard)
+
+        if not self.parked.park(key, encoded, meta, token, stored):
+            return exc
+        return StoreError(
+            f"{exc} The {k} samples the model generated for this request are kept and sent "
+            "to the store again in the background until stored (or until the pipeline "
+            "closes); a retry of the request reuses them instead of paying again.")
 
     def _encode(self, key: str, n: int, response: Any) -> list[bytes]:
         return encode_response(key, n, response, self._model_name)

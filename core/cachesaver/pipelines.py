@@ -320,6 +320,8 @@ class Pipeline:
         written = self._write_id_positions()
         if written is not None:
             await written
+        # Samples paid for whose append failed: one last bounded attempt, then a warning.
+        await self.cacher.parked.aclose()
         if self._owns_store:
             await self.store.aclose()
 

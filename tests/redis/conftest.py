@@ -54,11 +54,12 @@ def free_port() -> int:
 class RedisServer:
     """A private ``redis-server`` we may kill, pause and restart (same port, same data dir)."""
 
-    def __init__(self, directory: str, *, persistent: bool, cluster: bool = False) -> None:
+    def __init__(self, directory: str, *, persistent: bool, cluster: bool = False, debug: bool = False) -> None:
         self.port = free_port()
         self.directory = directory
         self.persistent = persistent
         self.cluster = cluster
+        self.debug = debug  # DEBUG SLEEP allowed: busy, yet running what was sent once it wakes
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -72,6 +73,8 @@ class RedisServer:
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        if self.debug:
+            args += ["--enable-debug-command", "yes"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -112,10 +115,10 @@ def own_redis(tmp_path):
         _require_or_skip("redis-server binary not found; cannot start a private Redis")
     servers: list[RedisServer] = []
 
-    def make(persistent: bool = True) -> RedisServer:
+    def make(persistent: bool = True, debug: bool = False) -> RedisServer:
         directory = tmp_path / f"redis-{len(servers)}"
         directory.mkdir()
-        server = RedisServer(str(directory), persistent=persistent)
+        server = RedisServer(str(directory), persistent=persistent, debug=debug)
         server.start()
         servers.append(server)
         return server

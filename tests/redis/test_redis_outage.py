@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis as redis_sync
 
 from cachesaver.codec import decode_sample
 from cachesaver.errors import StoreError
@@ -131,3 +132,107 @@ async def test_a_claim_whose_reply_froze_is_delivered_to_the_retry(own_redis):
     positions = {(ns, key): pos async for run, ns, key, pos in check.iter_ledger() if run == "frozen-run"}
     assert {pos for (ns, _), pos in positions.items() if ns == "B"} == {2}
     await check.aclose()
+
+
+async def _stored_lists(store: RedisStore) -> dict:
+    return {p: await store.read(request_key(Request(prompt=p)), 0, 1000) for p in PROMPTS}
+
+
+@pytest.mark.parametrize("freeze", ["stopped-cold", "stopped", "busy"])
+@pytest.mark.parametrize("run_id", [None, "parked-run"], ids=["private", "shared"])
+async def test_samples_paid_while_redis_froze_are_stored_once_and_reused(own_redis, run_id, freeze):
+    """Redis out for 2-3 s, longer than socket_timeout x retries, while 3 misses (n=2) are at the
+    model: their appends (and the leases' releases) time out and the callers get a StoreError
+    saying the samples are kept. Once Redis is back, the engine's re-sends store the 6 samples,
+    each exactly once, and the callers' retries get exactly those samples, billed to them
+    (cached=False), with 0 model calls. Before: 0 of the 6 were in the store, and the retries
+    paid for 6 more (12 generated, 6 delivered).
+
+    ``stopped``: SIGSTOP; ``busy``: ``DEBUG SLEEP``. In both, the copies sent during the freeze
+    (the first attempt, the client's retry, the engine's re-sends, the lease's release) run
+    when Redis wakes: they carry one token, so the samples are still stored once.
+    ``stopped-cold``: the freeze comes before the run loaded its scripts, so none of what was
+    sent during it runs (Redis answers it NOSCRIPT): the re-sends store the samples and end
+    the leases whose release failed."""
+    server = own_redis(persistent=False, debug=freeze == "busy")
+    store = RedisStore(server.url, prefix="parked", socket_timeout=0.3, connect_timeout=0.3, retries=1)
+    model = FakeModel(seed=14, latency=0.5)
+    loop = asyncio.get_running_loop()
+
+    async def round_(pipe, tag):
+        return await asyncio.gather(*(
+            pipe.request(Request(prompt=p, n=2, request_id=f"{tag}-{p}", namespace="A")) for p in PROMPTS),
+            return_exceptions=True)
+
+    def sleep_server() -> None:
+        with redis_sync.Redis(port=server.port) as admin:
+            admin.execute_command("DEBUG", "SLEEP", "2")
+
+    async with OnlineAPI(model=model, cache=store, batch_size=64, timeout=0.01, run_id=run_id) as pipe:
+        # A run under way: the append script is loaded (a copy that runs late is applied, not
+        # refused as an unknown script).
+        warm = freeze != "stopped-cold"
+        if warm:
+            await asyncio.gather(*(pipe.request(Request(prompt=f"warm{i}", n=2, namespace="A")) for i in range(3)))
+        assert model.samples_generated == (6 if warm else 0)
+        before = model.samples_generated
+        inflight = asyncio.ensure_future(round_(pipe, "a"))
+        await asyncio.sleep(0.2)  # the 3 misses hold their leases and wait at the model (0.5 s)
+        assert model.samples_generated == before  # (still at the model)
+        if freeze == "busy":
+            asleep = asyncio.ensure_future(asyncio.to_thread(sleep_server))
+            frozen = await inflight
+            await asleep
+        else:
+            server.pause()
+            paused = loop.time()
+            try:
+                frozen = await inflight
+                await asyncio.sleep(max(0.0, 3.0 - (loop.time() - paused)))
+            finally:
+                server.resume()
+        assert model.samples_generated == before + 6
+        assert all(isinstance(r, StoreError) for r in frozen), frozen
+        assert all("socket_timeout=0.3" in str(r) and "The 2 samples the model generated for this "
+                   "request are kept and sent to the store again" in str(r) for r in frozen)
+
+        check = RedisStore(server.url, prefix="parked")
+        deadline = loop.time() + 5
+        while True:  # the background re-sends store them (0.2 s doubling)
+            stored = await _stored_lists(check)
+            if (all(len(v) == 2 for v in stored.values()) and not len(pipe.cacher.parked)) \
+                    or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert {p: len(v) for p, v in stored.items()} == {p: 2 for p in PROMPTS}
+        assert len({raw for v in stored.values() for raw in v}) == 6
+        # The leases whose release timed out were ended (by the re-sends, or by the late
+        # release): another worker does not wait for them to expire (lease_ttl, 10 s).
+        with redis_sync.Redis(port=server.port) as raw_client:
+            assert not raw_client.keys("parked:*:g")
+
+        retried = await round_(pipe, "b")
+        assert model.samples_generated == before + 6 and model.call_count == before // 2 + 3  # nothing paid again
+        for p, resp in zip(PROMPTS, retried):
+            key = request_key(Request(prompt=p))
+            assert resp.data == [decode_sample(raw, key=key, index=i).data for i, raw in enumerate(stored[p])]
+            assert resp.cached == [False, False]  # paid once, billed to the retry that got them (G8)
+        assert pipe.stats.total.samples_generated == pipe.stats.samples_returned == before + 6
+    # Still exactly once each after the pipeline closed (no late duplicate append).
+    assert await _stored_lists(check) == stored
+    await check.aclose()
+
+
+async def test_an_append_sent_again_with_its_token_is_applied_once(own_redis):
+    """What the engine's re-send relies on: an append whose first attempt ran (its reply lost)
+    and its re-send with the same token store the samples once and both answer the same
+    first index; a new token appends again."""
+    server = own_redis(persistent=False)
+    store = RedisStore(server.url, prefix="tokens")
+    token = store.append_token()
+    assert await store.append("k", [b'{"a": 1}', b'{"a": 2}'], token=token) == 0
+    assert await store.append("k", [b'{"a": 1}', b'{"a": 2}'], token=token) == 0
+    assert await store.read("k", 0, 10) == [b'{"a": 1}', b'{"a": 2}']
+    assert await store.append("k", [b'{"a": 3}'], token=store.append_token()) == 2
+    assert await store.length("k") == 3
+    await store.aclose()

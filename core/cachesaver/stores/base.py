@@ -93,8 +93,20 @@ class Store(ABC):
         ``meta`` (the canonical request JSON) is stored once per key, for ``inspect``/export.
         ``unbilled_run``: a shared run whose generation this is; stores that ``keep_billing``
         record the new samples as unbilled in that run, in the same transaction (see
-        :meth:`claim_billed`).
+        :meth:`claim_billed`). Stores whose :meth:`append_token` returns tokens also take
+        ``token=``: an append sent again with the same token is applied at most once.
         """
+
+    def append_token(self) -> Optional[str]:
+        """A fresh token for one append, or None (the default): stores whose append may run
+        after its caller was told it failed (Redis: a reply lost to a timeout, the command
+        already sent) accept ``append(..., token=...)`` and apply one token at most once. The
+        engine takes one per generated append, so that when the append fails it can send the
+        same samples again with the same token (:class:`cachesaver.appends.ParkedAppends`)
+        and the late first attempt and the re-send never both apply. Stores whose failed
+        append applied nothing (memory; disk, whose transaction committed or not) need none:
+        the engine then calls ``append`` without ``token``."""
+        return None
 
     async def append_many(self, items: Sequence[tuple[str, Sequence[bytes], Optional[bytes]]], *,
                           unbilled_run: Optional[str] = None) -> list[int]:
@@ -128,12 +140,16 @@ class Store(ABC):
     append_ends_lease: bool = False
 
     async def append_and_release(self, key: str, samples: Sequence[bytes], meta: Optional[bytes],
-                                 lease: Any, *, unbilled_run: Optional[str] = None) -> int:
+                                 lease: Any, *, unbilled_run: Optional[str] = None,
+                                 token: Optional[str] = None) -> int:
         """:meth:`append`, the last one under ``lease`` (what :meth:`generation_lease` yielded
         for ``key``): stores with ``append_ends_lease`` end the lease in the same atomic step,
         so another process waiting for it sees the samples as soon as it gets it. The default
-        appends only (the lease ends when its body exits, as always)."""
-        return await self.append(key, samples, meta, unbilled_run=unbilled_run)
+        appends only (the lease ends when its body exits, as always). ``token``: see
+        :meth:`append_token` (passed on only when given)."""
+        if token is None:
+            return await self.append(key, samples, meta, unbilled_run=unbilled_run)
+        return await self.append(key, samples, meta, unbilled_run=unbilled_run, token=token)  # type: ignore[call-arg]
 
     def generation_lease(self, key: str) -> Any:
         """An async context manager held while the samples ``key`` lacks are generated.

@@ -653,44 +653,61 @@ class RedisStore(Store):
         except RedisError as exc:
             raise self._error(exc, f"reading key {key}") from exc
 
+    def append_token(self) -> str:
+        """A token for :meth:`append`: an append sent again with its first attempt's token
+        (the engine's re-send of samples whose append timed out) is applied once, whichever of
+        the two runs first; the other returns the first's index. Recognised among the last
+        ``_APPEND_TOKENS_KEPT`` appends of the key."""
+        return self._token()
+
     async def append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes] = None, *,
-                     unbilled_run: Optional[str] = None) -> int:
-        return await self._append(key, samples, meta, unbilled_run, None)
+                     unbilled_run: Optional[str] = None, token: Optional[str] = None) -> int:
+        return await self._append(key, samples, meta, unbilled_run, None, token)
 
     append_ends_lease = True  # the append script can end the generation lease (one round trip)
 
     async def append_and_release(self, key: str, samples: Sequence[bytes], meta: Optional[bytes],
-                                 lease: Any, *, unbilled_run: Optional[str] = None) -> int:
+                                 lease: Any, *, unbilled_run: Optional[str] = None,
+                                 token: Optional[str] = None) -> int:
         """:meth:`append`, and end ``lease`` (held on ``key``) in the same script: a miss's last
         append and the lease's release are one round trip. A lease that was lost, or that a
-        nesting holder keeps, is left alone (then it ends as usual when its body exits)."""
+        nesting holder keeps, is left alone (then it ends as usual when its body exits). If the
+        append fails, the lease is not marked ended: the body's exit releases it, or (Redis
+        frozen) it expires within ``lease_ttl``, and a late-running first attempt ends it too."""
         own = (isinstance(lease, Lease) and lease.key == key and lease.acquired and not lease.nested
                and not lease.released)
         if own and lease.renewer is not None:
             # The body ends with this append: no renewal may race the release (a renewal
             # answered after it would report the lease lost).
             lease.renewer.stop()
-        start = await self._append(key, samples, meta, unbilled_run, lease if own else None)
+        start = await self._append(key, samples, meta, unbilled_run, lease if own else None, token)
         if own:
             lease.ended = True  # the body's exit sends no second release
         return start
 
     async def _append(self, key: str, samples: Sequence[bytes], meta: Optional[bytes],
-                      unbilled_run: Optional[str], lease: Optional[Lease]) -> int:
+                      unbilled_run: Optional[str], lease: Optional[Lease],
+                      token: Optional[str] = None) -> int:
         base = self._base(key)
         values = [_as_bytes(raw, f"sample {i + 1} of {len(samples)} appended to key {key}") for i, raw in enumerate(samples)]
         meta_arg = b"" if meta is None else _as_bytes(meta, f"meta for key {key}")
+        # Without a lease to end: our own earlier lease of the key whose release failed (Redis
+        # was out) is ended by this append, so other workers do not wait for it to expire
+        # (the engine's re-send of the samples that lease's body generated comes this way).
+        orphan = self._orphans.get(key, "") if lease is None else ""
         client = await self._ready()
         try:
             start = await client.run((
                 client.append,
                 (base + "s", base + "m", base + "t", base + "u", base + "g"),
-                (self._token(), "0" if meta is None else "1", meta_arg,
+                (token or self._token(), "0" if meta is None else "1", meta_arg,
                  "" if unbilled_run is None else _run_arg(unbilled_run),
-                 "" if lease is None else lease.token, *values),
+                 lease.token if lease is not None else orphan, *values),
             ))
         except RedisError as exc:
             raise self._error(exc, f"appending {len(values)} samples to key {key}", maybe_applied=True) from exc
+        if orphan and self._orphans.get(key) == orphan:
+            del self._orphans[key]
         return int(start)
 
     async def length(self, key: str) -> int:
