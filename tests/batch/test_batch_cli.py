@@ -99,9 +99,18 @@ def _estimate(questions):
                + 2 * MAX_TOKENS * BATCH_OUT for q in questions)
 
 
-def _collected_exactly(spec, server, record, capsys, lines_stored):
+def _litellm_content(sample):
+    return sample["choice"]["message"]["content"]
+
+
+def _langchain_content(sample):
+    return sample["message"]["kwargs"]["content"]
+
+
+def _collected_exactly(spec, server, record, capsys, lines_stored, content=_litellm_content, ids=True):
     """``record`` was collected: exactly what the provider answered, in its order, once, with
-    its request and batch price; returns the stored samples by key."""
+    its request and batch price; returns the stored samples by key. ``content`` reads a stored
+    sample's text (the adapters store different shapes); ``ids``: samples keep the answer's id."""
     answers = _output_file(server, record.provider_batch)
     lines = _lines(spec, record.id)
     stored = _samples(spec, [line.key for line in lines])
@@ -109,9 +118,9 @@ def _collected_exactly(spec, server, record, capsys, lines_stored):
     for line in lines:
         body = answers[line.custom_id]
         assert line.state == "stored" and line.first == 0
-        assert [s["choice"]["message"]["content"] for s in stored[line.key]] == \
-            [c["message"]["content"] for c in body["choices"]]
-        assert {s["id"] for s in stored[line.key]} == {body["id"]}
+        assert [content(s) for s in stored[line.key]] == [c["message"]["content"] for c in body["choices"]]
+        if ids:
+            assert {s["id"] for s in stored[line.key]} == {body["id"]}
         usage = body["usage"]
         cost = usage["prompt_tokens"] * BATCH_IN + usage["completion_tokens"] * BATCH_OUT
         assert line.cost == pytest.approx(cost, rel=1e-9)
@@ -323,31 +332,17 @@ def test_collect_the_batch_of_a_killed_langchain_process(batch_server, store_pat
     assert main(["batches", "collect", "--all", "--wait", "20", "--cache", store_path]) == 0
     reported = capsys.readouterr().out
     assert "6 lines stored (6 samples" in reported and "sk-" not in reported
-    answers = _output_file(batch_server, record.provider_batch)
-    lines = _lines(store_path, record.id)
-    stored = _samples(store_path, [line.key for line in lines])
-    billed = 0.0
-    for line in lines:
-        body = answers[line.custom_id]
-        assert line.state == "stored" and line.first == 0 and len(stored[line.key]) == 1
-        assert [s["message"]["kwargs"]["content"] for s in stored[line.key]] == \
-            [c["message"]["content"] for c in body["choices"]]
-        usage = body["usage"]
-        cost = usage["prompt_tokens"] * BATCH_IN + usage["completion_tokens"] * BATCH_OUT
-        assert line.cost == pytest.approx(cost, rel=1e-9)
-        billed += cost
-    [(record, counts)] = _batches(store_path)
-    assert record.state == "completed" and counts["stored"] == 6 and counts["open"] == 0
-    assert counts["billed"] == pytest.approx(billed, rel=1e-9)
+    stored, _billed = _collected_exactly(store_path, batch_server, record, capsys, 6,
+                                         content=_langchain_content, ids=False)
+    assert all(len(samples) == 1 for samples in stored.values())
+    [(record, _counts)] = _batches(store_path)
+    assert record.state == "completed"
     assert batch_server.batches.created == 1 and batch_server.batches.samples_generated == 6
-    assert main(["batches", "collect", "--all", "--cache", store_path]) == 0
-    assert "nothing to collect" in capsys.readouterr().out
-    assert _samples(store_path, list(stored)) == stored  # nothing stored twice
 
     messages = _lc_ask_again(store_path, batch_server)
     assert batch_server.batches.created == 1 and batch_server.request_count == 0  # nothing paid again
     assert [m.response_metadata["cachesaver"]["cached"] for m in messages] == [True] * 6
-    assert sorted(m.content for m in messages) == sorted(s["message"]["kwargs"]["content"]
+    assert sorted(m.content for m in messages) == sorted(_langchain_content(s)
                                                          for samples in stored.values() for s in samples)
     assert batch_server.batches.samples_generated == 6
 def test_a_provider_that_cannot_be_reached_is_reported_without_its_message(store_path, capsys, monkeypatch):
