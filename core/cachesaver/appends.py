@@ -17,7 +17,7 @@ import logging
 from typing import Any, Callable, Optional, Sequence
 
 from .errors import CorruptSampleError, ReadOnlyStoreError, StoreError
-from .stores.base import Store
+from .stores.base import Store, token_kwargs
 
 __all__ = ["Appends", "ParkedAppends"]
 
@@ -45,10 +45,8 @@ class Appends:
         ``token``: the store's :meth:`~Store.append_token` for it (stores that give tokens do
         not coalesce appends, so it goes with the direct call)."""
         if not self.store.coalesce_appends:
-            if token is not None:
-                return await self.store.append(key, samples, meta, unbilled_run=self.unbilled_run,
-                                               token=token)  # type: ignore[call-arg]
-            return await self.store.append(key, samples, meta, unbilled_run=self.unbilled_run)
+            return await self.store.append(key, samples, meta, unbilled_run=self.unbilled_run,
+                                           **token_kwargs(token))
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._items.append((key, samples, meta))
         self._futures.append(future)
@@ -171,10 +169,8 @@ class ParkedAppends:
         return self._lock
 
     async def _send(self, item: _Parked) -> int:
-        if item.token is None:
-            return await self.store.append(item.key, item.samples, item.meta, unbilled_run=self.unbilled_run)
         return await self.store.append(item.key, item.samples, item.meta, unbilled_run=self.unbilled_run,
-                                       token=item.token)  # type: ignore[call-arg]
+                                       **token_kwargs(item.token))
 
     def _remove(self, item: _Parked) -> None:
         self._items.remove(item)

@@ -28,7 +28,7 @@ from .modelcalls import ModelCalls
 from .offline import offline_miss
 from .pending import Pending
 from .stats import Stats
-from .stores.base import NO_LEASE, Store
+from .stores.base import NO_LEASE, Store, token_kwargs
 from .typedefs import Request, Response, Usage
 
 __all__ = ["Cacher", "encode_response"]
@@ -511,13 +511,9 @@ class Cacher:
             append_token = self.store.append_token()
             try:
                 if lease is not None and k >= missing and not generation.on_stored:
-                    if append_token is None:
-                        start = await self.store.append_and_release(
-                            key, encoded, meta, lease, unbilled_run=self._appends.unbilled_run)
-                    else:
-                        start = await self.store.append_and_release(
-                            key, encoded, meta, lease, unbilled_run=self._appends.unbilled_run,
-                            token=append_token)
+                    start = await self.store.append_and_release(
+                        key, encoded, meta, lease, unbilled_run=self._appends.unbilled_run,
+                        **token_kwargs(append_token))
                 else:
                     start = await self._appends.append(key, encoded, meta, append_token)
             except StoreError as exc:

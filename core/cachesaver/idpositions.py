@@ -48,11 +48,9 @@ class IdPositions:
 
     def lookup_now(self, namespace: str, key: str, request_id: str) -> Optional[Record]:
         """The positions ``request_id`` took in an earlier run (or earlier in this one)."""
-        known = self._known.get(key)
-        if known is None:
-            known = self._known[key] = self._store.id_positions_now(key) or _NONE
-        found = known.get((namespace, request_id))
-        return found if found is not None else self._made.get((namespace, key, request_id))
+        if key not in self._known:
+            self._known[key] = self._store.id_positions_now(key) or _NONE
+        return self.lookup_loaded(namespace, key, request_id)
 
     def loaded(self, key: str) -> bool:
         """Whether ``key``'s records have been read (then :meth:`lookup_loaded` answers)."""
@@ -75,11 +73,9 @@ class IdPositions:
         return found if found is not None else self._made.get((namespace, key, request_id))
 
     async def lookup(self, namespace: str, key: str, request_id: str) -> Optional[Record]:
-        known = self._known.get(key)
-        if known is None:
-            known = self._known[key] = await self._store.id_positions(key) or _NONE
-        found = known.get((namespace, request_id))
-        return found if found is not None else self._made.get((namespace, key, request_id))
+        if key not in self._known:
+            self._known[key] = await self._store.id_positions(key) or _NONE
+        return self.lookup_loaded(namespace, key, request_id)
 
     def note(self, namespace: str, key: str, request_id: str, pos: int, count: int) -> None:
         """Remember where ``request_id`` took its samples, if it had no record; the record is

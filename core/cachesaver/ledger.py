@@ -26,7 +26,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ContextManager, Optional, Sequence, Union
 
-from .stores.base import Store
+from .stores.base import Store, each_in_turn
 from .stores.memory import positions_free, take_positions
 
 __all__ = ["Ledger", "PrivateLedger", "SharedLedger", "Positions", "Claim", "ManyClaim"]
@@ -87,16 +87,13 @@ class Ledger(ABC):
         own). ``lock`` is the pipeline's lock where synchronous hits on other threads move the
         same positions: held (never across an await) while a claim checks and takes them. The
         default claims one after another."""
-        out: "list[Union[Claim, Exception, None]]" = []
-        for namespace, key, count, wanted, at in claims:
-            try:
-                if at is None:
-                    out.append(await self.claim(namespace, key, count, wanted))
-                else:
-                    out.append((at, await self.claim_at(namespace, key, at, count, wanted), None))
-            except Exception as exc:
-                out.append(exc)
-        return out
+        async def one(claim: ManyClaim) -> Claim:
+            namespace, key, count, wanted, at = claim
+            if at is None:
+                return await self.claim(namespace, key, count, wanted)
+            return at, await self.claim_at(namespace, key, at, count, wanted), None
+
+        return list(await each_in_turn(claims, one))
 
     def claim_now(self, namespace: str, key: str, count: int) -> tuple[int, list[bytes]]:
         """``claim`` without an event loop (the synchronous hit path; the caller holds the
@@ -283,7 +280,7 @@ class SharedLedger(Ledger):
         store as :meth:`claim` and :meth:`claim_at` are."""
         out: "list[Union[Claim, Exception, None]]" = [None] * len(claims)
         nexts = [i for i, claim in enumerate(claims) if claim[4] is None]
-        ats = [i for i, claim in enumerate(claims) if claim[4] is not None]
+        ats = [(i, at) for i, (_, _, _, _, at) in enumerate(claims) if at is not None]
         bills = self.bills_in_store
         if nexts:
             got = await self.store.claim_many(
@@ -292,9 +289,9 @@ class SharedLedger(Ledger):
                 out[i] = claim if isinstance(claim, Exception) else (claim[0], claim[1], claim[2] if bills else None)
         if ats:
             taken = await self.store.claim_at_many(
-                self.run_id, [(claims[i][0], claims[i][1], claims[i][4], claims[i][2]) for i in ats])  # type: ignore[misc]
-            for i, samples in zip(ats, taken):
-                out[i] = samples if isinstance(samples, Exception) else (claims[i][4], samples, None)  # type: ignore[assignment]
+                self.run_id, [(claims[i][0], claims[i][1], at, claims[i][2]) for i, at in ats])
+            for (i, at), samples in zip(ats, taken):
+                out[i] = samples if isinstance(samples, Exception) else (at, samples, None)
         return out
 
     async def consumption(self) -> Positions:

@@ -27,7 +27,7 @@ claims what it generated), so they record nothing.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, AsyncIterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional, Sequence, TypeVar, Union
 
 if TYPE_CHECKING:
     from .totals import KeyTotals
@@ -35,6 +35,28 @@ if TYPE_CHECKING:
 __all__ = ["Store", "LedgerEntry", "NO_LEASE"]
 
 LedgerEntry = tuple[str, str, str, int]  # (run_id, namespace, key, samples consumed)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def each_in_turn(items: Sequence[T], call: "Callable[[T], Awaitable[R]]") -> "list[Union[R, Exception]]":
+    """``await call(item)`` for each item, one after another: its result, or the exception it
+    raised (an error fails only its own item). The default of the stores' bulk calls."""
+    out: "list[Union[R, Exception]]" = []
+    for item in items:
+        try:
+            out.append(await call(item))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def token_kwargs(token: Optional[str]) -> "dict[str, Any]":
+    """The keyword that passes an append's ``token`` on (see :meth:`Store.append_token`), or
+    none: a store that gives no tokens keeps the ``append`` signature without it."""
+    return {} if token is None else {"token": token}
 
 
 class Store(ABC):
@@ -47,10 +69,11 @@ class Store(ABC):
     inline_io: bool = False
     #: True if :meth:`read_now` and :meth:`id_positions_now` work from any thread without an
     #: event loop although they may wait on the network (Redis: one round trip each). A private
-    #: run then serves a synchronous caller's hits on its own thread, and checks the hits of its
-    #: engine's ticks the same way, under the pipeline's lock (see ``OnlineAPI.try_now``);
-    #: callers on an event loop keep going through the engine's loop, so no wait on the network
-    #: blocks their loop. Stores with ``inline_io`` read without waiting on anything.
+    #: run then serves a synchronous caller's hits on its own thread, under the pipeline's lock
+    #: (see ``OnlineAPI.try_now``); the engine's ticks still read their first hit attempts
+    #: together (:meth:`read_many`) and take the positions under that lock. Callers on an event
+    #: loop keep going through the engine's loop, so no wait on the network blocks their loop.
+    #: Stores with ``inline_io`` read without waiting on anything.
     sync_reads: bool = False
     #: True if :meth:`append_many` of several keys costs about as much as one :meth:`append`
     #: (one transaction): the pipeline then gathers the appends of one moment into one call.
@@ -68,13 +91,7 @@ class Store(ABC):
         The engine reads a tick's hit attempts of a private run with one call. Stores whose
         reads are round trips answer them together (Redis: one pipeline); the default reads
         one after another."""
-        out: "list[Union[list[bytes], Exception]]" = []
-        for key, start, count in reads:
-            try:
-                out.append(await self.read(key, start, count))
-            except Exception as exc:
-                out.append(exc)
-        return out
+        return await each_in_turn(reads, lambda read: self.read(*read))
 
     def read_now(self, key: str, start: int, count: int) -> list[bytes]:
         """``read`` without an event loop, from any thread: the engine's synchronous hit path.
@@ -147,9 +164,7 @@ class Store(ABC):
         so another process waiting for it sees the samples as soon as it gets it. The default
         appends only (the lease ends when its body exits, as always). ``token``: see
         :meth:`append_token` (passed on only when given)."""
-        if token is None:
-            return await self.append(key, samples, meta, unbilled_run=unbilled_run)
-        return await self.append(key, samples, meta, unbilled_run=unbilled_run, token=token)  # type: ignore[call-arg]
+        return await self.append(key, samples, meta, unbilled_run=unbilled_run, **token_kwargs(token))
 
     def generation_lease(self, key: str) -> Any:
         """An async context manager held while the samples ``key`` lacks are generated.
@@ -199,17 +214,14 @@ class Store(ABC):
         The engine makes a tick's hit attempts of a shared run with one call. Stores whose
         claims are round trips send them together (Redis: one pipeline of claim scripts); the
         default claims one after another."""
-        out: "list[Union[tuple[int, list[bytes], list[int]], Exception]]" = []
-        for namespace, key, count in claims:
-            try:
-                if billed:
-                    out.append(await self.claim_billed(run_id, namespace, key, count))
-                else:
-                    pos, taken = await self.claim(run_id, namespace, key, count, partial=False)
-                    out.append((pos, taken, []))
-            except Exception as exc:
-                out.append(exc)
-        return out
+        async def one(claim: tuple[str, str, int]) -> tuple[int, list[bytes], list[int]]:
+            namespace, key, count = claim
+            if billed:
+                return await self.claim_billed(run_id, namespace, key, count)
+            pos, taken = await self.claim(run_id, namespace, key, count, partial=False)
+            return pos, taken, []
+
+        return await each_in_turn(claims, one)
 
     # -- where request ids took their samples (exact replays by id) --------------------------
     #: Which ledger positions each explicit request id took in a (namespace, key), so that a
@@ -226,13 +238,7 @@ class Store(ABC):
         """:meth:`id_positions` of several keys: for each, in order, its records or the error
         reading them raised (only its own). Stores whose reads are round trips answer them
         together (Redis: one pipeline); the default reads one key after another."""
-        out: "list[Union[dict[tuple[str, str], tuple[int, int]], Exception]]" = []
-        for key in keys:
-            try:
-                out.append(await self.id_positions(key))
-            except Exception as exc:
-                out.append(exc)
-        return out
+        return await each_in_turn(keys, self.id_positions)
 
     def id_positions_now(self, key: str) -> "dict[tuple[str, str], tuple[int, int]]":
         """:meth:`id_positions` without an event loop (stores with ``inline_io`` or ``sync_reads``)."""
@@ -259,13 +265,7 @@ class Store(ABC):
         each, in order, the samples taken (or ``[]``) or the error that failed it (only its
         own). Stores whose claims are round trips send them together (Redis: one pipeline);
         the default claims one after another."""
-        out: "list[Union[list[bytes], Exception]]" = []
-        for namespace, key, pos, count in claims:
-            try:
-                out.append(await self.claim_at(run_id, namespace, key, pos, count))
-            except Exception as exc:
-                out.append(exc)
-        return out
+        return await each_in_turn(claims, lambda claim: self.claim_at(run_id, *claim))
 
     # -- batch mode ---------------------------------------------------------------------------
     def batch_journal(self) -> Any:
