@@ -85,3 +85,22 @@ def test_an_import_names_the_file_line_samples_from_1(tmp_path):
         with pytest.raises(TransferError, match=f"^line 2: sample 4 of key {K} is not a CacheSaver record"):
             await import_jsonl(str(tmp_path / "target"), str(tmp_path / "garbled.jsonl"))
     asyncio.run(main())
+
+
+def test_a_redis_bulk_claim_that_fails_names_the_samples_from_1(redis_store_factory):
+    """The tick's bulk replay claims (``claim_at_many``) name samples as ``claim_at`` does."""
+    import redis as redis_sync
+
+    store = redis_store_factory()
+    raw = redis_sync.Redis.from_url(redis_store_factory.url)
+    raw.set(store._base(K) + "s", b"not a list")  # the script then fails on this key alone
+
+    async def main():
+        try:
+            return await store.claim_at_many("run", [("ns", K, 1, 2)])
+        finally:
+            await store.aclose()
+    [failed] = asyncio.run(main())
+    raw.close()
+    assert isinstance(failed, StoreError)
+    assert f" failed while claiming samples 2..3 of key {K} for 'ns'" in str(failed)

@@ -822,22 +822,14 @@ class RedisStore(Store):
             ops.append((client.claim, (base + "s", base + "l", base + "c", base + "u"),
                         (orjson.dumps([run_id, namespace]), count, "0", token, run)))
             sent.append((i, token))
-        if ops:
-            replies: list[Any]
-            try:
-                replies = await client.pipelined(ops)
-            except RedisError as exc:
-                replies = [exc] * len(ops)
-            for (i, token), reply in zip(sent, replies):
-                namespace, key, count = claims[i]
-                if isinstance(reply, Exception):
-                    if token and isinstance(reply, (RedisTimeoutError, RedisConnectionError)):
-                        self._unanswered[(run_id, namespace, key)] = (token, count)
-                    out[i] = self._error(reply, f"claiming {count} samples of key {key} for {namespace!r}",
-                                         maybe_applied=bool(token))
-                else:
-                    pos, taken, bills = reply
-                    out[i] = (int(pos), list(taken), [int(b) for b in bills])
+        for (i, token), reply in zip(sent, await self._replies(ops)):
+            namespace, key, count = claims[i]
+            if isinstance(reply, RedisError):
+                out[i] = self._claim_error(reply, (run_id, namespace, key), token, count)
+            elif isinstance(reply, Exception):
+                out[i] = reply
+            else:
+                out[i] = _claimed(reply)
         for i in alone:
             namespace, key, count = claims[i]
             try:
@@ -866,16 +858,21 @@ class RedisStore(Store):
                 return earlier
         token = self._token() if count > 0 else ""
         try:
-            pos, taken, billed = await client.run((
+            reply = await client.run((
                 client.claim, (base + "s", base + "l", base + "c", base + "u"),
                 (field, count, "1" if partial else "0", token, _run_arg(run_id) if bill else ""),
             ))
         except RedisError as exc:
-            if token and isinstance(exc, (RedisTimeoutError, RedisConnectionError)):
-                self._unanswered[slot] = (token, count)  # it may still run: see above
-            raise self._error(exc, f"claiming {count} samples of key {key} for {namespace!r}",
-                              maybe_applied=bool(token)) from exc
-        return int(pos), list(taken), [int(i) for i in billed]
+            raise self._claim_error(exc, slot, token, count) from exc
+        return _claimed(reply)
+
+    def _claim_error(self, exc: RedisError, slot: tuple[str, str, str], token: str, count: int) -> StoreError:
+        """The error of a claim script of ``slot`` (run, namespace, key) that failed; one whose
+        reply was lost may still run, so it is remembered (see :meth:`_claim`)."""
+        if token and isinstance(exc, (RedisTimeoutError, RedisConnectionError)):
+            self._unanswered[slot] = (token, count)
+        return self._error(exc, f"claiming {count} samples of key {slot[2]} for {slot[1]!r}",
+                           maybe_applied=bool(token))
 
     async def _unanswered_claim(self, client: "_Client", base: str, field: bytes,
                                 slot: tuple[str, str, str], count: int) -> Optional[tuple[int, list[bytes], list[int]]]:
@@ -939,17 +936,12 @@ class RedisStore(Store):
             ops.append((client.claim_at, (base + "s", base + "l", base + "h"),
                         (orjson.dumps([run_id, namespace]), pos, count)))
             sent.append(i)
-        if not ops:
-            return out
-        replies: list[Any]
-        try:
-            replies = await client.pipelined(ops)
-        except RedisError as exc:
-            replies = [exc] * len(ops)
-        for i, reply in zip(sent, replies):
+        for i, reply in zip(sent, await self._replies(ops)):
             namespace, key, pos, count = claims[i]
-            if isinstance(reply, Exception):
-                out[i] = self._error(reply, f"claiming samples {pos}..{pos + count - 1} of key {key} for {namespace!r}")
+            if isinstance(reply, RedisError):
+                out[i] = self._error(reply, f"claiming samples {pos + 1}..{pos + count} of key {key} for {namespace!r}")
+            elif isinstance(reply, Exception):
+                out[i] = reply
             else:
                 out[i] = list(reply)
         return out
@@ -1330,6 +1322,12 @@ def _id_records(entries: Any) -> dict[tuple[str, str], tuple[int, int]]:
                 and type(count) is int and pos >= 0 and count > 0):
             out[(namespace, request_id)] = (pos, count)
     return out
+
+
+def _claimed(reply: Any) -> tuple[int, list[bytes], list[int]]:
+    """The claim script's reply: (first position, samples taken, indices billed to the claim)."""
+    pos, taken, billed = reply
+    return int(pos), list(taken), [int(i) for i in billed]
 
 
 def _run_arg(run_id: str) -> str:
