@@ -44,7 +44,7 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Callable, Optional, Sequence, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -613,29 +613,46 @@ class RedisStore(Store):
         except (StoreError, RedisError) as exc:
             return [exc] * len(ops)
 
-    async def read_many(self, reads: Sequence[tuple[str, int, int]]) -> "list[Union[list[bytes], Exception]]":
-        """Every read's LRANGE in one pipeline: one round trip for a tick's hit attempts,
-        whatever their keys' hash slots."""
-        out: "list[Union[list[bytes], Exception]]" = [[] for _ in reads]
+    async def _bulk(self, items: Sequence[Any], op_of: "Callable[[Any], Optional[_Op]]",
+                    done: "Callable[[Any], Any]", what_of: "Callable[[Any], str]",
+                    empty: "Callable[[], Any]") -> list[Any]:
+        """One op per item, all in one pipeline, each item's answer in order: ``done(reply)``,
+        or the error that failed it alone (a Redis error named by ``what_of(item)``). ``op_of``
+        returns None for an item with nothing to send (its answer is ``empty()``) and raises
+        :class:`InvalidRequestError` for a bad one (that error is its answer)."""
+        out: list[Any] = []
         ops: list[_Op] = []
         sent: list[int] = []
-        for i, (key, start, count) in enumerate(reads):
+        for i, item in enumerate(items):
             try:
-                base = self._base(key)
-                if start < 0:
-                    raise InvalidRequestError(f"read start must be >= 0, got {start}")
+                op = op_of(item)
             except InvalidRequestError as exc:
-                out[i] = exc
+                out.append(exc)
                 continue
-            if count > 0:
-                ops.append(("LRANGE", (base + "s",), (start, start + count - 1)))
+            out.append(empty())
+            if op is not None:
+                ops.append(op)
                 sent.append(i)
         for i, reply in zip(sent, await self._replies(ops)):
             if isinstance(reply, RedisError):
-                out[i] = self._error(reply, f"reading key {reads[i][0]}")
-            else:
+                out[i] = self._error(reply, what_of(items[i]))
+            elif isinstance(reply, Exception):
                 out[i] = reply
+            else:
+                out[i] = done(reply)
         return out
+
+    async def read_many(self, reads: Sequence[tuple[str, int, int]]) -> "list[Union[list[bytes], Exception]]":
+        """Every read's LRANGE in one pipeline: one round trip for a tick's hit attempts,
+        whatever their keys' hash slots."""
+        def op_of(read: tuple[str, int, int]) -> Optional[_Op]:
+            key, start, count = read
+            base = self._base(key)
+            if start < 0:
+                raise InvalidRequestError(f"read start must be >= 0, got {start}")
+            return ("LRANGE", (base + "s",), (start, start + count - 1)) if count > 0 else None
+
+        return await self._bulk(reads, op_of, list, lambda read: f"reading key {read[0]}", list)
 
     #: Reads work synchronously from any thread (one blocking round trip): a private run's hit
     #: for a synchronous caller stays on its thread (see :attr:`Store.sync_reads`).
@@ -733,24 +750,8 @@ class RedisStore(Store):
     async def id_positions_many(self, keys: Sequence[str]
                                 ) -> "list[Union[dict[tuple[str, str], tuple[int, int]], Exception]]":
         """Every key's records hash (``P:{K}:i``) in one pipeline."""
-        out: "list[Union[dict[tuple[str, str], tuple[int, int]], Exception]]" = [{} for _ in keys]
-        ops: list[_Op] = []
-        sent: list[int] = []
-        for i, key in enumerate(keys):
-            try:
-                ops.append(("HGETALL", (self._base(key) + "i",), ()))
-            except InvalidRequestError as exc:
-                out[i] = exc
-                continue
-            sent.append(i)
-        for i, reply in zip(sent, await self._replies(ops)):
-            if isinstance(reply, RedisError):
-                out[i] = self._error(reply, f"reading request-id positions of key {keys[i]}")
-            elif isinstance(reply, Exception):
-                out[i] = reply
-            else:
-                out[i] = _id_records(reply)
-        return out
+        return await self._bulk(keys, lambda key: ("HGETALL", (self._base(key) + "i",), ()), _id_records,
+                                lambda key: f"reading request-id positions of key {key}", dict)
 
     def id_positions_now(self, key: str) -> dict[tuple[str, str], tuple[int, int]]:
         """:meth:`id_positions` as one blocking HGETALL from the calling thread."""
@@ -920,31 +921,22 @@ class RedisStore(Store):
                             ) -> "list[Union[list[bytes], Exception]]":
         """The :meth:`claim_at` script of every ``(namespace, key, position, count)`` in one
         pipeline (a tick's replays by request id)."""
-        out: "list[Union[list[bytes], Exception]]" = [[] for _ in claims]
-        ops: list[_Op] = []
-        sent: list[int] = []
         try:
             client = await self._ready()
         except StoreError as exc:
             return [exc for _ in claims]
-        for i, (namespace, key, pos, count) in enumerate(claims):
-            try:
-                base = self._base(key)
-            except InvalidRequestError as exc:
-                out[i] = exc
-                continue
-            ops.append((client.claim_at, (base + "s", base + "l", base + "h"),
-                        (orjson.dumps([run_id, namespace]), pos, count)))
-            sent.append(i)
-        for i, reply in zip(sent, await self._replies(ops)):
-            namespace, key, pos, count = claims[i]
-            if isinstance(reply, RedisError):
-                out[i] = self._error(reply, f"claiming samples {pos + 1}..{pos + count} of key {key} for {namespace!r}")
-            elif isinstance(reply, Exception):
-                out[i] = reply
-            else:
-                out[i] = list(reply)
-        return out
+
+        def op_of(claim: tuple[str, str, int, int]) -> _Op:
+            namespace, key, pos, count = claim
+            base = self._base(key)
+            return (client.claim_at, (base + "s", base + "l", base + "h"),
+                    (orjson.dumps([run_id, namespace]), pos, count))
+
+        def what_of(claim: tuple[str, str, int, int]) -> str:
+            namespace, key, pos, count = claim
+            return f"claiming samples {pos + 1}..{pos + count} of key {key} for {namespace!r}"
+
+        return await self._bulk(claims, op_of, list, what_of, list)
 
     # -- generation lease --------------------------------------------------------------------
     lease_reports_length = True  # the acquire script returns LLEN (Lease.length)
