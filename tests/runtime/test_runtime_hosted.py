@@ -6,6 +6,7 @@ directly with the seeded ``FakeModel`` and real stores.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import threading
@@ -15,6 +16,7 @@ import pytest
 
 from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError, PipelineClosedError
 from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, get_host, read_identity
+from cachesaver.generation import current_generation
 from cachesaver.testing import FakeModel
 from cachesaver.typedefs import Request
 
@@ -234,5 +236,55 @@ def test_a_hosted_miss_canonicalises_its_request_once(tmp_path, monkeypatch):
         assert miss.cached == [False] and model.call_count == 1 and len(walks) == 1
         hit = hosted.request_sync(Request(prompt="once", n=1, namespace="b"))
         assert hit.cached == [True] and hit.data == miss.data and len(walks) == 2
+    finally:
+        hosted.close()
+
+
+
+class PausesAfterStoring(FakeModel):
+    """A ``FakeModel`` whose calls pause once their samples are stored, before the engine hands
+    them out (a hook of the call's ``Generation``): the window a stream's request is in when the
+    stream's caller has already left."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stored = threading.Event()
+
+    async def request(self, request):
+        async def pause(_start):
+            self.stored.set()
+            await asyncio.sleep(0.3)
+
+        current_generation().when_stored(pause)
+        return await super().request(request)
+
+
+@pytest.mark.parametrize("store", ["memory", "disk"])
+def test_a_begun_request_keeps_its_place_once_its_caller_drops_the_begun_object(store, tmp_path):
+    """A stream's request (``begin``, then ``submit``) holds its place until it is done, also
+    after its caller stopped reading and dropped the ``Begun`` (the request goes on and takes its
+    sample, G1). Before, collecting the ``Begun`` gave the place back while the request was still
+    at the model, and a request of the namespace checked between the append and the claim was
+    handed the same sample: a litellm stream stopped after two chunks shared its sample with the
+    next stream, under load."""
+    model = PausesAfterStoring(seed=3)
+    spec = "memory" if store == "memory" else str(tmp_path / "store")
+    hosted = HostedPipeline(lambda: model, PipelineSettings(spec, batch_size=64, timeout=0.02))
+    try:
+        request = Ask("q", namespace="A")
+        begun = hosted.begin(request)
+        assert begun.response is None  # a miss, holding its place
+        first = begun.submit(request)
+        del begun
+        gc.collect()
+        assert sum(hosted.pipeline.queues.held().values()) == 1  # its request is not done
+        assert model.stored.wait(10)  # its sample is stored, not yet handed out
+        second = hosted.request_sync(Ask("q", namespace="A"))  # a hit check on this thread
+        first_response = first.result(10)
+        assert first_response.cached == [False] and second.cached == [False]
+        assert first_response.data != second.data  # each its own sample (G1)
+        assert model.samples_generated == 2 and model.call_count == 2
+        replay = hosted.request_sync(Ask("q", n=2, namespace="B"))
+        assert replay.data == first_response.data + second.data  # in the order asked (G4)
     finally:
         hosted.close()

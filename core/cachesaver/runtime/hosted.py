@@ -101,8 +101,10 @@ class Begun:
         self._hosted = hosted
         self._pipeline = pipeline
         self._reservation = reservation
-        if reservation is not None:  # never submitted (a stream nobody read): give the place back
-            weakref.finalize(self, reservation.release)
+        # Never submitted (a stream nobody read): give the place back once this is collected.
+        # Submitted: the request holds the place until it is done, whoever still refers to this
+        # object (the caller may stop reading while its request goes on to take its sample).
+        self._unsubmitted = weakref.finalize(self, reservation.release) if reservation is not None else None
 
     def submit(self, request: Request) -> "concurrent.futures.Future[Response]":
         if self.response is not None:
@@ -110,6 +112,8 @@ class Begun:
             done.set_result(self.response)
             return done
         reservation, self._reservation = self._reservation, None
+        if self._unsubmitted is not None:
+            self._unsubmitted.detach()
         return self._hosted._start_on_host(self._pipeline, [(request, reservation)])[0]
 
 
