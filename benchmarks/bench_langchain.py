@@ -1,5 +1,7 @@
-"""LangChain adapter: hit latency of CacheSaverChatModel beside LangChain's own InMemoryCache hit
-and beside the bare inner model (a real HTTP call to the local fake server). Prints Markdown.
+"""LangChain adapter: hit latency of CacheSaverChatModel beside LangChain's own InMemoryCache hit,
+its SQLiteCache hit (langchain-community, the on-disk peer of the disk store; in the ``bench``
+extra, the row is left out without it) and the bare inner model (a real HTTP call to the local
+fake server). Prints Markdown.
 
     python benchmarks/bench_langchain.py            # ~30 s
     python benchmarks/bench_langchain.py --quick    # fewer rounds
@@ -84,6 +86,19 @@ async def ainterleaved(variants: dict[str, Callable[[int], Any]], rounds: int, b
     return {name: statistics.median(v) * 1e6 for name, v in per_round.items()}
 
 
+def sqlite_cache(path: str) -> Any:
+    """LangChain's SQLiteCache at ``path``, or None without langchain-community."""
+    try:
+        import warnings
+
+        with warnings.catch_warnings():  # (its import warns that the package is being sunset)
+            warnings.simplefilter("ignore")
+            from langchain_community.cache import SQLiteCache
+    except ImportError:
+        return None
+    return SQLiteCache(database_path=path)
+
+
 def ns(i: int) -> dict:
     return {"metadata": {"cachesaver_namespace": f"ns-{i}"}}
 
@@ -101,6 +116,10 @@ def main() -> None:
                               max_retries=0, **kwargs)
 
         in_memory = openai(cache=InMemoryCache())
+        peers = {"InMemoryCache hit (ChatOpenAI)": in_memory}
+        sqlite = sqlite_cache(os.path.join(tmp, "langchain.db"))
+        if sqlite is not None:
+            peers["SQLiteCache hit (ChatOpenAI)"] = openai(cache=sqlite)
         wrapper_mem = CacheSaverChatModel(chat_model=openai(), store="memory")
         wrapper_disk = CacheSaverChatModel(chat_model=openai(), store=os.path.join(tmp, "store"))
         wrappers = {"memory": wrapper_mem, "disk": wrapper_disk}
@@ -112,8 +131,9 @@ def main() -> None:
             wrappers["Redis"] = CacheSaverChatModel(chat_model=openai(), store=redis_store)
         bare = openai(http_async_client=httpx.AsyncClient())  # its own client: its own loop
         constant = ConstantChat()
-        for model in (in_memory, *wrappers.values()):
+        for model in (*peers.values(), *wrappers.values()):
             model.invoke(PROMPT, config=ns(-1))  # store the one sample every hit replays
+        populated = server.request_count
 
         host = get_host()
         pipeline = wrapper_mem.pipeline
@@ -146,6 +166,12 @@ def main() -> None:
                     lambda i: sync_client.lrange(probe, 0, 0),
             }
 
+        def peer_hit(model: ChatOpenAI) -> Callable[[int], Any]:
+            return lambda i: model.invoke(PROMPT)
+
+        def peer_ahit(model: ChatOpenAI) -> Callable[[int], Any]:
+            return lambda i: model.ainvoke(PROMPT)
+
         def sync_hit(model: CacheSaverChatModel) -> Callable[[int], Any]:
             return lambda i: model.invoke(PROMPT, config=ns(i))
 
@@ -153,7 +179,7 @@ def main() -> None:
             return lambda i: model.ainvoke(PROMPT, config=ns(10**7 + i))
 
         sync = interleaved({
-            "InMemoryCache hit (ChatOpenAI)": lambda i: in_memory.invoke(PROMPT),
+            **{name: peer_hit(peer) for name, peer in peers.items()},
             **{f"CacheSaver hit, {label} store": sync_hit(model) for label, model in wrappers.items()},
             "bare ChatOpenAI call (local HTTP)": lambda i: bare.invoke(PROMPT),
             "context: constant model, no cache": lambda i: constant.invoke(PROMPT),
@@ -165,7 +191,7 @@ def main() -> None:
 
         async def run_async() -> dict[str, float]:
             return await ainterleaved({
-                "InMemoryCache hit (ChatOpenAI)": lambda i: in_memory.ainvoke(PROMPT),
+                **{name: peer_ahit(peer) for name, peer in peers.items()},
                 **{f"CacheSaver hit, {label} store": async_hit(model) for label, model in wrappers.items()},
                 "bare ChatOpenAI call (local HTTP)": lambda i: bare.ainvoke(PROMPT),
                 "context: constant model, no cache": lambda i: constant.ainvoke(PROMPT),
@@ -173,6 +199,9 @@ def main() -> None:
             }, rounds, block)
 
         asynchronous = asyncio.run(run_async())
+        # Every timed call of a cache was a hit: the server only answered the bare calls.
+        bare_calls = 2 * rounds * max(1, block // 20)
+        assert server.request_count == populated + bare_calls, "a timed cache call reached the server"
         for model in wrappers.values():
             assert model.stats.model_calls == 1, "every timed wrapper call must have been a hit"
             model.close()
@@ -199,6 +228,13 @@ def main() -> None:
         verdict = "met" if max(s / ref_s, a / ref_a) <= target else "NOT met"
         print(f"- {label} store: hit = {s / ref_s:.2f}x (sync) / {a / ref_a:.2f}x (async) an InMemoryCache "
               f"hit, {s / bare_s:.3f}x / {a / bare_a:.3f}x a bare local call; target <= {target}x: {verdict}")
+    sqlite_name = "SQLiteCache hit (ChatOpenAI)"
+    if sqlite_name in sync:
+        s, a = sync["CacheSaver hit, disk store"], asynchronous["CacheSaver hit, disk store"]
+        print(f"- disk store against LangChain's on-disk cache: {s / sync[sqlite_name]:.2f}x (sync) / "
+              f"{a / asynchronous[sqlite_name]:.2f}x (async) a SQLiteCache hit")
+    else:
+        print("- (no SQLiteCache row: `pip install -e \".[bench]\"` installs langchain-community)")
     sys.stdout.flush()
 
 
