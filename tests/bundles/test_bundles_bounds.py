@@ -27,6 +27,10 @@ MiB = 1 << 20
 RSS_BOUND_MIB = 100
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# One worker runs this module: the 300 MB bomb (``member_bomb``) is then built once, not once per
+# worker the module's tests land on.
+pytestmark = pytest.mark.xdist_group("bundle-bombs")
+
 
 @pytest.fixture(scope="module")
 def member_bomb(tmp_path_factory) -> bytes:

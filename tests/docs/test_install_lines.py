@@ -12,6 +12,7 @@ snippet imported ``langchain_openai``, which no extra but ``test`` installs: aft
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from importlib import metadata
@@ -76,6 +77,23 @@ def named_distributions(text: str) -> set[str]:
     return names
 
 
+@functools.cache
+def _installs(name: str) -> tuple[str, ...]:
+    """What the installed distribution ``name`` requires (extras left out). Cached: every page's
+    closure walks mostly the same ~100 distributions, and reading and parsing their metadata
+    again for each page took seconds."""
+    try:
+        reqs = metadata.requires(name) or []
+    except metadata.PackageNotFoundError:
+        return ()
+    out = []
+    for spec in reqs:
+        req = requirements.Requirement(spec)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            out.append(_norm(req.name))
+    return tuple(out)
+
+
 def with_dependencies(names: set[str]) -> set[str]:
     """``names`` and what they install (their installed metadata's requirements, extras left out)."""
     closure, pending = set(), list(names)
@@ -84,14 +102,7 @@ def with_dependencies(names: set[str]) -> set[str]:
         if name in closure:
             continue
         closure.add(name)
-        try:
-            reqs = metadata.requires(name) or []
-        except metadata.PackageNotFoundError:
-            continue
-        for spec in reqs:
-            req = requirements.Requirement(spec)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                pending.append(_norm(req.name))
+        pending.extend(_installs(name))
     return closure
 
 

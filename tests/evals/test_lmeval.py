@@ -118,7 +118,19 @@ def test_the_pages_cli_and_python_snippets_run_as_written(fake_server, api_key_e
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OPENAI_BASE_URL", fake_server.base_url)
     monkeypatch.setattr(sys, "argv", ["snippet"])
+    # The snippet's TaskManager indexes only its include path: indexing lm-eval's ~15,000
+    # built-in task configs takes seconds, and the CLI run above did it, with the same include
+    # path, for the same task. The snippet still makes its TaskManager as written (checked).
+    made: list = []
+
+    class IncludePathOnly(lm_eval.tasks.TaskManager):
+        def __init__(self, *args, **kwargs):
+            made.append((args, dict(kwargs)))
+            super().__init__(*args, **{**kwargs, "include_defaults": False})
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", IncludePathOnly)
     exec(compile(snippet.code, snippet.where, "exec"), {"__name__": "__main__"})
+    assert made == [((), {"include_path": "./my_tasks"})]
     assert fake_server.request_count == 0
     assert "exact_match" in capsys.readouterr().out
 

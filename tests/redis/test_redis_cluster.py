@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from redis.crc import key_slot
 
 from cachesaver.codec import encode_sample
@@ -12,6 +13,10 @@ from cachesaver.pipelines import OnlineAPI
 from cachesaver.stores.redis import RedisStore
 from cachesaver.testing import FakeModel
 from cachesaver.typedefs import Request
+
+# One worker runs this module: its cluster (``own_redis_cluster``: three redis-server processes
+# joined into a cluster) is then started once, not once per worker the module's tests land on.
+pytestmark = pytest.mark.xdist_group("redis-cluster")
 
 
 def rec(i):

@@ -22,6 +22,10 @@ from benchmarks.savings.scenarios import default_scenarios, namespace
 
 PUZZLES = 4
 
+# One worker runs this module: ``results`` (every scenario, seconds) is then computed once, not
+# once per worker the module's tests land on.
+pytestmark = pytest.mark.xdist_group("savings-simulator")
+
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
