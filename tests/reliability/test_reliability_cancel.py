@@ -15,15 +15,19 @@ import random
 import uuid
 from collections import defaultdict
 
+from dataclasses import dataclass
+from typing import Any
+
 import pytest
 
 from cachesaver.keys import request_key
 from cachesaver.pending import Pending
 from cachesaver.pipelines import OnlineAPI
+from cachesaver.runtime import ChunkSink, FanOutModel
 from cachesaver.stores import DiskStore, MemoryStore
 from cachesaver.stores.redis import RedisStore
 from cachesaver.testing import FakeModel
-from cachesaver.typedefs import Request
+from cachesaver.typedefs import Request, Usage, unkeyed
 
 def req(rid: str, ns: str = "A", n: int = 1, prompt: str = "q") -> Request:
     return Request(prompt=prompt, n=n, request_id=rid, namespace=ns)
@@ -266,6 +270,87 @@ async def test_all_waiters_of_a_call_cancelled_the_samples_are_kept_and_billed_o
     assert [c.n for c in model.calls] == [2]  # paid once, nothing thrown away
     assert later.data == [model.sample_text("q", 0), model.sample_text("q", 1)]
     assert later.cached == [False, False] and again.cached == [True, True]  # billed to the first claimer
+
+
+@dataclass(frozen=True)
+class StreamingAsk(Request):
+    """A request whose caller streams (its live-chunk sink, as the adapters attach one)."""
+
+    sink: Any = unkeyed(default=None)
+
+
+class StreamsLive(FanOutModel):
+    """An adapter's model whose samples are ``"sample <k>"`` (k: its k-th sample made), with
+    the live path adapters use: a call whose first sample is due to a streaming caller is a
+    stream into that caller's sink (``shown`` records which sink was shown which sample). Its
+    first two samples wait for ``gates[0]`` and ``gates[1]``."""
+
+    model_id = "test/streams-live"
+
+    def __init__(self) -> None:
+        self.gates = [asyncio.Event(), asyncio.Event()]
+        self.entered = [asyncio.Event(), asyncio.Event()]
+        self.made = 0
+        self.shown: list[tuple[ChunkSink, str]] = []
+
+    def native_n(self, request):
+        return True
+
+    def can_stream(self, request):
+        return True
+
+    async def _sample(self) -> str:
+        k, self.made = self.made, self.made + 1
+        if k < len(self.gates):
+            self.entered[k].set()
+            await self.gates[k].wait()
+        return f"sample {k}"
+
+    async def call(self, request, n):
+        return [await self._sample() for _ in range(n or 1)], Usage()
+
+    async def stream_call(self, request, sink):
+        sample = await self._sample()
+        self.shown.append((sink, sample))
+        return [sample], Usage()
+
+
+@pytest.mark.parametrize("backend", ["memory", "disk"])
+async def test_a_caller_ahead_of_a_live_stream_leaves_the_stream_keeps_the_sample_it_was_shown(
+        backend, tmp_path, leftovers):
+    """Two requests of namespace X wait in one batch behind a call for namespace Y. That call
+    stores sample 0, which X's first request is planned to take; the one new sample is
+    X's second request's, streamed to it live. X's first request leaves during that stream.
+    Before, the stream's request then received sample 0 and sample 1, the one it was shown,
+    stayed free: the next request of X was handed it again (G1; through litellm, a stream shown
+    a sample that the next call of its namespace got too). Now it receives the sample it was
+    shown; the one that left takes nothing it was not planned to, and the next request of X is
+    handed a new sample."""
+    model = StreamsLive()
+    store = MemoryStore() if backend == "memory" else DiskStore(str(tmp_path / "c"))
+    async with OnlineAPI(model=model, cache=store, batch_size=100, timeout=0.01) as p:
+        first_y = asyncio.ensure_future(p.request(StreamingAsk("q", request_id="y", namespace="Y")))
+        await model.entered[0].wait()  # Y's call holds the key's turn
+        sink = ChunkSink(None)
+        leaving = asyncio.ensure_future(p.request(StreamingAsk("q", request_id="x1", namespace="X")))
+        streaming = asyncio.ensure_future(p.request(StreamingAsk("q", request_id="x2", namespace="X", sink=sink)))
+        await settle()  # both checked: misses, each holding its place in X's queue
+        assert sorted(p.queues.held().items()) == [(("X", p.key_of(StreamingAsk("q"))), 2),
+                                                   (("Y", p.key_of(StreamingAsk("q"))), 1)]
+        model.gates[0].set()
+        assert (await first_y).data == ["sample 0"]
+        await model.entered[1].wait()  # X's call streams its one new sample to x2
+        leaving.cancel()
+        await asyncio.gather(leaving, return_exceptions=True)
+        model.gates[1].set()
+        streamed = await streaming
+        after = await p.request(StreamingAsk("q", request_id="x3", namespace="X"))
+        assert leaving.cancelled()
+        assert model.shown == [(sink, "sample 1")]
+        assert streamed.data == ["sample 1"]  # what it was shown
+        assert after.data == ["sample 2"]  # not the stream's sample again (G1)
+        assert leftovers(p) == {}
+    store.close()
 
 
 @pytest.mark.parametrize("backend", ["memory", "disk"])

@@ -91,8 +91,10 @@ class FanOutModel(SingleRequestModel):
     async def request(self, request: Request) -> Response:
         m = request.n
         if m == 1:
+            generation = current_generation()
             sink = self._live_sink()
-            if sink is not None and self.can_stream(request):
+            if sink is not None and generation is not None and self.can_stream(request):
+                generation.streamed_live()  # (the caller shown this sample is handed it: G1)
                 samples, usage = await self._counted(self.stream_call(request, sink))
                 return Response(data=samples, usage=usage)
         if self.native_n(request):
