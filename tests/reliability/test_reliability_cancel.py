@@ -15,19 +15,18 @@ import random
 import uuid
 from collections import defaultdict
 
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 
 from cachesaver.keys import request_key
 from cachesaver.pending import Pending
 from cachesaver.pipelines import OnlineAPI
-from cachesaver.runtime import ChunkSink, FanOutModel
+from cachesaver.runtime import ChunkSink
 from cachesaver.stores import DiskStore, MemoryStore
 from cachesaver.stores.redis import RedisStore
 from cachesaver.testing import FakeModel
-from cachesaver.typedefs import Request, Usage, unkeyed
+from cachesaver.typedefs import Request
+
+from _live_streams import StreamingAsk, StreamsLive
 
 def req(rid: str, ns: str = "A", n: int = 1, prompt: str = "q") -> Request:
     return Request(prompt=prompt, n=n, request_id=rid, namespace=ns)
@@ -270,49 +269,6 @@ async def test_all_waiters_of_a_call_cancelled_the_samples_are_kept_and_billed_o
     assert [c.n for c in model.calls] == [2]  # paid once, nothing thrown away
     assert later.data == [model.sample_text("q", 0), model.sample_text("q", 1)]
     assert later.cached == [False, False] and again.cached == [True, True]  # billed to the first claimer
-
-
-@dataclass(frozen=True)
-class StreamingAsk(Request):
-    """A request whose caller streams (its live-chunk sink, as the adapters attach one)."""
-
-    sink: Any = unkeyed(default=None)
-
-
-class StreamsLive(FanOutModel):
-    """An adapter's model whose samples are ``"sample <k>"`` (k: its k-th sample made), with
-    the live path adapters use: a call whose first sample is due to a streaming caller is a
-    stream into that caller's sink (``shown`` records which sink was shown which sample). Its
-    first two samples wait for ``gates[0]`` and ``gates[1]``."""
-
-    model_id = "test/streams-live"
-
-    def __init__(self) -> None:
-        self.gates = [asyncio.Event(), asyncio.Event()]
-        self.entered = [asyncio.Event(), asyncio.Event()]
-        self.made = 0
-        self.shown: list[tuple[ChunkSink, str]] = []
-
-    def native_n(self, request):
-        return True
-
-    def can_stream(self, request):
-        return True
-
-    async def _sample(self) -> str:
-        k, self.made = self.made, self.made + 1
-        if k < len(self.gates):
-            self.entered[k].set()
-            await self.gates[k].wait()
-        return f"sample {k}"
-
-    async def call(self, request, n):
-        return [await self._sample() for _ in range(n or 1)], Usage()
-
-    async def stream_call(self, request, sink):
-        sample = await self._sample()
-        self.shown.append((sink, sample))
-        return [sample], Usage()
 
 
 @pytest.mark.parametrize("backend", ["memory", "disk"])
