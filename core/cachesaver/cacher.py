@@ -505,10 +505,11 @@ class Cacher:
     async def _shown(self, demand: Demand, key: str, calls: list[_Call]) -> Optional[tuple[Pending, int, int]]:
         """The caller of ``demand`` a call of this round streamed its first sample to, when that
         sample now lies beyond what its claim would give it (callers ahead of it in its
-        namespace left after the plan): ``(caller, index of that sample, samples to skip)``.
-        The skipped samples (theirs) go to nobody, so that the caller is handed the sample it
-        was shown and no later request of the namespace is handed it again (G1). Private runs
-        only: in a shared run another process may claim first (the receiver is a prediction)."""
+        namespace left after the plan): ``(caller, index of its first sample, samples to
+        skip)``. The skipped samples (theirs) go to nobody, so that the caller is handed the
+        sample it was shown and no later request of the namespace is handed it again (G1).
+        Private runs only: in a shared run another process may claim first (the receiver is a
+        prediction)."""
         if not isinstance(self.ledger, PrivateLedger):
             return None
         for call in calls:
@@ -517,8 +518,11 @@ class Cacher:
             ahead = 0
             for item in demand.live_items():
                 if item.request is call.shown_to:
-                    skipped = call.start - (await self.ledger.position(demand.namespace, key) + ahead)
-                    return (item, call.start, skipped) if skipped > 0 else None
+                    # A call is streamed only when it is the one sample missing, so the sample
+                    # shown is the last of the caller's (the others were stored already).
+                    first = call.start - item.request.n + 1
+                    skipped = first - (await self.ledger.position(demand.namespace, key) + ahead)
+                    return (item, first, skipped) if skipped > 0 else None
                 ahead += item.request.n
         return None
 

@@ -310,6 +310,40 @@ async def test_a_caller_ahead_of_a_live_stream_leaves_the_stream_keeps_the_sampl
 
 
 @pytest.mark.parametrize("backend", ["memory", "disk"])
+@pytest.mark.parametrize("one_leaves", [False, True])
+async def test_a_stream_of_two_samples_whose_first_is_stored_is_streamed_its_second(backend, one_leaves, tmp_path,
+                                                                                     leftovers):
+    """A stream asking for 2 samples whose first is stored is streamed the one missing: its
+    second. It receives both, after one call, whether or not a request of its namespace ahead
+    of it (planned the first stored sample) leaves during the stream; the one that leaves takes
+    nothing, its sample goes to nobody."""
+    stored = 2 if one_leaves else 1  # what Y's call stores: one more when a request is ahead
+    model = StreamsLive(gated=stored + 1)
+    store = MemoryStore() if backend == "memory" else DiskStore(str(tmp_path / "c"))
+    async with OnlineAPI(model=model, cache=store, batch_size=100, timeout=0.01) as p:
+        first_y = asyncio.ensure_future(p.request(StreamingAsk("q", n=stored, request_id="y", namespace="Y")))
+        await model.entered[0].wait()  # Y's call holds the key's turn
+        leaving = asyncio.ensure_future(p.request(StreamingAsk("q", request_id="x1", namespace="X"))) if one_leaves else None
+        sink = ChunkSink(None)
+        streaming = asyncio.ensure_future(p.request(StreamingAsk("q", n=2, request_id="x2", namespace="X", sink=sink)))
+        await settle()
+        for gate in model.gates[:stored]:
+            gate.set()
+        await first_y
+        await model.entered[stored].wait()  # the stream's call
+        if leaving is not None:
+            leaving.cancel()
+            await asyncio.gather(leaving, return_exceptions=True)
+        model.gates[stored].set()
+        streamed = await streaming
+        assert leftovers(p) == {}
+    shown = f"sample {stored}"
+    assert model.made == stored + 1 and model.shown == [(sink, shown)]  # one call, streamed
+    assert streamed.data == [f"sample {stored - 1}", shown]
+    store.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "disk"])
 async def test_cancellation_storm_keeps_every_ledger_consistent(backend, tmp_path, leftovers, other_tasks,
                                                                  monkeypatch):
     """300 requests, a seeded 30% cancelled at seeded moments during batches, turns and calls.
