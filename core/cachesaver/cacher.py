@@ -50,6 +50,15 @@ class _Call:
     samples: list = dataclasses.field(default_factory=list)  # what was appended (claims read it)
     receivers: int = 0          # requests that received at least one of its samples
     original_given: bool = False
+    #: The request the model streamed sample ``start`` to as it was generated (it may have been
+    #: shown it: ``Generation.live``), or None.
+    shown_to: Optional[Request] = None
+
+
+#: A claim to hand out: the demand, the position claimed, the samples, the billing indices (see
+#: ``Ledger.claim``), and the caller that must get the samples at an offset of them, if any
+#: (:meth:`Cacher._shown`).
+Delivery = tuple[Demand, int, list, Optional[Sequence[int]], Optional[tuple[Pending, int]]]
 
 
 class Cacher:
@@ -308,7 +317,7 @@ class Cacher:
 
     async def _serve_locked(self, key: str, demands: list[Demand]) -> None:
         calls: list[_Call] = []
-        deliveries: "list[tuple[Demand, int, list[bytes], Optional[Sequence[int]]]]" = []
+        deliveries: list[Delivery] = []
         pending = demands if all(d.n > 0 for d in demands) else [d for d in demands if d.n > 0]
         stalled = 0
         last_seen: Optional[list[int]] = None
@@ -480,13 +489,42 @@ class Cacher:
             n = demand.n
             if n == 0:
                 continue
-            pos, raws, billed = await self.ledger.claim(demand.namespace, key, n, recent=recent)
+            shown = await self._shown(demand, key, calls)
+            skipped = shown[2] if shown is not None else 0
+            pos, raws, billed = await self.ledger.claim(demand.namespace, key, n + skipped, recent=recent)
             if raws:
-                deliveries.append((demand, pos, raws, billed))
+                pinned = None
+                if shown is not None and 0 <= shown[1] - pos <= len(raws) - shown[0].request.n:
+                    pinned = (shown[0], shown[1] - pos)
+                deliveries.append((demand, pos, raws, billed, pinned))
             else:  # another process took them first: go round again
                 short.append(demand)
                 seen.append(pos)
         return short, seen
+
+    async def _shown(self, demand: Demand, key: str, calls: list[_Call]) -> Optional[tuple[Pending, int, int]]:
+        """The caller of ``demand`` a call of this round streamed its first sample to, when that
+        sample now lies beyond what its claim would give it (callers ahead of it in its
+        namespace left after the plan): ``(caller, index of its first sample, samples to
+        skip)``. The skipped samples (theirs) go to nobody, so that the caller is handed the
+        sample it was shown and no later request of the namespace is handed it again (G1).
+        Private runs only: in a shared run another process may claim first (the receiver is a
+        prediction)."""
+        if not isinstance(self.ledger, PrivateLedger):
+            return None
+        for call in calls:
+            if call.shown_to is None:
+                continue
+            ahead = 0
+            for item in demand.live_items():
+                if item.request is call.shown_to:
+                    # A call is streamed only when it is the one sample missing, so the sample
+                    # shown is the last of the caller's (the others were stored already).
+                    first = call.start - item.request.n + 1
+                    skipped = first - (await self.ledger.position(demand.namespace, key) + ahead)
+                    return (item, first, skipped) if skipped > 0 else None
+                ahead += item.request.n
+        return None
 
     async def _call_model(self, key: str, template: Request, n: int, meta: bytes,
                           generation: Generation, lease: Any = None, missing: int = 0) -> _Call:
@@ -522,7 +560,7 @@ class Cacher:
         finally:
             self.calls.end(in_flight)
         self._note_generated(key, start, k)
-        return _Call(start, start + k, encoded)
+        return _Call(start, start + k, encoded, shown_to=generation.first_receiver if generation.live else None)
 
     def _note_generated(self, key: str, start: int, k: int) -> None:
         """Samples ``start .. start+k-1`` of ``key`` were generated here and are stored."""
@@ -565,13 +603,14 @@ class Cacher:
         return encode_response(key, n, response, self._model_name)
 
     # -- delivery and flags (G8) -------------------------------------------------------------
-    def _deliver(self, deliveries: "list[tuple[Demand, int, list[bytes], Optional[Sequence[int]]]]",
-                 calls: list[_Call]) -> None:
+    def _deliver(self, deliveries: list[Delivery], calls: list[_Call]) -> None:
         # First pass: how many requests share each call (a call shared by >= 2 is "merged").
         plan: "list[tuple[Pending, int, list[bytes], Optional[Sequence[int]]]]" = []
-        for demand, pos, raws, billed in deliveries:
+        for demand, pos, raws, billed, pinned in deliveries:
             offset = 0
             for item in demand.live_items():
+                if pinned is not None and item is pinned[0]:
+                    offset = max(offset, pinned[1])  # the sample it was shown (see _shown)
                 n = item.request.n
                 part = raws[offset : offset + n]
                 if len(part) < n:  # the caller count changed under us; nothing to hand out

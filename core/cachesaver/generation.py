@@ -38,6 +38,14 @@ class Generation:
     #: batch mode records it with its line, so that a line collected by another process (the
     #: ``cachesaver batches collect`` command) is stored with the request, as the engine would.
     meta: Optional[bytes] = field(default=None, compare=False, repr=False)
+    #: Set by a model that streams the first sample to ``first_receiver`` as it is generated
+    #: (:meth:`streamed_live`): that caller may have been shown it, so in a private run it is
+    #: handed exactly that sample, even if callers before it in its namespace leave meanwhile.
+    live: bool = field(default=False, compare=False, repr=False)
+
+    def streamed_live(self) -> None:
+        """The model shows the sample at ``first_index`` to ``first_receiver`` as it arrives."""
+        object.__setattr__(self, "live", True)  # (frozen: only this field changes)
 
     def when_stored(self, hook: "Callable[[int], Awaitable[Any]]") -> None:
         """Call ``hook(first_index)`` once this call's samples are appended."""

@@ -20,10 +20,13 @@ import pytest
 from cachesaver.keys import request_key
 from cachesaver.pending import Pending
 from cachesaver.pipelines import OnlineAPI
+from cachesaver.runtime import ChunkSink
 from cachesaver.stores import DiskStore, MemoryStore
 from cachesaver.stores.redis import RedisStore
 from cachesaver.testing import FakeModel
 from cachesaver.typedefs import Request
+
+from _live_streams import StreamingAsk, StreamsLive
 
 def req(rid: str, ns: str = "A", n: int = 1, prompt: str = "q") -> Request:
     return Request(prompt=prompt, n=n, request_id=rid, namespace=ns)
@@ -266,6 +269,78 @@ async def test_all_waiters_of_a_call_cancelled_the_samples_are_kept_and_billed_o
     assert [c.n for c in model.calls] == [2]  # paid once, nothing thrown away
     assert later.data == [model.sample_text("q", 0), model.sample_text("q", 1)]
     assert later.cached == [False, False] and again.cached == [True, True]  # billed to the first claimer
+
+
+@pytest.mark.parametrize("backend", ["memory", "disk"])
+async def test_a_caller_ahead_of_a_live_stream_leaves_the_stream_keeps_the_sample_it_was_shown(
+        backend, tmp_path, leftovers):
+    """Two requests of namespace X wait in one batch behind a call for namespace Y. That call
+    stores sample 0, which X's first request is planned to take; the one new sample is
+    X's second request's, streamed to it live. X's first request leaves during that stream.
+    Before, the stream's request then received sample 0 and sample 1, the one it was shown,
+    stayed free: the next request of X was handed it again (G1; through litellm, a stream shown
+    a sample that the next call of its namespace got too). Now it receives the sample it was
+    shown; the one that left takes nothing it was not planned to, and the next request of X is
+    handed a new sample."""
+    model = StreamsLive()
+    store = MemoryStore() if backend == "memory" else DiskStore(str(tmp_path / "c"))
+    async with OnlineAPI(model=model, cache=store, batch_size=100, timeout=0.01) as p:
+        first_y = asyncio.ensure_future(p.request(StreamingAsk("q", request_id="y", namespace="Y")))
+        await model.entered[0].wait()  # Y's call holds the key's turn
+        sink = ChunkSink(None)
+        leaving = asyncio.ensure_future(p.request(StreamingAsk("q", request_id="x1", namespace="X")))
+        streaming = asyncio.ensure_future(p.request(StreamingAsk("q", request_id="x2", namespace="X", sink=sink)))
+        await settle()  # both checked: misses, each holding its place in X's queue
+        assert sorted(p.queues.held().items()) == [(("X", p.key_of(StreamingAsk("q"))), 2),
+                                                   (("Y", p.key_of(StreamingAsk("q"))), 1)]
+        model.gates[0].set()
+        assert (await first_y).data == ["sample 0"]
+        await model.entered[1].wait()  # X's call streams its one new sample to x2
+        leaving.cancel()
+        await asyncio.gather(leaving, return_exceptions=True)
+        model.gates[1].set()
+        streamed = await streaming
+        after = await p.request(StreamingAsk("q", request_id="x3", namespace="X"))
+        assert leaving.cancelled()
+        assert model.shown == [(sink, "sample 1")]
+        assert streamed.data == ["sample 1"]  # what it was shown
+        assert after.data == ["sample 2"]  # not the stream's sample again (G1)
+        assert leftovers(p) == {}
+    store.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "disk"])
+@pytest.mark.parametrize("one_leaves", [False, True])
+async def test_a_stream_of_two_samples_whose_first_is_stored_is_streamed_its_second(backend, one_leaves, tmp_path,
+                                                                                     leftovers):
+    """A stream asking for 2 samples whose first is stored is streamed the one missing: its
+    second. It receives both, after one call, whether or not a request of its namespace ahead
+    of it (planned the first stored sample) leaves during the stream; the one that leaves takes
+    nothing, its sample goes to nobody."""
+    stored = 2 if one_leaves else 1  # what Y's call stores: one more when a request is ahead
+    model = StreamsLive(gated=stored + 1)
+    store = MemoryStore() if backend == "memory" else DiskStore(str(tmp_path / "c"))
+    async with OnlineAPI(model=model, cache=store, batch_size=100, timeout=0.01) as p:
+        first_y = asyncio.ensure_future(p.request(StreamingAsk("q", n=stored, request_id="y", namespace="Y")))
+        await model.entered[0].wait()  # Y's call holds the key's turn
+        leaving = asyncio.ensure_future(p.request(StreamingAsk("q", request_id="x1", namespace="X"))) if one_leaves else None
+        sink = ChunkSink(None)
+        streaming = asyncio.ensure_future(p.request(StreamingAsk("q", n=2, request_id="x2", namespace="X", sink=sink)))
+        await settle()
+        for gate in model.gates[:stored]:
+            gate.set()
+        await first_y
+        await model.entered[stored].wait()  # the stream's call
+        if leaving is not None:
+            leaving.cancel()
+            await asyncio.gather(leaving, return_exceptions=True)
+        model.gates[stored].set()
+        streamed = await streaming
+        assert leftovers(p) == {}
+    shown = f"sample {stored}"
+    assert model.made == stored + 1 and model.shown == [(sink, shown)]  # one call, streamed
+    assert streamed.data == [f"sample {stored - 1}", shown]
+    store.close()
 
 
 @pytest.mark.parametrize("backend", ["memory", "disk"])

@@ -17,8 +17,13 @@ import pytest
 from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError, PipelineClosedError
 from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, get_host, read_identity
 from cachesaver.generation import current_generation
+from cachesaver.pipelines import OnlineAPI
+from cachesaver.runtime import ChunkSink
+from cachesaver.stores import DiskStore, MemoryStore
 from cachesaver.testing import FakeModel
 from cachesaver.typedefs import Request
+
+from _live_streams import StreamingAsk, StreamsLive
 
 
 @dataclass(frozen=True)
@@ -288,3 +293,27 @@ def test_a_begun_request_keeps_its_place_once_its_caller_drops_the_begun_object(
         assert replay.data == first_response.data + second.data  # in the order asked (G4)
     finally:
         hosted.close()
+
+
+@pytest.mark.parametrize("store", ["memory", "disk"])
+async def test_a_stream_carries_one_sample_when_another_process_of_its_run_claims_the_streamed_one(store, tmp_path):
+    """A shared run (``run_id``) over two pipelines on one store, as two processes. Process 1's
+    stream is streamed its sample live; process 2's request of the same namespace is checked
+    between that sample's append and process 1's claim, and takes it. Process 1's request then
+    goes round and is generated another sample. Before, that second call was streamed into the
+    same stream too: its caller was sent one sample's chunks, then another's. Now a stream is
+    streamed one sample; the request's own (the second) reaches it whole from the store."""
+    shared = MemoryStore() if store == "memory" else DiskStore(str(tmp_path / "store"))
+    model_1, model_2 = StreamsLive(gated=0, hold_stored=True), StreamsLive(gated=0)
+    async with OnlineAPI(model=model_1, cache=shared, run_id="R", timeout=0.01) as process_1, \
+            OnlineAPI(model=model_2, cache=shared, run_id="R", timeout=0.01) as process_2:
+        sink = ChunkSink(get_host())
+        streaming = asyncio.ensure_future(process_1.request(StreamingAsk("q", request_id="s", namespace="X", sink=sink)))
+        await model_1.stored.wait()  # its sample is stored, not yet claimed
+        other = await process_2.request(StreamingAsk("q", request_id="o", namespace="X"))
+        model_1.release.set()
+        streamed = await streaming
+    assert model_1.made == 2 and model_2.made == 0  # process 1 generated again for its stream
+    assert model_1.shown == [(sink, "sample 0")]  # one sample streamed into the stream
+    assert other.data == ["sample 0"] and streamed.data == ["sample 1"]
+    shared.close()

@@ -91,8 +91,11 @@ class FanOutModel(SingleRequestModel):
     async def request(self, request: Request) -> Response:
         m = request.n
         if m == 1:
+            generation = current_generation()
             sink = self._live_sink()
-            if sink is not None and self.can_stream(request):
+            if sink is not None and generation is not None and self.can_stream(request):
+                generation.streamed_live()  # (the caller shown this sample is handed it: G1)
+                sink.fed = True
                 samples, usage = await self._counted(self.stream_call(request, sink))
                 return Response(data=samples, usage=usage)
         if self.native_n(request):
@@ -132,4 +135,8 @@ class FanOutModel(SingleRequestModel):
         generation = current_generation()
         if generation is None or generation.count != 1:
             return None
-        return sink_of(generation.first_receiver)
+        sink = sink_of(generation.first_receiver)
+        # One live sample per stream: a caller already streamed one (in a shared run, another
+        # process claimed it first and the engine generates again for this caller) is handed
+        # the new sample whole, never a second sample's chunks after the first one's.
+        return sink if sink is not None and not sink.fed else None

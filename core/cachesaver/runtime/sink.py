@@ -44,6 +44,9 @@ class ChunkSink:
         self._waiter: Optional[asyncio.Future[None]] = None
         self._abandoned = False
         self._unpaced = False
+        #: Whether a model call has streamed into this sink (engine side): a caller's stream
+        #: carries one sample, so a later call for the same request is not streamed here.
+        self.fed = False
         #: Set by the producer: the ``sample_id`` of the sample it streamed here, and whether
         #: the content was a list of blocks (the closing chunk must match its type).
         self.sample_id: Optional[str] = None
