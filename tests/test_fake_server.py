@@ -490,3 +490,32 @@ def test_stop_is_fast_with_keepalive_and_inflight_requests():
     assert not t.is_alive() and errors
     srv.stop()  # idempotent
     client.close()
+
+
+def test_a_burst_of_connections_is_queued_while_the_server_is_busy_accepting():
+    """64 clients connecting at once while the server has not accepted any yet (a loaded
+    machine) all get through the handshake, as with a production server's backlog. With
+    ``ThreadingHTTPServer``'s default backlog of 5, the rest waited on SYN retries and some
+    tests' bursts of 64 calls saw "Connection reset by peer" under load."""
+    import socket
+
+    from cachesaver.testing.server import _HTTPServer
+
+    httpd = _HTTPServer(("127.0.0.1", 0), owner=None)  # listening, accepting nothing yet
+    clients = []
+    try:
+        port = httpd.server_address[1]
+        refused = 0
+        for _ in range(64):
+            client = socket.socket()
+            client.settimeout(0.3)
+            clients.append(client)
+            try:
+                client.connect(("127.0.0.1", port))
+            except OSError:
+                refused += 1
+        assert refused == 0
+    finally:
+        for client in clients:
+            client.close()
+        httpd.server_close()

@@ -177,6 +177,9 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    #: Connections the kernel completes before the server accepts them (the default, 5, makes
+    #: a burst of clients wait on SYN retries, or fail, while a loaded machine is slow to accept).
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], owner: "FakeOpenAIServer") -> None:
         self.owner = owner
