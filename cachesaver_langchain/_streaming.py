@@ -15,7 +15,7 @@ from typing import AsyncIterator, Iterator, Optional
 
 from langchain_core.outputs import ChatGenerationChunk
 
-from cachesaver.runtime import END, AsyncChunkSink, ChunkSink, HostedPipeline, SyncChunkSink
+from cachesaver.runtime import END, STREAMED_OTHER_SAMPLE, AsyncChunkSink, ChunkSink, HostedPipeline, SyncChunkSink
 from cachesaver.typedefs import Response
 
 from ._calls import Scope, chat_result, flags
@@ -77,9 +77,7 @@ def _tail(response: Response, request: ChatRequest, sink: ChunkSink, live: bool)
         return
     meta = flags(response, 0, request)
     if not (isinstance(sample, dict) and sample.get("sample_id") == sink.sample_id):
-        # Only possible when another process appended to this key meanwhile.
-        log.warning("namespace %r was streamed a sample but received another one (a process "
-                    "sharing the store appended to this key meanwhile)", request.namespace)
+        log.warning(STREAMED_OTHER_SAMPLE, request.namespace)
         meta["streamed_other_sample"] = True
     meta["sample_usage"] = usage_metadata((response.sample_usage or [None])[0])
     yield closing_chunk(sink.list_content, meta)

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from typing import Any, AsyncIterator, Callable, Iterator
 
-from cachesaver.runtime import END, AsyncChunkSink, ChunkSink, HostedPipeline, SyncChunkSink
+from cachesaver.runtime import END, STREAMED_OTHER_SAMPLE, AsyncChunkSink, ChunkSink, HostedPipeline, SyncChunkSink
 from cachesaver.typedefs import Response
 
 from ._backend import LiteLLMRequest
@@ -106,9 +106,7 @@ class _Tail:
             return list(stream_chunks(response))
         sample = result.data[0] if result.data else None
         if not (isinstance(sample, dict) and sample.get("id") == sink.sample_id):
-            # Only possible when another process appended to this key meanwhile.
-            log.warning("namespace %r was streamed a sample but received another one (a process "
-                        "sharing the store appended to this key meanwhile)", request.namespace)
+            log.warning(STREAMED_OTHER_SAMPLE, request.namespace)
         held = self._held
         content = [i for i, chunk in enumerate(held) if not _finishes(chunk)]
         if content:

@@ -17,7 +17,7 @@ from .fanout import FanOutModel, sink_of
 from .host import EngineHost, get_host
 from .hosted import HostedPipeline, PipelineSettings
 from .identity import NAMESPACE_KEY, REQUEST_ID_KEY, check_n, check_namespace, read_identity, warn_unknown_keys
-from .sink import END, AsyncChunkSink, ChunkSink, SyncChunkSink
+from .sink import END, STREAMED_OTHER_SAMPLE, AsyncChunkSink, ChunkSink, SyncChunkSink
 
 __all__ = [
     "EngineHost",
@@ -27,6 +27,7 @@ __all__ = [
     "FanOutModel",
     "sink_of",
     "ChunkSink",
+    "STREAMED_OTHER_SAMPLE",
     "AsyncChunkSink",
     "SyncChunkSink",
     "END",

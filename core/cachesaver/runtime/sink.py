@@ -25,13 +25,19 @@ from typing import Any, Optional
 
 from .host import EngineHost
 
-__all__ = ["END", "ChunkSink", "AsyncChunkSink", "SyncChunkSink", "STALL_TIMEOUT"]
+__all__ = ["END", "ChunkSink", "AsyncChunkSink", "SyncChunkSink", "STALL_TIMEOUT", "STREAMED_OTHER_SAMPLE"]
 
 #: Delivered after the last chunk, once the engine request has finished (result or error).
 END = object()
 
 #: Seconds the producer waits for a pull before it stops applying backpressure.
 STALL_TIMEOUT = 5.0
+
+#: What an adapter logs (with the namespace) when a stream's request was handed another sample
+#: than the one streamed to its caller: only in a shared run, when another process of the run
+#: claimed the streamed sample first (the known limit in docs/performance.md).
+STREAMED_OTHER_SAMPLE = ("namespace %r was streamed a sample but received another one: another process "
+                         "of its shared run (run_id) claimed the streamed sample first")
 
 
 class ChunkSink:
