@@ -485,11 +485,14 @@ class Cacher:
         What this round appended is claimed from memory where the ledger allows (``recent``)."""
         short, seen = [], []
         recent = [(call.start, call.samples) for call in calls]
+        # Calls streamed live to a caller (private runs only: see _shown); most rounds have none.
+        streamed = [call for call in calls if call.shown_to is not None] \
+            if isinstance(self.ledger, PrivateLedger) else []
         for demand in pending:
             n = demand.n
             if n == 0:
                 continue
-            shown = await self._shown(demand, key, calls)
+            shown = await self._shown(demand, key, streamed) if streamed else None
             skipped = shown[2] if shown is not None else 0
             pos, raws, billed = await self.ledger.claim(demand.namespace, key, n + skipped, recent=recent)
             if raws:
@@ -502,19 +505,15 @@ class Cacher:
                 seen.append(pos)
         return short, seen
 
-    async def _shown(self, demand: Demand, key: str, calls: list[_Call]) -> Optional[tuple[Pending, int, int]]:
-        """The caller of ``demand`` a call of this round streamed its first sample to, when that
-        sample now lies beyond what its claim would give it (callers ahead of it in its
-        namespace left after the plan): ``(caller, index of its first sample, samples to
-        skip)``. The skipped samples (theirs) go to nobody, so that the caller is handed the
+    async def _shown(self, demand: Demand, key: str, streamed: list[_Call]) -> Optional[tuple[Pending, int, int]]:
+        """The caller of ``demand`` a ``streamed`` call of this round showed its first sample
+        to, when that sample now lies beyond what its claim would give it (callers ahead of it
+        in its namespace left after the plan): ``(caller, index of its first sample, samples
+        to skip)``. The skipped samples (theirs) go to nobody, so that the caller is handed the
         sample it was shown and no later request of the namespace is handed it again (G1).
         Private runs only: in a shared run another process may claim first (the receiver is a
         prediction)."""
-        if not isinstance(self.ledger, PrivateLedger):
-            return None
-        for call in calls:
-            if call.shown_to is None:
-                continue
+        for call in streamed:
             ahead = 0
             for item in demand.live_items():
                 if item.request is call.shown_to:
