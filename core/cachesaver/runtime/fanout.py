@@ -24,7 +24,7 @@ import logging
 from typing import Any, Optional
 
 from ..checks import MAX_CONCURRENT_CALLS, MAX_FANOUT, check_call_bound
-from ..generation import current_generation
+from ..generation import Generation, current_generation
 from ..keypolicy import MODEL_IN_REQUEST
 from ..typedefs import Request, Response, SingleRequestModel, Usage, merge_responses
 from .sink import ChunkSink
@@ -92,7 +92,7 @@ class FanOutModel(SingleRequestModel):
         m = request.n
         if m == 1:
             generation = current_generation()
-            sink = self._live_sink()
+            sink = self._live_sink(generation)
             if sink is not None and generation is not None and self.can_stream(request):
                 generation.streamed_live()  # (the caller shown this sample is handed it: G1)
                 sink.fed = True
@@ -131,8 +131,8 @@ class FanOutModel(SingleRequestModel):
                 raise
 
     @staticmethod
-    def _live_sink() -> Optional[ChunkSink]:
-        generation = current_generation()
+    def _live_sink(generation: Optional[Generation]) -> Optional[ChunkSink]:
+        """The sink of the caller this call's one sample is due to, if it streams."""
         if generation is None or generation.count != 1:
             return None
         sink = sink_of(generation.first_receiver)
