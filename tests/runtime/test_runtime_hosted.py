@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import pytest
 
 from cachesaver.errors import InvalidRequestError, InvalidRequestTypeError, PipelineClosedError
-from cachesaver.runtime import HostedPipeline, PipelineSettings, check_n, get_host, read_identity
 from cachesaver.generation import current_generation
 from cachesaver.pipelines import OnlineAPI
-from cachesaver.runtime import ChunkSink
+from cachesaver.runtime import ChunkSink, HostedPipeline, PipelineSettings, check_n, get_host, read_identity
 from cachesaver.stores import DiskStore, MemoryStore
 from cachesaver.testing import FakeModel
 from cachesaver.typedefs import Request
@@ -243,7 +242,6 @@ def test_a_hosted_miss_canonicalises_its_request_once(tmp_path, monkeypatch):
         assert hit.cached == [True] and hit.data == miss.data and len(walks) == 2
     finally:
         hosted.close()
-
 
 
 class PausesAfterStoring(FakeModel):
